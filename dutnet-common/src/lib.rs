@@ -1,0 +1,28 @@
+//! The contract between dutnet's TC programs and its controller.
+//!
+//! Every type here crosses the kernel/userspace boundary through a BPF map, so
+//! each one is `#[repr(C)]`, has explicit padding, holds no `bool` or
+//! `Option`, states the byte order of every address and port, and has its size
+//! asserted at compile time. Changing a layout is an ABI change: the pinned maps
+//! of a running older dutnet become unreadable, so bump [`ABI_VERSION`].
+#![no_std]
+
+pub mod stats;
+
+/// Bumped whenever a map key or value layout changes. Pinned maps live under a
+/// directory named after it, so a new dutnet never reads an old layout.
+pub const ABI_VERSION: u32 = 1;
+
+/// Names of the TC programs in the eBPF object, as the controller looks them up.
+pub mod programs {
+    /// TC ingress on a DUT interface: packets coming from the DUT.
+    pub const DUT_INGRESS: &str = "dut_ingress";
+    /// TC egress on a DUT interface: packets going to the DUT.
+    pub const DUT_EGRESS: &str = "dut_egress";
+}
+
+/// Names of the maps in the eBPF object (at most 15 bytes: BPF_OBJ_NAME_LEN).
+pub mod maps {
+    /// Per-CPU hash: interface index -> [`crate::stats::IfaceCounters`].
+    pub const IFACE_STATS: &str = "IFACE_STATS";
+}

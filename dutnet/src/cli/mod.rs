@@ -1,0 +1,56 @@
+//! The command line: one file per verb; each only parses and calls the library.
+mod attach;
+mod stats;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// The one variable that sets the log filter (tracing's `EnvFilter` syntax).
+const LOG_ENV: &str = "DUTNET_LOG";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dutnet",
+    version,
+    about = "An isolated network behind each DUT NIC"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show per-interface packet and byte counters of the running datapath.
+    Stats(stats::Args),
+    /// Attach the datapath's counters to interfaces until interrupted
+    /// (development aid; `dutnet load` does this for configured networks).
+    #[command(hide = true)]
+    Attach(attach::Args),
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Stats(args) => stats::run(&args),
+        Command::Attach(args) => attach::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dutnet: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env(LOG_ENV)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

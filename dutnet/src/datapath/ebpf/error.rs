@@ -1,0 +1,69 @@
+use std::{io, path::PathBuf};
+
+/// What can go wrong in the eBPF datapath, each saying what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum EbpfError {
+    #[error(
+        "cannot mount a bpffs at {path}: {source}; mount one (`mount -t bpf bpf {path}`) or set DUTNET_BPFFS to a bpffs mount point"
+    )]
+    Bpffs {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot create or remove dutnet's pin directory {path}: {source}")]
+    PinDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "loading dutnet's eBPF programs failed: {source}; dutnet needs root (CAP_BPF and CAP_NET_ADMIN) and a kernel with BTF (>= 5.10), or `datapath: nft`"
+    )]
+    Load {
+        #[source]
+        source: aya::EbpfError,
+    },
+    #[error("the eBPF object has no program {name}: the dutnet binary was built wrongly")]
+    MissingProgram { name: &'static str },
+    #[error("the eBPF object has no map {name}: the dutnet binary was built wrongly")]
+    MissingMap { name: &'static str },
+    #[error("eBPF program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("interface {iface} does not exist in this network namespace: {source}")]
+    NoInterface {
+        iface: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("attaching {program} to {iface} failed: {source}")]
+    Attach {
+        program: &'static str,
+        iface: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("the eBPF datapath is not attached to {iface}")]
+    NotAttached { iface: String },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error(
+        "dutnet is not running here: no counters are pinned at {path}. Start it with `dutnet load FILE`, or set DUTNET_BPFFS to the bpffs the daemon uses"
+    )]
+    NotRunning { path: PathBuf },
+    #[error("netlink {call} on interface index {ifindex} failed: {source}")]
+    Netlink {
+        call: &'static str,
+        ifindex: u32,
+        #[source]
+        source: io::Error,
+    },
+}

@@ -1,0 +1,56 @@
+//! The packet path, behind one seam.
+//!
+//! The daemon talks to the [`Datapath`] trait; the eBPF programs are one
+//! implementation (the fast path), nftables will be the other (the fallback).
+//! `detach` undoes exactly what `attach` did.
+pub mod ebpf;
+
+use dutnet_common::stats::IfaceCounters;
+
+/// Counters of one interface the datapath is attached to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterfaceStats {
+    pub ifindex: u32,
+    /// The interface name, when it still exists in this network namespace.
+    pub name: Option<String>,
+    pub counters: IfaceCounters,
+}
+
+/// What the daemon needs from a datapath.
+pub trait Datapath {
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Starts handling the traffic of the DUT interface `iface`.
+    fn attach(&mut self, iface: &str) -> Result<(), Self::Error>;
+
+    /// Stops handling `iface`, removing everything `attach` added to it.
+    fn detach(&mut self, iface: &str) -> Result<(), Self::Error>;
+
+    /// Current counters of every attached interface.
+    fn stats(&self) -> Result<Vec<InterfaceStats>, Self::Error>;
+}
+
+/// The name of interface `ifindex` in this network namespace, if it exists.
+#[must_use]
+pub fn interface_name(ifindex: u32) -> Option<String> {
+    let mut buf = [0u8; libc::IF_NAMESIZE];
+    // SAFETY: `buf` is IF_NAMESIZE bytes, as if_indextoname requires.
+    let ret = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr().cast()) };
+    if ret.is_null() {
+        return None;
+    }
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    Some(String::from_utf8_lossy(&buf[..len]).into_owned())
+}
+
+/// The index of interface `name` in this network namespace.
+pub fn interface_index(name: &str) -> std::io::Result<u32> {
+    let c_name = std::ffi::CString::new(name).map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in interface name")
+    })?;
+    // SAFETY: `c_name` is a valid NUL-terminated string.
+    match unsafe { libc::if_nametoindex(c_name.as_ptr()) } {
+        0 => Err(std::io::Error::last_os_error()),
+        index => Ok(index),
+    }
+}

@@ -1,0 +1,7 @@
+//! dutnet: an isolated network behind each DUT NIC of a lab exporter.
+//!
+//! Packet path: `dutnet-common` (the map ABI) -> `dutnet-ebpf` (TC programs) ->
+//! [`datapath::ebpf`] (loading, attaching, pinning). Control path: the daemon,
+//! its servers and the host settings it changes, in the other modules.
+pub mod datapath;
+pub mod state;

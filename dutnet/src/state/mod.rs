@@ -1,0 +1,2 @@
+//! What dutnet keeps outside its own memory.
+pub mod paths;
