@@ -25,7 +25,9 @@ pub fn dut_egress(ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 
-#[cfg(not(test))]
+// Only the bpf target needs one: a host build (clippy over the workspace)
+// links std through feature unification, which brings its own.
+#[cfg(target_arch = "bpf")]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}

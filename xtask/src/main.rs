@@ -1,1 +1,33 @@
-fn main() {}
+//! `cargo xtask`: set up a machine, run every test, run the demo lab.
+//! Orchestration only: what dutnet does lives in the dutnet crate.
+mod demo;
+mod run;
+mod setup;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Install what building and testing need (idempotent: only what is missing).
+    Setup,
+    /// Setup, lint, build the tests unprivileged, run them as root.
+    Test(test::Args),
+    /// Build a lab of namespaces and run dutnet in it (no hardware needed).
+    Demo(demo::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Setup => setup::run(),
+        Command::Test(args) => test::run(&args),
+        Command::Demo(args) => demo::run(&args),
+    }
+}

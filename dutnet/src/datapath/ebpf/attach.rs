@@ -108,3 +108,24 @@ pub fn remove_clsact(ifindex: u32) -> Result<(), EbpfError> {
         .map_err(|_| netlink_error(std::io::Error::other("netlink thread panicked")))?
         .map_err(netlink_error)
 }
+
+/// Names of the TCX programs on `iface`'s ingress and egress hooks, in run
+/// order (any owner, not only dutnet). Attachment can only be checked this
+/// way: TCX links are invisible to `tc filter show`.
+pub fn tcx_program_names(iface: &str) -> Result<Vec<String>, EbpfError> {
+    let mut names = Vec::new();
+    for hook in [TcAttachType::Ingress, TcAttachType::Egress] {
+        let (_, programs) =
+            SchedClassifier::query_tcx(iface, hook).map_err(|source| EbpfError::Attach {
+                program: "query_tcx",
+                iface: iface.to_owned(),
+                source,
+            })?;
+        names.extend(
+            programs
+                .iter()
+                .map(|p| p.name_as_str().unwrap_or("?").to_owned()),
+        );
+    }
+    Ok(names)
+}

@@ -2,7 +2,7 @@
 use std::{ffi::CString, io, os::unix::ffi::OsStrExt as _, path::Path};
 
 /// `BPF_FS_MAGIC` from linux/magic.h.
-const BPF_FS_MAGIC: libc::c_long = 0xcafe_4a11;
+const BPF_FS_MAGIC: libc::__fsword_t = 0xcafe_4a11;
 
 /// True when `path` is on a bpffs.
 pub fn is_bpffs(path: &Path) -> io::Result<bool> {
@@ -13,11 +13,7 @@ pub fn is_bpffs(path: &Path) -> io::Result<bool> {
     if unsafe { libc::statfs(c_path.as_ptr(), &mut stat) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    #[expect(
-        clippy::useless_conversion,
-        reason = "f_type's width differs between libc targets"
-    )]
-    Ok(libc::c_long::from(stat.f_type) == BPF_FS_MAGIC)
+    Ok(stat.f_type == BPF_FS_MAGIC)
 }
 
 /// Mounts a bpffs at `mount_point` unless one is already there.

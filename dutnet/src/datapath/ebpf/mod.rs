@@ -17,7 +17,7 @@ use dutnet_common::{maps::IFACE_STATS, programs, stats::IfaceCounters};
 use tracing::{debug, info, warn};
 
 pub use self::{
-    attach::{TC_ATTACH_ENV, TcAttachMode},
+    attach::{TC_ATTACH_ENV, TcAttachMode, tcx_program_names},
     counters::read_pinned,
     error::EbpfError,
 };
