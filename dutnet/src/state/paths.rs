@@ -6,12 +6,18 @@
 //! `/sys`, so a bpffs mounted there is invisible to a `dutnet stats` started by
 //! another `ip netns exec`. Mount a bpffs somewhere both see (for example under
 //! `/run`) and point `DUTNET_BPFFS` at it.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Where the bpffs that holds dutnet's pins is mounted.
 pub const BPFFS_ENV: &str = "DUTNET_BPFFS";
-/// Default bpffs mount point (the one systemd mounts).
-pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf";
+/// Where dutnet keeps state that must survive a restart (leases, journal).
+pub const STATE_DIR_ENV: &str = "DUTNET_STATE_DIR";
+/// Where the running daemon keeps its pid/lock file and control socket.
+pub const RUN_DIR_ENV: &str = "DUTNET_RUN_DIR";
+
+const DEFAULT_BPFFS: &str = "/sys/fs/bpf";
+const DEFAULT_STATE_DIR: &str = "/var/lib/dutnet";
+const DEFAULT_RUN_DIR: &str = "/run/dutnet";
 
 /// The roots of everything dutnet keeps on disk.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,6 +25,10 @@ pub struct Paths {
     /// A bpffs mount point. dutnet mounts a bpffs there if none is (see
     /// `datapath::ebpf::bpffs`).
     pub bpffs: PathBuf,
+    /// Created by `dutnet load` (mode 0755).
+    pub state_dir: PathBuf,
+    /// Created by `dutnet load`; on tmpfs, so emptied by a reboot.
+    pub run_dir: PathBuf,
 }
 
 impl Paths {
@@ -32,6 +42,8 @@ impl Paths {
         };
         Self {
             bpffs: var(BPFFS_ENV, DEFAULT_BPFFS),
+            state_dir: var(STATE_DIR_ENV, DEFAULT_STATE_DIR),
+            run_dir: var(RUN_DIR_ENV, DEFAULT_RUN_DIR),
         }
     }
 
@@ -47,5 +59,31 @@ impl Paths {
     #[must_use]
     pub fn pinned_map(&self, name: &str) -> PathBuf {
         self.pin_dir().join(name)
+    }
+
+    /// The undo journal (see `host::journal`). Created by `dutnet load`
+    /// before its first change to the host; removed once everything in it
+    /// was undone (clean exit, or `dutnet down` / the next load after a crash).
+    #[must_use]
+    pub fn journal(&self) -> PathBuf {
+        self.state_dir.join("undo.journal")
+    }
+
+    /// The running daemon's pid file, held under an exclusive flock for its
+    /// whole life: only one dutnet runs per state.
+    #[must_use]
+    pub fn pid_file(&self) -> PathBuf {
+        self.run_dir.join("dutnet.pid")
+    }
+
+    /// The state directory of one network (its leases): the network's
+    /// `state_dir` when configured, else `<state_dir>/networks/<name>`.
+    /// Created by the network's DHCP server.
+    #[must_use]
+    pub fn network_dir(&self, name: &str, configured: Option<&Path>) -> PathBuf {
+        configured.map_or_else(
+            || self.state_dir.join("networks").join(name),
+            Path::to_path_buf,
+        )
     }
 }

@@ -1,0 +1,363 @@
+//! The undo journal.
+//!
+//! Before dutnet changes anything on the host it appends, and fsyncs, how to
+//! undo it. A clean exit undoes by replaying the journal backwards, and so does
+//! the next `dutnet load` or `dutnet down` after a dutnet killed with SIGKILL:
+//! one mechanism for both. Each line is JSON; the first names the boot, so a
+//! journal from before a reboot (whose changes the reboot already undid) is
+//! discarded instead of replayed.
+use std::{
+    collections::HashSet,
+    fs::{File, OpenOptions},
+    io::Write as _,
+    path::{Path, PathBuf},
+};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+/// How to put back one thing dutnet changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "undo", rename_all = "snake_case")]
+pub enum UndoStep {
+    /// Give `interface` exactly these IPv4 addresses again.
+    Ipv4Addresses {
+        interface: String,
+        addresses: Vec<Ipv4Net>,
+    },
+    /// Set `interface` administratively down again.
+    LinkDown { interface: String },
+    /// Write `value` back to sysctl `key`.
+    Sysctl { key: String, value: String },
+    /// Hand `interface` back to NetworkManager.
+    NmManaged { interface: String },
+    /// Remove dutnet's bpffs pin directory.
+    PinDir { path: PathBuf },
+}
+
+impl UndoStep {
+    /// Steps with the same key undo the same thing: only the first (the
+    /// state before dutnet) is kept.
+    fn key(&self) -> String {
+        match self {
+            Self::Ipv4Addresses { interface, .. } => format!("addr:{interface}"),
+            Self::LinkDown { interface } => format!("link:{interface}"),
+            Self::Sysctl { key, .. } => format!("sysctl:{key}"),
+            Self::NmManaged { interface } => format!("nm:{interface}"),
+            Self::PinDir { path } => format!("pins:{}", path.display()),
+        }
+    }
+}
+
+/// One journal line after the header.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The network the step belongs to; empty for shared host state (the
+    /// upstream's forwarding switch, the pins), undone only at full teardown.
+    pub network: String,
+    #[serde(flatten)]
+    pub step: UndoStep,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Header {
+    dutnet_journal: u32,
+    boot_id: String,
+    pid: u32,
+}
+
+/// A journal that could not be written or read.
+#[derive(Debug, thiserror::Error)]
+#[error("undo journal {path}: {source}")]
+pub struct JournalError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// The journal of the running dutnet.
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    file: File,
+    entries: Vec<Entry>,
+    keys: HashSet<String>,
+}
+
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+impl Journal {
+    /// Starts a new journal at `path` (replay any old one first).
+    pub fn create(path: &Path) -> Result<Self, JournalError> {
+        let fail = |source| JournalError {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(fail)?;
+        }
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(path)
+            .map_err(fail)?;
+        let mut journal = Self {
+            path: path.to_owned(),
+            file,
+            entries: Vec::new(),
+            keys: HashSet::new(),
+        };
+        let header = Header {
+            dutnet_journal: 1,
+            boot_id: boot_id(),
+            pid: std::process::id(),
+        };
+        journal.append_line(&serde_json::to_string(&header).map_err(|e| fail(e.into()))?)?;
+        sync_dir(path);
+        Ok(journal)
+    }
+
+    /// Records how to undo a change, durably, before the change is made.
+    /// A step whose key is already recorded is skipped: the first one holds
+    /// the state from before dutnet.
+    pub fn record(&mut self, network: &str, step: UndoStep) -> Result<(), JournalError> {
+        if !self.keys.insert(step.key()) {
+            return Ok(());
+        }
+        let entry = Entry {
+            network: network.to_owned(),
+            step,
+        };
+        let line = serde_json::to_string(&entry).map_err(|e| JournalError {
+            path: self.path.clone(),
+            source: e.into(),
+        })?;
+        self.append_line(&line)?;
+        self.entries.push(entry);
+        Ok(())
+    }
+
+    /// True when a step with this key is recorded.
+    #[must_use]
+    pub fn has(&self, step: &UndoStep) -> bool {
+        self.keys.contains(&step.key())
+    }
+
+    /// Removes `network`'s entries (after they were undone) and rewrites the
+    /// file atomically.
+    pub fn take_network(&mut self, network: &str) -> Result<Vec<Entry>, JournalError> {
+        let (taken, kept): (Vec<Entry>, Vec<Entry>) =
+            self.entries.drain(..).partition(|e| e.network == network);
+        self.entries = kept;
+        self.keys = self.entries.iter().map(|e| e.step.key()).collect();
+        self.rewrite()?;
+        Ok(taken)
+    }
+
+    /// Every entry, in the order recorded.
+    #[must_use]
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// Deletes the journal after everything in it was undone.
+    pub fn finish(self) -> Result<(), JournalError> {
+        std::fs::remove_file(&self.path).map_err(|source| JournalError {
+            path: self.path.clone(),
+            source,
+        })?;
+        sync_dir(&self.path);
+        Ok(())
+    }
+
+    fn append_line(&mut self, line: &str) -> Result<(), JournalError> {
+        let fail = |source| JournalError {
+            path: self.path.clone(),
+            source,
+        };
+        self.file
+            .write_all(format!("{line}\n").as_bytes())
+            .map_err(fail)?;
+        self.file.sync_data().map_err(fail)
+    }
+
+    fn rewrite(&mut self) -> Result<(), JournalError> {
+        let fail = |source| JournalError {
+            path: self.path.clone(),
+            source,
+        };
+        let header = Header {
+            dutnet_journal: 1,
+            boot_id: boot_id(),
+            pid: std::process::id(),
+        };
+        let mut text = serde_json::to_string(&header).map_err(|e| fail(e.into()))?;
+        text.push('\n');
+        for entry in &self.entries {
+            text.push_str(&serde_json::to_string(entry).map_err(|e| fail(e.into()))?);
+            text.push('\n');
+        }
+        let tmp = self.path.with_extension("tmp");
+        {
+            let mut file = File::create(&tmp).map_err(fail)?;
+            file.write_all(text.as_bytes()).map_err(fail)?;
+            file.sync_all().map_err(fail)?;
+        }
+        std::fs::rename(&tmp, &self.path).map_err(fail)?;
+        sync_dir(&self.path);
+        self.file = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(fail)?;
+        Ok(())
+    }
+}
+
+/// What a journal left by an earlier dutnet asks to undo.
+#[derive(Debug)]
+pub enum Leftover {
+    /// No journal.
+    None,
+    /// A journal from before the last reboot: nothing to undo.
+    OtherBoot,
+    /// Entries to undo, in the order they were recorded.
+    Pending { pid: u32, entries: Vec<Entry> },
+}
+
+/// Reads the journal at `path`. A line cut short by a crash is ignored: its
+/// change was never made (the entry is written before the change).
+pub fn read_leftover(path: &Path) -> Result<Leftover, JournalError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Leftover::None),
+        Err(source) => {
+            return Err(JournalError {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    let mut lines = text.lines();
+    let Some(header) = lines.next().and_then(|l| serde_json::from_str::<Header>(l).ok()) else {
+        return Ok(Leftover::Pending {
+            pid: 0,
+            entries: Vec::new(),
+        });
+    };
+    if header.boot_id != boot_id() {
+        return Ok(Leftover::OtherBoot);
+    }
+    let entries = lines
+        .filter_map(|l| serde_json::from_str::<Entry>(l).ok())
+        .collect();
+    Ok(Leftover::Pending {
+        pid: header.pid,
+        entries,
+    })
+}
+
+/// Removes the journal file of a finished undo.
+pub fn remove(path: &Path) -> Result<(), JournalError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {
+            sync_dir(path);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(JournalError {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// fsync the directory so a created, renamed or removed file survives a crash.
+fn sync_dir(path: &Path) {
+    if let Some(dir) = path.parent()
+        && let Ok(dir) = File::open(dir)
+    {
+        let _ = dir.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_path(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("dutnet-journal-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir.join("undo.journal")
+    }
+
+    #[test]
+    fn records_survive_and_the_first_prior_state_wins() {
+        let path = temp_path("first");
+        let mut journal = Journal::create(&path).unwrap();
+        let first = UndoStep::Sysctl {
+            key: "net.ipv4.conf.eth1.forwarding".into(),
+            value: "0".into(),
+        };
+        journal.record("lab", first.clone()).unwrap();
+        journal
+            .record(
+                "lab",
+                UndoStep::Sysctl {
+                    key: "net.ipv4.conf.eth1.forwarding".into(),
+                    value: "1".into(),
+                },
+            )
+            .unwrap();
+        drop(journal); // as if killed
+        let Leftover::Pending { entries, pid } = read_leftover(&path).unwrap() else {
+            panic!("journal not found");
+        };
+        assert_eq!(pid, std::process::id());
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].step, first);
+        remove(&path).unwrap();
+        assert!(matches!(read_leftover(&path).unwrap(), Leftover::None));
+    }
+
+    #[test]
+    fn a_line_cut_short_by_a_crash_is_ignored() {
+        let path = temp_path("cut");
+        let mut journal = Journal::create(&path).unwrap();
+        journal
+            .record("lab", UndoStep::LinkDown { interface: "eth1".into() })
+            .unwrap();
+        drop(journal);
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(b"{\"network\":\"lab\",\"undo\":\"sysc").unwrap();
+        let Leftover::Pending { entries, .. } = read_leftover(&path).unwrap() else {
+            panic!("journal not found");
+        };
+        assert_eq!(entries.len(), 1);
+        remove(&path).unwrap();
+    }
+
+    #[test]
+    fn taking_a_network_keeps_the_others() {
+        let path = temp_path("take");
+        let mut journal = Journal::create(&path).unwrap();
+        journal
+            .record("a", UndoStep::LinkDown { interface: "eth1".into() })
+            .unwrap();
+        journal
+            .record("b", UndoStep::LinkDown { interface: "eth2".into() })
+            .unwrap();
+        let taken = journal.take_network("a").unwrap();
+        assert_eq!(taken.len(), 1);
+        let Leftover::Pending { entries, .. } = read_leftover(&path).unwrap() else {
+            panic!("journal not found");
+        };
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].network, "b");
+        journal.finish().unwrap();
+        assert!(!path.exists());
+    }
+}

@@ -1,0 +1,227 @@
+//! The rtnetlink requests the controller needs, and link/address events.
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures::{StreamExt as _, TryStreamExt as _, channel::mpsc::UnboundedReceiver};
+use ipnet::Ipv4Net;
+use rtnetlink::{
+    Handle, LinkUnspec, RouteMessageBuilder,
+    packet_core::NetlinkMessage,
+    packet_route::{
+        RouteNetlinkMessage,
+        address::{AddressAttribute, AddressMessage},
+        link::{LinkAttribute, LinkFlags, LinkMessage},
+        route::{RouteAttribute, RouteMessage},
+    },
+    sys::SocketAddr,
+};
+
+/// A netlink request that failed, naming what it was doing.
+#[derive(Debug, thiserror::Error)]
+#[error("netlink: {call} ({subject}) failed: {source}")]
+pub struct NetlinkError {
+    pub call: &'static str,
+    pub subject: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
+fn error(call: &'static str, subject: impl ToString, source: impl std::fmt::Display) -> NetlinkError {
+    NetlinkError {
+        call,
+        subject: subject.to_string(),
+        source: std::io::Error::other(source.to_string()),
+    }
+}
+
+/// What the controller needs to know about a link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub up: bool,
+}
+
+/// An rtnetlink connection of the daemon.
+#[derive(Clone, Debug)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+/// EEXIST / ENOENT / ENODEV as rtnetlink reports them.
+fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(msg) => msg.code.map(|c| -c.get()),
+        _ => None,
+    }
+}
+
+impl Netlink {
+    /// Opens a connection; its I/O task runs on the current tokio runtime.
+    pub fn connect() -> Result<Self, NetlinkError> {
+        let (connection, handle, _) =
+            rtnetlink::new_connection().map_err(|e| error("open socket", "rtnetlink", e))?;
+        tokio::spawn(connection);
+        Ok(Self { handle })
+    }
+
+    /// The link called `name`, if it exists.
+    pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>, NetlinkError> {
+        let mut links = self.handle.link().get().match_name(name.to_owned()).execute();
+        match links.try_next().await {
+            Ok(Some(message)) => Ok(Some(link_from(&message))),
+            Ok(None) => Ok(None),
+            Err(e) if matches!(errno(&e), Some(libc::ENODEV | libc::ENOENT)) => Ok(None),
+            Err(e) => Err(error("get link", name, e)),
+        }
+    }
+
+    /// The link with index `index`, if it exists.
+    pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>, NetlinkError> {
+        let mut links = self.handle.link().get().match_index(index).execute();
+        match links.try_next().await {
+            Ok(Some(message)) => Ok(Some(link_from(&message))),
+            Ok(None) => Ok(None),
+            Err(e) if matches!(errno(&e), Some(libc::ENODEV | libc::ENOENT)) => Ok(None),
+            Err(e) => Err(error("get link", index, e)),
+        }
+    }
+
+    /// Sets the administrative state of `link`.
+    pub async fn set_up(&self, link: &Link, up: bool) -> Result<(), NetlinkError> {
+        let builder = LinkUnspec::new_with_index(link.index);
+        let message = if up { builder.up() } else { builder.down() }.build();
+        self.handle
+            .link()
+            .set(message)
+            .execute()
+            .await
+            .map_err(|e| error(if up { "set link up" } else { "set link down" }, &link.name, e))
+    }
+
+    /// The IPv4 addresses on link `index`.
+    pub async fn ipv4_addresses(&self, index: u32) -> Result<Vec<Ipv4Net>, NetlinkError> {
+        let messages: Vec<AddressMessage> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| error("list addresses", index, e))?;
+        Ok(messages.iter().filter_map(ipv4_of).collect())
+    }
+
+    /// Adds `address` to link `index`; already present is fine (idempotent).
+    pub async fn add_address(&self, index: u32, address: Ipv4Net) -> Result<(), NetlinkError> {
+        match self
+            .handle
+            .address()
+            .add(index, IpAddr::V4(address.addr()), address.prefix_len())
+            .execute()
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(()),
+            Err(e) => Err(error("add address", address, e)),
+        }
+    }
+
+    /// Removes `address` from link `index`; already absent is fine.
+    pub async fn remove_address(&self, index: u32, address: Ipv4Net) -> Result<(), NetlinkError> {
+        let messages: Vec<AddressMessage> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .set_address_filter(IpAddr::V4(address.addr()))
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| error("find address", address, e))?;
+        for message in messages.into_iter().filter(|m| ipv4_of(m) == Some(address)) {
+            match self.handle.address().del(message).execute().await {
+                Ok(()) => {}
+                Err(e) if matches!(errno(&e), Some(libc::EADDRNOTAVAIL | libc::ENODEV)) => {}
+                Err(e) => return Err(error("remove address", address, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces every IPv4 address of link `index` with exactly `wanted`.
+    pub async fn set_ipv4_addresses(&self, index: u32, wanted: &[Ipv4Net]) -> Result<(), NetlinkError> {
+        for current in self.ipv4_addresses(index).await? {
+            if !wanted.contains(&current) {
+                self.remove_address(index, current).await?;
+            }
+        }
+        for address in wanted {
+            self.add_address(index, *address).await?;
+        }
+        Ok(())
+    }
+
+    /// The output interface of the main table's IPv4 default route.
+    pub async fn default_route_interface(&self) -> Result<Option<u32>, NetlinkError> {
+        let request = RouteMessageBuilder::<Ipv4Addr>::new().build();
+        let routes: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(request)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| error("list routes", "ipv4", e))?;
+        Ok(routes
+            .iter()
+            .filter(|r| r.header.destination_prefix_length == 0 && r.header.table == 254)
+            .find_map(|r| {
+                r.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Oif(index) => Some(*index),
+                    _ => None,
+                })
+            }))
+    }
+}
+
+fn link_from(message: &LinkMessage) -> Link {
+    let name = message
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::IfName(name) => Some(name.clone()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    Link {
+        index: message.header.index,
+        name,
+        up: message.header.flags.contains(LinkFlags::Up),
+    }
+}
+
+fn ipv4_of(message: &AddressMessage) -> Option<Ipv4Net> {
+    message.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Address(IpAddr::V4(ip)) => {
+            Ipv4Net::new(*ip, message.header.prefix_len).ok()
+        }
+        _ => None,
+    })
+}
+
+/// A stream that yields whenever a link or an IPv4 address changes (added,
+/// removed, up/down): the reconcile loop's trigger.
+pub fn link_events() -> Result<impl futures::Stream<Item = ()> + Unpin, NetlinkError> {
+    let (mut connection, _handle, messages) =
+        rtnetlink::new_connection().map_err(|e| error("open socket", "rtnetlink events", e))?;
+    let groups = rtnetlink::constants::RTMGRP_LINK | rtnetlink::constants::RTMGRP_IPV4_IFADDR;
+    connection
+        .socket_mut()
+        .socket_mut()
+        .bind(&SocketAddr::new(0, groups))
+        .map_err(|e| error("subscribe", "link and address events", e))?;
+    tokio::spawn(connection);
+    let messages: UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)> = messages;
+    Ok(messages.map(|_| ()))
+}

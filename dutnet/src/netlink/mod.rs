@@ -1,0 +1,4 @@
+//! Links, addresses and routes over rtnetlink (no `ip` subprocesses).
+mod links;
+
+pub use links::{Link, Netlink, NetlinkError, link_events};
