@@ -3,5 +3,6 @@
 //! Packet path: `dutnet-common` (the map ABI) -> `dutnet-ebpf` (TC programs) ->
 //! [`datapath::ebpf`] (loading, attaching, pinning). Control path: the daemon,
 //! its servers and the host settings it changes, in the other modules.
+pub mod config;
 pub mod datapath;
 pub mod state;

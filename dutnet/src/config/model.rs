@@ -1,0 +1,231 @@
+//! The validated model: what the daemon runs from. Every value is typed, every
+//! default filled in, every rule of [`super::validate`] holds.
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr},
+    path::PathBuf,
+    str::FromStr,
+    time::Duration,
+};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize, Serializer};
+
+use super::duration;
+
+/// One isolated network behind one DUT NIC.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Network {
+    /// Unique among the loaded networks: the `networks[].name`, the
+    /// jumpstarter export name, or the interface for a single-network file.
+    pub name: String,
+    /// The DUT-facing NIC.
+    pub interface: String,
+    pub subnet: Ipv4Net,
+    /// The address dutnet puts on `interface`; the DUTs' default gateway.
+    pub gateway_ip: Ipv4Addr,
+    /// `None`: the interface of the default route, resolved by the daemon.
+    pub upstream_interface: Option<String>,
+    /// Where 1:1 public IPs live; `None`: the upstream interface.
+    pub public_interface: Option<String>,
+    pub nat_mode: NatMode,
+    pub datapath: DatapathChoice,
+    pub dhcp: DhcpSettings,
+    pub addresses: Vec<AddressEntry>,
+    /// Handed to DHCP clients (and used upstream by the DNS forwarder).
+    pub dns_servers: Vec<IpAddr>,
+    pub dns_entries: Vec<DnsEntry>,
+    /// DNS domain of the DUT host names (`board1` answers as `board1.<domain>` too).
+    pub domain: Option<String>,
+    #[serde(serialize_with = "duration::serialize")]
+    pub dns_timeout: Duration,
+    /// Idle time after which a UDP NAT mapping is dropped.
+    #[serde(serialize_with = "duration::serialize")]
+    pub udp_timeout: Duration,
+    /// Entries of the NAT connection table.
+    pub nat_table_size: u32,
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum NatMode {
+    /// DUTs share the upstream interface's address.
+    #[serde(rename = "masquerade")]
+    Masquerade,
+    /// Entries with a `public_ip` get it 1:1; the others are masqueraded.
+    #[serde(rename = "1to1")]
+    OneToOne,
+    /// No NAT and no forwarding: DHCP/DNS on an isolated segment only.
+    #[serde(rename = "disabled")]
+    Disabled,
+}
+
+impl FromStr for NatMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "masquerade" => Ok(Self::Masquerade),
+            "1to1" => Ok(Self::OneToOne),
+            // jumpstarter accepts both spellings.
+            "disabled" | "none" => Ok(Self::Disabled),
+            _ => Err(format!(
+                "`{s}` is not a NAT mode; use `masquerade`, `1to1` or `disabled` (or `none`)"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatapathChoice {
+    /// eBPF when the kernel supports it, nftables otherwise.
+    Auto,
+    Ebpf,
+    Nft,
+}
+
+impl FromStr for DatapathChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "ebpf" => Ok(Self::Ebpf),
+            "nft" => Ok(Self::Nft),
+            _ => Err(format!(
+                "`{s}` is not a datapath; use `auto`, `ebpf` or `nft`"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DhcpSettings {
+    pub enabled: bool,
+    /// The dynamic pool, both ends included.
+    pub range_start: Ipv4Addr,
+    pub range_end: Ipv4Addr,
+    #[serde(serialize_with = "duration::serialize")]
+    pub lease_time: Duration,
+}
+
+/// A known DUT: a static lease when `mac` is set, a 1:1 mapping when `public_ip` is.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AddressEntry {
+    pub ip: Ipv4Addr,
+    pub mac: Option<MacAddr>,
+    pub hostname: Option<String>,
+    pub public_ip: Option<Ipv4Addr>,
+}
+
+/// A custom DNS record the network's resolver answers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DnsEntry {
+    pub hostname: String,
+    pub ip: Ipv4Addr,
+}
+
+/// An Ethernet address.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl MacAddr {
+    /// Group bit of the first octet (IEEE 802-2014 §8.2): such an address
+    /// cannot be a DHCP client's.
+    pub fn is_multicast(&self) -> bool {
+        self.0[0] & 1 == 1
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.0 == [0; 6]
+    }
+}
+
+impl FromStr for MacAddr {
+    type Err = String;
+    /// `aa:bb:cc:dd:ee:ff` or `AA-BB-CC-DD-EE-FF`, any case.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("`{s}` is not a MAC address; write six hex byte pairs like 02:00:00:00:01:0a")
+        };
+        let sep = if s.contains('-') { '-' } else { ':' };
+        let mut out = [0u8; 6];
+        let mut parts = s.split(sep);
+        for byte in &mut out {
+            let part = parts.next().ok_or_else(bad)?;
+            if part.len() != 2 {
+                return Err(bad());
+            }
+            *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+        }
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(Self(out))
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+impl fmt::Debug for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MacAddr({self})")
+    }
+}
+
+impl Serialize for MacAddr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MacAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_parses_both_forms_and_prints_lowercase() {
+        let a: Result<MacAddr, _> = "AA-BB-CC-DD-EE-0F".parse();
+        let b: Result<MacAddr, _> = "aa:bb:cc:dd:ee:0f".parse();
+        assert_eq!(a, b);
+        assert_eq!(a.map(|m| m.to_string()), Ok("aa:bb:cc:dd:ee:0f".to_owned()));
+        for bad in [
+            "",
+            "aa:bb:cc:dd:ee",
+            "aa:bb:cc:dd:ee:ff:00",
+            "aa:bb:cc:dd:ee:fg",
+            "aaa:b:cc:dd:ee:ff",
+        ] {
+            assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn mac_serde_is_a_string() {
+        let m = MacAddr([2, 0, 0, 0, 1, 10]);
+        assert_eq!(
+            serde_json::to_string(&m).ok(),
+            Some("\"02:00:00:00:01:0a\"".into())
+        );
+        let back: Option<MacAddr> = serde_json::from_str("\"02:00:00:00:01:0A\"").ok();
+        assert_eq!(back, Some(m));
+    }
+
+    #[test]
+    fn nat_mode_none_is_disabled() {
+        assert_eq!("none".parse(), Ok(NatMode::Disabled));
+        assert_eq!("1to1".parse(), Ok(NatMode::OneToOne));
+        assert!("1:1".parse::<NatMode>().is_err());
+    }
+}

@@ -1,0 +1,280 @@
+//! The keys a network mapping may hold and the YAML kind of each value.
+//!
+//! serde's `deny_unknown_fields` stops at the first unknown key and cannot say
+//! where it sits, so this pass walks the parsed YAML first: it reports every
+//! unknown key with its full path and a "did you mean" hint, and every value of
+//! the wrong kind. What it passes on deserializes into the wire structs.
+use serde_yaml::{Mapping, Value};
+
+use super::error::{Problem, join};
+
+/// The YAML kind a key's value must have. `null` is accepted for every kind
+/// and means "the default".
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    /// A string; a number is turned into its string (an unquoted `10` is fine
+    /// where a name is expected, and a bad address then gets a precise message).
+    Str,
+    Bool,
+    /// An integer number of seconds or a duration string.
+    Duration,
+    UInt,
+    /// A list of strings (numbers accepted as for [`Kind::Str`]).
+    StrList,
+    /// A list of mappings with these keys.
+    Table(&'static [Field]),
+    /// Anything; the model decides (the jumpstarter keys dutnet does not implement).
+    Any,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Field {
+    pub key: &'static str,
+    pub kind: Kind,
+}
+
+const fn f(key: &'static str, kind: Kind) -> Field {
+    Field { key, kind }
+}
+
+pub const ADDRESS_FIELDS: &[Field] = &[
+    f("ip", Kind::Str),
+    f("mac", Kind::Str),
+    f("hostname", Kind::Str),
+    f("public_ip", Kind::Str),
+];
+
+pub const DNS_ENTRY_FIELDS: &[Field] = &[f("hostname", Kind::Str), f("ip", Kind::Str)];
+
+/// Every key of a network mapping: jumpstarter DutNetwork's, then dutnet's own.
+pub const NETWORK_FIELDS: &[Field] = &[
+    f("name", Kind::Str),
+    f("interface", Kind::Str),
+    f("subnet", Kind::Str),
+    f("gateway_ip", Kind::Str),
+    f("upstream_interface", Kind::Str),
+    f("dhcp_enabled", Kind::Bool),
+    f("dhcp_range_start", Kind::Str),
+    f("dhcp_range_end", Kind::Str),
+    f("addresses", Kind::Table(ADDRESS_FIELDS)),
+    f("dns_servers", Kind::StrList),
+    f("dns_entries", Kind::Table(DNS_ENTRY_FIELDS)),
+    f("state_dir", Kind::Str),
+    f("nat_mode", Kind::Str),
+    f("public_interface", Kind::Str),
+    f("local_ntp", Kind::Any),
+    f("enable_tcpdump", Kind::Any),
+    f("filter", Kind::Any),
+    f("datapath", Kind::Str),
+    f("lease_time", Kind::Duration),
+    f("domain", Kind::Str),
+    f("dns_timeout", Kind::Duration),
+    f("udp_timeout", Kind::Duration),
+    f("nat_table_size", Kind::UInt),
+];
+
+/// Checks `value` against `fields` and normalizes it in place (numbers where
+/// strings are expected become strings; unknown keys and wrongly kinded values
+/// are removed so the rest can still be deserialized and checked).
+pub fn check_mapping(value: &mut Value, fields: &[Field], path: &str, problems: &mut Vec<Problem>) {
+    let Value::Mapping(map) = value else {
+        problems.push(Problem::new(
+            path,
+            format!(
+                "expected a mapping of keys ({}), found {}",
+                keys_list(fields),
+                describe(value)
+            ),
+        ));
+        *value = Value::Mapping(Mapping::new());
+        return;
+    };
+    let mut drop = Vec::new();
+    for (key, v) in map.iter_mut() {
+        let Some(name) = key.as_str() else {
+            problems.push(Problem::new(
+                path,
+                format!(
+                    "key {} is not a string; keys are names like `{}`",
+                    describe(key),
+                    fields[0].key
+                ),
+            ));
+            drop.push(key.clone());
+            continue;
+        };
+        let here = join(path, name);
+        let Some(field) = fields.iter().find(|f| f.key == name) else {
+            problems.push(unknown_key(&here, name, fields.iter().map(|f| f.key)));
+            drop.push(key.clone());
+            continue;
+        };
+        if !check_value(v, field.kind, &here, problems) {
+            drop.push(key.clone());
+        }
+    }
+    for key in drop {
+        map.remove(&key);
+    }
+}
+
+/// The "unknown key" problem, with the closest known key when one is close.
+pub fn unknown_key<'a>(path: &str, key: &str, known: impl Iterator<Item = &'a str>) -> Problem {
+    let known: Vec<&str> = known.collect();
+    let best = known
+        .iter()
+        .map(|k| (strsim::jaro_winkler(key, k), *k))
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    let message = match best {
+        Some((score, k)) if score > 0.8 => format!("unknown key; did you mean `{k}`?"),
+        _ => format!("unknown key; known keys are {}", known.join(", ")),
+    };
+    Problem::new(path, message)
+}
+
+/// `false` when the value is unusable (the caller then drops the key).
+fn check_value(v: &mut Value, kind: Kind, path: &str, problems: &mut Vec<Problem>) -> bool {
+    if v.is_null() {
+        return true;
+    }
+    let ok = match kind {
+        Kind::Any => true,
+        Kind::Str => normalize_str(v),
+        Kind::Bool => v.is_bool(),
+        Kind::UInt => v.is_u64(),
+        Kind::Duration => v.is_u64() || v.is_string(),
+        Kind::StrList => match v {
+            Value::Sequence(items) => {
+                let mut all = true;
+                for (i, item) in items.iter_mut().enumerate() {
+                    if !normalize_str(item) {
+                        problems.push(Problem::new(
+                            format!("{path}[{i}]"),
+                            format!("expected a string, found {}", describe(item)),
+                        ));
+                        all = false;
+                    }
+                }
+                // Reported item by item above.
+                if !all {
+                    return false;
+                }
+                true
+            }
+            _ => false,
+        },
+        Kind::Table(fields) => match v {
+            Value::Sequence(items) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    check_mapping(item, fields, &format!("{path}[{i}]"), problems);
+                }
+                true
+            }
+            _ => false,
+        },
+    };
+    if !ok {
+        problems.push(Problem::new(
+            path,
+            format!("expected {}, found {}", expected(kind), describe(v)),
+        ));
+    }
+    ok
+}
+
+fn normalize_str(v: &mut Value) -> bool {
+    match v {
+        Value::String(_) => true,
+        Value::Number(n) => {
+            *v = Value::String(n.to_string());
+            true
+        }
+        _ => false,
+    }
+}
+
+fn expected(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Str => "a string",
+        Kind::Bool => "true or false",
+        Kind::Duration => {
+            "a duration (seconds as an integer, or a string like \"12h\", \"30m\", \"90s\")"
+        }
+        Kind::UInt => "a non-negative integer",
+        Kind::StrList => "a list of strings",
+        Kind::Table(_) => "a list of mappings",
+        Kind::Any => "any value",
+    }
+}
+
+/// A short description of a YAML value for messages: its kind and, for
+/// scalars, the value itself.
+pub fn describe(v: &Value) -> String {
+    match v {
+        Value::Null => "nothing (null)".into(),
+        Value::Bool(b) => format!("the boolean {b}"),
+        Value::Number(n) => format!("the number {n}"),
+        Value::String(s) => format!("the string {s:?}"),
+        Value::Sequence(_) => "a list".into(),
+        Value::Mapping(_) => "a mapping".into(),
+        Value::Tagged(t) => format!("a value tagged {}", t.tag),
+    }
+}
+
+fn keys_list(fields: &[Field]) -> String {
+    fields.iter().map(|f| f.key).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(yaml: &str, fields: &[Field]) -> (Value, Vec<Problem>) {
+        let mut v: Value = serde_yaml::from_str(yaml).unwrap_or(Value::Null);
+        let mut problems = Vec::new();
+        check_mapping(&mut v, fields, "net", &mut problems);
+        (v, problems)
+    }
+
+    #[test]
+    fn unknown_nested_key_gets_path_and_hint() {
+        let (_, p) = run(
+            "interface: eth0\naddresses:\n  - ip: 1.2.3.4\n    hostnme: x\n",
+            NETWORK_FIELDS,
+        );
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].path, "net.addresses[0].hostnme");
+        assert!(
+            p[0].message.contains("did you mean `hostname`?"),
+            "{}",
+            p[0].message
+        );
+    }
+
+    #[test]
+    fn far_off_key_lists_known_keys() {
+        let (_, p) = run("interface: eth0\nzzzzqqq: 1\n", NETWORK_FIELDS);
+        assert!(p[0].message.contains("known keys are"), "{}", p[0].message);
+    }
+
+    #[test]
+    fn wrong_kinds_are_reported_and_dropped() {
+        let (v, p) = run(
+            "interface: [a]\ndhcp_enabled: \"yes\"\nnat_table_size: -1\n",
+            NETWORK_FIELDS,
+        );
+        let paths: Vec<_> = p.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["net.interface", "net.dhcp_enabled", "net.nat_table_size"]
+        );
+        assert_eq!(v.as_mapping().map(Mapping::len), Some(0));
+    }
+
+    #[test]
+    fn numbers_become_strings() {
+        let (v, p) = run("interface: 10\n", NETWORK_FIELDS);
+        assert!(p.is_empty());
+        assert_eq!(v["interface"], Value::String("10".into()));
+    }
+}

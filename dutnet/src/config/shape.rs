@@ -1,0 +1,222 @@
+//! The three file shapes, told apart by their top-level keys:
+//!
+//! 1. one network mapping (`interface:` ... at the top); named after its interface;
+//! 2. `networks:` a list of network mappings, each with a `name`;
+//! 3. a jumpstarter exporter file, unchanged: every `export.<name>` whose
+//!    `type` ends with `DutNetwork` is a network named `<name>`, its `config:`
+//!    the mapping; the rest of the file is the exporter's business.
+use serde_yaml::{Mapping, Value};
+
+use super::{
+    LoadedConfig,
+    error::{ConfigError, Problem, join},
+    model::Network,
+    schema::{self, NETWORK_FIELDS},
+    validate,
+    wire::NetworkWire,
+};
+
+/// Top-level keys of a jumpstarter exporter file (`ExporterConfig`) other
+/// than `export`; dutnet ignores them.
+const EXPORTER_KEYS: &[&str] = &[
+    "apiVersion",
+    "kind",
+    "metadata",
+    "endpoint",
+    "token",
+    "grpcConfig",
+    "tls",
+    "description",
+];
+const DUT_NETWORK_TYPE_SUFFIX: &str = "DutNetwork";
+
+/// One network mapping still to convert: its YAML, its key path, and the
+/// name given by the shape (exporter: the export name).
+struct Pending {
+    value: Value,
+    path: String,
+    name: Option<String>,
+}
+
+pub fn load(text: &str) -> Result<LoadedConfig, ConfigError> {
+    let mut root: Value = serde_yaml::from_str(text)
+        .map_err(|e| ConfigError::single("", format!("not valid YAML: {e}")))?;
+    // YAML merge keys (`<<: *defaults`) let a lab share settings between networks.
+    root.apply_merge()
+        .map_err(|e| ConfigError::single("", format!("bad YAML merge key (`<<`): {e}")))?;
+    let mut problems = Vec::new();
+    let mut notes = Vec::new();
+    let pending = split(root, &mut problems, &mut notes);
+
+    let mut networks = Vec::new();
+    let mut paths = Vec::new();
+    for mut item in pending {
+        let before = problems.len();
+        schema::check_mapping(&mut item.value, NETWORK_FIELDS, &item.path, &mut problems);
+        if item.name.is_some() && item.value.get("name").is_some() {
+            problems.push(Problem::new(
+                join(&item.path, "name"),
+                "a network here is named by its export; remove `name`",
+            ));
+            if let Value::Mapping(m) = &mut item.value {
+                m.remove("name");
+            }
+        }
+        let mut wire = match serde_yaml::from_value::<NetworkWire>(item.value) {
+            Ok(w) => w,
+            Err(e) => {
+                // The schema pass should have caught this; report serde's words.
+                problems.push(Problem::new(&item.path, e.to_string()));
+                continue;
+            }
+        };
+        if item.name.is_some() {
+            wire.name = item.name;
+        }
+        match Network::try_from(wire) {
+            Ok(net) if problems.len() == before => {
+                networks.push(net);
+                paths.push(item.path);
+            }
+            Ok(_) => {}
+            Err(e) => problems.extend(e.prefixed(&item.path).problems),
+        }
+    }
+    // Across the networks that converted; the others are reported already.
+    problems.extend(validate::check_across(&networks, &paths));
+    ConfigError::from_problems(problems).map(|()| LoadedConfig { networks, notes })
+}
+
+fn split(root: Value, problems: &mut Vec<Problem>, notes: &mut Vec<String>) -> Vec<Pending> {
+    let Value::Mapping(mut top) = root else {
+        let found = schema::describe(&root);
+        problems.push(Problem::new(
+            "",
+            format!(
+                "expected a mapping at the top of the file, found {found}; see examples/lab.yaml"
+            ),
+        ));
+        return Vec::new();
+    };
+    let pending = if top.contains_key("networks") {
+        networks_list(top, problems)
+    } else if top.contains_key("export") {
+        exporter(top, problems, notes)
+    } else {
+        if top.is_empty() {
+            problems.push(Problem::new(
+                "",
+                "the file configures no network; add `interface:` or a `networks:` list",
+            ));
+            return Vec::new();
+        }
+        if top.contains_key("name") {
+            problems.push(Problem::new(
+                "name",
+                "a single-network file is named after its interface; use a `networks:` list to name networks",
+            ));
+            top.remove("name");
+        }
+        vec![Pending {
+            value: Value::Mapping(top),
+            path: String::new(),
+            name: None,
+        }]
+    };
+    if pending.is_empty() && problems.is_empty() {
+        problems.push(Problem::new("", "the file configures no network"));
+    }
+    pending
+}
+
+fn networks_list(top: Mapping, problems: &mut Vec<Problem>) -> Vec<Pending> {
+    let mut list = Vec::new();
+    for (key, value) in top {
+        match key.as_str() {
+            Some("networks") => match value {
+                Value::Sequence(items) => list = items,
+                other => problems.push(Problem::new(
+                    "networks",
+                    format!(
+                        "expected a list of network mappings, found {}",
+                        schema::describe(&other)
+                    ),
+                )),
+            },
+            Some(k) => problems.push(schema::unknown_key(k, k, ["networks"].into_iter())),
+            None => problems.push(Problem::new(
+                "",
+                format!("top-level key {} is not a string", schema::describe(&key)),
+            )),
+        }
+    }
+    list.into_iter()
+        .enumerate()
+        .map(|(i, value)| {
+            let path = format!("networks[{i}]");
+            if value.get("name").is_none() {
+                problems.push(Problem::new(
+                    join(&path, "name"),
+                    "is required in a `networks:` list; give e.g. `name: dut1`",
+                ));
+            }
+            Pending {
+                value,
+                path,
+                name: None,
+            }
+        })
+        .collect()
+}
+
+fn exporter(top: Mapping, problems: &mut Vec<Problem>, notes: &mut Vec<String>) -> Vec<Pending> {
+    let mut pending = Vec::new();
+    for (key, value) in top {
+        match key.as_str() {
+            Some("export") => {}
+            Some(k) if EXPORTER_KEYS.contains(&k) => continue,
+            Some(k) => {
+                notes.push(format!(
+                    "top-level key `{k}` is not a DutNetwork setting; ignored"
+                ));
+                continue;
+            }
+            None => continue,
+        }
+        let Value::Mapping(exports) = value else {
+            problems.push(Problem::new(
+                "export",
+                format!(
+                    "expected a mapping of export names, found {}",
+                    schema::describe(&value)
+                ),
+            ));
+            continue;
+        };
+        for (name, export) in exports {
+            let Some(name) = name.as_str().map(str::to_owned) else {
+                problems.push(Problem::new("export", "export names must be strings"));
+                continue;
+            };
+            let path = format!("export.{name}");
+            let ty = export.get("type").and_then(Value::as_str).unwrap_or("");
+            if !ty.ends_with(DUT_NETWORK_TYPE_SUFFIX) {
+                let ty = if ty.is_empty() { "none" } else { ty };
+                notes.push(format!(
+                    "export `{name}` (type {ty}) is not a DutNetwork; ignored"
+                ));
+                continue;
+            }
+            let config = match export.get("config") {
+                Some(c) if !c.is_null() => c.clone(),
+                _ => Value::Mapping(Mapping::new()),
+            };
+            pending.push(Pending {
+                value: config,
+                path: join(&path, "config"),
+                name: Some(name),
+            });
+        }
+    }
+    pending
+}

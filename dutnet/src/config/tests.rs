@@ -1,0 +1,842 @@
+//! Loading tests: the shapes, the defaults, the fixtures, and one test per
+//! validation rule asserting the problem names its key path.
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    time::Duration,
+};
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn load(yaml: &str) -> LoadedConfig {
+    match parse_str(yaml) {
+        Ok(c) => c,
+        Err(e) => panic!("expected the config to load, got:\n{e}"),
+    }
+}
+
+fn problems(yaml: &str) -> Vec<Problem> {
+    match parse_str(yaml) {
+        Ok(c) => panic!("expected problems, the config loaded: {c:?}"),
+        Err(e) => e.problems,
+    }
+}
+
+/// Asserts one problem sits at `path` and its message contains `needle`.
+#[track_caller]
+fn assert_problem(yaml: &str, path: &str, needle: &str) {
+    let found = problems(yaml);
+    assert!(
+        found
+            .iter()
+            .any(|p| p.path == path && p.message.contains(needle)),
+        "no problem at `{path}` containing {needle:?}; got:\n{}",
+        ConfigError {
+            problems: found.clone()
+        }
+    );
+}
+
+fn ip(a: u8, b: u8, c: u8, d: u8) -> Ipv4Addr {
+    Ipv4Addr::new(a, b, c, d)
+}
+
+/// A valid single network with `extra` appended (indented as top-level keys).
+fn single(extra: &str) -> String {
+    format!("interface: eth2\n{extra}")
+}
+
+// ---- shapes and defaults ------------------------------------------------
+
+#[test]
+fn single_mapping_gets_every_default() {
+    let c = load("interface: eth2\n");
+    assert_eq!(c.networks.len(), 1);
+    let n = &c.networks[0];
+    assert_eq!(n.name, "eth2");
+    assert_eq!(n.subnet, DEFAULT_SUBNET);
+    assert_eq!(n.gateway_ip, ip(192, 168, 100, 1));
+    assert_eq!(n.upstream_interface, None);
+    assert_eq!(n.public_interface, None);
+    assert_eq!(n.nat_mode, NatMode::Masquerade);
+    assert_eq!(n.datapath, DatapathChoice::Auto);
+    assert_eq!(
+        n.dhcp,
+        DhcpSettings {
+            enabled: true,
+            range_start: ip(192, 168, 100, 100),
+            range_end: ip(192, 168, 100, 200),
+            lease_time: Duration::from_secs(12 * 3600),
+        }
+    );
+    assert_eq!(
+        n.dns_servers,
+        [IpAddr::V4(ip(8, 8, 8, 8)), IpAddr::V4(ip(8, 8, 4, 4))]
+    );
+    assert!(n.addresses.is_empty() && n.dns_entries.is_empty());
+    assert_eq!(n.domain, None);
+    assert_eq!(n.dns_timeout, Duration::from_secs(2));
+    assert_eq!(n.udp_timeout, Duration::from_secs(120));
+    assert_eq!(n.nat_table_size, 65_536);
+    assert_eq!(n.state_dir, None);
+    assert!(c.notes.is_empty());
+}
+
+#[test]
+fn defaults_follow_a_custom_subnet() {
+    let n = &load("interface: eth2\nsubnet: 10.1.2.0/24\n").networks[0];
+    assert_eq!(n.gateway_ip, ip(10, 1, 2, 1));
+    assert_eq!(n.dhcp.range_start, ip(10, 1, 2, 100));
+    assert_eq!(n.dhcp.range_end, ip(10, 1, 2, 200));
+}
+
+#[test]
+fn identical_subnets_on_two_nics_are_the_normal_case() {
+    let c = load(
+        "networks:
+  - name: a
+    interface: eth2
+    subnet: 192.168.100.0/24
+    gateway_ip: 192.168.100.1
+    addresses: [{ip: 192.168.100.10, mac: '02:00:00:00:01:0a', hostname: board}]
+  - name: b
+    interface: eth3
+    subnet: 192.168.100.0/24
+    gateway_ip: 192.168.100.1
+    addresses: [{ip: 192.168.100.10, mac: '02:00:00:00:01:0a', hostname: board}]
+",
+    );
+    assert_eq!(c.networks.len(), 2);
+    assert_eq!(c.networks[0].subnet, c.networks[1].subnet);
+    assert_eq!(c.networks[1].name, "b");
+}
+
+#[test]
+fn values_typed_and_quoted_alike() {
+    let n = &load(
+        "interface: eth2
+gateway_ip: \"192.168.100.1\"
+dhcp_enabled: false
+lease_time: 3600
+dns_timeout: 500ms
+udp_timeout: \"30s\"
+nat_mode: none
+datapath: nft
+nat_table_size: 1024
+state_dir: /var/lib/x
+",
+    )
+    .networks[0];
+    assert!(!n.dhcp.enabled);
+    assert_eq!(n.dhcp.lease_time, Duration::from_secs(3600));
+    assert_eq!(n.dns_timeout, Duration::from_millis(500));
+    assert_eq!(n.udp_timeout, Duration::from_secs(30));
+    assert_eq!(n.nat_mode, NatMode::Disabled);
+    assert_eq!(n.datapath, DatapathChoice::Nft);
+    assert_eq!(n.nat_table_size, 1024);
+    assert_eq!(
+        n.state_dir.as_deref(),
+        Some(std::path::Path::new("/var/lib/x"))
+    );
+}
+
+#[test]
+fn jumpstarter_fixtures_load_unchanged() {
+    let fixtures = [
+        include_str!("../../../examples/jumpstarter-masquerade.yaml"),
+        include_str!("../../../examples/jumpstarter-1to1.yaml"),
+        include_str!("../../../examples/jumpstarter-disabled.yaml"),
+        include_str!("../../../examples/jumpstarter-dns.yaml"),
+    ];
+    for text in fixtures {
+        let c = load(text);
+        assert_eq!(c.networks.len(), 1);
+        assert_eq!(c.networks[0].name, "dut-network");
+        assert_eq!(
+            c.notes,
+            [
+                "export `power` (type jumpstarter_driver_power.driver.MockPower) is not a DutNetwork; ignored"
+            ]
+        );
+    }
+    let one = &load(fixtures[1]).networks[0];
+    assert_eq!(one.nat_mode, NatMode::OneToOne);
+    assert_eq!(one.upstream_interface.as_deref(), Some("enp2s0"));
+    assert_eq!(one.addresses[2].mac, None);
+    assert_eq!(one.addresses[2].public_ip, Some(ip(10, 26, 28, 86)));
+    let dns = &load(fixtures[3]).networks[0];
+    assert_eq!(dns.dns_entries[1].hostname, "registry.lab.local");
+    assert_eq!(load(fixtures[2]).networks[0].interface, "enx00e04c683af1");
+}
+
+#[test]
+fn shipped_examples_load() {
+    let lab = load(include_str!("../../../examples/lab.yaml"));
+    assert_eq!(lab.networks.len(), 4);
+    assert_eq!(lab.networks[0].subnet, lab.networks[1].subnet);
+    let demo = load(include_str!("../../../examples/demo.yaml"));
+    let names: Vec<_> = demo.networks.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["dut1", "dut2"]);
+    assert_eq!(demo.networks[1].interface, "dn-dut2");
+    assert_eq!(
+        demo.networks[1].addresses[0].mac,
+        Some(MacAddr([2, 0, 0, 0, 2, 10]))
+    );
+    assert_eq!(demo.networks[0].domain.as_deref(), Some("lab.local"));
+}
+
+#[test]
+fn yaml_merge_keys_share_settings() {
+    let c = load(
+        "networks:
+  - &base
+    name: a
+    interface: eth2
+    subnet: 10.0.0.0/24
+  - <<: *base
+    name: b
+    interface: eth3
+",
+    );
+    assert_eq!(c.networks[1].subnet, c.networks[0].subnet);
+    assert_eq!(c.networks[1].interface, "eth3");
+}
+
+#[test]
+fn exporter_without_dut_network_is_an_error() {
+    assert_problem(
+        "apiVersion: v1\nexport:\n  power:\n    type: x.MockPower\n",
+        "",
+        "no network",
+    );
+}
+
+#[test]
+fn normalized_model_serializes() {
+    let c = load(include_str!("../../../examples/demo.yaml"));
+    let yaml = serde_yaml::to_string(&c).unwrap_or_default();
+    assert!(yaml.contains("lease_time: 12h"), "{yaml}");
+    assert!(yaml.contains("mac: 02:00:00:00:01:0a"), "{yaml}");
+    assert!(yaml.contains("nat_mode: masquerade"), "{yaml}");
+    let json = serde_json::to_string(&c).unwrap_or_default();
+    assert!(json.contains("\"subnet\":\"192.168.100.0/24\""), "{json}");
+}
+
+// ---- structure ----------------------------------------------------------
+
+#[test]
+fn unknown_key_names_full_path_and_hint() {
+    let e = parse_str(
+        "networks:
+  - {name: a, interface: eth2}
+  - name: b
+    interface: eth3
+    addresses:
+      - ip: 192.168.100.10
+        hostnme: x
+",
+    );
+    let text = e.map(|_| String::new()).unwrap_or_else(|e| e.to_string());
+    assert_eq!(
+        text,
+        "networks[1].addresses[0].hostnme: unknown key; did you mean `hostname`?"
+    );
+}
+
+#[test]
+fn unknown_key_in_exporter_config_and_dns_entry() {
+    let yaml = "export:
+  net:
+    type: jumpstarter_driver_dut_network.driver.DutNetwork
+    config:
+      interface: eth2
+      gatway_ip: 192.168.100.1
+      dns_entries: [{hostname: a, ipp: 1.2.3.4}]
+";
+    assert_problem(
+        yaml,
+        "export.net.config.gatway_ip",
+        "did you mean `gateway_ip`?",
+    );
+    assert_problem(
+        yaml,
+        "export.net.config.dns_entries[0].ipp",
+        "did you mean `ip`?",
+    );
+}
+
+#[test]
+fn unknown_top_level_key_beside_networks() {
+    assert_problem(
+        "networks: []\nnetwrks: 1\n",
+        "netwrks",
+        "did you mean `networks`?",
+    );
+}
+
+#[test]
+fn wrong_value_kind_is_reported() {
+    assert_problem(
+        &single("dhcp_enabled: \"yes\"\n"),
+        "dhcp_enabled",
+        "true or false",
+    );
+    assert_problem(
+        &single("addresses: {ip: 1}\n"),
+        "addresses",
+        "a list of mappings",
+    );
+}
+
+#[test]
+fn missing_interface() {
+    assert_problem("subnet: 10.0.0.0/24\n", "interface", "is required");
+}
+
+#[test]
+fn networks_need_valid_unique_names() {
+    assert_problem(
+        "networks:\n  - interface: eth2\n",
+        "networks[0].name",
+        "is required",
+    );
+    assert_problem(
+        "networks:\n  - {name: Bad.Name, interface: eth2}\n",
+        "networks[0].name",
+        "lowercase",
+    );
+    assert_problem(
+        "networks:\n  - {name: a, interface: eth2}\n  - {name: a, interface: eth3}\n",
+        "networks[1].name",
+        "networks[0]",
+    );
+}
+
+#[test]
+fn name_not_allowed_in_single_or_exporter_shapes() {
+    assert_problem("name: x\ninterface: eth2\n", "name", "networks:");
+}
+
+#[test]
+fn not_yaml_or_not_a_mapping() {
+    assert_problem("interface: [\n", "", "not valid YAML");
+    assert_problem("- a\n", "", "expected a mapping");
+    assert_problem("", "", "expected a mapping");
+}
+
+#[test]
+fn every_problem_is_collected() {
+    let found = problems(
+        "interface: eth/2
+subnet: 10.0.0.0/24
+gateway_ip: 10.0.1.1
+lease_time: 5
+addresses:
+  - {ip: 10.0.0.5, mac: 'ff:ff:ff:ff:ff:ff'}
+  - {ip: 10.0.0.5, hostname: -bad}
+",
+    );
+    let paths: Vec<_> = found.iter().map(|p| p.path.as_str()).collect();
+    for expected in [
+        "interface",
+        "gateway_ip",
+        "lease_time",
+        "addresses[0].mac",
+        "addresses[1].ip",
+        "addresses[1].hostname",
+    ] {
+        assert!(
+            paths.contains(&expected),
+            "{expected} missing from {paths:?}"
+        );
+    }
+}
+
+// ---- one test per rule --------------------------------------------------
+
+#[test]
+fn bad_ip_strings() {
+    assert_problem(
+        &single("gateway_ip: 192.168.100\n"),
+        "gateway_ip",
+        "not an IPv4 address",
+    );
+    assert_problem(
+        &single("subnet: 192.168.100.0\n"),
+        "subnet",
+        "address/prefix",
+    );
+    assert_problem(
+        &single("subnet: 192.168.100.1/24\n"),
+        "subnet",
+        "192.168.100.0/24",
+    );
+    assert_problem(&single("subnet: 192.168.100.0/31\n"), "subnet", "/30");
+}
+
+#[test]
+fn gateway_inside_subnet() {
+    assert_problem(
+        &single("gateway_ip: 10.0.0.1\n"),
+        "gateway_ip",
+        "outside the subnet",
+    );
+}
+
+#[test]
+fn gateway_not_network_or_broadcast() {
+    assert_problem(
+        &single("gateway_ip: 192.168.100.0\n"),
+        "gateway_ip",
+        "network address",
+    );
+    assert_problem(
+        &single("gateway_ip: 192.168.100.255\n"),
+        "gateway_ip",
+        "broadcast address",
+    );
+}
+
+#[test]
+fn range_inside_subnet() {
+    assert_problem(
+        &single("dhcp_range_end: 192.168.101.5\n"),
+        "dhcp_range_end",
+        "outside the subnet",
+    );
+    // A default range that does not fit a small subnet says how to fix it.
+    assert_problem(
+        &single("subnet: 10.0.0.0/28\n"),
+        "dhcp_range_start",
+        "set dhcp_range_start",
+    );
+    // ... unless DHCP is off.
+    load(&single("subnet: 10.0.0.0/28\ndhcp_enabled: false\n"));
+}
+
+#[test]
+fn range_start_not_after_end() {
+    assert_problem(
+        &single("dhcp_range_start: 192.168.100.200\ndhcp_range_end: 192.168.100.100\n"),
+        "dhcp_range_start",
+        "swap",
+    );
+}
+
+#[test]
+fn gateway_not_in_range() {
+    assert_problem(
+        &single("gateway_ip: 192.168.100.150\n"),
+        "dhcp_range_start",
+        "contains the gateway",
+    );
+}
+
+#[test]
+fn static_ip_inside_subnet_and_not_gateway() {
+    assert_problem(
+        &single("addresses: [{ip: 10.0.0.5}]\n"),
+        "addresses[0].ip",
+        "outside the subnet",
+    );
+    assert_problem(
+        &single("addresses: [{ip: 192.168.100.1}]\n"),
+        "addresses[0].ip",
+        "gateway",
+    );
+    assert_problem(
+        &single("addresses: [{ip: 192.168.100.255}]\n"),
+        "addresses[0].ip",
+        "broadcast",
+    );
+    assert_problem(
+        &single("addresses: [{hostname: x}]\n"),
+        "addresses[0].ip",
+        "is required",
+    );
+}
+
+#[test]
+fn duplicate_mac() {
+    assert_problem(
+        &single(
+            "addresses:\n  - {ip: 192.168.100.10, mac: '02:00:00:00:00:01'}\n  - {ip: 192.168.100.11, mac: '02-00-00-00-00-01'}\n",
+        ),
+        "addresses[1].mac",
+        "addresses[0]",
+    );
+}
+
+#[test]
+fn duplicate_ip() {
+    assert_problem(
+        &single("addresses: [{ip: 192.168.100.10}, {ip: 192.168.100.10}]\n"),
+        "addresses[1].ip",
+        "already used by addresses[0]",
+    );
+}
+
+#[test]
+fn duplicate_hostname() {
+    assert_problem(
+        &single(
+            "addresses: [{ip: 192.168.100.10, hostname: b1}, {ip: 192.168.100.11, hostname: B1}]\n",
+        ),
+        "addresses[1].hostname",
+        "unique",
+    );
+    assert_problem(
+        &single("dns_entries: [{hostname: a.lab, ip: 1.1.1.1}, {hostname: a.lab, ip: 1.1.1.2}]\n"),
+        "dns_entries[1].hostname",
+        "dns_entries[0]",
+    );
+}
+
+#[test]
+fn one_to_one_needs_a_public_ip() {
+    assert_problem(
+        &single("nat_mode: 1to1\naddresses: [{ip: 192.168.100.10}]\n"),
+        "nat_mode",
+        "public_ip",
+    );
+}
+
+#[test]
+fn public_ip_resolves_names_at_load() {
+    let n = &load(&single(
+        "nat_mode: 1to1\naddresses: [{ip: 192.168.100.10, public_ip: localhost}]\n",
+    ))
+    .networks[0];
+    assert_eq!(n.addresses[0].public_ip, Some(Ipv4Addr::LOCALHOST));
+    assert_problem(
+        &single("addresses: [{ip: 192.168.100.10, public_ip: 'not a host'}]\n"),
+        "addresses[0].public_ip",
+        "neither an IPv4 address nor a host name",
+    );
+    assert_problem(
+        &single("addresses: [{ip: 192.168.100.10, public_ip: 192.168.100.20}]\n"),
+        "addresses[0].public_ip",
+        "inside the DUT subnet",
+    );
+    assert_problem(
+        &single(
+            "addresses: [{ip: 192.168.100.10, public_ip: 10.0.0.1}, {ip: 192.168.100.11, public_ip: 10.0.0.1}]\n",
+        ),
+        "addresses[1].public_ip",
+        "own public IP",
+    );
+}
+
+#[test]
+fn public_ip_resolution_failures() {
+    // A fake resolver: no DNS query leaves the machine.
+    let unresolvable = |_: &str| Err(std::io::Error::other("no such host"));
+    let v6_only = |_: &str| {
+        Ok(vec![
+            "::1".parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        ])
+    };
+    let err = resolve_public_ip("dut.example", unresolvable)
+        .err()
+        .unwrap_or_default();
+    assert!(err.contains("cannot resolve `dut.example`"), "{err}");
+    let err = resolve_public_ip("dut.example", v6_only)
+        .err()
+        .unwrap_or_default();
+    assert!(err.contains("no IPv4 address"), "{err}");
+    assert_eq!(
+        resolve_public_ip("10.1.2.3", unresolvable),
+        Ok(ip(10, 1, 2, 3))
+    );
+}
+
+#[test]
+fn interface_names_valid() {
+    assert_problem("interface: eth 2\n", "interface", "whitespace");
+    assert_problem(
+        &single("upstream_interface: a-name-that-is-too-long\n"),
+        "upstream_interface",
+        "at most 15",
+    );
+    assert_problem(
+        &single("public_interface: ..\n"),
+        "public_interface",
+        "not a valid interface name",
+    );
+}
+
+#[test]
+fn dut_interface_not_upstream_or_public() {
+    assert_problem(
+        &single("upstream_interface: eth2\n"),
+        "upstream_interface",
+        "DUT interface",
+    );
+    assert_problem(
+        &single("public_interface: eth2\n"),
+        "public_interface",
+        "DUT interface",
+    );
+    assert_problem(
+        "networks:\n  - {name: a, interface: eth2}\n  - {name: b, interface: eth3, upstream_interface: eth2}\n",
+        "networks[1].upstream_interface",
+        "networks[0]",
+    );
+}
+
+#[test]
+fn one_network_per_dut_interface() {
+    assert_problem(
+        "networks:\n  - {name: a, interface: eth2}\n  - {name: b, interface: eth2, subnet: 10.0.0.0/24}\n",
+        "networks[1].interface",
+        "already the DUT interface of networks[0]",
+    );
+}
+
+#[test]
+fn public_ip_unique_across_networks() {
+    assert_problem(
+        "networks:
+  - {name: a, interface: eth2, addresses: [{ip: 192.168.100.10, public_ip: 10.0.0.1}]}
+  - {name: b, interface: eth3, addresses: [{ip: 192.168.100.10, public_ip: 10.0.0.1}]}
+",
+        "networks[1].addresses[0].public_ip",
+        "networks[0]",
+    );
+}
+
+#[test]
+fn hostnames_valid() {
+    assert_problem(
+        &single("addresses: [{ip: 192.168.100.10, hostname: bad_name}]\n"),
+        "addresses[0].hostname",
+        "RFC 1123",
+    );
+    assert_problem(
+        &single("dns_entries: [{hostname: -x.lab, ip: 1.1.1.1}]\n"),
+        "dns_entries[0].hostname",
+        "RFC 1123",
+    );
+    assert_problem(&single("domain: lab..local\n"), "domain", "empty label");
+}
+
+#[test]
+fn dns_servers_are_ip_addresses() {
+    assert_problem(
+        &single("dns_servers: [8.8.8.8, dns.google]\n"),
+        "dns_servers[1]",
+        "not an IP address",
+    );
+    let n = &load(&single("dns_servers: ['2001:4860:4860::8888']\n")).networks[0];
+    assert!(n.dns_servers[0].is_ipv6());
+}
+
+#[test]
+fn lease_time_at_least_a_minute() {
+    assert_problem(&single("lease_time: 30s\n"), "lease_time", "at least 1m");
+    assert_problem(&single("lease_time: 12 hours\n"), "lease_time", "\"12h\"");
+    load(&single("lease_time: 60\n"));
+}
+
+#[test]
+fn timeouts_and_table_size() {
+    assert_problem(&single("udp_timeout: 0s\n"), "udp_timeout", "at least 1s");
+    assert_problem(&single("dns_timeout: 0\n"), "dns_timeout", "2s");
+    assert_problem(
+        &single("nat_table_size: 1000\n"),
+        "nat_table_size",
+        "1024 to 4194304",
+    );
+    assert_problem(
+        &single("nat_table_size: 99999999999\n"),
+        "nat_table_size",
+        "out of range",
+    );
+}
+
+#[test]
+fn mac_not_multicast_or_zero() {
+    assert_problem(
+        &single("addresses: [{ip: 192.168.100.10, mac: '01:00:5e:00:00:01'}]\n"),
+        "addresses[0].mac",
+        "multicast",
+    );
+    assert_problem(
+        &single("addresses: [{ip: 192.168.100.10, mac: '00:00:00:00:00:00'}]\n"),
+        "addresses[0].mac",
+        "zero",
+    );
+    assert_problem(
+        &single("addresses: [{ip: 192.168.100.10, mac: 'zz'}]\n"),
+        "addresses[0].mac",
+        "not a MAC address",
+    );
+}
+
+#[test]
+fn enums_name_their_choices() {
+    assert_problem(
+        &single("nat_mode: snat\n"),
+        "nat_mode",
+        "`masquerade`, `1to1`",
+    );
+    assert_problem(
+        &single("datapath: xdp\n"),
+        "datapath",
+        "`auto`, `ebpf` or `nft`",
+    );
+}
+
+#[test]
+fn unsupported_jumpstarter_keys_only_when_off() {
+    load(&single(
+        "local_ntp: false\nenable_tcpdump: null\nfilter: ~\n",
+    ));
+    assert_problem(
+        &single("local_ntp: true\n"),
+        "local_ntp",
+        "does not support `local_ntp` yet",
+    );
+    assert_problem(
+        &single("filter: {allow: [1]}\n"),
+        "filter",
+        "does not support",
+    );
+}
+
+// ---- runtime changes ----------------------------------------------------
+
+fn demo_net() -> Network {
+    load(include_str!("../../../examples/demo.yaml"))
+        .networks
+        .remove(0)
+}
+
+fn entry(ip4: Ipv4Addr, mac: Option<[u8; 6]>, hostname: Option<&str>) -> AddressEntry {
+    AddressEntry {
+        ip: ip4,
+        mac: mac.map(MacAddr),
+        hostname: hostname.map(str::to_owned),
+        public_ip: None,
+    }
+}
+
+#[test]
+fn runtime_address_uses_the_same_rules() {
+    let net = demo_net();
+    assert_eq!(
+        net.check_new_address(&entry(
+            ip(192, 168, 100, 50),
+            Some([2, 0, 0, 0, 0, 0x50]),
+            Some("new")
+        )),
+        Ok(())
+    );
+    let err = net
+        .check_new_address(&entry(
+            ip(192, 168, 100, 10),
+            Some([2, 0, 0, 0, 1, 10]),
+            Some("board1"),
+        ))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("ip: 192.168.100.10 is already used by addresses[0]"),
+        "{err}"
+    );
+    assert!(
+        err.contains("mac: 02:00:00:00:01:0a is already used"),
+        "{err}"
+    );
+    assert!(err.contains("hostname: `board1` is already used"), "{err}");
+    assert!(
+        net.check_new_address(&entry(ip(192, 168, 100, 1), None, None))
+            .is_err()
+    );
+    assert!(
+        net.check_new_address(&entry(ip(10, 0, 0, 1), None, None))
+            .is_err()
+    );
+}
+
+#[test]
+fn runtime_wire_entries_convert_with_the_loader_code() {
+    let wire = wire::AddressWire {
+        ip: Some("192.168.100.51".into()),
+        public_ip: Some("10.26.28.90".into()),
+        ..Default::default()
+    };
+    let e = AddressEntry::try_from(wire);
+    assert_eq!(e.map(|e| e.public_ip), Ok(Some(ip(10, 26, 28, 90))));
+    let bad = AddressEntry::try_from(wire::AddressWire {
+        ip: Some("x".into()),
+        ..Default::default()
+    });
+    assert!(bad.is_err_and(|e| e.problems[0].path == "ip"));
+    let dns = DnsEntry::try_from(wire::DnsEntryWire {
+        hostname: Some("myhost.lab.local".into()),
+        ip: Some("10.0.0.99".into()),
+    });
+    assert!(dns.is_ok());
+}
+
+#[test]
+fn runtime_dns_entry_uses_the_same_rules() {
+    let net = demo_net();
+    let ok = DnsEntry {
+        hostname: "registry.lab.local".into(),
+        ip: ip(10, 99, 0, 2),
+    };
+    assert_eq!(net.check_new_dns_entry(&ok), Ok(()));
+    let dup = DnsEntry {
+        hostname: "Controller.lab.local".into(),
+        ip: ip(10, 99, 0, 2),
+    };
+    assert!(
+        net.check_new_dns_entry(&dup)
+            .is_err_and(|e| e.problems[0].path == "hostname")
+    );
+    let bad = DnsEntry {
+        hostname: "a_b".into(),
+        ip: ip(10, 99, 0, 2),
+    };
+    assert!(net.check_new_dns_entry(&bad).is_err());
+}
+
+// ---- robustness ---------------------------------------------------------
+
+/// Fragments that steer random input toward the parser's interesting paths.
+fn yamlish() -> impl Strategy<Value = String> {
+    let token = prop_oneof![
+        Just("interface: eth2\n".to_owned()),
+        Just("networks:\n".to_owned()),
+        Just("export:\n".to_owned()),
+        Just("  - ".to_owned()),
+        Just("  ".to_owned()),
+        Just("name: a\n".to_owned()),
+        Just("addresses: [{ip: 192.168.100.10, mac: '02:00:00:00:00:01'}]\n".to_owned()),
+        Just("subnet: 10.0.0.0/8\n".to_owned()),
+        Just("type: x.DutNetwork\n".to_owned()),
+        Just("config:\n".to_owned()),
+        Just("<<: *a\n".to_owned()),
+        Just("&a ".to_owned()),
+        Just("lease_time: 1h1m\n".to_owned()),
+        Just("nat_table_size: -1\n".to_owned()),
+        "[ -~\n]{0,12}",
+    ];
+    prop::collection::vec(token, 0..12).prop_map(|parts| parts.concat())
+}
+
+proptest! {
+    #[test]
+    fn random_input_never_panics(text in yamlish()) {
+        let _ = parse_str(&text);
+    }
+
+    #[test]
+    fn random_bytes_never_panic(text in "\\PC{0,200}") {
+        let _ = parse_str(&text);
+    }
+}

@@ -1,0 +1,361 @@
+//! The rules a network must satisfy. Paths here are relative to the network
+//! (`addresses[0].ip`); the loader prefixes them. The control socket's runtime
+//! additions go through the same functions ([`Network::check_new_address`]).
+use std::{collections::HashMap, net::Ipv4Addr, time::Duration};
+
+use super::{
+    duration,
+    error::{ConfigError, Problem, join},
+    model::{AddressEntry, DnsEntry, NatMode, Network},
+    names,
+};
+
+pub const MIN_LEASE_TIME: Duration = Duration::from_secs(60);
+pub const MIN_UDP_TIMEOUT: Duration = Duration::from_secs(1);
+pub const NAT_TABLE_SIZES: std::ops::RangeInclusive<u32> = 1024..=4_194_304;
+
+/// Whether the subnet and gateway parsed: checks against them are skipped
+/// when they did not (that problem is already reported).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Layout {
+    pub trusted: bool,
+}
+
+impl Network {
+    /// Checks an address entry to be added at runtime against this network,
+    /// with the same rules the loader applies to the file's `addresses`.
+    pub fn check_new_address(&self, entry: &AddressEntry) -> Result<(), ConfigError> {
+        let previous: Vec<(String, &AddressEntry)> = self
+            .addresses
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (format!("addresses[{i}]"), a))
+            .collect();
+        ConfigError::from_problems(check_address(
+            self,
+            Layout { trusted: true },
+            &previous,
+            entry,
+        ))
+    }
+
+    /// Checks a DNS entry to be added at runtime against this network.
+    pub fn check_new_dns_entry(&self, entry: &DnsEntry) -> Result<(), ConfigError> {
+        let previous: Vec<(String, &DnsEntry)> = self
+            .dns_entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (format!("dns_entries[{i}]"), e))
+            .collect();
+        ConfigError::from_problems(check_dns_entry(&previous, entry))
+    }
+}
+
+/// One address entry against the network and the entries before it. Paths
+/// are relative to the entry (`ip`, `mac`, ...).
+pub(crate) fn check_address(
+    net: &Network,
+    layout: Layout,
+    previous: &[(String, &AddressEntry)],
+    entry: &AddressEntry,
+) -> Vec<Problem> {
+    let mut p = Vec::new();
+    let ip = entry.ip;
+    if layout.trusted {
+        if let Err(why) = host_in_subnet(net, ip) {
+            p.push(Problem::new("ip", why));
+        } else if ip == net.gateway_ip {
+            p.push(Problem::new(
+                "ip",
+                format!("{ip} is the gateway address (gateway_ip); give the DUT another address"),
+            ));
+        }
+    }
+    if let Some(mac) = entry.mac {
+        if mac.is_zero() || mac.is_multicast() {
+            p.push(Problem::new(
+                "mac",
+                format!(
+                    "{mac} is a {} address and cannot be a DUT's; use the NIC's unicast MAC",
+                    if mac.is_zero() { "zero" } else { "multicast" }
+                ),
+            ));
+        }
+    }
+    if let Some(name) = &entry.hostname {
+        if let Err(why) = names::check_hostname(name) {
+            p.push(Problem::new("hostname", why));
+        }
+    }
+    if let Some(public) = entry.public_ip {
+        if public.is_unspecified() || public.is_broadcast() || public.is_multicast() {
+            p.push(Problem::new(
+                "public_ip",
+                format!("{public} cannot be a public address; give a unicast address of the upstream network"),
+            ));
+        } else if layout.trusted && net.subnet.contains(&public) {
+            p.push(Problem::new(
+                "public_ip",
+                format!(
+                    "{public} is inside the DUT subnet {}; a public IP belongs to the upstream network",
+                    net.subnet
+                ),
+            ));
+        }
+    }
+    for (other_path, other) in previous {
+        if other.ip == ip {
+            p.push(Problem::new(
+                "ip",
+                format!("{ip} is already used by {other_path}; every entry needs its own IP"),
+            ));
+        }
+        if let (Some(a), Some(b)) = (entry.mac, other.mac) {
+            if a == b {
+                p.push(Problem::new(
+                    "mac",
+                    format!("{a} is already used by {other_path}; a MAC can have one static lease"),
+                ));
+            }
+        }
+        if let (Some(a), Some(b)) = (&entry.hostname, &other.hostname) {
+            if a.eq_ignore_ascii_case(b) {
+                p.push(Problem::new(
+                    "hostname",
+                    format!("`{a}` is already used by {other_path}; host names must be unique"),
+                ));
+            }
+        }
+        if let (Some(a), Some(b)) = (entry.public_ip, other.public_ip) {
+            if a == b {
+                p.push(Problem::new(
+                    "public_ip",
+                    format!(
+                        "{a} is already mapped to {other_path}; each DUT needs its own public IP"
+                    ),
+                ));
+            }
+        }
+    }
+    p
+}
+
+pub(crate) fn check_dns_entry(previous: &[(String, &DnsEntry)], entry: &DnsEntry) -> Vec<Problem> {
+    let mut p = Vec::new();
+    if let Err(why) = names::check_hostname(&entry.hostname) {
+        p.push(Problem::new("hostname", why));
+    }
+    for (other_path, other) in previous {
+        if other.hostname.eq_ignore_ascii_case(&entry.hostname) {
+            p.push(Problem::new(
+                "hostname",
+                format!(
+                    "`{}` is already defined by {other_path}; keep one record per name",
+                    entry.hostname
+                ),
+            ));
+        }
+    }
+    p
+}
+
+/// `ip` is a usable host address of the subnet (not its network or broadcast address).
+fn host_in_subnet(net: &Network, ip: Ipv4Addr) -> Result<(), String> {
+    let subnet = net.subnet;
+    if !subnet.contains(&ip) {
+        return Err(format!(
+            "{ip} is outside the subnet {subnet}; pick an address inside it"
+        ));
+    }
+    if ip == subnet.network() {
+        return Err(format!(
+            "{ip} is the network address of {subnet}; pick a host address"
+        ));
+    }
+    if ip == subnet.broadcast() {
+        return Err(format!(
+            "{ip} is the broadcast address of {subnet}; pick a host address"
+        ));
+    }
+    Ok(())
+}
+
+/// Which keys the file set explicitly (defaults are only checked when they matter).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Explicit {
+    pub range: bool,
+}
+
+/// The network-wide rules (addresses and DNS entries are checked one by one
+/// by the caller).
+pub(crate) fn check_network(net: &Network, layout: Layout, explicit: Explicit) -> Vec<Problem> {
+    let mut p = Vec::new();
+    if layout.trusted {
+        if let Err(why) = host_in_subnet(net, net.gateway_ip) {
+            p.push(Problem::new("gateway_ip", why));
+        }
+        if net.dhcp.enabled || explicit.range {
+            check_range(net, explicit, &mut p);
+        }
+    }
+    if net.nat_mode == NatMode::OneToOne && net.addresses.iter().all(|a| a.public_ip.is_none()) {
+        p.push(Problem::new(
+            "nat_mode",
+            "`1to1` needs at least one entry in addresses with a public_ip; add one or use `masquerade`",
+        ));
+    }
+    for (key, other) in [
+        ("upstream_interface", &net.upstream_interface),
+        ("public_interface", &net.public_interface),
+    ] {
+        if other.as_deref() == Some(net.interface.as_str()) && !net.interface.is_empty() {
+            p.push(Problem::new(
+                key,
+                format!(
+                    "`{}` is also the DUT interface; DUT traffic must leave through another NIC",
+                    net.interface
+                ),
+            ));
+        }
+    }
+    if net.dhcp.lease_time < MIN_LEASE_TIME {
+        p.push(Problem::new(
+            "lease_time",
+            format!(
+                "{} is too short; use at least {} (e.g. \"12h\")",
+                duration::format(net.dhcp.lease_time),
+                duration::format(MIN_LEASE_TIME)
+            ),
+        ));
+    }
+    if net.udp_timeout < MIN_UDP_TIMEOUT {
+        p.push(Problem::new(
+            "udp_timeout",
+            format!(
+                "{} is too short; use at least 1s (default \"2m\")",
+                duration::format(net.udp_timeout)
+            ),
+        ));
+    }
+    if net.dns_timeout.is_zero() {
+        p.push(Problem::new(
+            "dns_timeout",
+            "0s would fail every forwarded query; use e.g. \"2s\"",
+        ));
+    }
+    if !NAT_TABLE_SIZES.contains(&net.nat_table_size) {
+        p.push(Problem::new(
+            "nat_table_size",
+            format!(
+                "{} is out of range; use {} to {}",
+                net.nat_table_size,
+                NAT_TABLE_SIZES.start(),
+                NAT_TABLE_SIZES.end()
+            ),
+        ));
+    }
+    if let Some(domain) = &net.domain {
+        if let Err(why) = names::check_hostname(domain) {
+            p.push(Problem::new("domain", why));
+        }
+    }
+    p
+}
+
+fn check_range(net: &Network, explicit: Explicit, p: &mut Vec<Problem>) {
+    let (start, end) = (net.dhcp.range_start, net.dhcp.range_end);
+    let hint = if explicit.range {
+        ""
+    } else {
+        " (the default, subnet + 100 to + 200); set dhcp_range_start and dhcp_range_end"
+    };
+    let mut inside = true;
+    for (key, ip) in [("dhcp_range_start", start), ("dhcp_range_end", end)] {
+        if let Err(why) = host_in_subnet(net, ip) {
+            p.push(Problem::new(key, format!("{why}{hint}")));
+            inside = false;
+        }
+    }
+    if start > end {
+        p.push(Problem::new(
+            "dhcp_range_start",
+            format!("{start} comes after dhcp_range_end {end}; swap them"),
+        ));
+    } else if inside && (start..=end).contains(&net.gateway_ip) {
+        p.push(Problem::new(
+            "dhcp_range_start",
+            format!(
+                "the range {start} - {end} contains the gateway {}; move the range or the gateway",
+                net.gateway_ip
+            ),
+        ));
+    }
+}
+
+/// Rules across networks; `paths[i]` is the key path of `nets[i]`.
+pub(crate) fn check_across(nets: &[Network], paths: &[String]) -> Vec<Problem> {
+    let mut p = Vec::new();
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut duts: HashMap<&str, usize> = HashMap::new();
+    let mut public_ips: HashMap<Ipv4Addr, usize> = HashMap::new();
+    for (i, net) in nets.iter().enumerate() {
+        if let Some(&j) = names.get(net.name.as_str()) {
+            p.push(Problem::new(
+                join(&paths[i], "name"),
+                format!(
+                    "`{}` is also the name of {}; network names must be unique",
+                    net.name, paths[j]
+                ),
+            ));
+        } else {
+            names.insert(&net.name, i);
+        }
+        if let Some(&j) = duts.get(net.interface.as_str()) {
+            p.push(Problem::new(
+                join(&paths[i], "interface"),
+                format!(
+                    "`{}` is already the DUT interface of {}; each network needs its own NIC",
+                    net.interface, paths[j]
+                ),
+            ));
+        } else {
+            duts.insert(&net.interface, i);
+        }
+        for (k, a) in net.addresses.iter().enumerate() {
+            let Some(public) = a.public_ip else { continue };
+            match public_ips.get(&public) {
+                Some(&j) if j != i => p.push(Problem::new(
+                    join(&paths[i], &format!("addresses[{k}].public_ip")),
+                    format!(
+                        "{public} is also a public IP of {}; each DUT needs its own",
+                        paths[j]
+                    ),
+                )),
+                _ => {
+                    public_ips.insert(public, i);
+                }
+            }
+        }
+    }
+    // A DUT NIC cannot double as another network's way out.
+    for (i, net) in nets.iter().enumerate() {
+        for (key, other) in [
+            ("upstream_interface", &net.upstream_interface),
+            ("public_interface", &net.public_interface),
+        ] {
+            let Some(other) = other else { continue };
+            if let Some(&j) = duts.get(other.as_str()) {
+                if j != i {
+                    p.push(Problem::new(
+                        join(&paths[i], key),
+                        format!(
+                            "`{other}` is the DUT interface of {}; pick the uplink NIC",
+                            paths[j]
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    p
+}

@@ -1,0 +1,102 @@
+//! The wire layer: serde structs that mirror one network mapping of the YAML
+//! key for key, every value as written (addresses as strings, durations as
+//! seconds or text). No defaults and no checks here; [`super::model`] does both.
+//!
+//! The control socket can deserialize runtime additions into [`AddressWire`] /
+//! [`DnsEntryWire`] and convert them with the same `TryFrom` the loader uses.
+use serde::{Deserialize, Serialize};
+
+/// One network mapping (the `config:` of a jumpstarter DutNetwork export, an
+/// item of `networks:`, or a whole single-network file).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkWire {
+    pub name: Option<String>,
+    pub interface: Option<String>,
+    pub subnet: Option<String>,
+    pub gateway_ip: Option<String>,
+    pub upstream_interface: Option<String>,
+    pub dhcp_enabled: Option<bool>,
+    pub dhcp_range_start: Option<String>,
+    pub dhcp_range_end: Option<String>,
+    pub addresses: Option<Vec<AddressWire>>,
+    pub dns_servers: Option<Vec<String>>,
+    pub dns_entries: Option<Vec<DnsEntryWire>>,
+    pub state_dir: Option<String>,
+    pub nat_mode: Option<String>,
+    pub public_interface: Option<String>,
+    /// jumpstarter keys dutnet does not implement: accepted only when off.
+    pub local_ntp: Option<serde_yaml::Value>,
+    pub enable_tcpdump: Option<serde_yaml::Value>,
+    pub filter: Option<serde_yaml::Value>,
+    // dutnet's own keys.
+    pub datapath: Option<String>,
+    pub lease_time: Option<DurationWire>,
+    pub domain: Option<String>,
+    pub dns_timeout: Option<DurationWire>,
+    pub udp_timeout: Option<DurationWire>,
+    pub nat_table_size: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddressWire {
+    pub ip: Option<String>,
+    pub mac: Option<String>,
+    pub hostname: Option<String>,
+    /// An IPv4 address or a host name resolved when the config is loaded.
+    pub public_ip: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsEntryWire {
+    pub hostname: Option<String>,
+    pub ip: Option<String>,
+}
+
+/// `lease_time: 43200` or `lease_time: "12h"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DurationWire {
+    Seconds(u64),
+    Text(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::schema::{ADDRESS_FIELDS, DNS_ENTRY_FIELDS, Field, NETWORK_FIELDS};
+    use super::*;
+
+    /// The schema's key lists and the wire structs must name the same keys:
+    /// a key added to one only would be rejected or silently dropped.
+    fn keys_of<T: Serialize>(value: &T) -> Vec<String> {
+        match serde_yaml::to_value(value) {
+            Ok(serde_yaml::Value::Mapping(m)) => m
+                .keys()
+                .filter_map(|k| k.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn schema_keys(fields: &[Field]) -> Vec<String> {
+        fields.iter().map(|f| f.key.to_owned()).collect()
+    }
+
+    #[test]
+    fn schema_matches_wire_structs() {
+        assert_eq!(
+            keys_of(&NetworkWire::default()),
+            schema_keys(NETWORK_FIELDS)
+        );
+        assert_eq!(
+            keys_of(&AddressWire::default()),
+            schema_keys(ADDRESS_FIELDS)
+        );
+        assert_eq!(
+            keys_of(&DnsEntryWire::default()),
+            schema_keys(DNS_ENTRY_FIELDS)
+        );
+    }
+}
