@@ -161,6 +161,8 @@ pub fn response_to(query: &Message) -> Message {
     if query.edns.is_some() {
         let mut edns = Edns::new();
         edns.set_max_payload(EDNS_PAYLOAD);
+        // RFC 3225 §3: the DO bit is copied into the response.
+        edns.set_dnssec_ok(dnssec_ok(query));
         reply.set_edns(edns);
     }
     reply

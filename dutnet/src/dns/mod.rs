@@ -71,8 +71,9 @@ pub enum DnsError {
     /// A listening socket could not be set up.
     #[error(
         "network {network}: cannot listen for DNS on {addr}/{proto} on interface {interface}: \
-         {call} failed: {source} (check that the interface exists and has the gateway address, \
-         that dutnet runs as root or with CAP_NET_RAW, and that nothing else serves DNS there)"
+         {call} failed: {source} (check that the interface exists and already has the gateway \
+         address, that dutnet may bind port 53 (root or CAP_NET_BIND_SERVICE), and that no other \
+         DNS server holds that address and port on that interface)"
     )]
     Listen {
         network: String,

@@ -200,6 +200,52 @@ mod tests {
         bind_on_device(Proto::Udp, addr, "lo").unwrap();
     }
 
+    /// The reason for SO_BINDTODEVICE + SO_REUSEADDR: two networks with the
+    /// SAME gateway IP on two NICs both serve port 53. Runs in a private,
+    /// unnamed network namespace of a dedicated thread (it vanishes with the
+    /// thread), on the two ends of a veth pair; no packet is sent.
+    #[test]
+    #[ignore = "needs root: unshare(CLONE_NEWNET) and `ip link add` (run with --include-ignored)"]
+    fn same_gateway_ip_on_two_devices() {
+        std::thread::spawn(|| {
+            // SAFETY: plain syscall; only this thread changes namespace.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+            let ip = |args: &[&str]| {
+                let st = std::process::Command::new("ip")
+                    .args(args)
+                    .status()
+                    .unwrap();
+                assert!(st.success(), "ip {args:?}");
+            };
+            // A veth pair: the kernel may lack the dummy driver.
+            ip(&[
+                "link",
+                "add",
+                "dutnet-t0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "dutnet-t1",
+            ]);
+            for dev in ["dutnet-t0", "dutnet-t1"] {
+                ip(&["addr", "add", "192.168.100.1/24", "dev", dev]);
+                ip(&["link", "set", dev, "up"]);
+            }
+            let addr: SocketAddrV4 = "192.168.100.1:53".parse().unwrap();
+            let mut held = Vec::new();
+            for dev in ["dutnet-t0", "dutnet-t1"] {
+                for proto in [Proto::Udp, Proto::Tcp] {
+                    held.push(bind_on_device(proto, addr, dev).unwrap());
+                }
+            }
+            // The same device twice is still a conflict for TCP listeners.
+            assert!(bind_on_device(Proto::Tcp, addr, "dutnet-t0").is_err());
+        })
+        .join()
+        .unwrap();
+    }
+
     #[test]
     fn unknown_device_and_bad_names_fail_cleanly() {
         let addr: SocketAddrV4 = "127.0.0.1:0".parse().unwrap();
