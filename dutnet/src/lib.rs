@@ -5,4 +5,5 @@
 //! its servers and the host settings it changes, in the other modules.
 pub mod config;
 pub mod datapath;
+pub mod dns;
 pub mod state;
