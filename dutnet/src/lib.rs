@@ -4,6 +4,9 @@
 //! [`datapath::ebpf`] (loading, attaching, pinning). Control path: the daemon,
 //! its servers and the host settings it changes, in the other modules.
 pub mod config;
+pub mod daemon;
 pub mod datapath;
 pub mod dns;
+pub mod host;
+pub mod netlink;
 pub mod state;

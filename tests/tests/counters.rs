@@ -228,6 +228,7 @@ fn test_run_counts_a_frame_and_passes_it_unchanged() {
     let ns = topology.netns("run");
     let paths = Paths {
         bpffs: topology.bpffs(),
+        ..Paths::from_env()
     };
     ns.enter(move || {
         let mut datapath = EbpfDatapath::load(&paths).unwrap();

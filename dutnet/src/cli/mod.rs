@@ -1,5 +1,7 @@
 //! The command line: one file per verb; each only parses and calls the library.
 mod attach;
+mod down;
+mod load;
 mod stats;
 
 use std::process::ExitCode;
@@ -22,6 +24,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Bring the networks of FILE up and keep them up (foreground; restores
+    /// the host on SIGINT/SIGTERM).
+    Load(load::Args),
+    /// Stop the running dutnet, or undo what a killed one left behind.
+    Down(down::Args),
     /// Show per-interface packet and byte counters of the running datapath.
     Stats(stats::Args),
     /// Attach the datapath's counters to interfaces until interrupted
@@ -34,6 +41,8 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {
+        Command::Load(args) => load::run(&args),
+        Command::Down(args) => down::run(&args),
         Command::Stats(args) => stats::run(&args),
         Command::Attach(args) => attach::run(&args),
     };

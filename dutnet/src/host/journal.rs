@@ -242,7 +242,10 @@ pub fn read_leftover(path: &Path) -> Result<Leftover, JournalError> {
         }
     };
     let mut lines = text.lines();
-    let Some(header) = lines.next().and_then(|l| serde_json::from_str::<Header>(l).ok()) else {
+    let Some(header) = lines
+        .next()
+        .and_then(|l| serde_json::from_str::<Header>(l).ok())
+    else {
         return Ok(Leftover::Pending {
             pid: 0,
             entries: Vec::new(),
@@ -289,7 +292,8 @@ mod tests {
     use super::*;
 
     fn temp_path(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("dutnet-journal-{}-{name}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("dutnet-journal-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir.join("undo.journal")
     }
@@ -328,11 +332,17 @@ mod tests {
         let path = temp_path("cut");
         let mut journal = Journal::create(&path).unwrap();
         journal
-            .record("lab", UndoStep::LinkDown { interface: "eth1".into() })
+            .record(
+                "lab",
+                UndoStep::LinkDown {
+                    interface: "eth1".into(),
+                },
+            )
             .unwrap();
         drop(journal);
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
-        file.write_all(b"{\"network\":\"lab\",\"undo\":\"sysc").unwrap();
+        file.write_all(b"{\"network\":\"lab\",\"undo\":\"sysc")
+            .unwrap();
         let Leftover::Pending { entries, .. } = read_leftover(&path).unwrap() else {
             panic!("journal not found");
         };
@@ -345,10 +355,20 @@ mod tests {
         let path = temp_path("take");
         let mut journal = Journal::create(&path).unwrap();
         journal
-            .record("a", UndoStep::LinkDown { interface: "eth1".into() })
+            .record(
+                "a",
+                UndoStep::LinkDown {
+                    interface: "eth1".into(),
+                },
+            )
             .unwrap();
         journal
-            .record("b", UndoStep::LinkDown { interface: "eth2".into() })
+            .record(
+                "b",
+                UndoStep::LinkDown {
+                    interface: "eth2".into(),
+                },
+            )
             .unwrap();
         let taken = journal.take_network("a").unwrap();
         assert_eq!(taken.len(), 1);

@@ -12,7 +12,7 @@ use rtnetlink::{
         link::{LinkAttribute, LinkFlags, LinkMessage},
         route::{RouteAttribute, RouteMessage},
     },
-    sys::SocketAddr,
+    sys::{AsyncSocket as _, SocketAddr},
 };
 
 /// A netlink request that failed, naming what it was doing.
@@ -25,7 +25,11 @@ pub struct NetlinkError {
     pub source: std::io::Error,
 }
 
-fn error(call: &'static str, subject: impl ToString, source: impl std::fmt::Display) -> NetlinkError {
+fn error(
+    call: &'static str,
+    subject: impl ToString,
+    source: impl std::fmt::Display,
+) -> NetlinkError {
     NetlinkError {
         call,
         subject: subject.to_string(),
@@ -66,7 +70,12 @@ impl Netlink {
 
     /// The link called `name`, if it exists.
     pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>, NetlinkError> {
-        let mut links = self.handle.link().get().match_name(name.to_owned()).execute();
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_owned())
+            .execute();
         match links.try_next().await {
             Ok(Some(message)) => Ok(Some(link_from(&message))),
             Ok(None) => Ok(None),
@@ -95,7 +104,13 @@ impl Netlink {
             .set(message)
             .execute()
             .await
-            .map_err(|e| error(if up { "set link up" } else { "set link down" }, &link.name, e))
+            .map_err(|e| {
+                error(
+                    if up { "set link up" } else { "set link down" },
+                    &link.name,
+                    e,
+                )
+            })
     }
 
     /// The IPv4 addresses on link `index`.
@@ -150,7 +165,11 @@ impl Netlink {
     }
 
     /// Replaces every IPv4 address of link `index` with exactly `wanted`.
-    pub async fn set_ipv4_addresses(&self, index: u32, wanted: &[Ipv4Net]) -> Result<(), NetlinkError> {
+    pub async fn set_ipv4_addresses(
+        &self,
+        index: u32,
+        wanted: &[Ipv4Net],
+    ) -> Result<(), NetlinkError> {
         for current in self.ipv4_addresses(index).await? {
             if !wanted.contains(&current) {
                 self.remove_address(index, current).await?;

@@ -1,0 +1,314 @@
+//! The daemon: brings every network up, keeps it up, and puts the host back.
+//!
+//! `run` is what `dutnet load` does; `down` is what `dutnet down` does. Both
+//! undo through the same journal replay, so a clean exit and the recovery
+//! after a SIGKILL restore the very same things.
+mod lock;
+mod restore;
+mod takeover;
+
+use std::{net::SocketAddr, time::Duration};
+
+use futures::StreamExt as _;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info, warn};
+
+pub use self::{
+    lock::{Holder, LockError},
+    takeover::{TakeoverError, gateway_address},
+};
+use crate::{
+    config::{LoadedConfig, NatMode, Network},
+    datapath::{
+        Datapath as _,
+        ebpf::{EbpfDatapath, EbpfError},
+    },
+    dns::{DnsConfig, DnsError, DnsServer},
+    host::journal::{self, Journal, JournalError, Leftover, UndoStep},
+    netlink::{Netlink, NetlinkError, link_events},
+    state::paths::Paths,
+};
+
+/// How often every network is checked even without a netlink event.
+const RECONCILE_TICK: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    #[error(transparent)]
+    Datapath(#[from] EbpfError),
+    #[error(transparent)]
+    Takeover(#[from] TakeoverError),
+    #[error("network `{network}`: starting the DNS server failed: {source}")]
+    Dns {
+        network: String,
+        #[source]
+        source: DnsError,
+    },
+    #[error("signal handling: {0}")]
+    Signals(std::io::Error),
+    #[error("undo left problems: {}", .0.join("; "))]
+    Undo(Vec<String>),
+    #[error("dutnet (pid {pid}) did not stop within {seconds} s after SIGTERM")]
+    StopTimeout { pid: i32, seconds: u64 },
+}
+
+/// One network and what runs for it.
+struct NetworkRuntime {
+    config: Network,
+    /// The DUT interface's index while it is taken over.
+    ifindex: Option<u32>,
+    dns: Option<DnsServer>,
+    waiting_logged: bool,
+}
+
+struct Daemon {
+    paths: Paths,
+    netlink: Netlink,
+    journal: Journal,
+    datapath: Option<EbpfDatapath>,
+    networks: Vec<NetworkRuntime>,
+}
+
+/// `dutnet load`: brings every network up and runs until SIGINT/SIGTERM, then
+/// restores everything it changed.
+pub async fn run(config: LoadedConfig, paths: Paths) -> Result<(), DaemonError> {
+    let _lock = lock::PidLock::acquire(&paths.pid_file())?;
+    let netlink = Netlink::connect()?;
+    undo_leftover(&paths, &netlink).await?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let mut events = link_events()?;
+
+    let journal = Journal::create(&paths.journal())?;
+    let mut daemon = Daemon {
+        paths: paths.clone(),
+        netlink,
+        journal,
+        datapath: None,
+        networks: config
+            .networks
+            .into_iter()
+            .map(|config| NetworkRuntime {
+                config,
+                ifindex: None,
+                dns: None,
+                waiting_logged: false,
+            })
+            .collect(),
+    };
+    if let Err(e) = daemon.start().await {
+        error!(error = %e, "bring-up failed; restoring the host");
+        daemon.stop().await?;
+        return Err(e);
+    }
+    info!(networks = daemon.networks.len(), "dutnet is up");
+
+    let mut tick = tokio::time::interval(RECONCILE_TICK);
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            _ = events.next() => {
+                // A burst (unplug = several messages) is one reconcile.
+                while let Ok(Some(())) = tokio::time::timeout(Duration::from_millis(20), events.next()).await {}
+                daemon.reconcile_all().await;
+            }
+            _ = tick.tick() => daemon.reconcile_all().await,
+        }
+    }
+    info!("stopping: restoring the host");
+    daemon.stop().await
+}
+
+/// `dutnet down`: stops a running dutnet, or finishes the undo a killed one
+/// left. Returns what it did, for the user.
+pub async fn down(paths: &Paths) -> Result<String, DaemonError> {
+    if let Holder::Pid(pid) = lock::holder(&paths.pid_file())? {
+        // SAFETY: kill with the pid the running dutnet wrote under its lock.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        const LIMIT: u64 = 30;
+        for _ in 0..LIMIT * 10 {
+            if lock::holder(&paths.pid_file())? == Holder::Nobody {
+                return Ok(format!("stopped dutnet (pid {pid}); it restored the host"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        return Err(DaemonError::StopTimeout {
+            pid,
+            seconds: LIMIT,
+        });
+    }
+    let netlink = Netlink::connect()?;
+    match undo_leftover(paths, &netlink).await? {
+        0 => Ok("nothing to do: dutnet is not running and left nothing behind".to_owned()),
+        n => Ok(format!(
+            "undid {n} changes left by a dutnet that did not exit cleanly"
+        )),
+    }
+}
+
+/// Replays a journal left by a dutnet that did not exit cleanly. Returns how
+/// many steps it undid.
+async fn undo_leftover(paths: &Paths, netlink: &Netlink) -> Result<usize, DaemonError> {
+    let path = paths.journal();
+    match journal::read_leftover(&path)? {
+        Leftover::None => Ok(0),
+        Leftover::OtherBoot => {
+            info!(journal = %path.display(), "undo journal is from before the last reboot; discarding it");
+            journal::remove(&path)?;
+            Ok(0)
+        }
+        Leftover::Pending { pid, entries } => {
+            warn!(
+                pid,
+                steps = entries.len(),
+                "a dutnet run did not exit cleanly; undoing what it left"
+            );
+            let problems = restore::undo(&entries, netlink).await;
+            journal::remove(&path)?;
+            if problems.is_empty() {
+                Ok(entries.len())
+            } else {
+                Err(DaemonError::Undo(problems))
+            }
+        }
+    }
+}
+
+impl Daemon {
+    /// Loads the datapath and takes every present interface over. Any failure
+    /// but a missing interface aborts (the caller restores the host).
+    async fn start(&mut self) -> Result<(), DaemonError> {
+        let pin_dir = self.paths.pin_dir();
+        self.journal
+            .record("", UndoStep::PinDir { path: pin_dir })?;
+        self.datapath = Some(EbpfDatapath::load(&self.paths)?);
+        for index in 0..self.networks.len() {
+            self.reconcile(index).await?;
+        }
+        Ok(())
+    }
+
+    async fn reconcile_all(&mut self) {
+        for index in 0..self.networks.len() {
+            if let Err(e) = self.reconcile(index).await {
+                error!(error = %e, "reconcile failed; retrying on the next event");
+            }
+        }
+    }
+
+    /// Brings network `index` to its desired state: after a re-plug the
+    /// interface is new (new index), so everything bound to it is redone.
+    async fn reconcile(&mut self, index: usize) -> Result<(), DaemonError> {
+        let net = &mut self.networks[index];
+        let Some(taken) = takeover::apply(&net.config, &self.netlink, &mut self.journal).await?
+        else {
+            if net.ifindex.take().is_some() {
+                warn!(network = %net.config.name, interface = %net.config.interface, "DUT interface disappeared; waiting for it to come back");
+                if let Some(dns) = net.dns.take() {
+                    dns.shutdown().await;
+                }
+                if let Some(datapath) = &mut self.datapath {
+                    let _ = datapath.detach(&net.config.interface);
+                }
+            } else if !net.waiting_logged {
+                warn!(network = %net.config.name, interface = %net.config.interface, "DUT interface does not exist yet; waiting for it");
+            }
+            net.waiting_logged = true;
+            return Ok(());
+        };
+        net.waiting_logged = false;
+        if net.ifindex == Some(taken.link.index) {
+            return Ok(());
+        }
+        if net.ifindex.is_some() {
+            info!(network = %net.config.name, interface = %net.config.interface, "DUT interface is back; configuring it again");
+        }
+        if let Some(dns) = net.dns.take() {
+            dns.shutdown().await;
+        }
+        if let Some(datapath) = &mut self.datapath {
+            // The old interface's links vanished with it.
+            let _ = datapath.detach(&net.config.interface);
+            datapath.attach(&net.config.interface)?;
+        }
+        net.dns = Some(
+            DnsServer::start(dns_config(&net.config))
+                .await
+                .map_err(|source| DaemonError::Dns {
+                    network: net.config.name.clone(),
+                    source,
+                })?,
+        );
+        net.ifindex = Some(taken.link.index);
+        info!(
+            network = %net.config.name,
+            interface = %net.config.interface,
+            gateway = %gateway_address(&net.config),
+            upstream = taken.upstream.as_ref().map_or("-", |u| u.name.as_str()),
+            nat = ?net.config.nat_mode,
+            "network up"
+        );
+        Ok(())
+    }
+
+    /// Stops the servers and the datapath, then undoes the journal.
+    async fn stop(mut self) -> Result<(), DaemonError> {
+        for net in &mut self.networks {
+            if let Some(dns) = net.dns.take() {
+                dns.shutdown().await;
+            }
+        }
+        if let Some(datapath) = self.datapath.take()
+            && let Err(e) = datapath.shutdown()
+        {
+            warn!(error = %e, "datapath shutdown");
+        }
+        let problems = restore::undo(self.journal.entries(), &self.netlink).await;
+        self.journal.finish()?;
+        if problems.is_empty() {
+            info!("host restored");
+            Ok(())
+        } else {
+            Err(DaemonError::Undo(problems))
+        }
+    }
+}
+
+fn dns_config(net: &Network) -> DnsConfig {
+    DnsConfig {
+        network: net.name.clone(),
+        interface: net.interface.clone(),
+        listen: net.gateway_ip,
+        port: 53,
+        upstreams: net
+            .dns_servers
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, 53))
+            .collect(),
+        timeout: net.dns_timeout,
+        domain: net.domain.clone(),
+        entries: net
+            .dns_entries
+            .iter()
+            .map(|e| (e.hostname.clone(), e.ip))
+            .collect(),
+        hosts: net
+            .addresses
+            .iter()
+            .filter_map(|a| a.hostname.clone().map(|h| (h, a.ip)))
+            .collect(),
+    }
+}
+
+/// True when the network forwards traffic (NAT on).
+#[must_use]
+pub fn forwards(net: &Network) -> bool {
+    net.nat_mode != NatMode::Disabled
+}

@@ -1,0 +1,76 @@
+//! Putting the host back: replaying undo journal entries, newest first.
+use tracing::{info, warn};
+
+use crate::{
+    host::{
+        journal::{Entry, UndoStep},
+        netmgr, sysctl,
+    },
+    netlink::Netlink,
+};
+
+/// Undoes `entries` newest first. Best effort: a step that fails is logged and
+/// returned, the others still run (an interface that is gone has nothing to
+/// restore).
+pub async fn undo(entries: &[Entry], netlink: &Netlink) -> Vec<String> {
+    let mut problems = Vec::new();
+    for entry in entries.iter().rev() {
+        if let Err(problem) = undo_step(&entry.step, netlink).await {
+            warn!(network = %entry.network, step = ?entry.step, %problem, "undo step failed");
+            problems.push(problem);
+        }
+    }
+    problems
+}
+
+async fn undo_step(step: &UndoStep, netlink: &Netlink) -> Result<(), String> {
+    match step {
+        UndoStep::Ipv4Addresses {
+            interface,
+            addresses,
+        } => {
+            let Some(link) = netlink
+                .link_by_name(interface)
+                .await
+                .map_err(|e| e.to_string())?
+            else {
+                info!(%interface, "interface gone: no addresses to restore");
+                return Ok(());
+            };
+            netlink
+                .set_ipv4_addresses(link.index, addresses)
+                .await
+                .map_err(|e| e.to_string())?;
+            info!(%interface, ?addresses, "addresses restored");
+        }
+        UndoStep::LinkDown { interface } => {
+            if let Some(link) = netlink
+                .link_by_name(interface)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                netlink
+                    .set_up(&link, false)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                info!(%interface, "link set down again");
+            }
+        }
+        UndoStep::Sysctl { key, value } => match sysctl::write(key, value) {
+            Ok(()) => info!(%key, %value, "sysctl restored"),
+            // The interface (and so its sysctl) is gone.
+            Err(e) if e.source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.to_string()),
+        },
+        UndoStep::NmManaged { interface } => {
+            netmgr::set_managed(interface, true);
+            info!(%interface, "handed back to NetworkManager");
+        }
+        UndoStep::PinDir { path } => match std::fs::remove_dir_all(path) {
+            Ok(()) => info!(path = %path.display(), "pins removed"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("remove {}: {e}", path.display())),
+        },
+    }
+    Ok(())
+}

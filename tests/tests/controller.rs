@@ -1,0 +1,337 @@
+//! The controller: taking a DUT NIC over and giving it back exactly as it
+//! was, after SIGTERM, after SIGKILL (`dutnet down` or the next `load`), and
+//! across a re-plug. Checked with `ip` and `sysctl`, as an engineer would.
+use std::time::{Duration, Instant};
+
+use dutnet_tests::{Netns, Topology, cli, cmd, netns::Process, prereq};
+
+/// What an engineer would compare before and after: IPv4 addresses, link
+/// state and the forwarding switches of the DUT and upstream interfaces.
+#[derive(Debug, PartialEq, Eq)]
+struct Snapshot {
+    interfaces: Vec<(String, Vec<String>, bool, String)>,
+    global_forwarding: String,
+}
+
+fn snapshot(ns: &Netns, interfaces: &[&str]) -> Snapshot {
+    let interfaces = interfaces
+        .iter()
+        .map(|iface| {
+            let addrs = ns
+                .exec("ip", &["-4", "-o", "addr", "show", "dev", iface])
+                .ok();
+            let mut addrs: Vec<String> = addrs
+                .stdout
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(3).map(str::to_owned))
+                .collect();
+            addrs.sort();
+            let link = ns.exec("ip", &["-o", "link", "show", "dev", iface]).ok();
+            let up = link.stdout.contains(",UP") || link.stdout.contains("<UP");
+            let forwarding = ns.sysctl_get(&format!("net.ipv4.conf.{iface}.forwarding"));
+            ((*iface).to_owned(), addrs, up, forwarding)
+        })
+        .collect();
+    Snapshot {
+        interfaces,
+        global_forwarding: ns.sysctl_get("net.ipv4.ip_forward"),
+    }
+}
+
+/// An exporter with DUT NICs (`dn-dutN`, a DUT namespace behind each) and an
+/// upstream `dn-up` to a LAN host. The DUT NICs start with an unrelated
+/// address and down, so a restore is visible.
+struct Lab {
+    topology: Topology,
+    exporter: Netns,
+    duts: Vec<Netns>,
+}
+
+impl Lab {
+    fn new(dut_count: usize) -> Self {
+        let mut topology = Topology::new();
+        let exporter = topology.netns("exporter");
+        let lan = topology.netns("lan");
+        topology.veth((&exporter, "dn-up"), (&lan, "eth0"));
+        exporter.ip("addr add 10.99.0.2/24 dev dn-up");
+        lan.ip("addr add 10.99.0.1/24 dev eth0");
+        exporter.ip("route add default via 10.99.0.1");
+        let mut duts = Vec::new();
+        for n in 1..=dut_count {
+            let dut = topology.netns(&format!("dut{n}"));
+            topology.veth((&exporter, &format!("dn-dut{n}")), (&dut, "eth0"));
+            exporter.ip(&format!("addr add 10.50.{n}.7/24 dev dn-dut{n}"));
+            exporter.ip(&format!("link set dn-dut{n} down"));
+            dut.ip("addr add 192.168.100.10/24 dev eth0");
+            duts.push(dut);
+        }
+        Self {
+            topology,
+            exporter,
+            duts,
+        }
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        let mut env = cli::env(&self.topology);
+        env.push((
+            "DUTNET_STATE_DIR",
+            self.topology.path("state").display().to_string(),
+        ));
+        env.push((
+            "DUTNET_RUN_DIR",
+            self.topology.path("run").display().to_string(),
+        ));
+        env
+    }
+
+    fn config(&self, text: &str) -> String {
+        let path = self.topology.path("dutnet.yaml");
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+
+    fn dutnet(&self, args: &[&str]) -> dutnet_tests::Output {
+        let bin = cli::binary();
+        let mut command = self.exporter.command(&bin.to_string_lossy(), args);
+        command.envs(self.env());
+        cmd::run(command, Duration::from_secs(60))
+    }
+
+    fn load(&self, config: &str, log: &str) -> Process {
+        let bin = cli::binary();
+        self.exporter.spawn(
+            &bin.to_string_lossy(),
+            &["load", config],
+            &self.env(),
+            self.topology.path(&format!("{log}.log")),
+        )
+    }
+
+    /// Waits until `iface` carries exactly the gateway address and is up.
+    fn wait_taken_over(&self, iface: &str, daemon: &Process) {
+        let done = cmd::wait_for(Duration::from_secs(15), || {
+            let snap = snapshot(&self.exporter, &[iface]);
+            let (_, addrs, up, forwarding) = &snap.interfaces[0];
+            (addrs == &["192.168.100.1/24"] && *up && forwarding == "1").then_some(())
+        });
+        assert!(
+            done.is_some(),
+            "{iface} not taken over; dutnet log:\n{}",
+            daemon.log()
+        );
+    }
+}
+
+fn masquerade(interfaces: &[&str]) -> String {
+    let mut text = String::from("networks:\n");
+    for (i, iface) in interfaces.iter().enumerate() {
+        text.push_str(&format!(
+            "  - name: net{i}\n    interface: {iface}\n    upstream_interface: dn-up\n    dns_servers: [\"10.99.0.1\"]\n    dns_entries:\n      - hostname: controller.lab.local\n        ip: 10.99.0.1\n"
+        ));
+    }
+    text
+}
+
+const WATCHED: [&str; 2] = ["dn-dut1", "dn-up"];
+
+#[test]
+fn takeover_sets_exactly_the_gateway_and_sigterm_restores_everything() {
+    let lab = Lab::new(1);
+    let before = snapshot(&lab.exporter, &WATCHED);
+    let config = lab.config(&masquerade(&["dn-dut1"]));
+    let mut daemon = lab.load(&config, "load");
+    lab.wait_taken_over("dn-dut1", &daemon);
+    let during = snapshot(&lab.exporter, &WATCHED);
+    assert_eq!(
+        during.interfaces[1].3, "1",
+        "upstream forwarding on: {during:?}"
+    );
+    assert_eq!(
+        during.global_forwarding, before.global_forwarding,
+        "global ip_forward untouched"
+    );
+
+    assert_eq!(daemon.terminate(), Some(0), "dutnet log:\n{}", daemon.log());
+    assert_eq!(
+        snapshot(&lab.exporter, &WATCHED),
+        before,
+        "dutnet log:\n{}",
+        daemon.log()
+    );
+    assert!(
+        !lab.topology.path("state/undo.journal").exists(),
+        "journal left after a clean exit"
+    );
+    assert!(
+        !lab.topology.bpffs().join("dutnet").exists(),
+        "pins left after a clean exit"
+    );
+}
+
+#[test]
+fn after_sigkill_dutnet_down_restores_the_snapshot() {
+    let lab = Lab::new(1);
+    let before = snapshot(&lab.exporter, &WATCHED);
+    let config = lab.config(&masquerade(&["dn-dut1"]));
+    let mut daemon = lab.load(&config, "load");
+    lab.wait_taken_over("dn-dut1", &daemon);
+    daemon.kill9();
+    assert_ne!(
+        snapshot(&lab.exporter, &WATCHED),
+        before,
+        "the kill left state to undo"
+    );
+
+    let down = lab.dutnet(&["down"]).ok();
+    assert!(down.stdout.contains("undid"), "{down:#?}");
+    assert_eq!(snapshot(&lab.exporter, &WATCHED), before);
+    assert!(
+        !lab.topology.bpffs().join("dutnet").exists(),
+        "pins left after down"
+    );
+    let again = lab.dutnet(&["down"]).ok();
+    assert!(again.stdout.contains("nothing to do"), "{again:#?}");
+}
+
+#[test]
+fn after_sigkill_load_again_comes_up_cleanly_with_nothing_duplicated() {
+    let lab = Lab::new(1);
+    let before = snapshot(&lab.exporter, &WATCHED);
+    let config = lab.config(&masquerade(&["dn-dut1"]));
+    let mut first = lab.load(&config, "first");
+    lab.wait_taken_over("dn-dut1", &first);
+    first.kill9();
+
+    let mut second = lab.load(&config, "second");
+    lab.wait_taken_over("dn-dut1", &second);
+    assert!(
+        second.log().contains("did not exit cleanly"),
+        "{}",
+        second.log()
+    );
+    assert_eq!(second.terminate(), Some(0), "{}", second.log());
+    // The snapshot from before the FIRST run: the second run's journal
+    // started from the restored state, not from the first run's leftovers.
+    assert_eq!(snapshot(&lab.exporter, &WATCHED), before);
+}
+
+#[test]
+fn a_recreated_dut_interface_is_configured_again_within_two_seconds() {
+    let lab = Lab::new(1);
+    let config = lab.config(&masquerade(&["dn-dut1"]));
+    let mut daemon = lab.load(&config, "load");
+    lab.wait_taken_over("dn-dut1", &daemon);
+
+    // Unplug: the interface vanishes; plug: a new one with the same name.
+    lab.exporter.ip("link del dn-dut1");
+    std::thread::sleep(Duration::from_millis(300));
+    lab.exporter.ip(&format!(
+        "link add dn-dut1 type veth peer name eth0 netns {}",
+        lab.duts[0].name
+    ));
+    let plugged = Instant::now();
+    let configured = cmd::wait_for(Duration::from_secs(2), || {
+        let snap = snapshot(&lab.exporter, &["dn-dut1"]);
+        let (_, addrs, up, forwarding) = &snap.interfaces[0];
+        (addrs == &["192.168.100.1/24"] && *up && forwarding == "1").then_some(plugged.elapsed())
+    });
+    assert!(
+        configured.is_some(),
+        "not re-configured within 2 s; log:\n{}",
+        daemon.log()
+    );
+    assert!(daemon.is_running());
+    assert_eq!(daemon.terminate(), Some(0), "{}", daemon.log());
+}
+
+#[test]
+fn a_missing_interface_is_waited_for_with_a_clear_log_line() {
+    let lab = Lab::new(1);
+    let config = lab.config(&masquerade(&["dn-late"]));
+    let mut daemon = lab.load(&config, "load");
+    let logged = cmd::wait_for(Duration::from_secs(10), || {
+        daemon
+            .log()
+            .contains("does not exist yet; waiting")
+            .then_some(())
+    });
+    assert!(logged.is_some(), "{}", daemon.log());
+    assert!(
+        daemon.is_running(),
+        "a missing interface must not stop dutnet"
+    );
+    lab.exporter.ip(&format!(
+        "link add dn-late type veth peer name late0 netns {}",
+        lab.duts[0].name
+    ));
+    lab.wait_taken_over("dn-late", &daemon);
+    assert_eq!(daemon.terminate(), Some(0), "{}", daemon.log());
+}
+
+#[test]
+fn two_networks_with_the_same_subnet_on_two_nics_come_up_side_by_side() {
+    prereq::require("dig", "dnsutils");
+    let lab = Lab::new(2);
+    let before = snapshot(&lab.exporter, &["dn-dut1", "dn-dut2", "dn-up"]);
+    let config = lab.config(&masquerade(&["dn-dut1", "dn-dut2"]));
+    let mut daemon = lab.load(&config, "load");
+    lab.wait_taken_over("dn-dut1", &daemon);
+    lab.wait_taken_over("dn-dut2", &daemon);
+    // Each network's own DNS server answers its DUT (same gateway IP, two NICs).
+    for dut in &lab.duts {
+        let dig = dut.exec(
+            "dig",
+            &[
+                "+short",
+                "+time=2",
+                "+tries=2",
+                "@192.168.100.1",
+                "controller.lab.local",
+            ],
+        );
+        assert_eq!(
+            dig.stdout.trim(),
+            "10.99.0.1",
+            "{}: {dig:#?}\n{}",
+            dut.name,
+            daemon.log()
+        );
+    }
+    assert_eq!(daemon.terminate(), Some(0), "{}", daemon.log());
+    assert_eq!(
+        snapshot(&lab.exporter, &["dn-dut1", "dn-dut2", "dn-up"]),
+        before
+    );
+}
+
+#[test]
+fn a_bad_config_exits_non_zero_before_touching_anything() {
+    let lab = Lab::new(1);
+    let before = snapshot(&lab.exporter, &WATCHED);
+    let config = lab.config("interface: dn-dut1\ngateway_ip: 10.1.2.3\nhostnmae: x\n");
+    let out = lab.dutnet(&["load", &config]);
+    assert!(!out.success(), "{out:#?}");
+    assert!(out.stderr.contains("gateway_ip"), "names the key: {out:#?}");
+    assert!(
+        out.stderr.contains("hostnmae"),
+        "names the unknown key: {out:#?}"
+    );
+    assert_eq!(snapshot(&lab.exporter, &WATCHED), before);
+    assert!(!lab.topology.path("state/undo.journal").exists());
+}
+
+#[test]
+fn a_second_dutnet_is_refused_while_one_runs() {
+    let lab = Lab::new(1);
+    let config = lab.config(&masquerade(&["dn-dut1"]));
+    let mut daemon = lab.load(&config, "load");
+    lab.wait_taken_over("dn-dut1", &daemon);
+    let second = lab.dutnet(&["load", &config]);
+    assert!(!second.success());
+    assert!(second.stderr.contains("already running"), "{second:#?}");
+    // `dutnet down` stops the running one, which restores the host.
+    let down = lab.dutnet(&["down"]).ok();
+    assert!(down.stdout.contains("stopped dutnet"), "{down:#?}");
+    assert!(!daemon.is_running());
+}
