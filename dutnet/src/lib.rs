@@ -4,4 +4,5 @@
 //! [`datapath::ebpf`] (loading, attaching, pinning). Control path: the daemon,
 //! its servers and the host settings it changes, in the other modules.
 pub mod datapath;
+pub mod dhcp;
 pub mod state;
