@@ -127,9 +127,22 @@ impl Action {
     }
 }
 
+/// The options the handler reads; [`parse`] hands only these to dhcproto.
+const USED_OPTIONS: [u8; 5] = [
+    53, // message type
+    50, // requested IP address
+    54, // server identifier
+    61, // client identifier
+    12, // hostname
+];
+
 /// Decodes a datagram, checking what dhcproto does not: length, op, magic
-/// cookie, and that every option fits in the packet (dhcproto silently stops
-/// at the first bad option, which would hide a truncated option 53 or 61).
+/// cookie, and that every option fits in the packet.
+///
+/// Only the options in [`USED_OPTIONS`] reach dhcproto's decoder. Its
+/// option decoder stops at the first option it cannot decode (so an odd
+/// option 81 before option 53 would lose the message type) and some of its
+/// decoders `debug_assert!` on lengths a client controls.
 pub fn parse(bytes: &[u8]) -> Result<Message, NoReplyReason> {
     if bytes.len() < HEADER_LEN + MAGIC_COOKIE.len() {
         return Err(NoReplyReason::Truncated { len: bytes.len() });
@@ -140,9 +153,10 @@ pub fn parse(bytes: &[u8]) -> Result<Message, NoReplyReason> {
     if bytes[HEADER_LEN..HEADER_LEN + 4] != MAGIC_COOKIE {
         return Err(NoReplyReason::BadMagicCookie);
     }
-    // Walk the options; RFC 3396 lets an option be split into several
-    // instances that concatenate, so lengths add up per code.
-    let mut seen = [0usize; 256];
+    // RFC 3396 lets an option be split into several instances that
+    // concatenate: gather each used option's data across instances.
+    let mut data: [Vec<u8>; USED_OPTIONS.len()] = Default::default();
+    let mut present = [false; USED_OPTIONS.len()];
     let mut i = HEADER_LEN + 4;
     while i < bytes.len() {
         let code = bytes[i];
@@ -154,36 +168,48 @@ pub fn parse(bytes: &[u8]) -> Result<Message, NoReplyReason> {
                     return Err(NoReplyReason::BadOption { code });
                 };
                 let end = i + 2 + usize::from(len);
-                if end > bytes.len() {
+                let Some(value) = bytes.get(i + 2..end) else {
                     return Err(NoReplyReason::BadOption { code });
+                };
+                if let Some(k) = USED_OPTIONS.iter().position(|c| *c == code) {
+                    present[k] = true;
+                    data[k].extend_from_slice(value);
                 }
-                seen[usize::from(code)] += usize::from(len);
                 i = end;
             }
         }
     }
-    let fixed_len = |code: OptionCode, want: usize| {
-        let n = seen[usize::from(u8::from(code))];
-        if n != 0 && n != want {
-            Err(NoReplyReason::BadOption { code: code.into() })
-        } else {
-            Ok(())
+    let mut clean = bytes[..HEADER_LEN + 4].to_vec();
+    for (k, code) in USED_OPTIONS.iter().enumerate() {
+        if !present[k] {
+            continue;
         }
-    };
-    fixed_len(OptionCode::MessageType, 1)?;
-    fixed_len(OptionCode::RequestedIpAddress, 4)?;
-    fixed_len(OptionCode::ServerIdentifier, 4)?;
-    let msg = Message::decode(&mut Decoder::new(bytes)).map_err(|_| NoReplyReason::Undecodable)?;
-    // The options we act on must have survived decoding.
-    for code in [
-        OptionCode::MessageType,
-        OptionCode::RequestedIpAddress,
-        OptionCode::ServerIdentifier,
-        OptionCode::ClientIdentifier,
-        OptionCode::Hostname,
-    ] {
-        if seen[usize::from(u8::from(code))] > 0 && msg.opts().get(code).is_none() {
-            return Err(NoReplyReason::BadOption { code: code.into() });
+        let value = &data[k];
+        match code {
+            53 if value.len() != 1 => return Err(NoReplyReason::BadOption { code: *code }),
+            50 | 54 if value.len() != 4 => return Err(NoReplyReason::BadOption { code: *code }),
+            // A hostname is a nicety: a bad one is ignored, not fatal,
+            // so the DUT still gets its address.
+            12 if value.is_empty() || std::str::from_utf8(value).is_err() => continue,
+            61 if value.is_empty() => continue,
+            _ => {}
+        }
+        // Re-split into instances of at most 255 bytes (RFC 3396).
+        for chunk in value.chunks(255) {
+            clean.push(*code);
+            clean.push(chunk.len() as u8);
+            clean.extend_from_slice(chunk);
+        }
+    }
+    clean.push(255);
+    let msg = Message::decode(&mut Decoder::new(&clean)).map_err(|_| NoReplyReason::Undecodable)?;
+    for (k, code) in USED_OPTIONS.iter().enumerate() {
+        if present[k]
+            && *code != 12
+            && *code != 61
+            && msg.opts().get(OptionCode::from(*code)).is_none()
+        {
+            return Err(NoReplyReason::BadOption { code: *code });
         }
     }
     Ok(msg)
@@ -327,8 +353,16 @@ fn request(
         (None, Some(ip)) => ip,
         (None, None) => return Err(NoReplyReason::NoRequestedAddress),
     };
-    if !config.is_host_addr(ip) || !state.may_bind(&req.client, ip, now, config) {
-        // Wrong subnet (the DUT moved networks) or someone else's address.
+    // INIT-REBOOT, RENEWING and REBINDING verify an address the client
+    // believes it holds: if we know it holds another one, it is wrong.
+    let verifying = req.server_id.is_none();
+    let holds_other = state.binding_for(&req.client).is_some_and(|l| l.ip != ip);
+    if !config.is_host_addr(ip)
+        || !state.may_bind(&req.client, ip, now, config)
+        || (verifying && holds_other)
+    {
+        // Wrong subnet (the DUT moved networks), someone else's address, or
+        // not the address this client holds.
         return Ok((nak(req.msg, config), Destination::Broadcast, ReplyKind::Nak));
     }
     state.bind(
