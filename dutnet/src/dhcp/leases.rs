@@ -359,6 +359,7 @@ impl LeaseState {
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 mod tests {
     use super::super::testutil::config;
     use super::*;

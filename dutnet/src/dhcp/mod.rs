@@ -241,6 +241,7 @@ impl DhcpConfig {
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 pub(crate) mod testutil {
     use super::*;
 
@@ -266,6 +267,7 @@ pub(crate) mod testutil {
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 mod tests {
     use super::testutil::config;
     use super::*;

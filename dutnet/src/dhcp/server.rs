@@ -319,10 +319,10 @@ async fn process(
 
 fn format_mac_of(msg: &dhcproto::v4::Message) -> String {
     // parse() does not check hlen; never slice chaddr by an untrusted one.
-    if msg.hlen() == 6 {
-        if let Ok(mac) = <[u8; 6]>::try_from(msg.chaddr()) {
-            return format_mac(&mac);
-        }
+    if msg.hlen() == 6
+        && let Ok(mac) = <[u8; 6]>::try_from(msg.chaddr())
+    {
+        return format_mac(&mac);
     }
     "?".to_owned()
 }
@@ -419,4 +419,5 @@ impl RateLimit {
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 mod tests;

@@ -83,7 +83,7 @@ fn parse_line(line: &str) -> Option<Lease> {
 /// `aa:bb:cc` or `aabbcc`.
 fn parse_hex(s: &str) -> Option<Vec<u8>> {
     let digits: String = s.chars().filter(|c| *c != ':').collect();
-    if digits.is_empty() || digits.len() % 2 != 0 || !digits.is_ascii() {
+    if digits.is_empty() || !digits.len().is_multiple_of(2) || !digits.is_ascii() {
         return None;
     }
     (0..digits.len())
@@ -152,6 +152,7 @@ pub fn save(path: &Path, network: &str, leases: &[Lease]) -> Result<(), DhcpErro
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 mod tests {
     use super::*;
 
