@@ -15,6 +15,9 @@
 
 pub mod handler;
 pub mod leases;
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+mod netns_tests;
 pub mod server;
 pub mod socket;
 pub mod store;
