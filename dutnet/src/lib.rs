@@ -6,6 +6,7 @@
 pub mod config;
 pub mod daemon;
 pub mod datapath;
+pub mod dhcp;
 pub mod dns;
 pub mod host;
 pub mod netlink;

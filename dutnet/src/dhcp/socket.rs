@@ -1,0 +1,214 @@
+//! The server's UDP socket: `0.0.0.0:67` bound to one DUT NIC.
+//!
+//! `SO_BINDTODEVICE` is what keeps networks apart: the socket only receives
+//! what arrived on its NIC and its broadcasts only leave through it, so two
+//! servers with the same subnet and server IP on two NICs never see or
+//! answer each other's clients. `SO_REUSEADDR` lets those sockets share
+//! port 67.
+
+use std::io;
+use std::mem;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use super::DhcpError;
+use super::handler::Destination;
+
+pub const SERVER_PORT: u16 = 67;
+pub const CLIENT_PORT: u16 = 68;
+
+/// A bound, non-blocking DHCP server socket.
+#[derive(Debug)]
+pub struct DhcpSocket {
+    sock: tokio::net::UdpSocket,
+    interface: String,
+}
+
+/// How a reply actually left, for logs and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    Broadcast,
+    Unicast(Ipv4Addr),
+    /// Wanted unicast to a client without an address, but the ARP entry
+    /// could not be installed: broadcast instead.
+    BroadcastFallback,
+}
+
+impl DhcpSocket {
+    /// Opens the socket on `interface`; must run inside a tokio runtime.
+    pub fn open(interface: &str, port: u16) -> Result<Self, DhcpError> {
+        let std_sock = bind_to_device(interface, port)?;
+        let sock =
+            tokio::net::UdpSocket::from_std(std_sock).map_err(|source| DhcpError::Socket {
+                interface: interface.to_owned(),
+                call: "register with tokio",
+                source,
+            })?;
+        Ok(DhcpSocket {
+            sock,
+            interface: interface.to_owned(),
+        })
+    }
+
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.sock.recv_from(buf).await
+    }
+
+    /// Sends `bytes` per RFC 2131 4.1 (see [`Destination`]).
+    pub async fn send(&self, bytes: &[u8], destination: Destination) -> io::Result<Sent> {
+        let (to, sent) = match destination {
+            Destination::Broadcast => (Ipv4Addr::BROADCAST, Sent::Broadcast),
+            Destination::Unicast(ip) => (ip, Sent::Unicast(ip)),
+            Destination::UnicastNoArp { ip, mac } => match self.set_arp(ip, mac) {
+                Ok(()) => (ip, Sent::Unicast(ip)),
+                Err(e) => {
+                    tracing::debug!(interface = %self.interface, %ip, error = %e, "ARP entry not installed, broadcasting instead");
+                    (Ipv4Addr::BROADCAST, Sent::BroadcastFallback)
+                }
+            },
+        };
+        self.sock
+            .send_to(bytes, SocketAddrV4::new(to, CLIENT_PORT))
+            .await?;
+        Ok(sent)
+    }
+
+    /// Installs `ip -> mac` in the NIC's neighbour table (SIOCSARP, as
+    /// dnsmasq and ISC dhcpd do): a client without an address cannot answer
+    /// the ARP request the kernel would otherwise send for a unicast reply.
+    fn set_arp(&self, ip: Ipv4Addr, mac: [u8; 6]) -> io::Result<()> {
+        // SAFETY: arpreq is plain old data; all-zero is a valid value.
+        let mut req: libc::arpreq = unsafe { mem::zeroed() };
+        let pa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(ip).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: sockaddr_in and sockaddr have the same size on Linux;
+        // the kernel reads arp_pa as a sockaddr_in for AF_INET.
+        req.arp_pa = unsafe { mem::transmute::<libc::sockaddr_in, libc::sockaddr>(pa) };
+        req.arp_ha.sa_family = libc::ARPHRD_ETHER;
+        for (dst, src) in req.arp_ha.sa_data.iter_mut().zip(mac) {
+            *dst = src as libc::c_char;
+        }
+        req.arp_flags = libc::ATF_COM;
+        fill_ifname(&mut req.arp_dev, &self.interface)?;
+        // SAFETY: the fd is a live socket and req a valid arpreq for SIOCSARP.
+        let rc = unsafe { libc::ioctl(self.sock.as_raw_fd(), libc::SIOCSARP as _, &req) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+fn fill_ifname(dst: &mut [libc::c_char; libc::IFNAMSIZ], name: &str) -> io::Result<()> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "bad interface name",
+        ));
+    }
+    for (d, s) in dst.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    Ok(())
+}
+
+fn setsockopt_int(fd: &OwnedFd, opt: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: valid fd, pointer to a live c_int and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&raw const value).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// A UDP socket on `0.0.0.0:port` with SO_REUSEADDR, SO_BROADCAST and
+/// SO_BINDTODEVICE, non-blocking.
+pub fn bind_to_device(interface: &str, port: u16) -> Result<std::net::UdpSocket, DhcpError> {
+    let err = |call: &'static str| {
+        move |source| DhcpError::Socket {
+            interface: interface.to_owned(),
+            call,
+            source,
+        }
+    };
+    let mut ifname = [0 as libc::c_char; libc::IFNAMSIZ];
+    fill_ifname(&mut ifname, interface).map_err(err("check interface name"))?;
+    // SAFETY: plain socket(2) call; the fd is owned right after.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_UDP,
+        )
+    };
+    if raw < 0 {
+        return Err(err("socket")(io::Error::last_os_error()));
+    }
+    // SAFETY: raw is a fresh fd nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    setsockopt_int(&fd, libc::SO_REUSEADDR, 1).map_err(err("setsockopt(SO_REUSEADDR)"))?;
+    setsockopt_int(&fd, libc::SO_BROADCAST, 1).map_err(err("setsockopt(SO_BROADCAST)"))?;
+    // SAFETY: valid fd; the name is NUL-terminated within IFNAMSIZ bytes.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            ifname.as_ptr().cast(),
+            (interface.len() + 1) as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(err("setsockopt(SO_BINDTODEVICE)")(
+            io::Error::last_os_error(),
+        ));
+    }
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: 0 },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: valid fd and a sockaddr_in with its exact size.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&raw const addr).cast(),
+            mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(err("bind(0.0.0.0:67)")(io::Error::last_os_error()));
+    }
+    Ok(std::net::UdpSocket::from(fd))
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_bad_interface_names() {
+        let mut buf = [0 as libc::c_char; libc::IFNAMSIZ];
+        assert!(fill_ifname(&mut buf, "").is_err());
+        assert!(fill_ifname(&mut buf, "a-name-far-too-long").is_err());
+        fill_ifname(&mut buf, "dut0").unwrap();
+        assert_eq!(buf[4], 0);
+    }
+}
