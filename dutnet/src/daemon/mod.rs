@@ -23,6 +23,7 @@ use crate::{
         Datapath as _,
         ebpf::{EbpfDatapath, EbpfError},
     },
+    dhcp::{DhcpConfig, DhcpError, DhcpServer, StaticLease},
     dns::{DnsConfig, DnsError, DnsServer},
     host::journal::{self, Journal, JournalError, Leftover, UndoStep},
     netlink::{Netlink, NetlinkError, link_events},
@@ -50,6 +51,12 @@ pub enum DaemonError {
         #[source]
         source: DnsError,
     },
+    #[error("network `{network}`: starting the DHCP server failed: {source}")]
+    Dhcp {
+        network: String,
+        #[source]
+        source: DhcpError,
+    },
     #[error("signal handling: {0}")]
     Signals(std::io::Error),
     #[error("undo left problems: {}", .0.join("; "))]
@@ -64,6 +71,7 @@ struct NetworkRuntime {
     /// The DUT interface's index while it is taken over.
     ifindex: Option<u32>,
     dns: Option<DnsServer>,
+    dhcp: Option<DhcpServer>,
     waiting_logged: bool,
 }
 
@@ -73,6 +81,8 @@ struct Daemon {
     journal: Journal,
     datapath: Option<EbpfDatapath>,
     networks: Vec<NetworkRuntime>,
+    /// Index of a network whose DHCP leases changed (DUT hostnames for DNS).
+    lease_changes: tokio::sync::mpsc::UnboundedSender<usize>,
 }
 
 /// `dutnet load`: brings every network up and runs until SIGINT/SIGTERM, then
@@ -86,7 +96,9 @@ pub async fn run(config: LoadedConfig, paths: Paths) -> Result<(), DaemonError> 
     let mut events = link_events()?;
 
     let journal = Journal::create(&paths.journal())?;
+    let (lease_changes, mut lease_changed) = tokio::sync::mpsc::unbounded_channel();
     let mut daemon = Daemon {
+        lease_changes,
         paths: paths.clone(),
         netlink,
         journal,
@@ -98,6 +110,7 @@ pub async fn run(config: LoadedConfig, paths: Paths) -> Result<(), DaemonError> 
                 config,
                 ifindex: None,
                 dns: None,
+                dhcp: None,
                 waiting_logged: false,
             })
             .collect(),
@@ -120,6 +133,7 @@ pub async fn run(config: LoadedConfig, paths: Paths) -> Result<(), DaemonError> 
                 daemon.reconcile_all().await;
             }
             _ = tick.tick() => daemon.reconcile_all().await,
+            Some(index) = lease_changed.recv() => daemon.publish_lease_hostnames(index),
         }
     }
     info!("stopping: restoring the host");
@@ -211,9 +225,7 @@ impl Daemon {
         else {
             if net.ifindex.take().is_some() {
                 warn!(network = %net.config.name, interface = %net.config.interface, "DUT interface disappeared; waiting for it to come back");
-                if let Some(dns) = net.dns.take() {
-                    dns.shutdown().await;
-                }
+                net.stop_servers().await;
                 if let Some(datapath) = &mut self.datapath {
                     let _ = datapath.detach(&net.config.interface);
                 }
@@ -230,9 +242,8 @@ impl Daemon {
         if net.ifindex.is_some() {
             info!(network = %net.config.name, interface = %net.config.interface, "DUT interface is back; configuring it again");
         }
-        if let Some(dns) = net.dns.take() {
-            dns.shutdown().await;
-        }
+        // Sockets bound to the old interface (SO_BINDTODEVICE) died with it.
+        net.stop_servers().await;
         if let Some(datapath) = &mut self.datapath {
             // The old interface's links vanished with it.
             let _ = datapath.detach(&net.config.interface);
@@ -246,6 +257,18 @@ impl Daemon {
                     source,
                 })?,
         );
+        if net.config.dhcp.enabled {
+            let dhcp = DhcpServer::start(dhcp_config(&net.config, &self.paths))
+                .await
+                .map_err(|source| DaemonError::Dhcp {
+                    network: net.config.name.clone(),
+                    source,
+                })?;
+            forward_lease_changes(&dhcp, index, self.lease_changes.clone());
+            net.dhcp = Some(dhcp);
+            self.publish_lease_hostnames(index);
+        }
+        let net = &mut self.networks[index];
         net.ifindex = Some(taken.link.index);
         info!(
             network = %net.config.name,
@@ -258,12 +281,23 @@ impl Daemon {
         Ok(())
     }
 
+    /// Hands the hostnames DUTs sent in their DHCP requests to the DNS server.
+    fn publish_lease_hostnames(&self, index: usize) {
+        let net = &self.networks[index];
+        if let (Some(dhcp), Some(dns)) = (&net.dhcp, &net.dns) {
+            let hosts = dhcp
+                .leases()
+                .into_iter()
+                .filter_map(|lease| lease.hostname.map(|name| (name, lease.ip)))
+                .collect();
+            dns.set_dynamic_hosts(hosts);
+        }
+    }
+
     /// Stops the servers and the datapath, then undoes the journal.
     async fn stop(mut self) -> Result<(), DaemonError> {
         for net in &mut self.networks {
-            if let Some(dns) = net.dns.take() {
-                dns.shutdown().await;
-            }
+            net.stop_servers().await;
         }
         if let Some(datapath) = self.datapath.take()
             && let Err(e) = datapath.shutdown()
@@ -278,6 +312,69 @@ impl Daemon {
         } else {
             Err(DaemonError::Undo(problems))
         }
+    }
+}
+
+impl NetworkRuntime {
+    /// Stops DHCP and DNS (leases stay persisted).
+    async fn stop_servers(&mut self) {
+        if let Some(dhcp) = self.dhcp.take() {
+            dhcp.shutdown().await;
+        }
+        if let Some(dns) = self.dns.take() {
+            dns.shutdown().await;
+        }
+    }
+}
+
+/// Turns a DHCP server's lease updates into "network `index` changed"
+/// messages for the supervisor; ends when the server stops.
+fn forward_lease_changes(
+    dhcp: &DhcpServer,
+    index: usize,
+    changes: tokio::sync::mpsc::UnboundedSender<usize>,
+) {
+    let mut leases = dhcp.subscribe();
+    tokio::spawn(async move {
+        while leases.changed().await.is_ok() {
+            if changes.send(index).is_err() {
+                break;
+            }
+        }
+    });
+}
+
+fn dhcp_config(net: &Network, paths: &Paths) -> DhcpConfig {
+    DhcpConfig {
+        network: net.name.clone(),
+        interface: net.interface.clone(),
+        subnet: net.subnet,
+        server_ip: net.gateway_ip,
+        range_start: net.dhcp.range_start,
+        range_end: net.dhcp.range_end,
+        lease_time: net.dhcp.lease_time,
+        domain: net.domain.clone(),
+        static_leases: net
+            .addresses
+            .iter()
+            .filter_map(|a| {
+                a.mac.map(|mac| StaticLease {
+                    mac: mac.0,
+                    ip: a.ip,
+                    hostname: a.hostname.clone(),
+                })
+            })
+            .collect(),
+        // Entries without a MAC are 1:1 mappings only: never handed out.
+        reserved: net
+            .addresses
+            .iter()
+            .filter(|a| a.mac.is_none())
+            .map(|a| a.ip)
+            .collect(),
+        lease_file: paths
+            .network_dir(&net.name, net.state_dir.as_deref())
+            .join("leases"),
     }
 }
 
