@@ -1,5 +1,6 @@
 //! The command line: one file per verb; each only parses and calls the library.
 mod attach;
+mod config;
 mod stats;
 
 use std::process::ExitCode;
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// Show per-interface packet and byte counters of the running datapath.
     Stats(stats::Args),
+    /// Check a configuration file and show the normalized networks.
+    Config(config::Args),
     /// Attach the datapath's counters to interfaces until interrupted
     /// (development aid; `dutnet load` does this for configured networks).
     #[command(hide = true)]
@@ -35,6 +38,7 @@ pub fn run() -> ExitCode {
     init_tracing();
     let result = match cli.command {
         Command::Stats(args) => stats::run(&args),
+        Command::Config(args) => config::run(&args),
         Command::Attach(args) => attach::run(&args),
     };
     match result {

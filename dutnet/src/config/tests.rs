@@ -595,6 +595,23 @@ fn one_network_per_dut_interface() {
 }
 
 #[test]
+fn cross_network_rules_see_faulty_networks_too() {
+    let found = problems(
+        "networks:\n  - {name: a, interface: eth2}\n  - {name: b, interface: eth2, gateway_ip: 10.0.0.1}\n  - {name: c}\n  - {name: d}\n",
+    );
+    let paths: Vec<_> = found.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "networks[1].gateway_ip",
+            "networks[2].interface",
+            "networks[3].interface",
+            "networks[1].interface"
+        ]
+    );
+}
+
+#[test]
 fn public_ip_unique_across_networks() {
     assert_problem(
         "networks:
