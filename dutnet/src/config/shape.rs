@@ -68,18 +68,29 @@ pub fn load(text: &str) -> Result<LoadedConfig, ConfigError> {
                 continue;
             }
         };
+        // An export is named by its key under `export:`, so a bad name is
+        // reported there rather than at a `name` inside `config:`.
+        let name_path = match &item.name {
+            Some(_) => item.path.trim_end_matches(".config").to_owned(),
+            None => join(&item.path, "name"),
+        };
         if item.name.is_some() {
             wire.name = item.name;
         }
         let mut own = Vec::new();
         networks.push(convert::build(wire, &mut own));
         paths.push(item.path.clone());
-        problems.extend(
-            own.into_iter()
-                .map(|q| Problem::new(join(&item.path, &q.path), q.message)),
-        );
+        problems.extend(own.into_iter().map(|q| {
+            let path = if q.path == "name" {
+                name_path.clone()
+            } else {
+                join(&item.path, &q.path)
+            };
+            Problem::new(path, q.message)
+        }));
     }
-    // Across the networks that converted; the others are reported already.
+    // Faulty networks take part too (with defaults for what did not parse),
+    // so one run reports cross-network clashes alongside their own problems.
     problems.extend(validate::check_across(&networks, &paths));
     ConfigError::from_problems(problems).map(|()| LoadedConfig { networks, notes })
 }

@@ -316,6 +316,10 @@ fn networks_need_valid_unique_names() {
 #[test]
 fn name_not_allowed_in_single_or_exporter_shapes() {
     assert_problem("name: x\ninterface: eth2\n", "name", "networks:");
+    let exporter =
+        "export:\n  Net.1:\n    type: a.DutNetwork\n    config: {interface: eth2, name: x}\n";
+    assert_problem(exporter, "export.Net.1.config.name", "named by its export");
+    assert_problem(exporter, "export.Net.1", "lowercase");
 }
 
 #[test]
