@@ -1,5 +1,6 @@
 //! The command line: one file per verb; each only parses and calls the library.
 mod attach;
+mod config;
 mod down;
 mod load;
 mod stats;
@@ -31,6 +32,8 @@ enum Command {
     Down(down::Args),
     /// Show per-interface packet and byte counters of the running datapath.
     Stats(stats::Args),
+    /// Check a configuration file and show the normalized networks.
+    Config(config::Args),
     /// Attach the datapath's counters to interfaces until interrupted
     /// (development aid; `dutnet load` does this for configured networks).
     #[command(hide = true)]
@@ -44,6 +47,7 @@ pub fn run() -> ExitCode {
         Command::Load(args) => load::run(&args),
         Command::Down(args) => down::run(&args),
         Command::Stats(args) => stats::run(&args),
+        Command::Config(args) => config::run(&args),
         Command::Attach(args) => attach::run(&args),
     };
     match result {

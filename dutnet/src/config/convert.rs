@@ -70,7 +70,9 @@ impl TryFrom<DnsEntryWire> for DnsEntry {
     }
 }
 
-fn build(w: NetworkWire, p: &mut Vec<Problem>) -> Network {
+/// The network with every value that parsed and defaults for the rest, plus
+/// its problems: the loader cross-checks networks even when one is faulty.
+pub(crate) fn build(w: NetworkWire, p: &mut Vec<Problem>) -> Network {
     let interface = match w.interface {
         Some(name) => {
             check(p, "interface", names::check_interface(&name));
@@ -152,13 +154,13 @@ fn build(w: NetworkWire, p: &mut Vec<Problem>) -> Network {
         ("enable_tcpdump", &w.enable_tcpdump),
         ("filter", &w.filter),
     ] {
-        if let Some(v) = value {
-            if !(v.is_null() || v.as_bool() == Some(false)) {
-                p.push(Problem::new(
-                    key,
-                    format!("dutnet does not support `{key}` yet; remove it or set it to false"),
-                ));
-            }
+        if let Some(v) = value
+            && !(v.is_null() || v.as_bool() == Some(false))
+        {
+            p.push(Problem::new(
+                key,
+                format!("dutnet does not support `{key}` yet; remove it or set it to false"),
+            ));
         }
     }
     let mut addresses = Vec::new();

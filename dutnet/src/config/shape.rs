@@ -8,9 +8,8 @@
 use serde_yaml::{Mapping, Value};
 
 use super::{
-    LoadedConfig,
+    LoadedConfig, convert,
     error::{ConfigError, Problem, join},
-    model::Network,
     schema::{self, NETWORK_FIELDS},
     validate,
     wire::NetworkWire,
@@ -51,7 +50,6 @@ pub fn load(text: &str) -> Result<LoadedConfig, ConfigError> {
     let mut networks = Vec::new();
     let mut paths = Vec::new();
     for mut item in pending {
-        let before = problems.len();
         schema::check_mapping(&mut item.value, NETWORK_FIELDS, &item.path, &mut problems);
         if item.name.is_some() && item.value.get("name").is_some() {
             problems.push(Problem::new(
@@ -70,19 +68,29 @@ pub fn load(text: &str) -> Result<LoadedConfig, ConfigError> {
                 continue;
             }
         };
+        // An export is named by its key under `export:`, so a bad name is
+        // reported there rather than at a `name` inside `config:`.
+        let name_path = match &item.name {
+            Some(_) => item.path.trim_end_matches(".config").to_owned(),
+            None => join(&item.path, "name"),
+        };
         if item.name.is_some() {
             wire.name = item.name;
         }
-        match Network::try_from(wire) {
-            Ok(net) if problems.len() == before => {
-                networks.push(net);
-                paths.push(item.path);
-            }
-            Ok(_) => {}
-            Err(e) => problems.extend(e.prefixed(&item.path).problems),
-        }
+        let mut own = Vec::new();
+        networks.push(convert::build(wire, &mut own));
+        paths.push(item.path.clone());
+        problems.extend(own.into_iter().map(|q| {
+            let path = if q.path == "name" {
+                name_path.clone()
+            } else {
+                join(&item.path, &q.path)
+            };
+            Problem::new(path, q.message)
+        }));
     }
-    // Across the networks that converted; the others are reported already.
+    // Faulty networks take part too (with defaults for what did not parse),
+    // so one run reports cross-network clashes alongside their own problems.
     problems.extend(validate::check_across(&networks, &paths));
     ConfigError::from_problems(problems).map(|()| LoadedConfig { networks, notes })
 }

@@ -316,6 +316,10 @@ fn networks_need_valid_unique_names() {
 #[test]
 fn name_not_allowed_in_single_or_exporter_shapes() {
     assert_problem("name: x\ninterface: eth2\n", "name", "networks:");
+    let exporter =
+        "export:\n  Net.1:\n    type: a.DutNetwork\n    config: {interface: eth2, name: x}\n";
+    assert_problem(exporter, "export.Net.1.config.name", "named by its export");
+    assert_problem(exporter, "export.Net.1", "lowercase");
 }
 
 #[test]
@@ -591,6 +595,23 @@ fn one_network_per_dut_interface() {
         "networks:\n  - {name: a, interface: eth2}\n  - {name: b, interface: eth2, subnet: 10.0.0.0/24}\n",
         "networks[1].interface",
         "already the DUT interface of networks[0]",
+    );
+}
+
+#[test]
+fn cross_network_rules_see_faulty_networks_too() {
+    let found = problems(
+        "networks:\n  - {name: a, interface: eth2}\n  - {name: b, interface: eth2, gateway_ip: 10.0.0.1}\n  - {name: c}\n  - {name: d}\n",
+    );
+    let paths: Vec<_> = found.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "networks[1].gateway_ip",
+            "networks[2].interface",
+            "networks[3].interface",
+            "networks[1].interface"
+        ]
     );
 }
 

@@ -71,21 +71,21 @@ pub(crate) fn check_address(
             ));
         }
     }
-    if let Some(mac) = entry.mac {
-        if mac.is_zero() || mac.is_multicast() {
-            p.push(Problem::new(
-                "mac",
-                format!(
-                    "{mac} is a {} address and cannot be a DUT's; use the NIC's unicast MAC",
-                    if mac.is_zero() { "zero" } else { "multicast" }
-                ),
-            ));
-        }
+    if let Some(mac) = entry.mac
+        && (mac.is_zero() || mac.is_multicast())
+    {
+        p.push(Problem::new(
+            "mac",
+            format!(
+                "{mac} is a {} address and cannot be a DUT's; use the NIC's unicast MAC",
+                if mac.is_zero() { "zero" } else { "multicast" }
+            ),
+        ));
     }
-    if let Some(name) = &entry.hostname {
-        if let Err(why) = names::check_hostname(name) {
-            p.push(Problem::new("hostname", why));
-        }
+    if let Some(name) = &entry.hostname
+        && let Err(why) = names::check_hostname(name)
+    {
+        p.push(Problem::new("hostname", why));
     }
     if let Some(public) = entry.public_ip {
         if public.is_unspecified() || public.is_broadcast() || public.is_multicast() {
@@ -110,31 +110,29 @@ pub(crate) fn check_address(
                 format!("{ip} is already used by {other_path}; every entry needs its own IP"),
             ));
         }
-        if let (Some(a), Some(b)) = (entry.mac, other.mac) {
-            if a == b {
-                p.push(Problem::new(
-                    "mac",
-                    format!("{a} is already used by {other_path}; a MAC can have one static lease"),
-                ));
-            }
+        if let (Some(a), Some(b)) = (entry.mac, other.mac)
+            && a == b
+        {
+            p.push(Problem::new(
+                "mac",
+                format!("{a} is already used by {other_path}; a MAC can have one static lease"),
+            ));
         }
-        if let (Some(a), Some(b)) = (&entry.hostname, &other.hostname) {
-            if a.eq_ignore_ascii_case(b) {
-                p.push(Problem::new(
-                    "hostname",
-                    format!("`{a}` is already used by {other_path}; host names must be unique"),
-                ));
-            }
+        if let (Some(a), Some(b)) = (&entry.hostname, &other.hostname)
+            && a.eq_ignore_ascii_case(b)
+        {
+            p.push(Problem::new(
+                "hostname",
+                format!("`{a}` is already used by {other_path}; host names must be unique"),
+            ));
         }
-        if let (Some(a), Some(b)) = (entry.public_ip, other.public_ip) {
-            if a == b {
-                p.push(Problem::new(
-                    "public_ip",
-                    format!(
-                        "{a} is already mapped to {other_path}; each DUT needs its own public IP"
-                    ),
-                ));
-            }
+        if let (Some(a), Some(b)) = (entry.public_ip, other.public_ip)
+            && a == b
+        {
+            p.push(Problem::new(
+                "public_ip",
+                format!("{a} is already mapped to {other_path}; each DUT needs its own public IP"),
+            ));
         }
     }
     p
@@ -254,10 +252,10 @@ pub(crate) fn check_network(net: &Network, layout: Layout, explicit: Explicit) -
             ),
         ));
     }
-    if let Some(domain) = &net.domain {
-        if let Err(why) = names::check_hostname(domain) {
-            p.push(Problem::new("domain", why));
-        }
+    if let Some(domain) = &net.domain
+        && let Err(why) = names::check_hostname(domain)
+    {
+        p.push(Problem::new("domain", why));
     }
     p
 }
@@ -299,7 +297,9 @@ pub(crate) fn check_across(nets: &[Network], paths: &[String]) -> Vec<Problem> {
     let mut duts: HashMap<&str, usize> = HashMap::new();
     let mut public_ips: HashMap<Ipv4Addr, usize> = HashMap::new();
     for (i, net) in nets.iter().enumerate() {
-        if let Some(&j) = names.get(net.name.as_str()) {
+        // An empty name or interface is a "required" problem reported already.
+        if net.name.is_empty() {
+        } else if let Some(&j) = names.get(net.name.as_str()) {
             p.push(Problem::new(
                 join(&paths[i], "name"),
                 format!(
@@ -310,7 +310,8 @@ pub(crate) fn check_across(nets: &[Network], paths: &[String]) -> Vec<Problem> {
         } else {
             names.insert(&net.name, i);
         }
-        if let Some(&j) = duts.get(net.interface.as_str()) {
+        if net.interface.is_empty() {
+        } else if let Some(&j) = duts.get(net.interface.as_str()) {
             p.push(Problem::new(
                 join(&paths[i], "interface"),
                 format!(
@@ -344,16 +345,16 @@ pub(crate) fn check_across(nets: &[Network], paths: &[String]) -> Vec<Problem> {
             ("public_interface", &net.public_interface),
         ] {
             let Some(other) = other else { continue };
-            if let Some(&j) = duts.get(other.as_str()) {
-                if j != i {
-                    p.push(Problem::new(
-                        join(&paths[i], key),
-                        format!(
-                            "`{other}` is the DUT interface of {}; pick the uplink NIC",
-                            paths[j]
-                        ),
-                    ));
-                }
+            if let Some(&j) = duts.get(other.as_str())
+                && j != i
+            {
+                p.push(Problem::new(
+                    join(&paths[i], key),
+                    format!(
+                        "`{other}` is the DUT interface of {}; pick the uplink NIC",
+                        paths[j]
+                    ),
+                ));
             }
         }
     }
