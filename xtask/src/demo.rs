@@ -50,62 +50,136 @@ pub fn run(args: &Args) -> Result<()> {
     for (i, dut) in duts.iter().enumerate() {
         let n = i + 1;
         lab.veth((&exporter, &format!("dn-dut{n}")), (dut, "eth0"));
-        exporter.ip(&format!("addr add 192.168.{}.1/24 dev dn-dut{n}", 99 + n));
-        dut.ip(&format!("addr add 192.168.{}.10/24 dev eth0", 99 + n));
+        // The MACs examples/demo.yaml has static leases for.
+        dut.ip(&format!("link set eth0 address 02:00:00:00:0{n}:0a"));
         eprintln!(
-            "    {} eth0 192.168.{}.10  <->  exporter dn-dut{n} 192.168.{}.1",
-            dut.name,
-            99 + n,
-            99 + n
+            "    {} eth0 (02:00:00:00:0{n}:0a)  <->  exporter dn-dut{n}",
+            dut.name
         );
     }
+    eprintln!("    both DUT NICs carry the same plan: 192.168.100.0/24, gateway .1, board at .10");
 
-    step("starting dutnet in the exporter namespace (counters on both DUT NICs)");
+    step("dutnet load examples/demo.yaml (inside the exporter namespace)");
     let env = [
         ("DUTNET_BPFFS", lab.bpffs().display().to_string()),
+        ("DUTNET_STATE_DIR", lab.path("state").display().to_string()),
+        ("DUTNET_RUN_DIR", lab.path("run").display().to_string()),
         ("DUTNET_LOG", "info".to_owned()),
     ];
+    let config = std::env::current_dir()?.join("examples/demo.yaml");
     let mut daemon = exporter.spawn(
         &dutnet.to_string_lossy(),
-        &["attach", "--interface", "dn-dut1", "--interface", "dn-dut2"],
+        &["load", &config.to_string_lossy()],
         &env,
         lab.path("dutnet.log"),
     );
-    let stats = || {
-        let mut command = exporter.command(&dutnet.to_string_lossy(), &["stats"]);
+    let dutnet_cmd = |args: &[&str]| {
+        let mut command = exporter.command(&dutnet.to_string_lossy(), args);
         command.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
         cmd::run(command, Duration::from_secs(10))
     };
-    if cmd::wait_for(Duration::from_secs(10), || stats().success().then_some(())).is_none() {
+    let up = cmd::wait_for(Duration::from_secs(15), || {
+        (daemon.log().matches("network up").count() == 2).then_some(())
+    });
+    if up.is_none() {
         bail!("dutnet did not come up:\n{}", daemon.log());
+    }
+    for line in daemon.log().lines().filter(|l| l.contains("network up")) {
+        eprintln!(
+            "    {}",
+            line.split("network up").next().unwrap_or(line).trim()
+        );
+    }
+
+    step("each DUT asks dutnet for a lease (dhclient)");
+    for dut in &duts {
+        let leased = dhcp_lease(&lab, dut)?;
+        dut.ip(&format!("addr add {leased}/24 dev eth0"));
+        eprintln!(
+            "    {} got {leased} from its own network's DHCP server",
+            dut.name
+        );
+    }
+
+    step("each DUT resolves names through its gateway (dig @192.168.100.1)");
+    for dut in &duts {
+        for name in [
+            "controller.lab.local",
+            "board1.lab.local",
+            "board2.lab.local",
+        ] {
+            let dig = dut.exec("dig", &["+short", "+time=2", "@192.168.100.1", name]);
+            let answer = dig.stdout.trim();
+            let answer = if answer.is_empty() {
+                "(not in this network)"
+            } else {
+                answer
+            };
+            eprintln!("    {}: {name} -> {answer}", dut.name);
+        }
     }
 
     let limit = args.seconds.map(Duration::from_secs);
     let started = Instant::now();
-    let mut round = 0u32;
     while !stop.load(Ordering::Relaxed) && limit.is_none_or(|l| started.elapsed() < l) {
-        round += 1;
-        step(&format!("round {round}: each DUT pings its gateway"));
-        for (i, dut) in duts.iter().enumerate() {
-            let gateway = format!("192.168.{}.1", 100 + i);
-            let ping = dut.exec("ping", &["-c", "3", "-i", "0.2", "-W", "1", &gateway]);
-            let summary = ping
-                .stdout
-                .lines()
-                .find(|l| l.contains("received"))
-                .unwrap_or("no reply");
-            eprintln!("    {} -> {gateway}: {summary}", dut.name);
+        for dut in &duts {
+            dut.exec(
+                "dig",
+                &[
+                    "+short",
+                    "+time=1",
+                    "+tries=1",
+                    "@192.168.100.1",
+                    "controller.lab.local",
+                ],
+            );
         }
-        step("dutnet stats");
-        eprint!("{}", stats().stdout);
+        step("dutnet stats (per DUT NIC)");
+        eprint!("{}", dutnet_cmd(&["stats"]).stdout);
         std::thread::sleep(Duration::from_secs(2));
     }
 
-    step("stopping dutnet and removing the lab");
+    step("stopping dutnet (SIGTERM): it restores the exporter's interfaces");
     daemon.terminate();
     drop(lab);
     eprintln!("done: nothing of the demo remains");
     Ok(())
+}
+
+/// Runs dhclient once in `dut` (its own UTS namespace, a script that changes
+/// nothing) and returns the address it was offered and acknowledged.
+fn dhcp_lease(lab: &Topology, dut: &Netns) -> Result<String> {
+    let lease_file = lab.path(&format!("{}.leases", dut.name));
+    let pid_file = lab.path(&format!("{}.pid", dut.name));
+    let (lease_arg, pid_arg) = (
+        lease_file.display().to_string(),
+        pid_file.display().to_string(),
+    );
+    let out = dut.exec(
+        "unshare",
+        &[
+            "--uts",
+            "dhclient",
+            "-1",
+            "-sf",
+            "/bin/true",
+            "-lf",
+            &lease_arg,
+            "-pf",
+            &pid_arg,
+            "eth0",
+        ],
+    );
+    dut.exec("dhclient", &["-x", "-pf", &pid_arg]);
+    if !out.success() {
+        bail!("dhclient in {} failed:\n{}", dut.name, out.stderr);
+    }
+    let leases = std::fs::read_to_string(&lease_file)?;
+    leases
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("fixed-address "))
+        .map(|a| a.trim_end_matches(';').to_owned())
+        .ok_or_else(|| anyhow::anyhow!("no address in {}", lease_file.display()))
 }
 
 fn install_ctrl_c(stop: &Arc<AtomicBool>) {
