@@ -6,7 +6,6 @@ use dutnet_tests::{Netns, Topology, cli, cmd, netns::Process, prereq};
 
 struct Lab {
     topology: Topology,
-    exporter: Netns,
     dut: Netns,
     daemon: Option<Process>,
 }
@@ -59,7 +58,6 @@ impl Lab {
         );
         let lab = Self {
             topology,
-            exporter,
             dut,
             daemon: Some(daemon),
         };

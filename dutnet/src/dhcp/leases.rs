@@ -359,7 +359,6 @@ impl LeaseState {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 mod tests {
     use super::super::testutil::config;
     use super::*;

@@ -16,7 +16,6 @@
 pub mod handler;
 pub mod leases;
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 mod netns_tests;
 pub mod server;
 pub mod socket;
@@ -244,7 +243,6 @@ impl DhcpConfig {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 pub(crate) mod testutil {
     use super::*;
 
@@ -270,7 +268,6 @@ pub(crate) mod testutil {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 mod tests {
     use super::testutil::config;
     use super::*;

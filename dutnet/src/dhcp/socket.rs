@@ -199,7 +199,6 @@ pub fn bind_to_device(interface: &str, port: u16) -> Result<std::net::UdpSocket,
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 mod tests {
     use super::*;
 

@@ -152,7 +152,6 @@ pub fn save(path: &Path, network: &str, leases: &[Lease]) -> Result<(), DhcpErro
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 mod tests {
     use super::*;
 

@@ -172,7 +172,6 @@ pub fn cacheable_ttl(message: &Message) -> Option<u32> {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected values")]
 mod tests {
     use std::net::Ipv4Addr;
 

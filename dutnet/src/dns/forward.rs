@@ -257,7 +257,6 @@ pub fn split_looping(
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected values")]
 mod tests {
     use hickory_proto::op::OpCode;
     use hickory_proto::rr::{Name, RecordType};

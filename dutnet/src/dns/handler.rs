@@ -259,7 +259,6 @@ pub fn dnssec_ok(query: &Message) -> bool {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected values")]
 pub(crate) mod tests {
     use std::net::Ipv4Addr;
 

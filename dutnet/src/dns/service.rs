@@ -224,7 +224,6 @@ fn encode_or_servfail(reply: &Message, limit: usize) -> Vec<u8> {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected values")]
 mod tests {
     use std::net::Ipv4Addr;
 

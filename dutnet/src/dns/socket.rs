@@ -178,7 +178,6 @@ pub fn host_addresses() -> io::Result<Vec<IpAddr>> {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected values")]
 mod tests {
     use super::*;
 

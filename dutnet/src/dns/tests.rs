@@ -1,7 +1,6 @@
 //! End-to-end tests of [`DnsServer`] on loopback only: the server binds
 //! 127.0.0.1 on `lo`, and fake upstreams are UDP/TCP tasks on 127.0.0.1
 //! answering from a fixed table and counting what they get.
-#![expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected values")]
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;

@@ -229,7 +229,6 @@ fn parse_reverse_v4(qname: &str) -> Option<Ipv4Addr> {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected values")]
 mod tests {
     use super::*;
 
