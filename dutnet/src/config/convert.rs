@@ -269,17 +269,14 @@ fn address(w: AddressWire, p: &mut Vec<Problem>) -> Option<AddressEntry> {
             .map_err(|m| p.push(Problem::new("public_ip", m)))
             .ok()
     });
-    let failed =
-        (w.mac.is_some() && mac.is_none()) || (w.public_ip.is_some() && public_ip.is_none());
-    match ip {
-        Some(ip) if !failed => Some(AddressEntry {
-            ip,
-            mac,
-            hostname: w.hostname,
-            public_ip,
-        }),
-        _ => None,
-    }
+    // A bad `mac` or `public_ip` is reported above; the entry stays (without
+    // it) so that its other rules are checked in the same run.
+    Some(AddressEntry {
+        ip: ip?,
+        mac,
+        hostname: w.hostname,
+        public_ip,
+    })
 }
 
 fn dns_entry(w: DnsEntryWire, p: &mut Vec<Problem>) -> Option<DnsEntry> {

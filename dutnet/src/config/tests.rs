@@ -355,6 +355,21 @@ addresses:
             "{expected} missing from {paths:?}"
         );
     }
+    // A bad value in an entry does not hide the entry's other problems.
+    let found = problems(&single(
+        "addresses: [{ip: 192.168.100.1, mac: '01:00:5e:00:00:01', public_ip: 'no such'}]\n",
+    ));
+    let paths: Vec<_> = found.iter().map(|p| p.path.as_str()).collect();
+    for expected in [
+        "addresses[0].public_ip",
+        "addresses[0].ip",
+        "addresses[0].mac",
+    ] {
+        assert!(
+            paths.contains(&expected),
+            "{expected} missing from {paths:?}"
+        );
+    }
 }
 
 // ---- one test per rule --------------------------------------------------
@@ -413,7 +428,7 @@ fn range_inside_subnet() {
     assert_problem(
         &single("subnet: 10.0.0.0/28\n"),
         "dhcp_range_start",
-        "set dhcp_range_start",
+        "the default 10.0.0.100 (network address + 100) does not fit the subnet 10.0.0.0/28; set dhcp_range_start",
     );
     // ... unless DHCP is off.
     load(&single("subnet: 10.0.0.0/28\ndhcp_enabled: false\n"));

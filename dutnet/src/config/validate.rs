@@ -262,15 +262,21 @@ pub(crate) fn check_network(net: &Network, layout: Layout, explicit: Explicit) -
 
 fn check_range(net: &Network, explicit: Explicit, p: &mut Vec<Problem>) {
     let (start, end) = (net.dhcp.range_start, net.dhcp.range_end);
-    let hint = if explicit.range {
-        ""
-    } else {
-        " (the default, subnet + 100 to + 200); set dhcp_range_start and dhcp_range_end"
-    };
     let mut inside = true;
-    for (key, ip) in [("dhcp_range_start", start), ("dhcp_range_end", end)] {
+    for (key, ip, offset) in [
+        ("dhcp_range_start", start, 100),
+        ("dhcp_range_end", end, 200),
+    ] {
         if let Err(why) = host_in_subnet(net, ip) {
-            p.push(Problem::new(key, format!("{why}{hint}")));
+            let message = if explicit.range {
+                why
+            } else {
+                format!(
+                    "the default {ip} (network address + {offset}) does not fit the subnet {}; set dhcp_range_start and dhcp_range_end",
+                    net.subnet
+                )
+            };
+            p.push(Problem::new(key, message));
             inside = false;
         }
     }
