@@ -7,6 +7,7 @@
 //! is removed by the next one with the same prefix.
 pub mod bpf_test_run;
 pub mod cli;
+pub mod clients;
 pub mod cmd;
 pub mod frames;
 pub mod netns;

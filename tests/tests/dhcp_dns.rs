@@ -2,7 +2,7 @@
 //! the lease dhclient/udhcpc got, the answer dig printed.
 use std::time::Duration;
 
-use dutnet_tests::{Netns, Topology, cli, cmd, netns::Process, prereq};
+use dutnet_tests::{Netns, Topology, cli, clients, cmd, netns::Process, prereq};
 
 struct Lab {
     topology: Topology,
@@ -76,35 +76,13 @@ impl Lab {
     /// changes nothing) and returns the lease file it wrote.
     fn dhclient(&self, extra_config: &str) -> String {
         prereq::require("dhclient", "isc-dhcp-client");
-        let lease_file = self.topology.path("dhclient.leases");
-        let conf = self.topology.path("dhclient.conf");
-        std::fs::write(&conf, extra_config).unwrap();
-        let out = self.dut.exec(
-            "unshare",
-            &[
-                "--uts",
-                "dhclient",
-                "-1",
-                "-sf",
-                "/bin/true",
-                "-cf",
-                &conf.display().to_string(),
-                "-lf",
-                &lease_file.display().to_string(),
-                "-pf",
-                &self.topology.path("dhclient.pid").display().to_string(),
-                "eth0",
-            ],
-        );
+        let (out, leases) = clients::dhclient(&self.dut, "eth0", &self.topology.dir, extra_config);
         assert!(
             out.success(),
             "dhclient failed: {out:#?}\ndutnet log:\n{}",
             self.log()
         );
-        // dhclient went to the background after binding: stop it (no release).
-        let pid_file = self.topology.path("dhclient.pid").display().to_string();
-        self.dut.exec("dhclient", &["-x", "-pf", &pid_file]);
-        std::fs::read_to_string(&lease_file).unwrap()
+        leases
     }
 }
 

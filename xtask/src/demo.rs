@@ -12,7 +12,7 @@ use std::{
 };
 
 use anyhow::{Result, bail};
-use dutnet_tests::{Netns, Topology, cmd};
+use dutnet_tests::{Netns, Topology, clients, cmd};
 
 use crate::{run, setup};
 
@@ -146,40 +146,13 @@ pub fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// Runs dhclient once in `dut` (its own UTS namespace, a script that changes
-/// nothing) and returns the address it was offered and acknowledged.
+/// Runs dhclient once in `dut` and returns the address it was given.
 fn dhcp_lease(lab: &Topology, dut: &Netns) -> Result<String> {
-    let lease_file = lab.path(&format!("{}.leases", dut.name));
-    let pid_file = lab.path(&format!("{}.pid", dut.name));
-    let (lease_arg, pid_arg) = (
-        lease_file.display().to_string(),
-        pid_file.display().to_string(),
-    );
-    let out = dut.exec(
-        "unshare",
-        &[
-            "--uts",
-            "dhclient",
-            "-1",
-            "-sf",
-            "/bin/true",
-            "-lf",
-            &lease_arg,
-            "-pf",
-            &pid_arg,
-            "eth0",
-        ],
-    );
-    dut.exec("dhclient", &["-x", "-pf", &pid_arg]);
+    let (out, leases) = clients::dhclient(dut, "eth0", &lab.dir, "");
     if !out.success() {
         bail!("dhclient in {} failed:\n{}", dut.name, out.stderr);
     }
-    let leases = std::fs::read_to_string(&lease_file)?;
-    leases
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("fixed-address "))
-        .map(|a| a.trim_end_matches(';').to_owned())
-        .ok_or_else(|| anyhow::anyhow!("no address in {}", lease_file.display()))
+    clients::leased_address(&leases).ok_or_else(|| anyhow::anyhow!("no lease for {}", dut.name))
 }
 
 fn install_ctrl_c(stop: &Arc<AtomicBool>) {
