@@ -18,7 +18,7 @@ pub use self::{
     takeover::{TakeoverError, gateway_address},
 };
 use crate::{
-    config::{LoadedConfig, NatMode, Network},
+    config::{LoadedConfig, Network},
     datapath::{
         Datapath as _,
         ebpf::{EbpfDatapath, EbpfError},
@@ -402,10 +402,4 @@ fn dns_config(net: &Network) -> DnsConfig {
             .filter_map(|a| a.hostname.clone().map(|h| (h, a.ip)))
             .collect(),
     }
-}
-
-/// True when the network forwards traffic (NAT on).
-#[must_use]
-pub fn forwards(net: &Network) -> bool {
-    net.nat_mode != NatMode::Disabled
 }

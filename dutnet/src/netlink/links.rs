@@ -70,29 +70,13 @@ impl Netlink {
 
     /// The link called `name`, if it exists.
     pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>, NetlinkError> {
-        let mut links = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_owned())
-            .execute();
-        match links.try_next().await {
-            Ok(Some(message)) => Ok(Some(link_from(&message))),
-            Ok(None) => Ok(None),
-            Err(e) if matches!(errno(&e), Some(libc::ENODEV | libc::ENOENT)) => Ok(None),
-            Err(e) => Err(error("get link", name, e)),
-        }
+        let request = self.handle.link().get().match_name(name.to_owned());
+        first_link(request.execute(), name).await
     }
 
     /// The link with index `index`, if it exists.
     pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>, NetlinkError> {
-        let mut links = self.handle.link().get().match_index(index).execute();
-        match links.try_next().await {
-            Ok(Some(message)) => Ok(Some(link_from(&message))),
-            Ok(None) => Ok(None),
-            Err(e) if matches!(errno(&e), Some(libc::ENODEV | libc::ENOENT)) => Ok(None),
-            Err(e) => Err(error("get link", index, e)),
-        }
+        first_link(self.handle.link().get().match_index(index).execute(), index).await
     }
 
     /// Sets the administrative state of `link`.
@@ -201,6 +185,19 @@ impl Netlink {
                     _ => None,
                 })
             }))
+    }
+}
+
+/// The first link of a get-link reply; "no such device" is `None`.
+async fn first_link(
+    links: impl futures::Stream<Item = Result<LinkMessage, rtnetlink::Error>>,
+    subject: impl ToString,
+) -> Result<Option<Link>, NetlinkError> {
+    let mut links = std::pin::pin!(links);
+    match links.try_next().await {
+        Ok(message) => Ok(message.as_ref().map(link_from)),
+        Err(e) if matches!(errno(&e), Some(libc::ENODEV | libc::ENOENT)) => Ok(None),
+        Err(e) => Err(error("get link", subject, e)),
     }
 }
 
