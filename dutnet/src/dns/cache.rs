@@ -176,17 +176,14 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use hickory_proto::op::OpCode;
-    use hickory_proto::rr::rdata::{A, SOA};
-    use hickory_proto::rr::{Name, Record};
+    use hickory_proto::rr::Record;
+    use hickory_proto::rr::rdata::A;
 
     use super::*;
-
-    fn name(s: &str) -> Name {
-        Name::from_ascii(s).unwrap()
-    }
+    use crate::dns::fixtures::{self, example_soa, name};
 
     fn question(s: &str) -> Query {
-        Query::query(name(s), RecordType::A)
+        fixtures::question(s, RecordType::A)
     }
 
     fn answer(ttls: &[u32]) -> Message {
@@ -206,20 +203,7 @@ mod tests {
         let mut m = Message::response(1, OpCode::Query);
         m.metadata.response_code = rcode;
         m.add_query(question("nope.example."));
-        let soa = SOA::new(
-            name("ns.example."),
-            name("hostmaster.example."),
-            1,
-            3600,
-            600,
-            86400,
-            minimum,
-        );
-        m.add_authority(Record::from_rdata(
-            name("example."),
-            soa_ttl,
-            RData::SOA(soa),
-        ));
+        m.add_authority(example_soa(soa_ttl, minimum));
         m
     }
 

@@ -259,12 +259,13 @@ pub fn split_looping(
 #[cfg(test)]
 mod tests {
     use hickory_proto::op::OpCode;
-    use hickory_proto::rr::{Name, RecordType};
+    use hickory_proto::rr::RecordType;
 
     use super::*;
+    use crate::dns::fixtures::question;
 
     fn q(name: &str) -> Query {
-        Query::query(Name::from_ascii(name).unwrap(), RecordType::A)
+        question(name, RecordType::A)
     }
 
     #[test]
@@ -297,10 +298,7 @@ mod tests {
         assert!(!matches(&request, &wrong_name));
 
         let mut wrong_type = answer.clone();
-        wrong_type.queries = vec![Query::query(
-            Name::from_ascii("www.example.").unwrap(),
-            RecordType::AAAA,
-        )];
+        wrong_type.queries = vec![question("www.example.", RecordType::AAAA)];
         assert!(!matches(&request, &wrong_type));
 
         let mut not_response = answer.clone();

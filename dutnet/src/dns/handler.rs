@@ -259,26 +259,11 @@ pub fn dnssec_ok(query: &Message) -> bool {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-
-    pub(crate) fn query_msg(name: &str, qtype: RecordType) -> Message {
-        let mut m = Message::query();
-        m.metadata.id = 0x1234;
-        m.metadata.recursion_desired = true;
-        m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
-        m
-    }
-
-    fn zone() -> Zone {
-        let mut z = Zone::new(Some("lab")).unwrap();
-        z.upsert_entry("controller.lab.local", Ipv4Addr::new(10, 0, 0, 1))
-            .unwrap();
-        z.set_static_hosts(vec![("dut1".into(), Ipv4Addr::new(192, 168, 100, 10))]);
-        z
-    }
+    use crate::dns::fixtures::{lab_zone as zone, name, query_msg};
 
     fn local(query: &Message) -> Message {
         match answer_local(query, &zone()) {
@@ -344,13 +329,10 @@ pub(crate) mod tests {
         let r = local(&query_msg("1.0.0.10.in-addr.arpa.", RecordType::PTR));
         assert_eq!(
             r.answers[0].data,
-            RData::PTR(PTR(Name::from_ascii("controller.lab.local.").unwrap()))
+            RData::PTR(PTR(name("controller.lab.local.")))
         );
         let r = local(&query_msg("10.100.168.192.in-addr.arpa.", RecordType::PTR));
-        assert_eq!(
-            r.answers[0].data,
-            RData::PTR(PTR(Name::from_ascii("dut1.lab.").unwrap()))
-        );
+        assert_eq!(r.answers[0].data, RData::PTR(PTR(name("dut1.lab."))));
         let r = local(&query_msg("10.100.168.192.in-addr.arpa.", RecordType::A));
         assert!(r.answers.is_empty());
     }
@@ -435,7 +417,7 @@ pub(crate) mod tests {
         assert_eq!(r.metadata.response_code, ResponseCode::FormErr);
 
         let mut q = query_msg("a.", RecordType::A);
-        q.add_query(Query::query(Name::from_ascii("b.").unwrap(), RecordType::A));
+        q.add_query(Query::query(name("b."), RecordType::A));
         let r = reply_of(&q.to_vec().unwrap());
         assert_eq!(r.metadata.response_code, ResponseCode::FormErr);
 
@@ -467,7 +449,7 @@ pub(crate) mod tests {
         let mut up = response_to(&q);
         for i in 0..n {
             up.add_answer(Record::from_rdata(
-                Name::from_ascii("big.example.").unwrap(),
+                name("big.example."),
                 300,
                 RData::A(A(Ipv4Addr::new(10, 0, 1, i))),
             ));
@@ -511,7 +493,7 @@ pub(crate) mod tests {
         let mut r = big_reply(2);
         for i in 0..40 {
             r.add_additional(Record::from_rdata(
-                Name::from_ascii("extra.example.").unwrap(),
+                name("extra.example."),
                 300,
                 RData::A(A(Ipv4Addr::new(10, 0, 2, i))),
             ));
@@ -527,10 +509,7 @@ pub(crate) mod tests {
         let q = query_msg("WWW.Example.com.", RecordType::A);
         let mut up = Message::response(0x9999, OpCode::Query);
         up.metadata.response_code = ResponseCode::NXDomain;
-        up.add_query(Query::query(
-            Name::from_ascii("www.example.com.").unwrap(),
-            RecordType::A,
-        ));
+        up.add_query(Query::query(name("www.example.com."), RecordType::A));
         let r = forwarded_response(&q, &up);
         assert_eq!(r.metadata.id, 0x1234);
         assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);

@@ -12,6 +12,8 @@
 //! [`DnsConfig`] from it.
 
 pub mod cache;
+#[cfg(test)]
+mod fixtures;
 pub mod forward;
 pub mod handler;
 mod server;

@@ -231,14 +231,10 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::dns::handler::tests::query_msg;
+    use crate::dns::fixtures::{lab_zone, query_msg};
 
     fn service() -> Service {
-        let mut zone = Zone::new(Some("lab")).unwrap();
-        zone.upsert_entry("controller.lab.local", Ipv4Addr::new(10, 0, 0, 1))
-            .unwrap();
-        zone.set_static_hosts(vec![("dut1".into(), Ipv4Addr::new(192, 168, 100, 10))]);
-        Service::new("test".into(), zone, Cache::new(16), None)
+        Service::new("test".into(), lab_zone(), Cache::new(16), None)
     }
 
     fn rt() -> tokio::runtime::Runtime {

@@ -7,14 +7,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Edns, Message, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::{A, SOA};
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::op::{Edns, Message, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::{RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::JoinHandle;
 
 use super::*;
+use crate::dns::fixtures::{
+    CONTROLLER, CONTROLLER_IP, DUT1, DUT1_IP, example_soa, name, query_msg,
+};
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 const WWW_IP: Ipv4Addr = Ipv4Addr::new(93, 184, 216, 34);
@@ -52,10 +55,6 @@ impl Drop for FakeUpstream {
     }
 }
 
-fn name(s: &str) -> Name {
-    Name::from_ascii(s).unwrap()
-}
-
 /// The fake upstream's table.
 fn fake_answer(query: &Message) -> Message {
     let mut r = Message::response(query.metadata.id, OpCode::Query);
@@ -77,16 +76,7 @@ fn fake_answer(query: &Message) -> Message {
         ("fail.example.", _) => r.metadata.response_code = ResponseCode::ServFail,
         _ => {
             r.metadata.response_code = ResponseCode::NXDomain;
-            let soa = SOA::new(
-                name("ns.example."),
-                name("hostmaster.example."),
-                1,
-                3600,
-                600,
-                86400,
-                30,
-            );
-            r.add_authority(Record::from_rdata(name("example."), 300, RData::SOA(soa)));
+            r.add_authority(example_soa(300, 30));
         }
     }
     r
@@ -171,15 +161,28 @@ fn config(upstreams: Vec<SocketAddr>, timeout: Duration) -> DnsConfig {
         upstreams,
         timeout,
         domain: Some("lab".into()),
-        entries: vec![("controller.lab.local".into(), Ipv4Addr::new(10, 26, 28, 1))],
-        hosts: vec![("dut1".into(), Ipv4Addr::new(192, 168, 100, 10))],
+        entries: vec![(CONTROLLER.into(), CONTROLLER_IP)],
+        hosts: vec![(DUT1.into(), DUT1_IP)],
     }
 }
 
+async fn start(upstreams: Vec<SocketAddr>, timeout: Duration) -> DnsServer {
+    DnsServer::start(config(upstreams, timeout)).await.unwrap()
+}
+
+/// A fake upstream in `mode`, a server forwarding to it alone with a 2 s
+/// budget, and the server's address.
+async fn serve_with(mode: Mode) -> (FakeUpstream, DnsServer, SocketAddrV4) {
+    let up = fake_upstream(mode).await;
+    let server = start(vec![up.addr], Duration::from_secs(2)).await;
+    let addr = server.local_addr();
+    (up, server, addr)
+}
+
 fn query(qname: &str, qtype: RecordType, edns_payload: Option<u16>) -> Message {
-    let mut m = Message::query();
-    m.metadata.recursion_desired = true;
-    m.add_query(Query::query(name(qname), qtype));
+    let mut m = query_msg(qname, qtype);
+    // A fresh random id per query, as a real stub uses.
+    m.metadata.id = Message::query().metadata.id;
     if let Some(payload) = edns_payload {
         let mut edns = Edns::new();
         edns.set_max_payload(payload);
@@ -206,6 +209,13 @@ async fn udp(server: SocketAddrV4, q: &Message) -> (Message, usize) {
     assert_eq!(m.metadata.id, q.metadata.id, "answer under the client's id");
     assert_eq!(m.queries, q.queries, "answer echoes the client's question");
     (m, bytes.len())
+}
+
+/// Asks `www.example.com. A` over UDP without EDNS.
+async fn ask_www(server: SocketAddrV4) -> Message {
+    udp(server, &query("www.example.com.", RecordType::A, None))
+        .await
+        .0
 }
 
 async fn tcp_exchange(stream: &mut TcpStream, q: &Message) -> Message {
@@ -237,13 +247,9 @@ fn a_records(m: &Message) -> Vec<Ipv4Addr> {
 
 #[tokio::test]
 async fn forwards_then_serves_from_cache() {
-    let up = fake_upstream(Mode::Answer).await;
-    let server = DnsServer::start(config(vec![up.addr], Duration::from_secs(2)))
-        .await
-        .unwrap();
-    let addr = server.local_addr();
+    let (up, server, addr) = serve_with(Mode::Answer).await;
 
-    let (m, _) = udp(addr, &query("www.example.com.", RecordType::A, None)).await;
+    let m = ask_www(addr).await;
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     assert_eq!(a_records(&m), vec![WWW_IP]);
     assert!(!m.metadata.authoritative);
@@ -281,15 +287,11 @@ async fn forwards_then_serves_from_cache() {
 
 #[tokio::test]
 async fn local_names_and_runtime_changes() {
-    let up = fake_upstream(Mode::Answer).await;
-    let server = DnsServer::start(config(vec![up.addr], Duration::from_secs(2)))
-        .await
-        .unwrap();
-    let addr = server.local_addr();
+    let (_up, server, addr) = serve_with(Mode::Answer).await;
 
     let (m, _) = udp(addr, &query("Controller.Lab.Local.", RecordType::A, None)).await;
     assert!(m.metadata.authoritative);
-    assert_eq!(a_records(&m), vec![Ipv4Addr::new(10, 26, 28, 1)]);
+    assert_eq!(a_records(&m), vec![CONTROLLER_IP]);
     let (m, _) = udp(addr, &query("dut1.lab.", RecordType::A, None)).await;
     assert_eq!(a_records(&m), vec![Ipv4Addr::new(192, 168, 100, 10)]);
     let (m, _) = udp(addr, &query("dut1.", RecordType::AAAA, None)).await;
@@ -297,7 +299,7 @@ async fn local_names_and_runtime_changes() {
     assert!(m.answers.is_empty());
     let (m, _) = udp(
         addr,
-        &query("1.28.26.10.in-addr.arpa.", RecordType::PTR, None),
+        &query("1.0.0.10.in-addr.arpa.", RecordType::PTR, None),
     )
     .await;
     assert_eq!(
@@ -346,15 +348,9 @@ async fn local_names_and_runtime_changes() {
 async fn dead_upstream_gives_servfail_within_the_budget() {
     let dead = fake_upstream(Mode::Silent).await;
     let budget = Duration::from_millis(400);
-    let server = DnsServer::start(config(vec![dead.addr], budget))
-        .await
-        .unwrap();
+    let server = start(vec![dead.addr], budget).await;
     let started = Instant::now();
-    let (m, _) = udp(
-        server.local_addr(),
-        &query("www.example.com.", RecordType::A, None),
-    )
-    .await;
+    let m = ask_www(server.local_addr()).await;
     let took = started.elapsed();
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
     assert!(took >= budget, "gave up early: {took:?}");
@@ -372,15 +368,9 @@ async fn fails_over_to_the_second_upstream() {
     let dead = fake_upstream(Mode::Silent).await;
     let good = fake_upstream(Mode::Answer).await;
     let budget = Duration::from_secs(1);
-    let server = DnsServer::start(config(vec![dead.addr, good.addr], budget))
-        .await
-        .unwrap();
+    let server = start(vec![dead.addr, good.addr], budget).await;
     let started = Instant::now();
-    let (m, _) = udp(
-        server.local_addr(),
-        &query("www.example.com.", RecordType::A, None),
-    )
-    .await;
+    let m = ask_www(server.local_addr()).await;
     assert_eq!(a_records(&m), vec![WWW_IP]);
     assert!(started.elapsed() < budget, "answered within the budget");
     assert_eq!((dead.count(), good.count()), (1, 1));
@@ -396,15 +386,9 @@ async fn closed_upstream_port_fails_over_at_once() {
     };
     let good = fake_upstream(Mode::Answer).await;
     let budget = Duration::from_secs(4);
-    let server = DnsServer::start(config(vec![closed, good.addr], budget))
-        .await
-        .unwrap();
+    let server = start(vec![closed, good.addr], budget).await;
     let started = Instant::now();
-    let (m, _) = udp(
-        server.local_addr(),
-        &query("www.example.com.", RecordType::A, None),
-    )
-    .await;
+    let m = ask_www(server.local_addr()).await;
     assert_eq!(a_records(&m), vec![WWW_IP]);
     assert!(started.elapsed() < budget / 2, "did not wait for the slice");
     server.shutdown().await;
@@ -412,26 +396,15 @@ async fn closed_upstream_port_fails_over_at_once() {
 
 #[tokio::test]
 async fn spoofed_answer_with_wrong_id_is_ignored() {
-    let up = fake_upstream(Mode::SpoofFirst).await;
-    let server = DnsServer::start(config(vec![up.addr], Duration::from_secs(2)))
-        .await
-        .unwrap();
-    let (m, _) = udp(
-        server.local_addr(),
-        &query("www.example.com.", RecordType::A, None),
-    )
-    .await;
+    let (_up, server, addr) = serve_with(Mode::SpoofFirst).await;
+    let m = ask_www(addr).await;
     assert_eq!(a_records(&m), vec![WWW_IP]);
     server.shutdown().await;
 }
 
 #[tokio::test]
 async fn large_answer_truncated_over_udp_whole_over_tcp() {
-    let up = fake_upstream(Mode::Answer).await;
-    let server = DnsServer::start(config(vec![up.addr], Duration::from_secs(2)))
-        .await
-        .unwrap();
-    let addr = server.local_addr();
+    let (_up, server, addr) = serve_with(Mode::Answer).await;
 
     let (m, len) = udp(addr, &query("big.example.", RecordType::A, None)).await;
     assert!(m.metadata.truncation, "TC set");
@@ -454,7 +427,7 @@ async fn large_answer_truncated_over_udp_whole_over_tcp() {
         &query("controller.lab.local.", RecordType::A, None),
     )
     .await;
-    assert_eq!(a_records(&m), vec![Ipv4Addr::new(10, 26, 28, 1)]);
+    assert_eq!(a_records(&m), vec![CONTROLLER_IP]);
     let m = tcp_exchange(&mut stream, &query("www.example.com.", RecordType::A, None)).await;
     assert_eq!(a_records(&m), vec![WWW_IP]);
     drop(stream);
@@ -463,11 +436,8 @@ async fn large_answer_truncated_over_udp_whole_over_tcp() {
 
 #[tokio::test]
 async fn truncated_upstream_answer_is_retried_over_tcp() {
-    let up = fake_upstream(Mode::TruncateUdp).await;
-    let server = DnsServer::start(config(vec![up.addr], Duration::from_secs(2)))
-        .await
-        .unwrap();
-    let mut stream = TcpStream::connect(server.local_addr()).await.unwrap();
+    let (_up, server, addr) = serve_with(Mode::TruncateUdp).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
     let m = tcp_exchange(&mut stream, &query("big.example.", RecordType::A, None)).await;
     assert_eq!(m.answers.len(), 40);
     drop(stream);
@@ -487,7 +457,7 @@ async fn upstream_pointing_at_ourselves_is_skipped_and_refused() {
     cfg.port = port;
     let server = DnsServer::start(cfg).await.unwrap();
     let addr = server.local_addr();
-    let (m, _) = udp(addr, &query("www.example.com.", RecordType::A, None)).await;
+    let m = ask_www(addr).await;
     assert_eq!(m.metadata.response_code, ResponseCode::Refused);
     let (m, _) = udp(addr, &query("controller.lab.local.", RecordType::A, None)).await;
     assert_eq!(m.answers.len(), 1, "local names still answered");
@@ -498,11 +468,7 @@ async fn upstream_pointing_at_ourselves_is_skipped_and_refused() {
 
 #[tokio::test]
 async fn bad_input_is_dropped_or_formerr_and_server_survives() {
-    let up = fake_upstream(Mode::Answer).await;
-    let server = DnsServer::start(config(vec![up.addr], Duration::from_secs(2)))
-        .await
-        .unwrap();
-    let addr = server.local_addr();
+    let (up, server, addr) = serve_with(Mode::Answer).await;
     let short = Duration::from_millis(200);
 
     assert!(udp_raw(addr, &[0xde, 0xad], short).await.is_none());
@@ -528,7 +494,7 @@ async fn bad_input_is_dropped_or_formerr_and_server_survives() {
     let m = tcp_exchange(&mut stream, &query("dut1.", RecordType::A, None)).await;
     assert_eq!(m.answers.len(), 1);
 
-    let (m, _) = udp(addr, &query("www.example.com.", RecordType::A, None)).await;
+    let m = ask_www(addr).await;
     assert_eq!(a_records(&m), vec![WWW_IP]);
     let c = server.counters();
     assert_eq!(c.dropped_malformed, 2);
@@ -549,9 +515,7 @@ async fn missing_interface_is_a_clear_error_and_port_is_freed_on_shutdown() {
     );
     assert!(err.to_string().contains("dutnet-nope0"));
 
-    let server = DnsServer::start(config(vec![], Duration::from_secs(1)))
-        .await
-        .unwrap();
+    let server = start(vec![], Duration::from_secs(1)).await;
     let addr = server.local_addr();
     server.shutdown().await;
     // Plain sockets without SO_REUSEADDR can take both ports again.
@@ -564,11 +528,7 @@ async fn missing_interface_is_a_clear_error_and_port_is_freed_on_shutdown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs dig installed"]
 async fn dig_against_loopback() {
-    let up = fake_upstream(Mode::Answer).await;
-    let server = DnsServer::start(config(vec![up.addr], Duration::from_secs(2)))
-        .await
-        .unwrap();
-    let addr = server.local_addr();
+    let (_up, server, addr) = serve_with(Mode::Answer).await;
     let dig = |args: Vec<String>| async move {
         let out = tokio::task::spawn_blocking(move || {
             std::process::Command::new("dig").args(&args).output()
@@ -591,13 +551,13 @@ async fn dig_against_loopback() {
         v
     };
     let out = dig(base("controller.lab.local", &["+short"])).await;
-    assert_eq!(out.trim(), "10.26.28.1");
+    assert_eq!(out.trim(), "10.0.0.1");
     let out = dig(base("www.example.com", &["+short"])).await;
     assert_eq!(out.trim(), WWW_IP.to_string());
     // Without EDNS dig gets TC over UDP and retries over TCP by itself.
     let out = dig(base("big.example", &["+noedns", "+short"])).await;
     assert_eq!(out.lines().count(), 40, "{out}");
-    let out = dig(base("-x", &["10.26.28.1", "+short"])).await;
+    let out = dig(base("-x", &["10.0.0.1", "+short"])).await;
     assert_eq!(out.trim(), "controller.lab.local.");
     server.shutdown().await;
 }
