@@ -180,12 +180,16 @@ pub fn error_response(query: &Message, rcode: ResponseCode) -> Message {
 }
 
 /// The client's reply built from an upstream answer: the upstream's rcode,
-/// AA/AD flags and records, under the client's id, flags and question (its
+/// AD flag and records, under the client's id, flags and question (its
 /// exact spelling, which 0x20-randomising stubs check).
+///
+/// AA stays clear even when the upstream set it: dutnet is no authority
+/// for a forwarded name (RFC 1035 §4.1.1), and the same answer is served
+/// from the cache with aged TTLs, which RFC 2181 §5.4.1 ranks below
+/// authoritative data. AA thus marks dutnet's own names only.
 pub fn forwarded_response(query: &Message, upstream: &Message) -> Message {
     let mut reply = response_to(query);
     reply.metadata.response_code = upstream.metadata.response_code;
-    reply.metadata.authoritative = upstream.metadata.authoritative;
     reply.metadata.authentic_data = upstream.metadata.authentic_data;
     reply.answers = upstream.answers.clone();
     reply.authorities = upstream.authorities.clone();
@@ -509,12 +513,14 @@ mod tests {
         let q = query_msg("WWW.Example.com.", RecordType::A);
         let mut up = Message::response(0x9999, OpCode::Query);
         up.metadata.response_code = ResponseCode::NXDomain;
+        up.metadata.authoritative = true;
         up.add_query(Query::query(name("www.example.com."), RecordType::A));
         let r = forwarded_response(&q, &up);
         assert_eq!(r.metadata.id, 0x1234);
         assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
         assert_eq!(r.queries[0].name().to_ascii(), "WWW.Example.com.");
         assert!(r.metadata.recursion_available);
+        assert!(!r.metadata.authoritative, "AA is for our own names only");
     }
 
     #[test]
