@@ -1,5 +1,5 @@
 //! Running the dutnet binary under test.
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use crate::{Netns, Output, Topology, cmd, netns::Process};
 
@@ -45,4 +45,28 @@ pub fn spawn(topology: &Topology, ns: &Netns, args: &[&str], log: &str) -> Proce
         &env(topology),
         topology.path(&format!("{log}.log")),
     )
+}
+
+/// Starts `dutnet load` in `ns` with `config` (written to `dutnet.yaml`),
+/// the topology's own state and run directories, and output in
+/// `dutnet.log`; returns once every network is up. A daemon that does not
+/// come up within 15 s fails the test with its log.
+pub fn load(topology: &Topology, ns: &Netns, config: &str) -> Process {
+    let path = topology.path("dutnet.yaml");
+    std::fs::write(&path, config).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    let mut env = env(topology);
+    for (var, dir) in [("DUTNET_STATE_DIR", "state"), ("DUTNET_RUN_DIR", "run")] {
+        env.push((var, topology.path(dir).display().to_string()));
+    }
+    let daemon = ns.spawn(
+        &binary().to_string_lossy(),
+        &["load", &path.display().to_string()],
+        &env,
+        topology.path("dutnet.log"),
+    );
+    let up = cmd::wait_for(Duration::from_secs(15), || {
+        daemon.log().contains("network up").then_some(())
+    });
+    assert!(up.is_some(), "dutnet did not come up:\n{}", daemon.log());
+    daemon
 }

@@ -76,6 +76,18 @@ impl Topology {
         ns_b.ip(&format!("link set {if_b} up"));
     }
 
+    /// The usual start of a lab: namespace `exporter` whose upstream NIC
+    /// `dn-up` (10.99.0.2/24) leads to namespace `lan`, the lab LAN's host
+    /// (10.99.0.1/24 on `eth0`). Returns (exporter, lan).
+    pub fn exporter_and_lan(&mut self) -> (Netns, Netns) {
+        let exporter = self.netns("exporter");
+        let lan = self.netns("lan");
+        self.veth((&exporter, "dn-up"), (&lan, "eth0"));
+        exporter.ip("addr add 10.99.0.2/24 dev dn-up");
+        lan.ip("addr add 10.99.0.1/24 dev eth0");
+        (exporter, lan)
+    }
+
     /// A file path inside this topology's directory.
     #[must_use]
     pub fn path(&self, name: &str) -> PathBuf {

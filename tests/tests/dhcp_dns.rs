@@ -29,43 +29,21 @@ impl Lab {
     /// An exporter with one DUT NIC and an upstream; the DUT's MAC is `mac`.
     fn start(mac: &str) -> Self {
         let mut topology = Topology::new();
-        let exporter = topology.netns("exporter");
-        let lan = topology.netns("lan");
+        let (exporter, _lan) = topology.exporter_and_lan();
         let dut = topology.netns("dut");
-        topology.veth((&exporter, "dn-up"), (&lan, "eth0"));
-        exporter.ip("addr add 10.99.0.2/24 dev dn-up");
-        lan.ip("addr add 10.99.0.1/24 dev eth0");
         topology.veth((&exporter, "dn-dut1"), (&dut, "eth0"));
         dut.ip(&format!("link set eth0 address {mac}"));
+        // Before the /etc/netns dir below: only a built Lab removes it.
+        let daemon = cli::load(&topology, &exporter, CONFIG);
         // A client namespace gets its own resolv.conf: dhclient may write it.
         let etc = std::path::PathBuf::from("/etc/netns").join(&dut.name);
         std::fs::create_dir_all(&etc).unwrap();
         std::fs::write(etc.join("resolv.conf"), "").unwrap();
-        let config = topology.path("dutnet.yaml");
-        std::fs::write(&config, CONFIG).unwrap();
-        let mut env = cli::env(&topology);
-        env.push((
-            "DUTNET_STATE_DIR",
-            topology.path("state").display().to_string(),
-        ));
-        env.push(("DUTNET_RUN_DIR", topology.path("run").display().to_string()));
-        let bin = cli::binary();
-        let daemon = exporter.spawn(
-            &bin.to_string_lossy(),
-            &["load", &config.display().to_string()],
-            &env,
-            topology.path("dutnet.log"),
-        );
-        let lab = Self {
+        Self {
             topology,
             dut,
             daemon: Some(daemon),
-        };
-        let up = cmd::wait_for(Duration::from_secs(15), || {
-            lab.log().contains("network up").then_some(())
-        });
-        assert!(up.is_some(), "dutnet did not come up:\n{}", lab.log());
-        lab
+        }
     }
 
     fn log(&self) -> String {
