@@ -13,6 +13,7 @@ pub mod frames;
 pub mod netns;
 pub mod prereq;
 pub mod topology;
+pub mod upstream_dns;
 
 pub use cmd::Output;
 pub use netns::Netns;
