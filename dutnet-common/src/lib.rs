@@ -7,11 +7,13 @@
 //! of a running older dutnet become unreadable, so bump [`ABI_VERSION`].
 #![no_std]
 
+pub mod csum;
+pub mod nat;
 pub mod stats;
 
 /// Bumped whenever a map key or value layout changes. Pinned maps live under a
 /// directory named after it, so a new dutnet never reads an old layout.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Names of the TC programs in the eBPF object, as the controller looks them up.
 pub mod programs {
@@ -19,10 +21,22 @@ pub mod programs {
     pub const DUT_INGRESS: &str = "dut_ingress";
     /// TC egress on a DUT interface: packets going to the DUT.
     pub const DUT_EGRESS: &str = "dut_egress";
+    /// TC ingress on an upstream interface: replies to translated flows.
+    pub const UPSTREAM_INGRESS: &str = "upstream_ingress";
 }
 
 /// Names of the maps in the eBPF object (at most 15 bytes: BPF_OBJ_NAME_LEN).
 pub mod maps {
     /// Per-CPU hash: interface index -> [`crate::stats::IfaceCounters`].
     pub const IFACE_STATS: &str = "IFACE_STATS";
+    /// Hash: DUT ifindex (`u32`) -> [`crate::nat::DutConfig`].
+    pub const DUT_CONFIG: &str = "DUT_CONFIG";
+    /// Hash: [`crate::nat::FlowKey`] -> [`crate::nat::FlowEntry`], both
+    /// directions of every translated flow.
+    pub const NAT_FLOWS: &str = "NAT_FLOWS";
+    /// LPM trie: masqueraded DUT subnets, so unsolicited traffic towards them
+    /// arriving upstream is dropped. Key: prefix length (`u32`, host order) then
+    /// the network address (`u32`, network order); value: the DUT ifindex the
+    /// drops are counted against (`u32`, host order).
+    pub const DUT_SUBNETS: &str = "DUT_SUBNETS";
 }

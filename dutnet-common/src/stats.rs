@@ -12,20 +12,85 @@ pub struct DirCounters {
     pub bytes: u64,
 }
 
-/// Value of the `IFACE_STATS` map, keyed by interface index (`u32`, host byte
-/// order). Per-CPU: userspace sums the CPUs' copies.
+/// Why a packet was left to the kernel (and dutnet's nft fallback rules)
+/// instead of being translated by the fast path. Index into
+/// [`IfaceCounters::punts`].
+pub mod punt {
+    /// An IP fragment: its ports are in the first fragment only.
+    pub const FRAGMENT: usize = 0;
+    /// An IPv4 header with options.
+    pub const IP_OPTIONS: usize = 1;
+    /// TTL <= 1: the kernel sends the time-exceeded error.
+    pub const TTL_EXPIRED: usize = 2;
+    /// Not TCP, UDP, ICMP echo or a translatable ICMP error.
+    pub const PROTOCOL: usize = 3;
+    /// Larger than the outgoing MTU: the kernel fragments or sends
+    /// fragmentation-needed.
+    pub const MTU: usize = 4;
+    /// The route lookup gave no usable route (unreachable, prohibited,
+    /// forwarding disabled): the kernel answers with the ICMP error.
+    pub const NO_ROUTE: usize = 5;
+    pub const COUNT: usize = 6;
+    /// Names, as `dutnet stats` prints them.
+    pub const NAMES: [&str; COUNT] = [
+        "fragment",
+        "ip_options",
+        "ttl_expired",
+        "protocol",
+        "mtu",
+        "no_route",
+    ];
+}
+
+/// Why a packet was dropped. Index into [`IfaceCounters::drops`].
+pub mod drop {
+    /// A new connection from the upstream side towards a masqueraded DUT.
+    pub const UNSOLICITED: usize = 0;
+    /// Every port of the translation range is taken for that destination.
+    pub const PORTS_EXHAUSTED: usize = 1;
+    /// The connection table is full.
+    pub const TABLE_FULL: usize = 2;
+    /// The route leads out of an interface that is not this network's
+    /// upstream: forwarding there would break the isolation.
+    pub const NOT_UPSTREAM: usize = 3;
+    /// A header that claims more bytes than the frame has.
+    pub const MALFORMED: usize = 4;
+    pub const COUNT: usize = 5;
+    /// Names, as `dutnet stats` prints them.
+    pub const NAMES: [&str; COUNT] = [
+        "unsolicited",
+        "ports_exhausted",
+        "table_full",
+        "not_upstream",
+        "malformed",
+    ];
+}
+
+/// Value of the `IFACE_STATS` map, keyed by the DUT NIC's interface index
+/// (`u32`, host byte order). Per-CPU: userspace sums the CPUs' copies.
 ///
-/// `ingress` is what the interface received (for a DUT NIC: from the DUT),
-/// `egress` what it sent (to the DUT).
+/// `ingress` is what the DUT NIC received (from the DUT), `egress` what it
+/// sent (to the DUT). `nat_out`/`nat_in` count what the fast path translated
+/// and forwarded, from the DUT to upstream and back; what happened upstream
+/// of a flow is counted against the DUT NIC the flow belongs to.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IfaceCounters {
     pub ingress: DirCounters,
     pub egress: DirCounters,
+    pub nat_out: DirCounters,
+    pub nat_in: DirCounters,
+    /// Connections the fast path created a mapping for.
+    pub new_flows: u64,
+    /// Indexed by [`punt`].
+    pub punts: [u64; punt::COUNT],
+    /// Indexed by [`drop`].
+    pub drops: [u64; drop::COUNT],
 }
 
 const _: () = assert!(core::mem::size_of::<DirCounters>() == 16);
-const _: () = assert!(core::mem::size_of::<IfaceCounters>() == 32);
+const _: () =
+    assert!(core::mem::size_of::<IfaceCounters>() == 64 + 8 + 8 * punt::COUNT + 8 * drop::COUNT);
 
 impl IfaceCounters {
     /// Adds another CPU's copy (used when reading a per-CPU map).
@@ -35,9 +100,15 @@ impl IfaceCounters {
             packets: a.packets.wrapping_add(b.packets),
             bytes: a.bytes.wrapping_add(b.bytes),
         };
+        let sum = |a: u64, b: u64| a.wrapping_add(b);
         Self {
             ingress: add(self.ingress, other.ingress),
             egress: add(self.egress, other.egress),
+            nat_out: add(self.nat_out, other.nat_out),
+            nat_in: add(self.nat_in, other.nat_in),
+            new_flows: sum(self.new_flows, other.new_flows),
+            punts: core::array::from_fn(|i| sum(self.punts[i], other.punts[i])),
+            drops: core::array::from_fn(|i| sum(self.drops[i], other.drops[i])),
         }
     }
 }

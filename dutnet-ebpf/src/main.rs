@@ -1,10 +1,22 @@
 //! dutnet's TC programs. Entry points only: each calls into a module and maps
 //! its outcome to a deliberate TC verdict.
+//!
+//! Packet path (masquerade):
+//!   DUT -> [dut_ingress: outbound] -> upstream NIC -> LAN
+//!   LAN -> [upstream_ingress: inbound] -> DUT NIC -> DUT
 #![no_std]
 #![no_main]
 
+mod conntrack;
+mod forward;
+mod icmp_error;
+mod inbound;
 mod maps;
+mod outbound;
+mod parse;
+mod rewrite;
 mod stats;
+mod verdict;
 
 use aya_ebpf::{bindings::TC_ACT_UNSPEC, macros::classifier, programs::TcContext};
 
@@ -13,16 +25,21 @@ use crate::stats::Direction;
 /// TC ingress on a DUT NIC: frames coming from the DUT.
 #[classifier]
 pub fn dut_ingress(ctx: TcContext) -> i32 {
-    stats::count(&ctx, Direction::Ingress);
+    outbound::handle(&ctx).tc_action()
+}
+
+/// TC egress on a DUT NIC: frames going to the DUT (counted only).
+#[classifier]
+pub fn dut_egress(ctx: TcContext) -> i32 {
+    stats::count(stats::ifindex(&ctx), Direction::Egress, ctx.len());
     // TC_ACT_UNSPEC is TCX_NEXT: let any later program and the stack decide.
     TC_ACT_UNSPEC
 }
 
-/// TC egress on a DUT NIC: frames going to the DUT.
+/// TC ingress on an upstream NIC: replies to translated flows.
 #[classifier]
-pub fn dut_egress(ctx: TcContext) -> i32 {
-    stats::count(&ctx, Direction::Egress);
-    TC_ACT_UNSPEC
+pub fn upstream_ingress(ctx: TcContext) -> i32 {
+    inbound::handle(&ctx).tc_action()
 }
 
 // Only the bpf target needs one: a host build (clippy over the workspace)

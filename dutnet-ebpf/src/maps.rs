@@ -1,11 +1,35 @@
 //! Every map of the object, declared together. Pinned by name under dutnet's
 //! bpffs directory so `dutnet stats` can read them from another process.
-use aya_ebpf::{macros::map, maps::PerCpuHashMap};
-use dutnet_common::stats::{IfaceCounters, MAX_INTERFACES};
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LpmTrie, PerCpuHashMap},
+};
+use dutnet_common::{
+    nat::{DutConfig, FlowEntry, FlowKey},
+    stats::{IfaceCounters, MAX_INTERFACES},
+};
 
-/// Interface index -> counters. Entries are created by the controller when it
+/// DUT ifindex -> counters. Entries are created by the controller when it
 /// attaches to an interface; the programs only update existing entries, so a
 /// full map can never make a packet fail.
 #[map(name = "IFACE_STATS")]
 pub static IFACE_STATS: PerCpuHashMap<u32, IfaceCounters> =
     PerCpuHashMap::pinned(MAX_INTERFACES, 0);
+
+/// DUT ifindex -> how its network is translated. Filled by the controller.
+#[map(name = "DUT_CONFIG")]
+pub static DUT_CONFIG: HashMap<u32, DutConfig> = HashMap::pinned(MAX_INTERFACES, 0);
+
+/// Both directions of every translated flow. A plain hash, not an LRU: the
+/// kernel never evicts one half of a flow behind dutnet's back; the
+/// controller's sweeper removes expired flows, both halves together. The size
+/// is set by the controller at load time (`nat_table_size`, two entries per
+/// flow); this is only the default. Preallocated, so creating a flow never
+/// allocates memory on the packet path.
+#[map(name = "NAT_FLOWS")]
+pub static NAT_FLOWS: HashMap<FlowKey, FlowEntry> = HashMap::pinned(2 * 65536, 0);
+
+/// Masqueraded DUT subnets -> the DUT ifindex drops are counted against.
+#[map(name = "DUT_SUBNETS")]
+pub static DUT_SUBNETS: LpmTrie<u32, u32> =
+    LpmTrie::pinned(MAX_INTERFACES, aya_ebpf::bindings::BPF_F_NO_PREALLOC);

@@ -7,7 +7,7 @@ use std::{
 
 use dutnet::{
     datapath::{
-        Datapath as _,
+        Datapath as _, DutNetwork, NatPlan,
         ebpf::{EbpfDatapath, tcx_program_names},
     },
     state::paths::Paths,
@@ -231,9 +231,16 @@ fn test_run_counts_a_frame_and_passes_it_unchanged() {
         ..Paths::from_env()
     };
     ns.enter(move || {
-        let mut datapath = EbpfDatapath::load(&paths).unwrap();
+        let mut datapath = EbpfDatapath::load(&paths, 16).unwrap();
         // BPF_PROG_TEST_RUN runs the skb on this namespace's loopback.
-        datapath.attach("lo").unwrap();
+        datapath
+            .attach(&DutNetwork {
+                iface: "lo".to_owned(),
+                gateway: Ipv4Addr::new(192, 168, 100, 1),
+                subnet: "192.168.100.0/24".parse().unwrap(),
+                nat: NatPlan::Disabled,
+            })
+            .unwrap();
         let frame = frames::udp(
             (Ipv4Addr::new(192, 168, 100, 10), 40000),
             (Ipv4Addr::new(10, 99, 0, 2), 53),

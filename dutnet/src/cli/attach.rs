@@ -1,7 +1,8 @@
-//! `dutnet attach`: counters on chosen interfaces until SIGINT/SIGTERM.
+//! `dutnet attach`: counters on chosen interfaces until SIGINT/SIGTERM (a
+//! developer's verb: no NAT, no forwarding, every packet passes).
 use anyhow::{Context as _, Result};
 use dutnet::{
-    datapath::{Datapath as _, ebpf::EbpfDatapath},
+    datapath::{Datapath as _, DutNetwork, NatPlan, ebpf::EbpfDatapath},
     state::paths::Paths,
 };
 use tracing::info;
@@ -14,9 +15,15 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    let mut datapath = EbpfDatapath::load(&Paths::from_env())?;
+    let mut datapath = EbpfDatapath::load(&Paths::from_env(), 1)?;
     for iface in &args.interfaces {
-        if let Err(e) = datapath.attach(iface) {
+        let counting_only = DutNetwork {
+            iface: iface.clone(),
+            gateway: std::net::Ipv4Addr::UNSPECIFIED,
+            subnet: ipnet::Ipv4Net::default(),
+            nat: NatPlan::Disabled,
+        };
+        if let Err(e) = datapath.attach(&counting_only) {
             // Leave nothing behind on the interfaces that did attach.
             let _ = datapath.shutdown();
             return Err(e.into());

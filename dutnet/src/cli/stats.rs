@@ -4,6 +4,7 @@ use dutnet::{
     datapath::{InterfaceStats, ebpf},
     state::paths::Paths,
 };
+use dutnet_common::stats::{DirCounters, drop, punt};
 use serde_json::json;
 
 #[derive(Debug, clap::Args)]
@@ -24,6 +25,15 @@ pub fn run(args: &Args) -> Result<()> {
 }
 
 fn to_json(stats: &[InterfaceStats]) -> serde_json::Value {
+    let dir = |d: DirCounters| json!({ "packets": d.packets, "bytes": d.bytes });
+    let by_reason =
+        |names: &[&str], values: &[u64]| -> serde_json::Map<String, serde_json::Value> {
+            names
+                .iter()
+                .zip(values)
+                .map(|(name, n)| ((*name).to_owned(), json!(n)))
+                .collect()
+        };
     let interfaces: Vec<_> = stats
         .iter()
         .map(|s| {
@@ -31,29 +41,67 @@ fn to_json(stats: &[InterfaceStats]) -> serde_json::Value {
             json!({
                 "interface": s.name,
                 "ifindex": s.ifindex,
-                "from_dut": { "packets": c.ingress.packets, "bytes": c.ingress.bytes },
-                "to_dut": { "packets": c.egress.packets, "bytes": c.egress.bytes },
+                "from_dut": dir(c.ingress),
+                "to_dut": dir(c.egress),
+                "nat_out": dir(c.nat_out),
+                "nat_in": dir(c.nat_in),
+                "active_flows": s.active_flows,
+                "new_flows": c.new_flows,
+                "punts": by_reason(&punt::NAMES, &c.punts),
+                "drops": by_reason(&drop::NAMES, &c.drops),
             })
         })
         .collect();
     json!({ "interfaces": interfaces })
 }
 
+/// `reason=count` for the non-zero ones, `-` when there are none.
+fn reasons(names: &[&str], values: &[u64]) -> String {
+    let parts: Vec<String> = names
+        .iter()
+        .zip(values)
+        .filter(|(_, n)| **n > 0)
+        .map(|(name, n)| format!("{name}={n}"))
+        .collect();
+    if parts.is_empty() {
+        "-".to_owned()
+    } else {
+        parts.join(",")
+    }
+}
+
 fn table(stats: &[InterfaceStats]) -> String {
     let mut out = format!(
-        "{:<16} {:>14} {:>16} {:>14} {:>16}\n",
-        "INTERFACE", "FROM-DUT PKTS", "FROM-DUT BYTES", "TO-DUT PKTS", "TO-DUT BYTES"
+        "{:<16} {:>12} {:>12} {:>12} {:>12} {:>8} {:>10}  {:<24} {}\n",
+        "INTERFACE",
+        "FROM-DUT",
+        "TO-DUT",
+        "NAT-OUT",
+        "NAT-IN",
+        "FLOWS",
+        "NEW-FLOWS",
+        "PUNTS",
+        "DROPS"
     );
     for s in stats {
         let name = s.name.clone().unwrap_or_else(|| format!("#{}", s.ifindex));
         let c = s.counters;
         out.push_str(&format!(
-            "{name:<16} {:>14} {:>16} {:>14} {:>16}\n",
-            c.ingress.packets, c.ingress.bytes, c.egress.packets, c.egress.bytes
+            "{name:<16} {:>12} {:>12} {:>12} {:>12} {:>8} {:>10}  {:<24} {}\n",
+            c.ingress.packets,
+            c.egress.packets,
+            c.nat_out.packets,
+            c.nat_in.packets,
+            s.active_flows,
+            c.new_flows,
+            reasons(&punt::NAMES, &c.punts),
+            reasons(&drop::NAMES, &c.drops),
         ));
     }
     if stats.is_empty() {
         out.push_str("(no interface attached)\n");
+    } else {
+        out.push_str("(packets; `--json` for bytes)\n");
     }
     out
 }

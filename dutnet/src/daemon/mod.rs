@@ -4,6 +4,7 @@
 //! undo through the same journal replay, so a clean exit and the recovery
 //! after a SIGKILL restore the very same things.
 mod lock;
+mod nat;
 mod restore;
 mod takeover;
 
@@ -11,7 +12,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use futures::StreamExt as _;
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 pub use self::{
     lock::{Holder, LockError},
@@ -22,6 +23,7 @@ use crate::{
     datapath::{
         Datapath as _,
         ebpf::{EbpfDatapath, EbpfError},
+        ports::{self, PortPlan, PortPlanError},
     },
     dhcp::{DhcpConfig, DhcpError, DhcpServer, StaticLease},
     dns::{DnsConfig, DnsError, DnsServer},
@@ -45,6 +47,10 @@ pub enum DaemonError {
     Datapath(#[from] EbpfError),
     #[error(transparent)]
     Takeover(#[from] TakeoverError),
+    #[error("cannot choose the NAT port range: {0}")]
+    Ports(#[from] PortPlanError),
+    #[error("network `{network}`: {message}")]
+    Nat { network: String, message: String },
     #[error("network `{network}`: starting the DNS server failed: {source}")]
     Dns {
         network: String,
@@ -80,6 +86,8 @@ struct Daemon {
     netlink: Netlink,
     journal: Journal,
     datapath: Option<EbpfDatapath>,
+    /// Source ports masquerade translates into (outside the host's own).
+    ports: Option<PortPlan>,
     networks: Vec<NetworkRuntime>,
     /// Index of a network whose DHCP leases changed (DUT hostnames for DNS).
     lease_changes: tokio::sync::mpsc::UnboundedSender<usize>,
@@ -103,6 +111,7 @@ pub async fn run(config: LoadedConfig, paths: Paths) -> Result<(), DaemonError> 
         netlink,
         journal,
         datapath: None,
+        ports: None,
         networks: config
             .networks
             .into_iter()
@@ -123,6 +132,9 @@ pub async fn run(config: LoadedConfig, paths: Paths) -> Result<(), DaemonError> 
     info!(networks = daemon.networks.len(), "dutnet is up");
 
     let mut tick = tokio::time::interval(RECONCILE_TICK);
+    let mut sweep = tokio::time::interval(nat::sweep_interval(
+        daemon.networks.iter().map(|n| &n.config),
+    ));
     loop {
         tokio::select! {
             _ = terminate.recv() => break,
@@ -133,6 +145,7 @@ pub async fn run(config: LoadedConfig, paths: Paths) -> Result<(), DaemonError> 
                 daemon.reconcile_all().await;
             }
             _ = tick.tick() => daemon.reconcile_all().await,
+            _ = sweep.tick() => daemon.sweep_flows(),
             Some(index) = lease_changed.recv() => daemon.publish_lease_hostnames(index),
         }
     }
@@ -202,7 +215,13 @@ impl Daemon {
         let pin_dir = self.paths.pin_dir();
         self.journal
             .record("", UndoStep::PinDir { path: pin_dir })?;
-        self.datapath = Some(EbpfDatapath::load(&self.paths)?);
+        self.ports = Some(ports::plan_for_host()?);
+        let flow_capacity = self
+            .networks
+            .iter()
+            .map(|n| n.config.nat_table_size)
+            .fold(0u32, u32::saturating_add);
+        self.datapath = Some(EbpfDatapath::load(&self.paths, flow_capacity)?);
         for index in 0..self.networks.len() {
             self.reconcile(index).await?;
         }
@@ -244,10 +263,16 @@ impl Daemon {
         }
         // Sockets bound to the old interface (SO_BINDTODEVICE) died with it.
         net.stop_servers().await;
-        if let Some(datapath) = &mut self.datapath {
+        if let (Some(datapath), Some(ports)) = (&mut self.datapath, &self.ports) {
+            let plan = nat::dut_network(&net.config, taken.upstream.as_ref(), &self.netlink, ports)
+                .await
+                .map_err(|message| DaemonError::Nat {
+                    network: net.config.name.clone(),
+                    message,
+                })?;
             // The old interface's links vanished with it.
             let _ = datapath.detach(&net.config.interface);
-            datapath.attach(&net.config.interface)?;
+            datapath.attach(&plan)?;
         }
         net.dns = Some(
             DnsServer::start(dns_config(&net.config))
@@ -279,6 +304,27 @@ impl Daemon {
             "network up"
         );
         Ok(())
+    }
+
+    /// Removes idle NAT flows.
+    fn sweep_flows(&mut self) {
+        let Some(datapath) = &mut self.datapath else {
+            return;
+        };
+        let networks = &self.networks;
+        let timeouts = |iface: &str| {
+            networks
+                .iter()
+                .find(|n| n.config.interface == iface)
+                .map(|n| nat::timeouts(&n.config))
+        };
+        match datapath.sweep(timeouts) {
+            Ok(report) if report.expired > 0 => {
+                debug!(expired = report.expired, active = ?report.active, "NAT flows swept");
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "sweeping NAT flows failed; retrying on the next sweep"),
+        }
     }
 
     /// Hands the hostnames DUTs sent in their DHCP requests to the DNS server.

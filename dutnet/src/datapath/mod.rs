@@ -4,24 +4,56 @@
 //! implementation (the fast path), nftables will be the other (the fallback).
 //! `detach` undoes exactly what `attach` did.
 pub mod ebpf;
+pub mod expiry;
+pub mod ports;
+
+use std::{net::Ipv4Addr, ops::RangeInclusive};
 
 use dutnet_common::stats::IfaceCounters;
+use ipnet::Ipv4Net;
 
-/// Counters of one interface the datapath is attached to.
+/// Counters of one DUT interface the datapath is attached to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InterfaceStats {
     pub ifindex: u32,
     /// The interface name, when it still exists in this network namespace.
     pub name: Option<String>,
     pub counters: IfaceCounters,
+    /// Connections currently in the NAT table for this DUT interface.
+    pub active_flows: u64,
+}
+
+/// What the datapath does for one DUT network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DutNetwork {
+    /// The DUT NIC.
+    pub iface: String,
+    /// The exporter's address on it.
+    pub gateway: Ipv4Addr,
+    pub subnet: Ipv4Net,
+    pub nat: NatPlan,
+}
+
+/// How a DUT network reaches the world.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NatPlan {
+    /// DUT connections leave from `external` (the upstream interface's
+    /// address), with ports from `ports` when the DUT's own is taken.
+    Masquerade {
+        upstream: String,
+        external: Ipv4Addr,
+        ports: RangeInclusive<u16>,
+    },
+    /// Nothing is forwarded: DHCP and DNS on an isolated segment.
+    Disabled,
 }
 
 /// What the daemon needs from a datapath.
 pub trait Datapath {
     type Error: std::error::Error + Send + Sync + 'static;
 
-    /// Starts handling the traffic of the DUT interface `iface`.
-    fn attach(&mut self, iface: &str) -> Result<(), Self::Error>;
+    /// Starts handling the traffic of a DUT network.
+    fn attach(&mut self, network: &DutNetwork) -> Result<(), Self::Error>;
 
     /// Stops handling `iface`, removing everything `attach` added to it.
     fn detach(&mut self, iface: &str) -> Result<(), Self::Error>;

@@ -5,35 +5,53 @@ mod attach;
 mod bpffs;
 mod counters;
 mod error;
+pub mod nat_maps;
 
-use std::{collections::BTreeMap, os::fd::AsFd as _};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    os::fd::AsFd as _,
+};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::PerCpuHashMap,
     programs::{SchedClassifier, TcAttachType, tc::SchedClassifierLinkId},
 };
-use dutnet_common::{maps::IFACE_STATS, programs, stats::IfaceCounters};
+use dutnet_common::{maps, programs, stats::IfaceCounters};
 use tracing::{debug, info, warn};
 
 pub use self::{
     attach::{TC_ATTACH_ENV, TcAttachMode, tcx_program_names},
     counters::read_pinned,
     error::EbpfError,
+    nat_maps::SweepReport,
 };
-use super::{Datapath, InterfaceStats, interface_index};
+use super::{Datapath, DutNetwork, InterfaceStats, NatPlan, expiry::FlowTimeouts, interface_index};
 use crate::state::paths::Paths;
 
 /// The eBPF object built from dutnet-ebpf by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dutnet"));
 
+/// TC links dutnet made, by program name.
+type Links = Vec<(&'static str, SchedClassifierLinkId)>;
+
 /// The programs attached to one DUT interface.
 struct Attachment {
     ifindex: u32,
-    ingress: SchedClassifierLinkId,
-    egress: SchedClassifierLinkId,
+    network: DutNetwork,
+    links: Links,
     /// dutnet added the clsact qdisc (netlink mode), so it removes it too.
     added_clsact: bool,
+}
+
+/// `upstream_ingress` on one upstream interface, shared by every masqueraded
+/// network that leaves through it.
+struct UpstreamHook {
+    ifindex: u32,
+    link: SchedClassifierLinkId,
+    added_clsact: bool,
+    /// The DUT interfaces using it.
+    users: BTreeSet<String>,
 }
 
 /// dutnet's loaded eBPF object and where its programs are attached.
@@ -42,12 +60,14 @@ pub struct EbpfDatapath {
     paths: Paths,
     mode: TcAttachMode,
     attached: BTreeMap<String, Attachment>,
+    upstreams: BTreeMap<String, UpstreamHook>,
 }
 
 impl EbpfDatapath {
     /// Loads the programs into the kernel and pins the maps under
-    /// `paths.pin_dir()`, mounting a bpffs first if there is none.
-    pub fn load(paths: &Paths) -> Result<Self, EbpfError> {
+    /// `paths.pin_dir()`, mounting a bpffs first if there is none. The
+    /// connection table holds `flow_capacity` flows.
+    pub fn load(paths: &Paths, flow_capacity: u32) -> Result<Self, EbpfError> {
         raise_memlock_limit();
         bpffs::ensure_mounted(&paths.bpffs).map_err(|source| EbpfError::Bpffs {
             path: paths.bpffs.clone(),
@@ -61,22 +81,30 @@ impl EbpfDatapath {
             path: pin_dir.clone(),
             source,
         })?;
+        // Two entries per flow: one per direction.
+        let flow_entries = flow_capacity.max(1).saturating_mul(2);
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&pin_dir)
+            .map_max_entries(maps::NAT_FLOWS, flow_entries)
             .load(OBJECT)
             .map_err(|source| EbpfError::Load { source })?;
-        for name in [programs::DUT_INGRESS, programs::DUT_EGRESS] {
+        for name in [
+            programs::DUT_INGRESS,
+            programs::DUT_EGRESS,
+            programs::UPSTREAM_INGRESS,
+        ] {
             classifier(&mut ebpf, name)?
                 .load()
                 .map_err(|source| EbpfError::Program { name, source })?;
         }
         let mode = TcAttachMode::detect();
-        info!(pin_dir = %pin_dir.display(), ?mode, "eBPF datapath loaded");
+        info!(pin_dir = %pin_dir.display(), ?mode, flow_capacity, "eBPF datapath loaded");
         Ok(Self {
             ebpf,
             paths: paths.clone(),
             mode,
             attached: BTreeMap::new(),
+            upstreams: BTreeMap::new(),
         })
     }
 
@@ -105,6 +133,23 @@ impl EbpfDatapath {
         self.attached.keys().map(String::as_str)
     }
 
+    /// Removes idle flows (see [`nat_maps::sweep`]); `timeouts` gives each
+    /// attached DUT interface's, by ifindex.
+    pub fn sweep(
+        &mut self,
+        timeouts: impl Fn(&str) -> Option<FlowTimeouts>,
+    ) -> Result<SweepReport, EbpfError> {
+        let by_ifindex: BTreeMap<u32, FlowTimeouts> = self
+            .attached
+            .iter()
+            .filter_map(|(iface, a)| timeouts(iface).map(|t| (a.ifindex, t)))
+            .collect();
+        let now = nat_maps::monotonic_now_ns();
+        nat_maps::sweep(self.map_mut(maps::NAT_FLOWS)?, now, |ifindex| {
+            by_ifindex.get(&ifindex).copied()
+        })
+    }
+
     /// Detaches from every interface and removes the pins.
     pub fn shutdown(mut self) -> Result<(), EbpfError> {
         let ifaces: Vec<String> = self.attached.keys().cloned().collect();
@@ -120,67 +165,118 @@ impl EbpfDatapath {
         first_error.map_or(Ok(()), Err)
     }
 
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, EbpfError> {
+        self.ebpf
+            .map_mut(name)
+            .ok_or(EbpfError::MissingMap { name })
+    }
+
     fn stats_map(
         &mut self,
     ) -> Result<PerCpuHashMap<&mut aya::maps::MapData, u32, IfaceCounters>, EbpfError> {
-        let map = self
-            .ebpf
-            .map_mut(IFACE_STATS)
-            .ok_or(EbpfError::MissingMap { name: IFACE_STATS })?;
-        PerCpuHashMap::try_from(map).map_err(|source| EbpfError::Map {
-            name: IFACE_STATS,
+        PerCpuHashMap::try_from(self.map_mut(maps::IFACE_STATS)?).map_err(|source| EbpfError::Map {
+            name: maps::IFACE_STATS,
             source,
         })
     }
 
-    fn attach_hooks(&mut self, iface: &str, ifindex: u32) -> Result<Attachment, EbpfError> {
+    /// Attaches `programs` (name, hook) to `iface`, all or none.
+    fn attach_programs(
+        &mut self,
+        iface: &str,
+        ifindex: u32,
+        programs: &[(&'static str, TcAttachType)],
+    ) -> Result<(Links, bool), EbpfError> {
         let mode = self.mode;
         let added_clsact = match mode {
             TcAttachMode::Netlink => attach::ensure_clsact(iface, ifindex)?,
             TcAttachMode::Tcx => false,
         };
-        let ingress = classifier(&mut self.ebpf, programs::DUT_INGRESS).and_then(|p| {
-            attach::attach(p, programs::DUT_INGRESS, iface, TcAttachType::Ingress, mode)
-        });
-        let ingress = match ingress {
-            Ok(link) => link,
-            Err(e) => {
-                undo_clsact(added_clsact, ifindex);
-                return Err(e);
-            }
-        };
-        let egress = classifier(&mut self.ebpf, programs::DUT_EGRESS).and_then(|p| {
-            attach::attach(p, programs::DUT_EGRESS, iface, TcAttachType::Egress, mode)
-        });
-        match egress {
-            Ok(egress) => Ok(Attachment {
-                ifindex,
-                ingress,
-                egress,
-                added_clsact,
-            }),
-            Err(e) => {
-                if let Ok(p) = classifier(&mut self.ebpf, programs::DUT_INGRESS) {
-                    let _ = p.detach(ingress);
+        let mut links = Vec::new();
+        for &(name, hook) in programs {
+            let link = classifier(&mut self.ebpf, name)
+                .and_then(|p| attach::attach(p, name, iface, hook, mode));
+            match link {
+                Ok(link) => links.push((name, link)),
+                Err(e) => {
+                    self.detach_links(iface, links);
+                    undo_clsact(added_clsact, ifindex);
+                    return Err(e);
                 }
-                undo_clsact(added_clsact, ifindex);
-                Err(e)
+            }
+        }
+        Ok((links, added_clsact))
+    }
+
+    fn detach_links(&mut self, iface: &str, links: Links) {
+        // An interface that vanished (USB NIC unplugged) took its links along:
+        // detaching them then fails harmlessly.
+        for (name, link) in links {
+            match classifier(&mut self.ebpf, name) {
+                Ok(program) => {
+                    if let Err(e) = program.detach(link) {
+                        debug!(%iface, program = name, error = %e, "detach: link already gone");
+                    }
+                }
+                Err(e) => warn!(%iface, program = name, error = %e, "detach"),
             }
         }
     }
-}
 
-impl Datapath for EbpfDatapath {
-    type Error = EbpfError;
-
-    fn attach(&mut self, iface: &str) -> Result<(), EbpfError> {
-        if self.attached.contains_key(iface) {
-            return Ok(());
+    /// Makes sure `upstream_ingress` runs on `upstream`, for DUT `iface`.
+    fn use_upstream(&mut self, upstream: &str, iface: &str) -> Result<u32, EbpfError> {
+        if let Some(hook) = self.upstreams.get_mut(upstream) {
+            hook.users.insert(iface.to_owned());
+            return Ok(hook.ifindex);
         }
-        let ifindex = interface_index(iface).map_err(|source| EbpfError::NoInterface {
-            iface: iface.to_owned(),
+        let ifindex = interface_index(upstream).map_err(|source| EbpfError::NoInterface {
+            iface: upstream.to_owned(),
             source,
         })?;
+        let (mut links, added_clsact) = self.attach_programs(
+            upstream,
+            ifindex,
+            &[(programs::UPSTREAM_INGRESS, TcAttachType::Ingress)],
+        )?;
+        let Some((_, link)) = links.pop() else {
+            return Err(EbpfError::MissingProgram {
+                name: programs::UPSTREAM_INGRESS,
+            });
+        };
+        info!(%upstream, ifindex, "upstream program attached");
+        self.upstreams.insert(
+            upstream.to_owned(),
+            UpstreamHook {
+                ifindex,
+                link,
+                added_clsact,
+                users: BTreeSet::from([iface.to_owned()]),
+            },
+        );
+        Ok(ifindex)
+    }
+
+    /// DUT `iface` no longer uses `upstream`; the last user detaches it.
+    fn release_upstream(&mut self, upstream: &str, iface: &str) -> Result<(), EbpfError> {
+        let Some(hook) = self.upstreams.get_mut(upstream) else {
+            return Ok(());
+        };
+        hook.users.remove(iface);
+        if !hook.users.is_empty() {
+            return Ok(());
+        }
+        if let Some(hook) = self.upstreams.remove(upstream) {
+            self.detach_links(upstream, vec![(programs::UPSTREAM_INGRESS, hook.link)]);
+            if hook.added_clsact {
+                attach::remove_clsact(hook.ifindex)?;
+            }
+            info!(%upstream, "upstream program detached");
+        }
+        Ok(())
+    }
+
+    /// Writes the maps the programs read for `network` on `ifindex`.
+    fn configure(&mut self, network: &DutNetwork, ifindex: u32) -> Result<(), EbpfError> {
         // The counters entry exists before the programs run: they only update.
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| EbpfError::PinDir {
             path: "/sys/devices/system/cpu/possible".into(),
@@ -188,72 +284,126 @@ impl Datapath for EbpfDatapath {
         })?;
         let zeroes = aya::maps::PerCpuValues::try_from(vec![IfaceCounters::default(); cpus])
             .map_err(|e| EbpfError::Map {
-                name: IFACE_STATS,
+                name: maps::IFACE_STATS,
                 source: aya::maps::MapError::from(e),
             })?;
         self.stats_map()?
             .insert(ifindex, zeroes, 0)
             .map_err(|source| EbpfError::Map {
-                name: IFACE_STATS,
+                name: maps::IFACE_STATS,
                 source,
             })?;
-        match self.attach_hooks(iface, ifindex) {
-            Ok(attachment) => {
+        let upstream_ifindex = match &network.nat {
+            NatPlan::Masquerade { upstream, .. } => self.use_upstream(upstream, &network.iface)?,
+            NatPlan::Disabled => 0,
+        };
+        let config = nat_maps::dut_config(network, upstream_ifindex);
+        nat_maps::set_dut_config(self.map_mut(maps::DUT_CONFIG)?, ifindex, config)?;
+        if matches!(network.nat, NatPlan::Masquerade { .. }) {
+            nat_maps::set_subnet(self.map_mut(maps::DUT_SUBNETS)?, network, ifindex)?;
+        }
+        Ok(())
+    }
+
+    /// Removes what [`Self::configure`] wrote, keeping the subnet guarded
+    /// while another network with the same subnet is attached.
+    fn unconfigure(&mut self, network: &DutNetwork, ifindex: u32) -> Result<(), EbpfError> {
+        nat_maps::remove_dut_config(self.map_mut(maps::DUT_CONFIG)?, ifindex)?;
+        if let NatPlan::Masquerade { upstream, .. } = &network.nat {
+            let twin = self
+                .attached
+                .values()
+                .find(|a| {
+                    a.ifindex != ifindex
+                        && a.network.subnet == network.subnet
+                        && matches!(a.network.nat, NatPlan::Masquerade { .. })
+                })
+                .map(|a| a.ifindex);
+            let subnets = self.map_mut(maps::DUT_SUBNETS)?;
+            match twin {
+                Some(other) => nat_maps::set_subnet(subnets, network, other)?,
+                None => nat_maps::remove_subnet(subnets, network)?,
+            }
+            self.release_upstream(&upstream.clone(), &network.iface)?;
+        }
+        if let Err(e) = self.stats_map()?.remove(&ifindex) {
+            debug!(iface = %network.iface, error = %e, "counters entry already gone");
+        }
+        Ok(())
+    }
+}
+
+impl Datapath for EbpfDatapath {
+    type Error = EbpfError;
+
+    fn attach(&mut self, network: &DutNetwork) -> Result<(), EbpfError> {
+        let iface = network.iface.as_str();
+        if self.attached.contains_key(iface) {
+            return Ok(());
+        }
+        let ifindex = interface_index(iface).map_err(|source| EbpfError::NoInterface {
+            iface: iface.to_owned(),
+            source,
+        })?;
+        if let Err(e) = self.configure(network, ifindex) {
+            let _ = self.unconfigure(network, ifindex);
+            return Err(e);
+        }
+        let hooks = [
+            (programs::DUT_INGRESS, TcAttachType::Ingress),
+            (programs::DUT_EGRESS, TcAttachType::Egress),
+        ];
+        match self.attach_programs(iface, ifindex, &hooks) {
+            Ok((links, added_clsact)) => {
                 info!(%iface, ifindex, mode = ?self.mode, "eBPF programs attached");
-                self.attached.insert(iface.to_owned(), attachment);
+                self.attached.insert(
+                    iface.to_owned(),
+                    Attachment {
+                        ifindex,
+                        network: network.clone(),
+                        links,
+                        added_clsact,
+                    },
+                );
                 Ok(())
             }
             Err(e) => {
-                let _ = self.stats_map()?.remove(&ifindex);
+                let _ = self.unconfigure(network, ifindex);
                 Err(e)
             }
         }
     }
 
     fn detach(&mut self, iface: &str) -> Result<(), EbpfError> {
-        let attachment = self
+        let Attachment {
+            ifindex,
+            network,
+            links,
+            added_clsact,
+        } = self
             .attached
             .remove(iface)
             .ok_or_else(|| EbpfError::NotAttached {
                 iface: iface.to_owned(),
             })?;
-        let Attachment {
-            ifindex,
-            ingress,
-            egress,
-            added_clsact,
-        } = attachment;
-        // An interface that vanished (USB NIC unplugged) took its links along:
-        // detaching them then fails harmlessly.
-        for (name, link) in [
-            (programs::DUT_INGRESS, ingress),
-            (programs::DUT_EGRESS, egress),
-        ] {
-            if let Err(e) = classifier(&mut self.ebpf, name)?.detach(link) {
-                debug!(%iface, program = name, error = %e, "detach: link already gone");
-            }
-        }
+        self.detach_links(iface, links);
         if added_clsact {
             attach::remove_clsact(ifindex)?;
         }
-        if let Err(e) = self.stats_map()?.remove(&ifindex) {
-            debug!(%iface, error = %e, "counters entry already gone");
-        }
+        self.unconfigure(&network, ifindex)?;
+        // Its flows go with it (the sweeper no longer knows the ifindex).
+        let attached: BTreeSet<u32> = self.attached.values().map(|a| a.ifindex).collect();
+        nat_maps::sweep(self.map_mut(maps::NAT_FLOWS)?, 0, |i| {
+            attached
+                .contains(&i)
+                .then(|| FlowTimeouts::with_udp(std::time::Duration::MAX))
+        })?;
         info!(%iface, "eBPF programs detached");
         Ok(())
     }
 
     fn stats(&self) -> Result<Vec<InterfaceStats>, EbpfError> {
-        let map = self
-            .ebpf
-            .map(IFACE_STATS)
-            .ok_or(EbpfError::MissingMap { name: IFACE_STATS })?;
-        let map: PerCpuHashMap<&aya::maps::MapData, u32, IfaceCounters> =
-            PerCpuHashMap::try_from(map).map_err(|source| EbpfError::Map {
-                name: IFACE_STATS,
-                source,
-            })?;
-        counters::collect(&map)
+        counters::collect(&self.ebpf)
     }
 }
 

@@ -1,0 +1,122 @@
+//! Masquerade NAT: per-DUT-NIC configuration and the connection table.
+//!
+//! Byte order: every field named `*_addr` or `*_port` is in network byte order
+//! (as on the wire, so the programs copy it without swapping); every other
+//! integer is in host byte order.
+
+/// `nat_mode` of a [`DutConfig`].
+pub mod mode {
+    /// DUTs share the upstream address (port-translated).
+    pub const MASQUERADE: u8 = 0;
+    /// Addresses with a public IP are translated 1:1, the others masqueraded.
+    pub const ONE_TO_ONE: u8 = 1;
+    /// No forwarding at all: DHCP/DNS on an isolated segment.
+    pub const DISABLED: u8 = 2;
+}
+
+/// Value of the `DUT_CONFIG` map, keyed by the DUT NIC's ifindex (`u32`, host
+/// order). Written by the controller before it attaches the programs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DutConfig {
+    /// The gateway address on the DUT NIC (network order).
+    pub gateway_addr: u32,
+    /// The DUT subnet's network address and netmask (network order).
+    pub subnet_addr: u32,
+    pub subnet_mask_addr: u32,
+    /// The masquerade source address: the upstream interface's (network order).
+    pub external_addr: u32,
+    /// Where masqueraded traffic leaves (host order).
+    pub upstream_ifindex: u32,
+    /// Translated ports are taken from `port_min..=port_max` (host order) when
+    /// the DUT's own source port is already taken.
+    pub port_min: u16,
+    pub port_max: u16,
+    /// One of [`mode`].
+    pub nat_mode: u8,
+    pub _pad: [u8; 3],
+}
+
+/// `protocol` values of a [`FlowKey`] (IANA protocol numbers).
+pub mod protocol {
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+}
+
+/// One direction of a flow, as its packets carry it. For ICMP echo the DUT
+/// side's "port" is the echo identifier and the remote side's is 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    /// The interface the packets arrive on: the DUT NIC for an outbound key,
+    /// the upstream NIC for an inbound one (host order).
+    pub ifindex: u32,
+    pub src_addr: u32,
+    pub dst_addr: u32,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub protocol: u8,
+    pub _pad: [u8; 3],
+}
+
+/// `direction` of a [`FlowEntry`].
+pub mod direction {
+    /// From the DUT: translate the source, route out the upstream NIC.
+    pub const OUTBOUND: u8 = 0;
+    /// From the far end: translate the destination, redirect to the DUT NIC.
+    pub const INBOUND: u8 = 1;
+}
+
+/// Bits of [`FlowEntry::tcp_flags`]: what each side sent. The sweeper ORs the
+/// two halves' bits to pick the flow's timeout.
+pub mod tcp_seen {
+    pub const SYN: u8 = 1;
+    pub const FIN: u8 = 2;
+    pub const RST: u8 = 4;
+    pub const ACK: u8 = 8;
+}
+
+/// Value of the `NAT_FLOWS` map. A flow is two entries, one per direction,
+/// each naming the other in `peer`; they are created together by the program
+/// and removed together by the controller's sweeper (never an LRU, which would
+/// evict one half alone).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowEntry {
+    /// `bpf_ktime_get_ns()` of the last packet this direction carried
+    /// (CLOCK_MONOTONIC, host order).
+    pub last_seen_ns: u64,
+    /// The key of the other direction's entry.
+    pub peer: FlowKey,
+    /// What the translated address and port become: the new source for an
+    /// outbound entry, the new destination for an inbound one.
+    pub rewrite_addr: u32,
+    pub rewrite_port: u16,
+    /// One of [`direction`].
+    pub direction: u8,
+    /// [`tcp_seen`] bits this direction carried.
+    pub tcp_flags: u8,
+    /// The DUT NIC the flow belongs to (host order).
+    pub dut_ifindex: u32,
+    /// For an inbound entry: the MACs to put on frames redirected to the DUT
+    /// (the DUT's and the DUT NIC's own).
+    pub dut_mac: [u8; 6],
+    pub gateway_mac: [u8; 6],
+    pub _pad: [u8; 4],
+}
+
+const _: () = assert!(core::mem::size_of::<DutConfig>() == 28);
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 20);
+const _: () = assert!(core::mem::size_of::<FlowEntry>() == 56);
+
+// SAFETY: plain `#[repr(C)]` integers and byte arrays with explicit padding
+// fields, so no uninitialised bytes and no invalid bit patterns.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for DutConfig {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for FlowKey {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for FlowEntry {}

@@ -1,0 +1,165 @@
+//! The connection table: finding a flow, creating one with a translated
+//! port, and recording what each direction carried.
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+};
+use dutnet_common::{
+    nat::{DutConfig, FlowEntry, FlowKey, direction, protocol, tcp_seen},
+    stats::drop,
+};
+
+use crate::maps::NAT_FLOWS;
+
+/// How many ports of the translation range are tried before giving up on a
+/// new flow. Each try is one hash insert; 32 keep the program's worst case
+/// small while exhausting a range only when it is nearly full.
+const PORT_TRIES: u32 = 32;
+
+const EEXIST: i32 = -17;
+
+/// Looks up the entry of one direction of a flow and records the packet in
+/// it. Returns a copy: the entry may be removed by the sweeper meanwhile.
+#[inline(always)]
+pub fn lookup(key: &FlowKey, tcp_flags: u8) -> Option<FlowEntry> {
+    let entry = NAT_FLOWS.get_ptr_mut(key)?;
+    // SAFETY: the pointer is valid for this program run. Another CPU may write
+    // the same fields concurrently; both writes are a timestamp or a superset
+    // of flags, so a lost update costs at most one packet's freshness.
+    unsafe {
+        (*entry).last_seen_ns = bpf_ktime_get_ns();
+        if (*entry).tcp_flags & tcp_flags != tcp_flags {
+            (*entry).tcp_flags |= tcp_flags;
+        }
+        Some(*entry)
+    }
+}
+
+/// Looks up the entry of one direction of a flow without recording a packet
+/// in it (ICMP errors never keep a mapping alive).
+#[inline(always)]
+pub fn peek(key: &FlowKey) -> Option<FlowEntry> {
+    // SAFETY: the pointer is valid for this program run; the entry is copied.
+    NAT_FLOWS.get_ptr(key).map(|entry| unsafe { *entry })
+}
+
+/// The frame's MACs, kept in the flow so replies can be redirected to the
+/// DUT with no neighbour lookup on its (possibly shared) subnet.
+pub struct Macs {
+    pub dut: [u8; 6],
+    pub gateway: [u8; 6],
+}
+
+/// Creates both directions of a new outbound flow `out` from DUT NIC
+/// `dut_ifindex`. The DUT's source port (or echo identifier) is kept when no
+/// other flow to the same destination uses it on the external address;
+/// otherwise one is taken from the configured range. Returns the outbound
+/// entry, or why the flow cannot be created (a `stats::drop` reason).
+#[inline(always)]
+pub fn create(
+    out: &FlowKey,
+    cfg: &DutConfig,
+    macs: &Macs,
+    tcp_flags: u8,
+) -> Result<FlowEntry, usize> {
+    let now = unsafe { bpf_ktime_get_ns() };
+    let mut inbound = FlowKey {
+        ifindex: cfg.upstream_ifindex,
+        src_addr: out.dst_addr,
+        dst_addr: cfg.external_addr,
+        src_port: out.dst_port,
+        dst_port: out.src_port,
+        protocol: out.protocol,
+        _pad: [0; 3],
+    };
+    let in_entry = FlowEntry {
+        last_seen_ns: now,
+        peer: *out,
+        rewrite_addr: out.src_addr,
+        rewrite_port: out.src_port,
+        direction: direction::INBOUND,
+        tcp_flags: 0,
+        dut_ifindex: out.ifindex,
+        dut_mac: macs.dut,
+        gateway_mac: macs.gateway,
+        _pad: [0; 4],
+    };
+    claim_port(&mut inbound, &in_entry, cfg)?;
+    let out_entry = FlowEntry {
+        last_seen_ns: now,
+        peer: inbound,
+        rewrite_addr: cfg.external_addr,
+        rewrite_port: inbound.dst_port,
+        direction: direction::OUTBOUND,
+        tcp_flags,
+        dut_ifindex: out.ifindex,
+        dut_mac: macs.dut,
+        gateway_mac: macs.gateway,
+        _pad: [0; 4],
+    };
+    match NAT_FLOWS.insert(out, out_entry, u64::from(BPF_NOEXIST)) {
+        Ok(()) => Ok(out_entry),
+        Err(e) => {
+            // Never leave a half: the inbound entry goes too.
+            let _ = NAT_FLOWS.remove(inbound);
+            if e == EEXIST {
+                // Another CPU created this flow a moment ago: use its entry.
+                lookup(out, tcp_flags).ok_or(drop::TABLE_FULL)
+            } else {
+                Err(drop::TABLE_FULL)
+            }
+        }
+    }
+}
+
+/// Inserts the inbound entry under the DUT's own port if free, else under a
+/// port of the range; `inbound.dst_port` is the port it got.
+#[inline(always)]
+fn claim_port(inbound: &mut FlowKey, entry: &FlowEntry, cfg: &DutConfig) -> Result<(), usize> {
+    match NAT_FLOWS.insert(*inbound, entry, u64::from(BPF_NOEXIST)) {
+        Ok(()) => return Ok(()),
+        Err(EEXIST) => {}
+        Err(_) => return Err(drop::TABLE_FULL),
+    }
+    let span = u32::from(cfg.port_max.saturating_sub(cfg.port_min)) + 1;
+    let start = unsafe { bpf_get_prandom_u32() } % span;
+    for i in 0..PORT_TRIES {
+        let port = u32::from(cfg.port_min) + (start + i) % span;
+        inbound.dst_port = (port as u16).to_be();
+        match NAT_FLOWS.insert(*inbound, entry, u64::from(BPF_NOEXIST)) {
+            Ok(()) => return Ok(()),
+            Err(EEXIST) => {}
+            Err(_) => return Err(drop::TABLE_FULL),
+        }
+    }
+    Err(drop::PORTS_EXHAUSTED)
+}
+
+/// The [`tcp_seen`] bits of a TCP flags byte (offset 13 of the header).
+#[inline(always)]
+pub fn tcp_bits(flags: u8) -> u8 {
+    const FIN: u8 = 0x01;
+    const SYN: u8 = 0x02;
+    const RST: u8 = 0x04;
+    const ACK: u8 = 0x10;
+    let mut seen = 0;
+    if flags & SYN != 0 {
+        seen |= tcp_seen::SYN;
+    }
+    if flags & FIN != 0 {
+        seen |= tcp_seen::FIN;
+    }
+    if flags & RST != 0 {
+        seen |= tcp_seen::RST;
+    }
+    if flags & ACK != 0 {
+        seen |= tcp_seen::ACK;
+    }
+    seen
+}
+
+/// Whether `protocol` is one the connection table tracks.
+#[inline(always)]
+pub fn is_tracked(protocol: u8) -> bool {
+    matches!(protocol, protocol::TCP | protocol::UDP | protocol::ICMP)
+}

@@ -1,0 +1,180 @@
+//! TC ingress on an upstream NIC: replies to translated flows are translated
+//! back and redirected straight to the DUT NIC the flow came from, with the
+//! MACs stored in the flow: no routing lookup on the DUT subnet, so DUT NICs
+//! with identical subnets each get their own replies. Everything else (the
+//! exporter's own traffic) goes to the stack untouched, except new
+//! connections towards a masqueraded DUT subnet, which are dropped.
+use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
+use dutnet_common::{
+    nat::{FlowEntry, FlowKey, direction, protocol},
+    stats::{drop, punt},
+};
+
+use crate::{
+    conntrack, forward,
+    icmp_error::{self, QuotedSide},
+    maps::DUT_SUBNETS,
+    parse::{self, IP_DST_OFF, IP_OFF, Ipv4},
+    rewrite::{self, Ipv4Rewrite, L4Check},
+    stats::{self, Direction},
+    verdict::{self, Verdict},
+};
+
+const ICMP_ECHO_REPLY: u8 = 0;
+
+pub fn handle(ctx: &TcContext) -> Verdict {
+    let ifindex = stats::ifindex(ctx);
+    // Frames the fast path cannot match are the host's to judge.
+    let Ok((_, ip)) = parse::ipv4(ctx) else {
+        return Verdict::Pass;
+    };
+    if ip.is_fragment || ip.has_options() || !conntrack::is_tracked(ip.protocol) {
+        return unsolicited_or_pass(&ip);
+    }
+    let Ok(l4) = parse::l4_head(ctx, &ip, Ipv4::L4_OFF) else {
+        return Verdict::Pass;
+    };
+    let (sport, dport, tcp_flags) = match ip.protocol {
+        protocol::ICMP if l4[0] == ICMP_ECHO_REPLY => (0, parse::port(&l4, 4), 0),
+        protocol::ICMP if icmp_error::is_error(l4[0]) => return error_to_dut(ctx, &ip, &l4),
+        protocol::ICMP => return unsolicited_or_pass(&ip),
+        protocol::TCP => {
+            let Ok(flags) = ctx.load::<u8>(Ipv4::L4_OFF + 13) else {
+                return Verdict::Pass;
+            };
+            (
+                parse::port(&l4, 0),
+                parse::port(&l4, 2),
+                conntrack::tcp_bits(flags),
+            )
+        }
+        _ => (parse::port(&l4, 0), parse::port(&l4, 2), 0),
+    };
+    let key = FlowKey {
+        ifindex,
+        src_addr: ip.src,
+        dst_addr: ip.dst,
+        src_port: sport,
+        dst_port: dport,
+        protocol: ip.protocol,
+        _pad: [0; 3],
+    };
+    let Some(entry) = conntrack::lookup(&key, tcp_flags) else {
+        return unsolicited_or_pass(&ip);
+    };
+    if entry.direction != direction::INBOUND {
+        return Verdict::Pass;
+    }
+    if ip.ttl <= 1 {
+        return verdict::punted(entry.dut_ifindex, punt::TTL_EXPIRED);
+    }
+    if translate(ctx, &ip, dport, &entry).is_err() {
+        return verdict::dropped(entry.dut_ifindex, drop::MALFORMED);
+    }
+    redirect(ctx, &entry)
+}
+
+/// Rewrites the destination address and port (or echo identifier) back to
+/// the DUT's, and decrements the TTL.
+#[inline(always)]
+fn translate(
+    ctx: &TcContext,
+    ip: &Ipv4,
+    dport: u16,
+    entry: &FlowEntry,
+) -> Result<(), rewrite::Failed> {
+    let l4_off = Ipv4::L4_OFF;
+    let mut header = Ipv4Rewrite::new(ip);
+    header.address(
+        ctx,
+        IP_OFF + IP_DST_OFF,
+        ip.dst,
+        entry.rewrite_addr,
+        L4Check::pseudo_header(ip.protocol, l4_off),
+    )?;
+    header.decrement_ttl(ctx, ip)?;
+    header.finish(ctx)?;
+    let port_off = match ip.protocol {
+        protocol::ICMP => l4_off + 4,
+        _ => l4_off + 2,
+    };
+    rewrite::l4_field(
+        ctx,
+        port_off,
+        dport,
+        entry.rewrite_port,
+        L4Check::header(ip.protocol, l4_off),
+    )
+}
+
+/// An ICMP error about a packet a DUT sent (a router's time exceeded, a
+/// fragmentation-needed, a port unreachable): the quoted packet carries the
+/// external address and port, and becomes the DUT's again.
+#[inline(always)]
+fn error_to_dut(ctx: &TcContext, ip: &Ipv4, l4: &[u8; 8]) -> Verdict {
+    let Some(quoted) = icmp_error::quoted(ctx, ip, Ipv4::L4_OFF) else {
+        return Verdict::Pass;
+    };
+    // The quoted packet went external -> remote; a reply to it would carry
+    // the inbound key.
+    let key = FlowKey {
+        ifindex: stats::ifindex(ctx),
+        src_addr: quoted.dst,
+        dst_addr: quoted.src,
+        src_port: quoted.dport,
+        dst_port: quoted.sport,
+        protocol: quoted.protocol,
+        _pad: [0; 3],
+    };
+    let Some(entry) = conntrack::peek(&key) else {
+        return Verdict::Pass;
+    };
+    if entry.direction != direction::INBOUND || quoted.src != ip.dst {
+        return Verdict::Pass;
+    }
+    if ip.ttl <= 1 {
+        return verdict::punted(entry.dut_ifindex, punt::TTL_EXPIRED);
+    }
+    let icmp_check = u16::from_ne_bytes([l4[2], l4[3]]);
+    let result = icmp_error::translate_quoted(
+        ctx,
+        &quoted,
+        QuotedSide::Source,
+        entry.rewrite_addr,
+        entry.rewrite_port,
+        icmp_check,
+    )
+    .and_then(|icmp_check| ctx.store(Ipv4::L4_OFF + 2, &icmp_check, 0))
+    .and_then(|()| {
+        let mut header = Ipv4Rewrite::new(ip);
+        header.address(ctx, IP_OFF + IP_DST_OFF, ip.dst, entry.rewrite_addr, None)?;
+        header.decrement_ttl(ctx, ip)?;
+        header.finish(ctx)
+    });
+    if result.is_err() {
+        return verdict::dropped(entry.dut_ifindex, drop::MALFORMED);
+    }
+    redirect(ctx, &entry)
+}
+
+#[inline(always)]
+fn redirect(ctx: &TcContext, entry: &FlowEntry) -> Verdict {
+    match forward::to_dut(ctx, entry.dut_ifindex, &entry.dut_mac, &entry.gateway_mac) {
+        Ok(code) => {
+            stats::count(entry.dut_ifindex, Direction::NatIn, ctx.len());
+            Verdict::Redirect(code)
+        }
+        Err(_) => verdict::dropped(entry.dut_ifindex, drop::MALFORMED),
+    }
+}
+
+/// A packet no flow expects: dropped when it heads for a masqueraded DUT
+/// subnet (a LAN host with a route to it via the exporter must not reach a
+/// DUT), left to the stack otherwise (it is the exporter's own traffic).
+#[inline(always)]
+fn unsolicited_or_pass(ip: &Ipv4) -> Verdict {
+    match DUT_SUBNETS.get(Key::new(32, ip.dst)) {
+        Some(&dut_ifindex) => verdict::dropped(dut_ifindex, drop::UNSOLICITED),
+        None => Verdict::Pass,
+    }
+}

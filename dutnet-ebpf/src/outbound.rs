@@ -1,0 +1,239 @@
+//! TC ingress on a DUT NIC: packets from a DUT towards the world are
+//! source-translated to the upstream address and sent out of the upstream
+//! NIC, bypassing the kernel's forwarding path and netfilter.
+use aya_ebpf::programs::TcContext;
+use dutnet_common::{
+    nat::{DutConfig, FlowEntry, FlowKey, mode, protocol},
+    stats::{drop, punt},
+};
+
+use crate::{
+    conntrack::{self, Macs},
+    forward::{self, Route},
+    icmp_error::{self, QuotedSide},
+    maps::DUT_CONFIG,
+    parse::{self, IP_OFF, IP_SRC_OFF, Ipv4, NotIpv4},
+    rewrite::{self, Ipv4Rewrite, L4Check},
+    stats::{self, Direction},
+    verdict::{self, Verdict},
+};
+
+const PACKET_HOST: u32 = 0;
+const ICMP_ECHO_REQUEST: u8 = 8;
+
+pub fn handle(ctx: &TcContext) -> Verdict {
+    let ifindex = stats::ifindex(ctx);
+    stats::count(ifindex, Direction::Ingress, ctx.len());
+    // Copied out: the controller may update it while this runs.
+    let Some(cfg) = DUT_CONFIG.get_ptr(ifindex).map(|c| unsafe { *c }) else {
+        return Verdict::Pass;
+    };
+    // SAFETY: `skb` points at the kernel's __sk_buff for this program run.
+    let pkt_type = unsafe { (*ctx.skb.skb).pkt_type };
+    if cfg.nat_mode == mode::DISABLED || pkt_type != PACKET_HOST {
+        return Verdict::Pass;
+    }
+    let (eth, ip) = match parse::ipv4(ctx) {
+        Ok(headers) => headers,
+        Err(NotIpv4::OtherProtocol) => return Verdict::Pass,
+        Err(NotIpv4::Malformed) => return verdict::dropped(ifindex, drop::MALFORMED),
+    };
+    if for_the_segment(&cfg, ip.dst) {
+        return Verdict::Pass;
+    }
+    if ip.is_fragment {
+        return verdict::punted(ifindex, punt::FRAGMENT);
+    }
+    if ip.has_options() {
+        return verdict::punted(ifindex, punt::IP_OPTIONS);
+    }
+    if ip.ttl <= 1 {
+        return verdict::punted(ifindex, punt::TTL_EXPIRED);
+    }
+    if !conntrack::is_tracked(ip.protocol) {
+        return verdict::punted(ifindex, punt::PROTOCOL);
+    }
+    let Ok(l4) = parse::l4_head(ctx, &ip, Ipv4::L4_OFF) else {
+        return verdict::dropped(ifindex, drop::MALFORMED);
+    };
+    let (sport, dport, tcp_flags) = match ip.protocol {
+        protocol::ICMP if l4[0] == ICMP_ECHO_REQUEST => (parse::port(&l4, 4), 0, 0),
+        protocol::ICMP if icmp_error::is_error(l4[0]) => {
+            return error_from_dut(ctx, ifindex, &cfg, &ip, &l4);
+        }
+        protocol::ICMP => return verdict::punted(ifindex, punt::PROTOCOL),
+        protocol::TCP => {
+            if usize::from(ip.total_len) < ip.header_len + 20 {
+                return verdict::dropped(ifindex, drop::MALFORMED);
+            }
+            let Ok(flags) = ctx.load::<u8>(Ipv4::L4_OFF + 13) else {
+                return verdict::dropped(ifindex, drop::MALFORMED);
+            };
+            (
+                parse::port(&l4, 0),
+                parse::port(&l4, 2),
+                conntrack::tcp_bits(flags),
+            )
+        }
+        _ => (parse::port(&l4, 0), parse::port(&l4, 2), 0),
+    };
+    let (out_ifindex, next_hop) = match upstream_route(ctx, &cfg, &ip, ifindex, sport, dport) {
+        Ok(hop) => hop,
+        Err(verdict) => return verdict,
+    };
+    let key = FlowKey {
+        ifindex,
+        src_addr: ip.src,
+        dst_addr: ip.dst,
+        src_port: sport,
+        dst_port: dport,
+        protocol: ip.protocol,
+        _pad: [0; 3],
+    };
+    let entry = match conntrack::lookup(&key, tcp_flags) {
+        Some(entry) => entry,
+        None => {
+            let macs = Macs {
+                dut: eth.src_addr,
+                gateway: eth.dst_addr,
+            };
+            match conntrack::create(&key, &cfg, &macs, tcp_flags) {
+                Ok(entry) => {
+                    stats::new_flow(ifindex);
+                    entry
+                }
+                Err(reason) => return verdict::dropped(ifindex, reason),
+            }
+        }
+    };
+    if translate(ctx, &ip, sport, &entry).is_err() {
+        return verdict::dropped(ifindex, drop::MALFORMED);
+    }
+    stats::count(ifindex, Direction::NatOut, ctx.len());
+    Verdict::Redirect(forward::to_next_hop(out_ifindex, next_hop))
+}
+
+/// Packets to the gateway, to other hosts of the DUT subnet, broadcast and
+/// multicast are the exporter's or the segment's business, not NAT's.
+#[inline(always)]
+fn for_the_segment(cfg: &DutConfig, dst: u32) -> bool {
+    let first_octet = dst.to_ne_bytes()[0];
+    dst == cfg.gateway_addr || dst & cfg.subnet_mask_addr == cfg.subnet_addr || first_octet >= 224
+}
+
+/// The route to the destination, which must leave by this network's
+/// upstream NIC; anything else is passed to the kernel or dropped.
+#[inline(always)]
+fn upstream_route(
+    ctx: &TcContext,
+    cfg: &DutConfig,
+    ip: &Ipv4,
+    ifindex: u32,
+    sport: u16,
+    dport: u16,
+) -> Result<(u32, u32), Verdict> {
+    match forward::route(ctx, ip, ifindex, sport, dport) {
+        Route::Via {
+            ifindex: out,
+            next_hop,
+        } if out == cfg.upstream_ifindex => Ok((out, next_hop)),
+        // Another DUT network or a host interface: isolation says no.
+        Route::Via { .. } => Err(verdict::dropped(ifindex, drop::NOT_UPSTREAM)),
+        // The exporter's own upstream address (SSH to it, say).
+        Route::Local => Err(Verdict::Pass),
+        Route::Kernel(reason) => Err(verdict::punted(ifindex, reason)),
+    }
+}
+
+/// Rewrites the source address and port (or echo identifier) of a TCP, UDP
+/// or ICMP echo packet, and decrements the TTL.
+#[inline(always)]
+fn translate(
+    ctx: &TcContext,
+    ip: &Ipv4,
+    sport: u16,
+    entry: &FlowEntry,
+) -> Result<(), rewrite::Failed> {
+    let l4_off = Ipv4::L4_OFF;
+    let mut header = Ipv4Rewrite::new(ip);
+    header.address(
+        ctx,
+        IP_OFF + IP_SRC_OFF,
+        ip.src,
+        entry.rewrite_addr,
+        L4Check::pseudo_header(ip.protocol, l4_off),
+    )?;
+    header.decrement_ttl(ctx, ip)?;
+    header.finish(ctx)?;
+    let port_off = if ip.protocol == protocol::ICMP {
+        l4_off + 4
+    } else {
+        l4_off
+    };
+    rewrite::l4_field(
+        ctx,
+        port_off,
+        sport,
+        entry.rewrite_port,
+        L4Check::header(ip.protocol, l4_off),
+    )
+}
+
+/// An ICMP error a DUT sends about a reply it received (port unreachable for
+/// a UDP reply, say): translated like the flow's outbound packets, with the
+/// quoted reply's destination rewritten too.
+#[inline(always)]
+fn error_from_dut(
+    ctx: &TcContext,
+    ifindex: u32,
+    cfg: &DutConfig,
+    ip: &Ipv4,
+    l4: &[u8; 8],
+) -> Verdict {
+    let Some(quoted) = icmp_error::quoted(ctx, ip, Ipv4::L4_OFF) else {
+        return verdict::punted(ifindex, punt::PROTOCOL);
+    };
+    // The quoted reply went remote -> DUT; its flow's outbound key is the
+    // reverse.
+    let key = FlowKey {
+        ifindex,
+        src_addr: quoted.dst,
+        dst_addr: quoted.src,
+        src_port: quoted.dport,
+        dst_port: quoted.sport,
+        protocol: quoted.protocol,
+        _pad: [0; 3],
+    };
+    // Errors never refresh or create a mapping.
+    let Some(entry) = conntrack::peek(&key) else {
+        return verdict::punted(ifindex, punt::PROTOCOL);
+    };
+    if entry.direction != dutnet_common::nat::direction::OUTBOUND || quoted.src != ip.dst {
+        return verdict::punted(ifindex, punt::PROTOCOL);
+    }
+    let (out_ifindex, next_hop) = match upstream_route(ctx, cfg, ip, ifindex, 0, 0) {
+        Ok(hop) => hop,
+        Err(verdict) => return verdict,
+    };
+    let icmp_check = u16::from_ne_bytes([l4[2], l4[3]]);
+    let result = icmp_error::translate_quoted(
+        ctx,
+        &quoted,
+        QuotedSide::Destination,
+        entry.rewrite_addr,
+        entry.rewrite_port,
+        icmp_check,
+    )
+    .and_then(|icmp_check| ctx.store(Ipv4::L4_OFF + 2, &icmp_check, 0))
+    .and_then(|()| {
+        let mut header = Ipv4Rewrite::new(ip);
+        header.address(ctx, IP_OFF + IP_SRC_OFF, ip.src, entry.rewrite_addr, None)?;
+        header.decrement_ttl(ctx, ip)?;
+        header.finish(ctx)
+    });
+    if result.is_err() {
+        return verdict::dropped(ifindex, drop::MALFORMED);
+    }
+    stats::count(ifindex, Direction::NatOut, ctx.len());
+    Verdict::Redirect(forward::to_next_hop(out_ifindex, next_hop))
+}

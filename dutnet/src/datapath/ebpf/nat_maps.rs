@@ -1,0 +1,190 @@
+//! The controller's side of the NAT maps: per-DUT configuration, the subnets
+//! unsolicited traffic may not reach, and the connection table's sweeper.
+use std::{collections::BTreeMap, net::Ipv4Addr, time::Duration};
+
+use aya::maps::{HashMap, LpmTrie, MapData, lpm_trie::Key};
+use dutnet_common::{
+    maps::{DUT_CONFIG, DUT_SUBNETS, NAT_FLOWS},
+    nat::{DutConfig, FlowEntry, FlowKey, direction, mode},
+};
+
+use super::EbpfError;
+use crate::datapath::{DutNetwork, NatPlan, expiry::FlowTimeouts};
+
+/// An inbound half whose outbound half is missing is removed only once it has
+/// been idle this long: the program creates the inbound half first, so a
+/// younger one may be a flow being created right now.
+const ORPHAN_GRACE: Duration = Duration::from_secs(10);
+
+fn map_error(name: &'static str) -> impl Fn(aya::maps::MapError) -> EbpfError {
+    move |source| EbpfError::Map { name, source }
+}
+
+/// Network-order `u32` of an address, as the programs compare it.
+fn wire(addr: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(addr.octets())
+}
+
+/// The `DUT_CONFIG` value for `network`.
+pub fn dut_config(network: &DutNetwork, upstream_ifindex: u32) -> DutConfig {
+    let (external, ports, nat_mode) = match &network.nat {
+        NatPlan::Masquerade {
+            external, ports, ..
+        } => (wire(*external), ports.clone(), mode::MASQUERADE),
+        NatPlan::Disabled => (0, 0..=0, mode::DISABLED),
+    };
+    DutConfig {
+        gateway_addr: wire(network.gateway),
+        subnet_addr: wire(network.subnet.network()),
+        subnet_mask_addr: wire(network.subnet.netmask()),
+        external_addr: external,
+        upstream_ifindex,
+        port_min: *ports.start(),
+        port_max: *ports.end(),
+        nat_mode,
+        _pad: [0; 3],
+    }
+}
+
+pub fn set_dut_config(
+    map: &mut aya::maps::Map,
+    ifindex: u32,
+    config: DutConfig,
+) -> Result<(), EbpfError> {
+    let mut map: HashMap<_, u32, DutConfig> =
+        HashMap::try_from(map).map_err(map_error(DUT_CONFIG))?;
+    map.insert(ifindex, config, 0)
+        .map_err(map_error(DUT_CONFIG))
+}
+
+pub fn remove_dut_config(map: &mut aya::maps::Map, ifindex: u32) -> Result<(), EbpfError> {
+    let mut map: HashMap<_, u32, DutConfig> =
+        HashMap::try_from(map).map_err(map_error(DUT_CONFIG))?;
+    match map.remove(&ifindex) {
+        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(e) => Err(map_error(DUT_CONFIG)(e)),
+    }
+}
+
+fn subnet_key(network: &DutNetwork) -> Key<u32> {
+    Key::new(
+        u32::from(network.subnet.prefix_len()),
+        wire(network.subnet.network()),
+    )
+}
+
+/// Points the subnet's entry at `ifindex` (several DUT NICs may share a
+/// subnet: the entry names one of them, for counting).
+pub fn set_subnet(
+    map: &mut aya::maps::Map,
+    network: &DutNetwork,
+    ifindex: u32,
+) -> Result<(), EbpfError> {
+    let mut map: LpmTrie<_, u32, u32> = LpmTrie::try_from(map).map_err(map_error(DUT_SUBNETS))?;
+    map.insert(&subnet_key(network), ifindex, 0)
+        .map_err(map_error(DUT_SUBNETS))
+}
+
+pub fn remove_subnet(map: &mut aya::maps::Map, network: &DutNetwork) -> Result<(), EbpfError> {
+    let mut map: LpmTrie<_, u32, u32> = LpmTrie::try_from(map).map_err(map_error(DUT_SUBNETS))?;
+    match map.remove(&subnet_key(network)) {
+        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(e) => Err(map_error(DUT_SUBNETS)(e)),
+    }
+}
+
+/// What a sweep found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Flows removed (both halves).
+    pub expired: usize,
+    /// Flows kept, per DUT ifindex.
+    pub active: BTreeMap<u32, u64>,
+}
+
+/// Reads every entry of the connection table.
+fn entries<T: std::borrow::Borrow<MapData>>(
+    map: &HashMap<T, FlowKey, FlowEntry>,
+) -> Result<Vec<(FlowKey, FlowEntry)>, EbpfError> {
+    let mut all = Vec::new();
+    for item in map.iter() {
+        match item {
+            Ok(pair) => all.push(pair),
+            // Removed by the program or a sweep between listing and reading.
+            Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(map_error(NAT_FLOWS)(e)),
+        }
+    }
+    Ok(all)
+}
+
+/// Counts the flows of each DUT ifindex (what `dutnet stats` shows).
+pub fn count_flows<T: std::borrow::Borrow<MapData>>(
+    map: &HashMap<T, FlowKey, FlowEntry>,
+) -> Result<BTreeMap<u32, u64>, EbpfError> {
+    let mut active = BTreeMap::new();
+    for (_, entry) in entries(map)? {
+        if entry.direction == direction::OUTBOUND {
+            *active.entry(entry.dut_ifindex).or_default() += 1;
+        }
+    }
+    Ok(active)
+}
+
+/// Removes every flow idle for longer than its timeout, and every flow of a
+/// DUT ifindex `timeouts` does not know (its network went away), both halves
+/// together. `now_ns` is CLOCK_MONOTONIC, the programs' clock.
+pub fn sweep(
+    map: &mut aya::maps::Map,
+    now_ns: u64,
+    timeouts: impl Fn(u32) -> Option<FlowTimeouts>,
+) -> Result<SweepReport, EbpfError> {
+    let mut map: HashMap<_, FlowKey, FlowEntry> =
+        HashMap::try_from(map).map_err(map_error(NAT_FLOWS))?;
+    let all: BTreeMap<FlowKey, FlowEntry> = entries(&map)?.into_iter().collect();
+    let idle = |entry: &FlowEntry| Duration::from_nanos(now_ns.saturating_sub(entry.last_seen_ns));
+    let mut report = SweepReport::default();
+    let mut doomed = Vec::new();
+    for (key, entry) in &all {
+        let peer = all.get(&entry.peer);
+        if entry.direction == direction::INBOUND {
+            if peer.is_none() && idle(entry) > ORPHAN_GRACE {
+                doomed.push((*key, None));
+            }
+            continue;
+        }
+        let inbound_flags = peer.map_or(0, |p| p.tcp_flags);
+        let idle_for = idle(entry).min(peer.map_or(Duration::MAX, idle));
+        let expired = match timeouts(entry.dut_ifindex) {
+            Some(t) => idle_for > t.idle_limit(key.protocol, entry.tcp_flags, inbound_flags),
+            None => true,
+        };
+        if expired {
+            doomed.push((*key, Some(entry.peer)));
+        } else {
+            *report.active.entry(entry.dut_ifindex).or_default() += 1;
+        }
+    }
+    for (key, peer) in doomed {
+        // Outbound first: a packet arriving in between starts a new flow,
+        // which cannot take the port while the old inbound half still holds it.
+        let _ = map.remove(&key);
+        if let Some(peer) = peer {
+            let _ = map.remove(&peer);
+        }
+        report.expired += 1;
+    }
+    Ok(report)
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: `bpf_ktime_get_ns()`'s clock.
+#[must_use]
+pub fn monotonic_now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes a timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
