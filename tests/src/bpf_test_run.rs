@@ -36,6 +36,25 @@ struct TestRunAttr {
 /// Runs `program` once over `frame` (an Ethernet frame). The skb's device is
 /// the loopback of the calling thread's network namespace.
 pub fn run(program: BorrowedFd<'_>, frame: &[u8]) -> std::io::Result<TestRun> {
+    run_on(program, frame, 1)
+}
+
+/// The leading fields of `struct __sk_buff` up to `ifindex`, the only one set.
+#[repr(C)]
+#[derive(Default)]
+struct SkbContext {
+    _before_ifindex: [u32; 10],
+    ifindex: u32,
+}
+
+/// Runs `program` once over `frame` as if it arrived on interface `ifindex`
+/// of the calling thread's network namespace (the kernel sets the packet type
+/// from the frame's destination MAC and that interface's address).
+pub fn run_on(program: BorrowedFd<'_>, frame: &[u8], ifindex: u32) -> std::io::Result<TestRun> {
+    let ctx = SkbContext {
+        ifindex,
+        ..SkbContext::default()
+    };
     // Room for programs that grow the frame (encapsulation, ICMP errors).
     let mut out = vec![0u8; frame.len() + 256];
     let mut attr = TestRunAttr {
@@ -45,6 +64,8 @@ pub fn run(program: BorrowedFd<'_>, frame: &[u8]) -> std::io::Result<TestRun> {
         data_in: frame.as_ptr() as u64,
         data_out: out.as_mut_ptr() as u64,
         repeat: 1,
+        ctx_size_in: u32::try_from(std::mem::size_of::<SkbContext>()).map_err(std::io::Error::other)?,
+        ctx_in: (&raw const ctx) as u64,
         ..TestRunAttr::default()
     };
     // SAFETY: `attr` is a valid bpf_attr for BPF_PROG_TEST_RUN, and the input

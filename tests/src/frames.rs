@@ -5,6 +5,10 @@ use std::net::Ipv4Addr;
 pub const ETH_HLEN: usize = 14;
 pub const IPV4_HLEN: usize = 20;
 pub const UDP_HLEN: usize = 8;
+pub const TCP_HLEN: usize = 20;
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
 
 /// The RFC 1071 Internet checksum of `data` (plus an already summed `initial`).
 #[must_use]
@@ -38,6 +42,138 @@ pub fn udp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8]) -> Vec<u8
     l4[6..8].copy_from_slice(&sum.to_be_bytes());
     frame.extend_from_slice(&l4);
     frame
+}
+
+/// An Ethernet + IPv4 + UDP frame whose UDP checksum is 0 ("none").
+#[must_use]
+pub fn udp_without_checksum(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8]) -> Vec<u8> {
+    let mut frame = udp(src, dst, payload);
+    let at = ETH_HLEN + IPV4_HLEN + 6;
+    frame[at..at + 2].copy_from_slice(&[0, 0]);
+    frame
+}
+
+/// An Ethernet + IPv4 + TCP frame (no options) with `flags` (0x02 = SYN,
+/// 0x12 = SYN+ACK, 0x10 = ACK) and valid checksums.
+#[must_use]
+pub fn tcp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: u8, payload: &[u8]) -> Vec<u8> {
+    let tcp_len = TCP_HLEN + payload.len();
+    let mut frame = ethernet_ipv4_header(src.0, dst.0, PROTO_TCP, tcp_len);
+    let mut l4 = vec![0u8; TCP_HLEN];
+    l4[0..2].copy_from_slice(&src.1.to_be_bytes());
+    l4[2..4].copy_from_slice(&dst.1.to_be_bytes());
+    l4[4..8].copy_from_slice(&0x0102_0304u32.to_be_bytes());
+    l4[12] = 5 << 4;
+    l4[13] = flags;
+    l4[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    l4.extend_from_slice(payload);
+    let sum = internet_checksum(&l4, pseudo_header_sum(src.0, dst.0, PROTO_TCP, tcp_len));
+    l4[16..18].copy_from_slice(&sum.to_be_bytes());
+    frame.extend_from_slice(&l4);
+    frame
+}
+
+/// An Ethernet + IPv4 + ICMP echo request (`icmp_type` 8) or reply (0).
+#[must_use]
+pub fn icmp_echo(src: Ipv4Addr, dst: Ipv4Addr, icmp_type: u8, id: u16, seq: u16) -> Vec<u8> {
+    let mut icmp = vec![icmp_type, 0, 0, 0];
+    icmp.extend_from_slice(&id.to_be_bytes());
+    icmp.extend_from_slice(&seq.to_be_bytes());
+    icmp.extend_from_slice(b"ping payload 0123456789");
+    icmp_frame(src, dst, icmp)
+}
+
+/// An Ethernet + IPv4 + ICMP error (`icmp_type` 3 or 11) from `src` to `dst`
+/// quoting `quoted` (an IPv4 packet, cut to `quoted_len` bytes as routers do).
+/// For fragmentation-needed (3/4), `mtu` goes in the second word.
+#[must_use]
+pub fn icmp_error(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    (icmp_type, code): (u8, u8),
+    mtu: u16,
+    quoted: &[u8],
+    quoted_len: usize,
+) -> Vec<u8> {
+    let mut icmp = vec![icmp_type, code, 0, 0, 0, 0];
+    icmp.extend_from_slice(&mtu.to_be_bytes());
+    icmp.extend_from_slice(&quoted[..quoted_len.min(quoted.len())]);
+    icmp_frame(src, dst, icmp)
+}
+
+fn icmp_frame(src: Ipv4Addr, dst: Ipv4Addr, mut icmp: Vec<u8>) -> Vec<u8> {
+    let sum = internet_checksum(&icmp, 0);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    let mut frame = ethernet_ipv4_header(src, dst, PROTO_ICMP, icmp.len());
+    frame.extend_from_slice(&icmp);
+    frame
+}
+
+/// Sets the frame's destination and source MACs.
+pub fn set_macs(frame: &mut [u8], dst: [u8; 6], src: [u8; 6]) {
+    frame[0..6].copy_from_slice(&dst);
+    frame[6..12].copy_from_slice(&src);
+}
+
+/// The IPv4 packet inside an Ethernet frame.
+#[must_use]
+pub fn ip_packet(frame: &[u8]) -> &[u8] {
+    &frame[ETH_HLEN..]
+}
+
+/// What a receiver would check of an IPv4 packet, parsed independently of
+/// dutnet: every field the translation touches and whether each checksum
+/// verifies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parsed {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub ttl: u8,
+    pub protocol: u8,
+    /// Ports (TCP/UDP), or the identifier and 0 (ICMP echo).
+    pub sport: u16,
+    pub dport: u16,
+    pub ip_checksum_ok: bool,
+    /// TCP/UDP with the pseudo-header, ICMP over the whole message. A UDP
+    /// checksum of 0 ("none") counts as ok.
+    pub l4_checksum_ok: bool,
+    pub udp_checksum_zero: bool,
+}
+
+/// Parses the IPv4 packet `ip` (no options) and verifies its checksums. The
+/// L4 checksum can only be verified when the packet is complete: for a quote
+/// cut short inside an ICMP error, `l4_checksum_ok` is true.
+#[must_use]
+pub fn parse(ip: &[u8]) -> Parsed {
+    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+    let protocol = ip[9];
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    let l4 = &ip[IPV4_HLEN..total.min(ip.len())];
+    let complete = total <= ip.len();
+    let word = |b: &[u8], at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
+    let (sport, dport) = match protocol {
+        PROTO_ICMP => (word(l4, 4), 0),
+        _ => (word(l4, 0), word(l4, 2)),
+    };
+    let udp_checksum_zero = protocol == PROTO_UDP && word(l4, 6) == 0;
+    let l4_checksum_ok = !complete
+        || udp_checksum_zero
+        || match protocol {
+            PROTO_ICMP => internet_checksum(l4, 0) == 0,
+            _ => internet_checksum(l4, pseudo_header_sum(src, dst, protocol, l4.len())) == 0,
+        };
+    Parsed {
+        src,
+        dst,
+        ttl: ip[8],
+        protocol,
+        sport,
+        dport,
+        ip_checksum_ok: internet_checksum(&ip[..IPV4_HLEN], 0) == 0,
+        l4_checksum_ok,
+        udp_checksum_zero,
+    }
 }
 
 /// Sum of the IPv4 pseudo-header, for TCP/UDP checksums.
