@@ -28,6 +28,20 @@ pub fn env(topology: &Topology) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// [`env`] plus state and run directories inside the topology, so dutnet's
+/// leases, journal and PID lock stay private to the test and survive a
+/// restart of dutnet in it.
+#[must_use]
+pub fn env_with_state(topology: &Topology) -> Vec<(&'static str, String)> {
+    let mut env = env(topology);
+    env.push((
+        "DUTNET_STATE_DIR",
+        topology.path("state").display().to_string(),
+    ));
+    env.push(("DUTNET_RUN_DIR", topology.path("run").display().to_string()));
+    env
+}
+
 /// Runs `dutnet args...` to completion inside `ns`.
 pub fn run(topology: &Topology, ns: &Netns, args: &[&str]) -> Output {
     let bin = binary();

@@ -15,6 +15,11 @@ use super::leases::{Client, LeaseState};
 const HEADER_LEN: usize = 236;
 /// RFC 2131 3: 99.130.83.99.
 const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
+/// The longest request served. A DUT behind a 1500-byte MTU NIC sends at
+/// most 1472 bytes (576 is the RFC 2131 minimum); this leaves room for jumbo
+/// frames. The server reads one byte more, so a longer datagram is seen as
+/// such instead of silently truncated into something that parses.
+pub const MAX_MESSAGE_LEN: usize = 4096;
 
 /// Where a reply goes (RFC 2131 4.1, giaddr always 0 here).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +49,10 @@ pub enum ReplyKind {
 pub enum NoReplyReason {
     /// Shorter than the fixed header plus the magic cookie.
     Truncated {
+        len: usize,
+    },
+    /// Longer than [`MAX_MESSAGE_LEN`].
+    Oversized {
         len: usize,
     },
     BadMagicCookie,
@@ -88,6 +97,7 @@ impl NoReplyReason {
         matches!(
             self,
             Self::Truncated { .. }
+                | Self::Oversized { .. }
                 | Self::BadMagicCookie
                 | Self::NotBootRequest
                 | Self::UnsupportedHardware { .. }
@@ -146,6 +156,9 @@ const USED_OPTIONS: [u8; 5] = [
 pub fn parse(bytes: &[u8]) -> Result<Message, NoReplyReason> {
     if bytes.len() < HEADER_LEN + MAGIC_COOKIE.len() {
         return Err(NoReplyReason::Truncated { len: bytes.len() });
+    }
+    if bytes.len() > MAX_MESSAGE_LEN {
+        return Err(NoReplyReason::Oversized { len: bytes.len() });
     }
     if bytes[0] != 1 {
         return Err(NoReplyReason::NotBootRequest);

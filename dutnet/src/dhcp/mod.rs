@@ -15,8 +15,6 @@
 
 pub mod handler;
 pub mod leases;
-#[cfg(test)]
-mod netns_tests;
 pub mod server;
 pub mod socket;
 pub mod store;

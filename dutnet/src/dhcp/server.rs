@@ -19,9 +19,10 @@ use super::{DhcpConfig, DhcpCounters, DhcpError, Lease, StaticLease, format_mac,
 const EXPIRY_TICK: Duration = Duration::from_secs(30);
 /// At most one "range exhausted" warning per network per this interval.
 const EXHAUSTED_WARN_INTERVAL: Duration = Duration::from_secs(60);
-/// Larger than any Ethernet frame: a longer datagram is truncated and then
-/// rejected by the parser, never a crash.
-const RECV_BUF: usize = 4096;
+/// One byte more than the parser accepts: the kernel truncates a longer
+/// datagram to this, and the parser rejects it as oversized, where a
+/// buffer of exactly the limit would hand it a well-formed prefix.
+const RECV_BUF: usize = handler::MAX_MESSAGE_LEN + 1;
 
 /// Handle to a running server task. Dropping it stops the task (without
 /// waiting); [`DhcpServer::shutdown`] stops it and waits.
@@ -280,6 +281,8 @@ async fn process(
                         suppressed,
                         "DHCP range exhausted: no address to offer"
                     );
+                } else {
+                    tracing::debug!(%network, %mac, "DHCP range still exhausted: no offer");
                 }
             } else {
                 tracing::debug!(%network, %mac, ?reason, "no DHCP reply");

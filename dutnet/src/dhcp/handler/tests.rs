@@ -620,6 +620,18 @@ fn parse_rejects_bad_wire_input() {
         parse(&good[..100]),
         Err(NoReplyReason::Truncated { len: 100 })
     );
+    // Pad (option 0) up to the limit still parses; one byte more does not,
+    // even though its prefix is a well-formed DISCOVER.
+    let mut b = good.clone();
+    b.resize(MAX_MESSAGE_LEN, 0);
+    parse(&b).unwrap();
+    b.push(0);
+    assert_eq!(
+        parse(&b),
+        Err(NoReplyReason::Oversized {
+            len: MAX_MESSAGE_LEN + 1
+        })
+    );
     let mut b = good.clone();
     b[0] = 2;
     assert_eq!(parse(&b), Err(NoReplyReason::NotBootRequest));

@@ -1,0 +1,634 @@
+//! The DHCP server's acceptance (issue #5) with real clients in DUT
+//! namespaces: renew and release, DECLINE, restarts after SIGTERM and
+//! SIGKILL, 200 clients on one bridge, range exhaustion, two networks on one
+//! subnet, malformed packets. Every check is on what a client got: the lease
+//! dhclient or udhcpc wrote, or the reply a raw DHCP client received.
+use std::{
+    collections::BTreeSet,
+    net::{Ipv4Addr, UdpSocket},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use dhcproto::{
+    Decodable as _, Encodable as _,
+    v4::{DhcpOption, Flags, Message, MessageType, Opcode},
+};
+use dutnet_tests::{
+    Netns, Topology, cli,
+    clients::{self, Dhclient},
+    cmd,
+    netns::Process,
+    prereq,
+};
+
+const SERVER: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 1);
+
+fn ip(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(192, 168, 100, last)
+}
+
+/// One DUT network of the config: `interface` serves `first..=last` of
+/// 192.168.100.0/24 (same subnet and gateway for every network).
+struct Net {
+    interface: &'static str,
+    first: u8,
+    last: u8,
+}
+
+/// An exporter namespace running `dutnet load`, and its DUT namespaces.
+struct Lab {
+    topology: Topology,
+    exporter: Netns,
+    config: PathBuf,
+    networks: usize,
+    daemon: Option<Process>,
+    /// How many times dutnet was started (each run logs to its own file).
+    runs: usize,
+}
+
+impl Lab {
+    /// Writes the config for `networks`; nothing runs yet.
+    fn new(networks: &[Net]) -> Self {
+        prereq::require("dhclient", "isc-dhcp-client");
+        prereq::require("udhcpc", "udhcpc");
+        let mut topology = Topology::new();
+        let exporter = topology.netns("exporter");
+        let mut yaml = String::from("networks:\n");
+        for (i, net) in networks.iter().enumerate() {
+            yaml.push_str(&format!(
+                "  - name: net{i}\n    interface: {}\n    subnet: 192.168.100.0/24\n    gateway_ip: {SERVER}\n    nat_mode: disabled\n    lease_time: 1h\n    dhcp_range_start: {}\n    dhcp_range_end: {}\n",
+                net.interface,
+                ip(net.first),
+                ip(net.last)
+            ));
+        }
+        let config = topology.path("dutnet.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        Self {
+            topology,
+            exporter,
+            config,
+            networks: networks.len(),
+            daemon: None,
+            runs: 0,
+        }
+    }
+
+    /// One network serving `.first..=.last`, `clients` client NICs on a
+    /// switch, dutnet running.
+    fn one_network(first: u8, last: u8, clients: usize) -> (Self, Netns) {
+        let mut lab = Self::new(&[Net {
+            interface: "dn-dut1",
+            first,
+            last,
+        }]);
+        let sw = lab.switch("sw", "dn-dut1", clients);
+        lab.start();
+        (lab, sw)
+    }
+
+    /// A "switch" namespace `name`: bridge `br0` cabled to the exporter's
+    /// `exporter_if`, and `clients` DUT NICs `c0..` on it (veth pairs whose
+    /// other end is a bridge port), `c<i>` with MAC [`client_mac`]`(i)`.
+    /// Clients share the namespace; each binds to its own NIC.
+    fn switch(&mut self, name: &str, exporter_if: &str, clients: usize) -> Netns {
+        let ns = self.topology.netns(name);
+        self.topology
+            .veth((&self.exporter, exporter_if), (&ns, "uplink"));
+        let mut batch =
+            String::from("link add br0 type bridge\nlink set br0 up\nlink set uplink master br0\n");
+        for i in 0..clients {
+            let mac = client_mac(i).map(|b| format!("{b:02x}")).join(":");
+            batch.push_str(&format!(
+                "link add c{i} address {mac} type veth peer name p{i}\nlink set p{i} master br0 up\nlink set c{i} up\n"
+            ));
+        }
+        let file = self.topology.path(&format!("{name}.batch"));
+        std::fs::write(&file, batch).unwrap();
+        ns.ip(&format!("-batch {}", file.display()));
+        ns
+    }
+
+    /// Starts `dutnet load` (on the same state dir every time) and waits
+    /// until every network is up.
+    fn start(&mut self) {
+        assert!(self.daemon.is_none(), "dutnet already runs");
+        self.runs += 1;
+        let env = cli::env_with_state(&self.topology);
+        let bin = cli::binary();
+        self.daemon = Some(self.exporter.spawn(
+            &bin.to_string_lossy(),
+            &["load", &self.config.display().to_string()],
+            &env,
+            self.topology.path(&format!("dutnet-{}.log", self.runs)),
+        ));
+        let up = cmd::wait_for(Duration::from_secs(15), || {
+            (self.log().matches("network up").count() >= self.networks).then_some(())
+        });
+        assert!(up.is_some(), "dutnet did not come up:\n{}", self.log());
+    }
+
+    /// The current (or last) run's log.
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.topology.path(&format!("dutnet-{}.log", self.runs)))
+            .unwrap_or_default()
+    }
+
+    fn daemon(&mut self) -> &mut Process {
+        self.daemon.as_mut().expect("dutnet runs")
+    }
+
+    /// Stops dutnet with SIGTERM (`crash`: SIGKILL) and forgets it.
+    fn stop(&mut self, crash: bool) {
+        let mut daemon = self.daemon.take().expect("dutnet runs");
+        if crash {
+            daemon.kill9();
+        } else {
+            assert_eq!(daemon.terminate(), Some(0), "{}", self.log());
+        }
+    }
+
+    /// dhclient on `c<i>` of `switch`, its files named after both.
+    fn dhclient(&self, switch: &Netns, i: usize) -> Dhclient {
+        let name = format!("{}-c{i}", switch.name);
+        Dhclient::new(switch, &format!("c{i}"), &self.topology.dir, &name, "")
+    }
+
+    /// Runs `client` and returns the address it holds afterwards.
+    fn lease(&self, client: &Dhclient) -> Ipv4Addr {
+        self.run(client).1
+    }
+
+    fn run(&self, client: &Dhclient) -> (dutnet_tests::Output, Ipv4Addr) {
+        let out = client.run();
+        assert!(
+            out.success(),
+            "dhclient failed: {out:#?}\ndutnet log:\n{}",
+            self.log()
+        );
+        let address = client
+            .address()
+            .unwrap_or_else(|| panic!("no lease in:\n{}", client.leases()));
+        (out, address.parse().unwrap())
+    }
+
+    /// Runs a client that already holds a lease: it must REQUEST the address
+    /// it remembers (INIT-REBOOT), be ACKed, and never need a DISCOVER.
+    fn renew(&self, client: &Dhclient) -> Ipv4Addr {
+        let before = client.address();
+        let (out, address) = self.run(client);
+        assert_eq!(before, Some(address.to_string()), "{out:#?}");
+        assert!(
+            out.stderr.contains(&format!("DHCPREQUEST for {address}"))
+                && !out.stderr.contains("DHCPDISCOVER"),
+            "the client did not simply renew its address:\n{}",
+            out.stderr
+        );
+        address
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(mut daemon) = self.daemon.take() {
+            daemon.terminate();
+        }
+    }
+}
+
+/// A client that speaks DHCP from the test: a UDP socket on port 68 bound to
+/// the DUT NIC, broadcasting requests with the broadcast flag set (the DUT
+/// has no address to receive a unicast reply on).
+struct RawClient {
+    sock: UdpSocket,
+}
+
+impl RawClient {
+    fn open(ns: &Netns, iface: &str) -> Self {
+        let iface = iface.to_owned();
+        let sock = ns.enter(move || {
+            dutnet::dhcp::socket::bind_to_device(&iface, 68).expect("client socket on port 68")
+        });
+        sock.set_nonblocking(false).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        Self { sock }
+    }
+
+    fn send(&self, bytes: &[u8]) {
+        self.sock
+            .send_to(bytes, (Ipv4Addr::BROADCAST, 67))
+            .expect("send to port 67");
+    }
+
+    /// Every reply for `xid` that arrives within `wait`.
+    fn replies(&self, xid: u32, wait: Duration) -> Vec<Message> {
+        let deadline = Instant::now() + wait;
+        let mut buf = [0u8; 1500];
+        let mut replies = Vec::new();
+        while Instant::now() < deadline {
+            if let Ok((n, _)) = self.sock.recv_from(&mut buf)
+                && let Ok(msg) = Message::from_bytes(&buf[..n])
+                && msg.opcode() == Opcode::BootReply
+                && msg.xid() == xid
+            {
+                replies.push(msg);
+            }
+        }
+        replies
+    }
+
+    /// Sends `msg` and returns the first reply (of type `expect`) in 2 s.
+    fn exchange(&self, msg: &Message, expect: MessageType) -> Message {
+        self.send(&msg.to_vec().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if let Some(reply) = self
+                .replies(msg.xid(), Duration::from_millis(100))
+                .into_iter()
+                .next()
+            {
+                assert_eq!(reply.opts().msg_type(), Some(expect), "{reply:?}");
+                return reply;
+            }
+        }
+        panic!("no {expect:?} for {msg:?}");
+    }
+
+    /// DISCOVER then REQUEST: the address the server bound to `mac`.
+    fn lease(&self, mac: [u8; 6]) -> Ipv4Addr {
+        let offer = self.exchange(
+            &request(mac, MessageType::Discover, &[]),
+            MessageType::Offer,
+        );
+        let ack = self.exchange(
+            &request(
+                mac,
+                MessageType::Request,
+                &[
+                    DhcpOption::RequestedIpAddress(offer.yiaddr()),
+                    DhcpOption::ServerIdentifier(SERVER),
+                ],
+            ),
+            MessageType::Ack,
+        );
+        assert_eq!(ack.yiaddr(), offer.yiaddr());
+        ack.yiaddr()
+    }
+}
+
+/// A client message from `mac` with a fresh xid and the broadcast flag.
+fn request(mac: [u8; 6], kind: MessageType, options: &[DhcpOption]) -> Message {
+    let mut msg = Message::new(
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        &mac,
+    );
+    msg.set_flags(Flags::default().set_broadcast());
+    msg.opts_mut().insert(DhcpOption::MessageType(kind));
+    for option in options {
+        msg.opts_mut().insert(option.clone());
+    }
+    msg
+}
+
+/// The MAC of client NIC `c<i>`.
+fn client_mac(i: usize) -> [u8; 6] {
+    let [hi, lo] = u16::try_from(i).unwrap().to_be_bytes();
+    [0x02, 0, 0, 0x01, hi, lo]
+}
+
+/// A MAC no NIC has, for the raw client.
+fn raw_mac(n: u8) -> [u8; 6] {
+    [0x02, 0, 0, 0x09, 0, n]
+}
+
+/// Waits up to `limit` for a line `<event> <iface> <ip>` in a udhcpc
+/// script's record; returns the address.
+fn udhcpc_event(
+    record: &std::path::Path,
+    event: &str,
+    iface: &str,
+    limit: Duration,
+) -> Option<Ipv4Addr> {
+    cmd::wait_for(limit, || {
+        let text = std::fs::read_to_string(record).unwrap_or_default();
+        text.lines().find_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next() == Some(event) && words.next() == Some(iface))
+                .then(|| words.next().and_then(|a| a.parse().ok()))
+                .flatten()
+        })
+    })
+}
+
+#[test]
+fn renew_keeps_the_address_and_release_frees_it() {
+    let (lab, sw) = Lab::one_network(100, 110, 3);
+
+    // dhclient leases, then REQUESTs the address it remembers.
+    let a = lab.dhclient(&sw, 0);
+    assert_eq!(lab.lease(&a), ip(100));
+    assert_eq!(lab.renew(&a), ip(100));
+
+    // udhcpc renews for real on SIGUSR1 (RENEWING: a unicast REQUEST from
+    // its address, which its script puts on the NIC).
+    let record = lab.topology.path("udhcpc.events");
+    let script = lab.topology.path("udhcpc.sh");
+    clients::udhcpc_script(&script, &record, true);
+    let mut udhcpc = sw.spawn(
+        "udhcpc",
+        &[
+            "-i",
+            "c1",
+            "-f",
+            "-t",
+            "5",
+            "-T",
+            "1",
+            "-s",
+            &script.display().to_string(),
+        ],
+        &[],
+        lab.topology.path("udhcpc.log"),
+    );
+    let bound = udhcpc_event(&record, "bound", "c1", Duration::from_secs(10));
+    assert_eq!(bound, Some(ip(101)), "{}\n{}", udhcpc.log(), lab.log());
+    // SAFETY: kill with the PID of the udhcpc this test started.
+    unsafe { libc::kill(udhcpc.pid(), libc::SIGUSR1) };
+    let renewed = udhcpc_event(&record, "renew", "c1", Duration::from_secs(10));
+    assert_eq!(renewed, Some(ip(101)), "{}\n{}", udhcpc.log(), lab.log());
+    // Without -R, udhcpc exits without releasing.
+    udhcpc.terminate();
+
+    // RELEASE frees .100: the next new client (new MAC, no lease file) gets
+    // it, not .102.
+    let out = a.release();
+    assert!(out.success(), "dhclient -r failed: {out:#?}");
+    let c = lab.dhclient(&sw, 2);
+    assert_eq!(lab.lease(&c), ip(100), "{}", lab.log());
+}
+
+#[test]
+fn a_declined_address_is_not_offered_again() {
+    let (lab, sw) = Lab::one_network(100, 110, 2);
+    let raw = RawClient::open(&sw, "c0");
+    let declined = raw.lease(raw_mac(1));
+    assert_eq!(declined, ip(100));
+    let decline = request(
+        raw_mac(1),
+        MessageType::Decline,
+        &[
+            DhcpOption::RequestedIpAddress(declined),
+            DhcpOption::ServerIdentifier(SERVER),
+        ],
+    );
+    raw.send(&decline.to_vec().unwrap());
+    let discover = request(raw_mac(1), MessageType::Discover, &[]);
+    let offer = raw.exchange(&discover, MessageType::Offer);
+    assert_eq!(offer.yiaddr(), ip(101), "{}", lab.log());
+    // Quarantined for everyone: a real client gets neither .100 nor the
+    // address just offered.
+    let client = lab.dhclient(&sw, 1);
+    assert_eq!(lab.lease(&client), ip(102), "{}", lab.log());
+}
+
+#[test]
+fn leases_survive_sigterm_and_sigkill() {
+    let (mut lab, sw) = Lab::one_network(100, 120, 5);
+    let mut held: Vec<(Dhclient, Ipv4Addr)> = Vec::new();
+    for i in 0..3 {
+        let client = lab.dhclient(&sw, i);
+        let address = lab.lease(&client);
+        held.push((client, address));
+    }
+    assert_eq!(
+        held.iter().map(|(_, a)| *a).collect::<Vec<_>>(),
+        [ip(100), ip(101), ip(102)]
+    );
+    for (crash, newcomer) in [(false, 3), (true, 4)] {
+        lab.stop(crash);
+        lab.start();
+        if crash {
+            assert!(
+                lab.log()
+                    .contains("did not exit cleanly; undoing what it left"),
+                "{}",
+                lab.log()
+            );
+        }
+        // A new client first: had the leases been lost, it would get .100.
+        let client = lab.dhclient(&sw, newcomer);
+        let address = lab.lease(&client);
+        assert!(
+            held.iter().all(|(_, a)| *a != address),
+            "{address} handed out twice after a restart (crash: {crash})\n{}",
+            lab.log()
+        );
+        assert_eq!(address, ip(100 + newcomer as u8));
+        for (client, address) in &held {
+            assert_eq!(lab.renew(client), *address, "crash: {crash}");
+        }
+        held.push((client, address));
+    }
+}
+
+#[test]
+fn two_hundred_clients_on_one_bridge_get_unique_addresses_within_30s() {
+    const CLIENTS: usize = 200;
+    let (lab, sw) = Lab::one_network(10, 250, CLIENTS);
+    let record = lab.topology.path("udhcpc.events");
+    let script = lab.topology.path("udhcpc.sh");
+    clients::udhcpc_script(&script, &record, false);
+    let started = Instant::now();
+    let out = cmd::run(
+        sw.command(
+            "sh",
+            &[
+                "-c",
+                &format!(
+                    "for i in $(seq 0 {}); do udhcpc -i c$i -n -q -f -t 10 -T 2 -s {} >/dev/null 2>&1 & done; wait",
+                    CLIENTS - 1,
+                    script.display()
+                ),
+            ],
+        ),
+        Duration::from_secs(45),
+    );
+    let elapsed = started.elapsed();
+    assert!(out.success(), "{out:#?}");
+    let text = std::fs::read_to_string(&record).unwrap_or_default();
+    let bound: Vec<(String, Ipv4Addr)> = text
+        .lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (w.len() == 3 && w[0] == "bound").then(|| (w[1].to_owned(), w[2].parse().unwrap()))
+        })
+        .collect();
+    let interfaces: BTreeSet<&String> = bound.iter().map(|(i, _)| i).collect();
+    let addresses: BTreeSet<Ipv4Addr> = bound.iter().map(|(_, a)| *a).collect();
+    assert_eq!(
+        interfaces.len(),
+        CLIENTS,
+        "not every client got a lease:\n{text}"
+    );
+    assert_eq!(bound.len(), CLIENTS, "{text}");
+    assert_eq!(
+        addresses.len(),
+        CLIENTS,
+        "an address was handed out twice:\n{text}"
+    );
+    assert!(
+        addresses.iter().all(|a| (ip(10)..=ip(250)).contains(a)),
+        "{addresses:?}"
+    );
+    assert!(
+        elapsed <= Duration::from_secs(30),
+        "{CLIENTS} leases took {elapsed:?}"
+    );
+    eprintln!("{CLIENTS} leases in {elapsed:?}");
+}
+
+#[test]
+fn an_exhausted_range_gives_no_offer_and_one_warning() {
+    let (lab, sw) = Lab::one_network(100, 101, 2);
+    let raw = RawClient::open(&sw, "c0");
+    assert_eq!(raw.lease(raw_mac(1)), ip(100));
+    assert_eq!(raw.lease(raw_mac(2)), ip(101));
+    let record = lab.topology.path("udhcpc.events");
+    let script = lab.topology.path("udhcpc.sh");
+    clients::udhcpc_script(&script, &record, false);
+    // Three DISCOVERs, one second apart, then give up.
+    let out = sw.exec(
+        "udhcpc",
+        &[
+            "-i",
+            "c1",
+            "-n",
+            "-q",
+            "-f",
+            "-t",
+            "3",
+            "-T",
+            "1",
+            "-s",
+            &script.display().to_string(),
+        ],
+    );
+    assert!(
+        !out.success(),
+        "udhcpc got a lease from a full range: {out:#?}"
+    );
+    assert_eq!(std::fs::read_to_string(&record).unwrap_or_default(), "");
+    assert_eq!(
+        out.stderr.matches("broadcasting discover").count(),
+        3,
+        "{out:#?}"
+    );
+    // The server heard all three; it warned once and noted the rest at debug.
+    let log = lab.log();
+    assert_eq!(log.matches("DHCP range exhausted").count(), 1, "{log}");
+    assert_eq!(
+        log.matches("DHCP range still exhausted").count(),
+        2,
+        "{log}"
+    );
+}
+
+#[test]
+fn two_networks_with_the_same_subnet_each_answer_only_their_own_clients() {
+    let mut lab = Lab::new(&[
+        Net {
+            interface: "dn-dut1",
+            first: 100,
+            last: 110,
+        },
+        Net {
+            interface: "dn-dut2",
+            first: 200,
+            last: 210,
+        },
+    ]);
+    let sw1 = lab.switch("sw1", "dn-dut1", 2);
+    let sw2 = lab.switch("sw2", "dn-dut2", 2);
+    lab.start();
+    assert_eq!(lab.lease(&lab.dhclient(&sw1, 0)), ip(100));
+    assert_eq!(lab.lease(&lab.dhclient(&sw2, 0)), ip(200));
+    // The same MAC on both networks: each hears one OFFER, from its own
+    // network's range.
+    for (sw, expected) in [(&sw1, ip(101)), (&sw2, ip(201))] {
+        let raw = RawClient::open(sw, "c1");
+        let discover = request(raw_mac(1), MessageType::Discover, &[]);
+        raw.send(&discover.to_vec().unwrap());
+        let offers: Vec<Ipv4Addr> = raw
+            .replies(discover.xid(), Duration::from_secs(1))
+            .iter()
+            .map(Message::yiaddr)
+            .collect();
+        assert_eq!(offers, [expected], "on {}", sw.name);
+    }
+}
+
+#[test]
+fn malformed_packets_are_dropped_and_counted_while_clients_get_leases() {
+    let (mut lab, sw) = Lab::one_network(100, 110, 2);
+    let raw = RawClient::open(&sw, "c0");
+    let good = request(raw_mac(1), MessageType::Discover, &[])
+        .to_vec()
+        .unwrap();
+    let with = |edit: &dyn Fn(&mut Vec<u8>)| {
+        let mut bytes = good.clone();
+        edit(&mut bytes);
+        bytes
+    };
+    // Each would be a DISCOVER but for one defect; the log names the reason.
+    let malformed: [(&str, Vec<u8>); 5] = [
+        ("Truncated", good[..100].to_vec()),
+        ("NotBootRequest", with(&|b| b[0] = 2)),
+        ("BadMagicCookie", with(&|b| b[236] = 0)),
+        // Option 61 claims 200 bytes, 3 follow.
+        (
+            "BadOption",
+            with(&|b| {
+                b.truncate(240);
+                b.extend_from_slice(&[53, 1, 1, 61, 200, 1, 2, 3]);
+            }),
+        ),
+        // A well-formed DISCOVER padded to 9000 bytes (IP fragments).
+        ("Oversized", with(&|b| b.resize(9000, 0))),
+    ];
+    for (reason, bytes) in &malformed {
+        raw.send(bytes);
+        let answered = cmd::wait_for(Duration::from_millis(500), || {
+            let mut buf = [0u8; 1500];
+            raw.sock.recv_from(&mut buf).ok().map(|(n, _)| n)
+        });
+        assert_eq!(answered, None, "{reason}: the server answered");
+    }
+    let log_lines = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("dropping malformed DHCP packet"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let dropped = cmd::wait_for(Duration::from_secs(5), || {
+        let lines = log_lines(&lab.log());
+        (lines.len() >= malformed.len()).then_some(lines)
+    })
+    .unwrap_or_else(|| log_lines(&lab.log()));
+    assert_eq!(dropped.len(), malformed.len(), "{}", lab.log());
+    for ((reason, _), line) in malformed.iter().zip(&dropped) {
+        assert!(line.contains(reason), "expected {reason} in `{line}`");
+    }
+    assert!(lab.daemon().is_running());
+    let offer = raw.exchange(
+        &request(raw_mac(1), MessageType::Discover, &[]),
+        MessageType::Offer,
+    );
+    assert_eq!(offer.yiaddr(), ip(100));
+    let client = lab.dhclient(&sw, 1);
+    assert_eq!(lab.lease(&client), ip(101), "{}", lab.log());
+}
