@@ -64,7 +64,8 @@ pub fn run_on(program: BorrowedFd<'_>, frame: &[u8], ifindex: u32) -> std::io::R
         data_in: frame.as_ptr() as u64,
         data_out: out.as_mut_ptr() as u64,
         repeat: 1,
-        ctx_size_in: u32::try_from(std::mem::size_of::<SkbContext>()).map_err(std::io::Error::other)?,
+        ctx_size_in: u32::try_from(std::mem::size_of::<SkbContext>())
+            .map_err(std::io::Error::other)?,
         ctx_in: (&raw const ctx) as u64,
         ..TestRunAttr::default()
     };
