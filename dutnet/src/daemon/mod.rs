@@ -19,10 +19,11 @@ pub use self::{
     takeover::{TakeoverError, gateway_address},
 };
 use crate::{
-    config::{LoadedConfig, Network},
+    config::{LoadedConfig, NatMode, Network},
     datapath::{
         Datapath as _,
         ebpf::{EbpfDatapath, EbpfError},
+        nft::{self, NftError},
         ports::{self, PortPlan, PortPlanError},
     },
     dhcp::{DhcpConfig, DhcpError, DhcpServer, StaticLease},
@@ -47,6 +48,8 @@ pub enum DaemonError {
     Datapath(#[from] EbpfError),
     #[error(transparent)]
     Takeover(#[from] TakeoverError),
+    #[error(transparent)]
+    Nft(#[from] NftError),
     #[error("cannot choose the NAT port range: {0}")]
     Ports(#[from] PortPlanError),
     #[error("network `{network}`: {message}")]
@@ -215,7 +218,9 @@ impl Daemon {
         let pin_dir = self.paths.pin_dir();
         self.journal
             .record("", UndoStep::PinDir { path: pin_dir })?;
-        self.ports = Some(ports::plan_for_host()?);
+        let ports = ports::plan_for_host()?;
+        self.install_fallback_rules(&ports).await?;
+        self.ports = Some(ports);
         let flow_capacity = self
             .networks
             .iter()
@@ -225,6 +230,36 @@ impl Daemon {
         for index in 0..self.networks.len() {
             self.reconcile(index).await?;
         }
+        Ok(())
+    }
+
+    /// Installs the nftables rules for what the fast path leaves to the
+    /// kernel. They name interfaces, so they hold across re-plugs.
+    async fn install_fallback_rules(&mut self, ports: &PortPlan) -> Result<(), DaemonError> {
+        let mut networks = Vec::new();
+        for net in &self.networks {
+            // A configured upstream is used by name (it may appear later);
+            // the default route's is resolved now.
+            let upstream = match &net.config.upstream_interface {
+                Some(name) if net.config.nat_mode != NatMode::Disabled => Some(name.clone()),
+                _ => takeover::resolve_upstream(&net.config, &self.netlink)
+                    .await
+                    .map_err(|message| DaemonError::Nat {
+                        network: net.config.name.clone(),
+                        message,
+                    })?
+                    .map(|link| link.name),
+            };
+            networks.push(nat::fallback_network(&net.config, upstream));
+        }
+        self.journal.record(
+            "",
+            UndoStep::NftTable {
+                table: nft::TABLE.to_owned(),
+            },
+        )?;
+        nft::replace_table(&nft::ruleset(&networks, &ports.fallback))?;
+        info!(table = nft::TABLE, "fallback nftables rules installed");
         Ok(())
     }
 

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use crate::{
     config::{NatMode, Network},
-    datapath::{DutNetwork, NatPlan, expiry::FlowTimeouts, ports::PortPlan},
+    datapath::{DutNetwork, NatPlan, expiry::FlowTimeouts, nft::FallbackNetwork, ports::PortPlan},
     netlink::{Link, Netlink},
 };
 
@@ -65,4 +65,15 @@ pub async fn dut_network(
         subnet: network.subnet,
         nat,
     })
+}
+
+/// The fallback rules' view of `network`, whose upstream (`None` when NAT is
+/// disabled) was resolved by the caller.
+pub fn fallback_network(network: &Network, upstream: Option<String>) -> FallbackNetwork {
+    FallbackNetwork {
+        name: network.name.clone(),
+        dut_interface: network.interface.clone(),
+        subnet: network.subnet,
+        upstream_interface: upstream,
+    }
 }

@@ -2,6 +2,7 @@
 use tracing::{info, warn};
 
 use crate::{
+    datapath::nft,
     host::{
         journal::{Entry, UndoStep},
         netmgr, sysctl,
@@ -65,6 +66,10 @@ async fn undo_step(step: &UndoStep, netlink: &Netlink) -> Result<(), String> {
         UndoStep::NmManaged { interface } => {
             netmgr::set_managed(interface, true);
             info!(%interface, "handed back to NetworkManager");
+        }
+        UndoStep::NftTable { table } => {
+            nft::delete_table().map_err(|e| e.to_string())?;
+            info!(%table, "nftables table deleted");
         }
         UndoStep::PinDir { path } => match std::fs::remove_dir_all(path) {
             Ok(()) => info!(path = %path.display(), "pins removed"),

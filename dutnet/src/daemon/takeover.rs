@@ -158,7 +158,7 @@ fn set_sysctl(journal: &mut Journal, network: &str, key: &str, value: &str) -> R
 
 /// The configured upstream, or the default route's interface. None when NAT
 /// is disabled (nothing is forwarded).
-async fn resolve_upstream(net: &Network, netlink: &Netlink) -> Result<Option<Link>, String> {
+pub async fn resolve_upstream(net: &Network, netlink: &Netlink) -> Result<Option<Link>, String> {
     if net.nat_mode == NatMode::Disabled {
         return Ok(None);
     }

@@ -5,6 +5,7 @@
 //! `detach` undoes exactly what `attach` did.
 pub mod ebpf;
 pub mod expiry;
+pub mod nft;
 pub mod ports;
 
 use std::{net::Ipv4Addr, ops::RangeInclusive};

@@ -33,6 +33,8 @@ pub enum UndoStep {
     NmManaged { interface: String },
     /// Remove dutnet's bpffs pin directory.
     PinDir { path: PathBuf },
+    /// Delete dutnet's nftables table.
+    NftTable { table: String },
 }
 
 impl UndoStep {
@@ -45,6 +47,7 @@ impl UndoStep {
             Self::Sysctl { key, .. } => format!("sysctl:{key}"),
             Self::NmManaged { interface } => format!("nm:{interface}"),
             Self::PinDir { path } => format!("pins:{}", path.display()),
+            Self::NftTable { table } => format!("nft:{table}"),
         }
     }
 }
