@@ -87,7 +87,7 @@ pub fn run(args: &Args) -> Result<()> {
     for line in daemon.log().lines().filter(|l| l.contains("network up")) {
         eprintln!(
             "    {}",
-            line.split("network up").next().unwrap_or(line).trim()
+            line.split("network up").nth(1).unwrap_or(line).trim()
         );
     }
 
@@ -95,6 +95,7 @@ pub fn run(args: &Args) -> Result<()> {
     for dut in &duts {
         let leased = dhcp_lease(&lab, dut)?;
         dut.ip(&format!("addr add {leased}/24 dev eth0"));
+        dut.ip("route add default via 192.168.100.1");
         eprintln!(
             "    {} got {leased} from its own network's DHCP server",
             dut.name
@@ -119,10 +120,31 @@ pub fn run(args: &Args) -> Result<()> {
         }
     }
 
+    step("both DUTs (same address!) ping the LAN host 10.99.0.1 at once, through NAT");
+    eprintln!("    the LAN host has no route to 192.168.100.0/24: replies find their DUT by flow");
+    let pings: Vec<_> = duts
+        .iter()
+        .map(|dut| {
+            let mut ping = dut.command("ping", &["-c", "3", "-i", "0.2", "-W", "1", "10.99.0.1"]);
+            ping.stdout(std::process::Stdio::piped());
+            (dut.name.clone(), ping.spawn())
+        })
+        .collect();
+    for (name, ping) in pings {
+        let output = ping?.wait_with_output()?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let summary = stdout
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .unwrap_or("no answer");
+        eprintln!("    {name}: {summary}");
+    }
+
     let limit = args.seconds.map(Duration::from_secs);
     let started = Instant::now();
     while !stop.load(Ordering::Relaxed) && limit.is_none_or(|l| started.elapsed() < l) {
         for dut in &duts {
+            dut.exec("ping", &["-c", "1", "-W", "1", "10.99.0.1"]);
             dut.exec(
                 "dig",
                 &[
