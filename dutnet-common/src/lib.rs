@@ -39,4 +39,8 @@ pub mod maps {
     /// the network address (`u32`, network order); value: the DUT ifindex the
     /// drops are counted against (`u32`, host order).
     pub const DUT_SUBNETS: &str = "DUT_SUBNETS";
+    /// Hash: [`crate::nat::PrivateKey`] -> [`crate::nat::Mapping`].
+    pub const NAT_1TO1_OUT: &str = "NAT_1TO1_OUT";
+    /// Hash: public address (`u32`, network order) -> [`crate::nat::Mapping`].
+    pub const NAT_1TO1_IN: &str = "NAT_1TO1_IN";
 }

@@ -106,7 +106,33 @@ pub struct FlowEntry {
     pub _pad: [u8; 4],
 }
 
+/// A 1:1 mapping: value of `NAT_1TO1_OUT` (keyed by [`PrivateKey`]) and of
+/// `NAT_1TO1_IN` (keyed by `public_addr`, a network-order `u32`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Mapping {
+    /// The DUT's address on its DUT NIC (network order).
+    pub private_addr: u32,
+    /// The address it has upstream (network order).
+    pub public_addr: u32,
+    /// The DUT NIC (host order).
+    pub dut_ifindex: u32,
+}
+
+/// Key of `NAT_1TO1_OUT`: the DUT NIC and the DUT's address on it (DUT NICs
+/// may share a subnet, so the address alone is ambiguous).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PrivateKey {
+    /// Host order.
+    pub dut_ifindex: u32,
+    /// Network order.
+    pub private_addr: u32,
+}
+
 const _: () = assert!(core::mem::size_of::<DutConfig>() == 28);
+const _: () = assert!(core::mem::size_of::<Mapping>() == 12);
+const _: () = assert!(core::mem::size_of::<PrivateKey>() == 8);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 20);
 const _: () = assert!(core::mem::size_of::<FlowEntry>() == 56);
 
@@ -120,3 +146,9 @@ unsafe impl aya::Pod for FlowKey {}
 // SAFETY: as above.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for FlowEntry {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Mapping {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for PrivateKey {}

@@ -14,6 +14,7 @@ use crate::{
     conntrack, forward,
     icmp_error::{self, QuotedSide},
     maps::DUT_SUBNETS,
+    one_to_one,
     parse::{self, IP_DST_OFF, IP_OFF, Ipv4},
     rewrite::{self, Ipv4Rewrite, L4Check},
     stats::{self, Direction},
@@ -34,6 +35,11 @@ pub fn handle(ctx: &TcContext) -> Verdict {
     let Ok(l4) = parse::l4_head(ctx, &ip, Ipv4::L4_OFF) else {
         return Verdict::Pass;
     };
+    if let Some(mapping) = one_to_one::of_public(ip.dst) {
+        let icmp = (ip.protocol == protocol::ICMP).then_some(l4[0]);
+        let icmp_check = u16::from_ne_bytes([l4[2], l4[3]]);
+        return one_to_one::inbound(ctx, &ip, icmp, icmp_check, &mapping);
+    }
     let (sport, dport, tcp_flags) = match ip.protocol {
         protocol::ICMP if l4[0] == ICMP_ECHO_REPLY => (0, parse::port(&l4, 4), 0),
         protocol::ICMP if icmp_error::is_error(l4[0]) => return error_to_dut(ctx, &ip, &l4),

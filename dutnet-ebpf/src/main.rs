@@ -12,6 +12,7 @@ mod forward;
 mod icmp_error;
 mod inbound;
 mod maps;
+mod one_to_one;
 mod outbound;
 mod parse;
 mod rewrite;

@@ -5,7 +5,7 @@ use aya_ebpf::{
     maps::{HashMap, LpmTrie, PerCpuHashMap},
 };
 use dutnet_common::{
-    nat::{DutConfig, FlowEntry, FlowKey},
+    nat::{DutConfig, FlowEntry, FlowKey, Mapping, PrivateKey},
     stats::{IfaceCounters, MAX_INTERFACES},
 };
 
@@ -33,3 +33,11 @@ pub static NAT_FLOWS: HashMap<FlowKey, FlowEntry> = HashMap::pinned(2 * 65536, 0
 #[map(name = "DUT_SUBNETS")]
 pub static DUT_SUBNETS: LpmTrie<u32, u32> =
     LpmTrie::pinned(MAX_INTERFACES, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+
+/// 1:1 mappings by DUT NIC and private address (outbound).
+#[map(name = "NAT_1TO1_OUT")]
+pub static NAT_1TO1_OUT: HashMap<PrivateKey, Mapping> = HashMap::pinned(65536, 0);
+
+/// 1:1 mappings by public address (inbound).
+#[map(name = "NAT_1TO1_IN")]
+pub static NAT_1TO1_IN: HashMap<u32, Mapping> = HashMap::pinned(65536, 0);

@@ -3,15 +3,16 @@
 //! NIC, bypassing the kernel's forwarding path and netfilter.
 use aya_ebpf::programs::TcContext;
 use dutnet_common::{
-    nat::{DutConfig, FlowEntry, FlowKey, mode, protocol},
+    nat::{DutConfig, FlowEntry, FlowKey, Mapping, mode, protocol},
     stats::{drop, punt},
 };
 
 use crate::{
     conntrack::{self, Macs},
     forward::{self, Route},
-    icmp_error::{self, QuotedSide},
+    icmp_error::{self, Quoted, QuotedSide},
     maps::DUT_CONFIG,
+    one_to_one,
     parse::{self, IP_OFF, IP_SRC_OFF, Ipv4, NotIpv4},
     rewrite::{self, Ipv4Rewrite, L4Check},
     stats::{self, Direction},
@@ -61,6 +62,13 @@ pub fn handle(ctx: &TcContext) -> Verdict {
         protocol::ICMP if icmp_error::is_error(l4[0]) => {
             return error_from_dut(ctx, ifindex, &cfg, &ip, &l4);
         }
+        // Echo replies and the like from a 1:1 DUT (the LAN pinged it).
+        protocol::ICMP
+            if cfg.nat_mode == mode::ONE_TO_ONE
+                && one_to_one::of_private(ifindex, ip.src).is_some() =>
+        {
+            (0, 0, 0)
+        }
         protocol::ICMP => return verdict::punted(ifindex, punt::PROTOCOL),
         protocol::TCP => {
             if usize::from(ip.total_len) < ip.header_len + 20 {
@@ -81,6 +89,11 @@ pub fn handle(ctx: &TcContext) -> Verdict {
         Ok(hop) => hop,
         Err(verdict) => return verdict,
     };
+    if cfg.nat_mode == mode::ONE_TO_ONE
+        && let Some(mapping) = one_to_one::of_private(ifindex, ip.src)
+    {
+        return one_to_one::outbound(ctx, &ip, &mapping, out_ifindex, next_hop);
+    }
     let key = FlowKey {
         ifindex,
         src_addr: ip.src,
@@ -193,6 +206,12 @@ fn error_from_dut(
     let Some(quoted) = icmp_error::quoted(ctx, ip, Ipv4::L4_OFF) else {
         return verdict::punted(ifindex, punt::PROTOCOL);
     };
+    if cfg.nat_mode == mode::ONE_TO_ONE
+        && let Some(mapping) = one_to_one::of_private(ifindex, quoted.dst)
+        && quoted.dst == ip.src
+    {
+        return static_error_from_dut(ctx, ifindex, cfg, ip, l4, &quoted, &mapping);
+    }
     // The quoted reply went remote -> DUT; its flow's outbound key is the
     // reverse.
     let key = FlowKey {
@@ -228,6 +247,45 @@ fn error_from_dut(
     .and_then(|()| {
         let mut header = Ipv4Rewrite::new(ip);
         header.address(ctx, IP_OFF + IP_SRC_OFF, ip.src, entry.rewrite_addr, None)?;
+        header.decrement_ttl(ctx, ip)?;
+        header.finish(ctx)
+    });
+    if result.is_err() {
+        return verdict::dropped(ifindex, drop::MALFORMED);
+    }
+    stats::count(ifindex, Direction::NatOut, ctx.len());
+    Verdict::Redirect(forward::to_next_hop(out_ifindex, next_hop))
+}
+
+/// An ICMP error a 1:1-mapped DUT sends: the quoted packet's destination and
+/// the outer source become the public address.
+#[inline(always)]
+fn static_error_from_dut(
+    ctx: &TcContext,
+    ifindex: u32,
+    cfg: &DutConfig,
+    ip: &Ipv4,
+    l4: &[u8; 8],
+    quoted: &Quoted,
+    mapping: &Mapping,
+) -> Verdict {
+    let (out_ifindex, next_hop) = match upstream_route(ctx, cfg, ip, ifindex, 0, 0) {
+        Ok(hop) => hop,
+        Err(verdict) => return verdict,
+    };
+    let icmp_check = u16::from_ne_bytes([l4[2], l4[3]]);
+    let result = icmp_error::translate_quoted(
+        ctx,
+        quoted,
+        QuotedSide::Destination,
+        mapping.public_addr,
+        quoted.dport,
+        icmp_check,
+    )
+    .and_then(|icmp_check| ctx.store(Ipv4::L4_OFF + 2, &icmp_check, 0))
+    .and_then(|()| {
+        let mut header = Ipv4Rewrite::new(ip);
+        header.address(ctx, IP_OFF + IP_SRC_OFF, ip.src, mapping.public_addr, None)?;
         header.decrement_ttl(ctx, ip)?;
         header.finish(ctx)
     });

@@ -239,6 +239,7 @@ fn test_run_counts_a_frame_and_passes_it_unchanged() {
                 gateway: Ipv4Addr::new(192, 168, 100, 1),
                 subnet: "192.168.100.0/24".parse().unwrap(),
                 nat: NatPlan::Disabled,
+                public: Vec::new(),
             })
             .unwrap();
         let frame = frames::udp(

@@ -68,6 +68,7 @@ fn network(iface: &str) -> DutNetwork {
             external: EXTERNAL,
             ports: NAT_PORTS,
         },
+        public: Vec::new(),
     }
 }
 

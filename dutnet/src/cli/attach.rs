@@ -22,6 +22,7 @@ pub fn run(args: &Args) -> Result<()> {
             gateway: std::net::Ipv4Addr::UNSPECIFIED,
             subnet: ipnet::Ipv4Net::default(),
             nat: NatPlan::Disabled,
+            public: Vec::new(),
         };
         if let Err(e) = datapath.attach(&counting_only) {
             // Leave nothing behind on the interfaces that did attach.

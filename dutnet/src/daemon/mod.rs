@@ -305,6 +305,17 @@ impl Daemon {
                     network: net.config.name.clone(),
                     message,
                 })?;
+            nat::add_public_aliases(
+                &net.config,
+                taken.upstream.as_ref(),
+                &self.netlink,
+                &mut self.journal,
+            )
+            .await
+            .map_err(|message| DaemonError::Nat {
+                network: net.config.name.clone(),
+                message,
+            })?;
             // The old interface's links vanished with it.
             let _ = datapath.detach(&net.config.interface);
             datapath.attach(&plan)?;

@@ -1,9 +1,15 @@
 //! From a network's configuration to what the datapath does for it.
 use std::time::Duration;
 
+use ipnet::Ipv4Net;
+
 use crate::{
     config::{NatMode, Network},
-    datapath::{DutNetwork, NatPlan, expiry::FlowTimeouts, nft::FallbackNetwork, ports::PortPlan},
+    datapath::{
+        DutNetwork, NatPlan, PublicAddress, expiry::FlowTimeouts, nft::FallbackNetwork,
+        ports::PortPlan,
+    },
+    host::journal::{Journal, UndoStep},
     netlink::{Link, Netlink},
 };
 
@@ -63,8 +69,81 @@ pub async fn dut_network(
         iface: network.interface.clone(),
         gateway: network.gateway_ip,
         subnet: network.subnet,
+        public: public_addresses(network),
         nat,
     })
+}
+
+/// The 1:1 mappings of `network` (none unless `nat_mode: 1to1`).
+pub fn public_addresses(network: &Network) -> Vec<PublicAddress> {
+    if network.nat_mode != NatMode::OneToOne {
+        return Vec::new();
+    }
+    network
+        .addresses
+        .iter()
+        .filter_map(|a| {
+            a.public_ip.map(|public| PublicAddress {
+                private: a.ip,
+                public,
+            })
+        })
+        .collect()
+}
+
+/// Puts every public address of `network` on its public interface (the
+/// upstream unless `public_interface` says otherwise), so the exporter
+/// answers ARP for it, with the prefix of that interface's own address (a
+/// guessed /24 would install a bogus route). Idempotent; an address that
+/// was there before dutnet is left there at exit.
+pub async fn add_public_aliases(
+    network: &Network,
+    upstream: Option<&Link>,
+    netlink: &Netlink,
+    journal: &mut Journal,
+) -> Result<(), String> {
+    let public = public_addresses(network);
+    if public.is_empty() {
+        return Ok(());
+    }
+    let link = match (&network.public_interface, upstream) {
+        (Some(name), _) => netlink
+            .link_by_name(name)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("public_interface `{name}` does not exist"))?,
+        (None, Some(upstream)) => upstream.clone(),
+        (None, None) => return Err("1:1 NAT needs an upstream interface".to_owned()),
+    };
+    let present = netlink
+        .ipv4_addresses(link.index)
+        .await
+        .map_err(|e| e.to_string())?;
+    for p in public {
+        if present.iter().any(|a| a.addr() == p.public) {
+            continue;
+        }
+        let prefix = present
+            .iter()
+            .find(|a| a.contains(&p.public))
+            .map_or(32, Ipv4Net::prefix_len);
+        let alias = Ipv4Net::new(p.public, prefix).map_err(|e| e.to_string())?;
+        journal
+            .record(
+                &network.name,
+                UndoStep::AddressAlias {
+                    interface: link.name.clone(),
+                    address: alias,
+                },
+            )
+            .map_err(|e| e.to_string())?;
+        netlink
+            .add_address(link.index, alias)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(network = %network.name, interface = %link.name, address = %alias, private = %p.private, "public address added");
+    }
+    Ok(())
 }
 
 /// The fallback rules' view of `network`, whose upstream (`None` when NAT is
@@ -75,5 +154,6 @@ pub fn fallback_network(network: &Network, upstream: Option<String>) -> Fallback
         dut_interface: network.interface.clone(),
         subnet: network.subnet,
         upstream_interface: upstream,
+        public: public_addresses(network),
     }
 }

@@ -67,6 +67,20 @@ async fn undo_step(step: &UndoStep, netlink: &Netlink) -> Result<(), String> {
             netmgr::set_managed(interface, true);
             info!(%interface, "handed back to NetworkManager");
         }
+        UndoStep::AddressAlias { interface, address } => {
+            let Some(link) = netlink
+                .link_by_name(interface)
+                .await
+                .map_err(|e| e.to_string())?
+            else {
+                return Ok(());
+            };
+            netlink
+                .remove_address(link.index, *address)
+                .await
+                .map_err(|e| e.to_string())?;
+            info!(%interface, %address, "public address removed");
+        }
         UndoStep::NftTable { table } => {
             nft::delete_table().map_err(|e| e.to_string())?;
             info!(%table, "nftables table deleted");

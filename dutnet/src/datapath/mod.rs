@@ -33,6 +33,16 @@ pub struct DutNetwork {
     pub gateway: Ipv4Addr,
     pub subnet: Ipv4Net,
     pub nat: NatPlan,
+    /// DUTs with a public address of their own (1:1 NAT); the others are
+    /// masqueraded.
+    pub public: Vec<PublicAddress>,
+}
+
+/// A DUT reachable at its own public address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PublicAddress {
+    pub private: Ipv4Addr,
+    pub public: Ipv4Addr,
 }
 
 /// How a DUT network reaches the world.

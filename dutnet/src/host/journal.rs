@@ -33,6 +33,8 @@ pub enum UndoStep {
     NmManaged { interface: String },
     /// Remove dutnet's bpffs pin directory.
     PinDir { path: PathBuf },
+    /// Remove an address dutnet added to an interface (a 1:1 public IP).
+    AddressAlias { interface: String, address: Ipv4Net },
     /// Delete dutnet's nftables table.
     NftTable { table: String },
 }
@@ -48,6 +50,7 @@ impl UndoStep {
             Self::NmManaged { interface } => format!("nm:{interface}"),
             Self::PinDir { path } => format!("pins:{}", path.display()),
             Self::NftTable { table } => format!("nft:{table}"),
+            Self::AddressAlias { interface, address } => format!("alias:{interface}:{address}"),
         }
     }
 }

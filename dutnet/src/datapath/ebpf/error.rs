@@ -47,6 +47,15 @@ pub enum EbpfError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error(
+        "public address {public} is already given to a DUT on {iface}; pick another `public_ip`"
+    )]
+    PublicAddressTaken {
+        public: std::net::Ipv4Addr,
+        iface: String,
+    },
+    #[error("NAT is disabled on {iface}: a public address needs `nat_mode: 1to1`")]
+    NatDisabled { iface: String },
     #[error("the eBPF datapath is not attached to {iface}")]
     NotAttached { iface: String },
     #[error("map {name}: {source}")]

@@ -26,7 +26,10 @@ pub use self::{
     error::EbpfError,
     nat_maps::SweepReport,
 };
-use super::{Datapath, DutNetwork, InterfaceStats, NatPlan, expiry::FlowTimeouts, interface_index};
+use super::{
+    Datapath, DutNetwork, InterfaceStats, NatPlan, PublicAddress, expiry::FlowTimeouts,
+    interface_index,
+};
 use crate::state::paths::Paths;
 
 /// The eBPF object built from dutnet-ebpf by build.rs.
@@ -61,6 +64,9 @@ pub struct EbpfDatapath {
     mode: TcAttachMode,
     attached: BTreeMap<String, Attachment>,
     upstreams: BTreeMap<String, UpstreamHook>,
+    /// The two 1:1 maps, taken out of `ebpf` so both can be written at once.
+    one_to_one_out: aya::maps::Map,
+    one_to_one_in: aya::maps::Map,
 }
 
 impl EbpfDatapath {
@@ -97,6 +103,9 @@ impl EbpfDatapath {
                 .load()
                 .map_err(|source| EbpfError::Program { name, source })?;
         }
+        let mut take = |name| ebpf.take_map(name).ok_or(EbpfError::MissingMap { name });
+        let one_to_one_out = take(maps::NAT_1TO1_OUT)?;
+        let one_to_one_in = take(maps::NAT_1TO1_IN)?;
         let mode = TcAttachMode::detect();
         info!(pin_dir = %pin_dir.display(), ?mode, flow_capacity, "eBPF datapath loaded");
         Ok(Self {
@@ -105,6 +114,8 @@ impl EbpfDatapath {
             mode,
             attached: BTreeMap::new(),
             upstreams: BTreeMap::new(),
+            one_to_one_out,
+            one_to_one_in,
         })
     }
 
@@ -301,14 +312,105 @@ impl EbpfDatapath {
         nat_maps::set_dut_config(self.map_mut(maps::DUT_CONFIG)?, ifindex, config)?;
         if matches!(network.nat, NatPlan::Masquerade { .. }) {
             nat_maps::set_subnet(self.map_mut(maps::DUT_SUBNETS)?, network, ifindex)?;
+            for public in &network.public {
+                self.check_public_is_free(public, &network.iface)?;
+                nat_maps::set_mapping(
+                    &mut self.one_to_one_out,
+                    &mut self.one_to_one_in,
+                    ifindex,
+                    *public,
+                )?;
+            }
         }
         Ok(())
+    }
+
+    /// A public address belongs to one DUT only.
+    fn check_public_is_free(&self, public: &PublicAddress, iface: &str) -> Result<(), EbpfError> {
+        let owner = self.attached.iter().find(|(other, a)| {
+            other.as_str() != iface && a.network.public.iter().any(|p| p.public == public.public)
+        });
+        match owner {
+            Some((other, _)) => Err(EbpfError::PublicAddressTaken {
+                public: public.public,
+                iface: other.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Gives DUT `public.private` on attached DUT interface `iface` the
+    /// public address `public.public`, at once (a runtime change).
+    pub fn add_public(&mut self, iface: &str, public: PublicAddress) -> Result<(), EbpfError> {
+        self.check_public_is_free(&public, iface)?;
+        let attachment = self
+            .attached
+            .get_mut(iface)
+            .ok_or_else(|| EbpfError::NotAttached {
+                iface: iface.to_owned(),
+            })?;
+        if !matches!(attachment.network.nat, NatPlan::Masquerade { .. }) {
+            return Err(EbpfError::NatDisabled {
+                iface: iface.to_owned(),
+            });
+        }
+        let ifindex = attachment.ifindex;
+        let first = attachment.network.public.is_empty();
+        if !attachment.network.public.contains(&public) {
+            attachment.network.public.push(public);
+        }
+        let network = attachment.network.clone();
+        nat_maps::set_mapping(
+            &mut self.one_to_one_out,
+            &mut self.one_to_one_in,
+            ifindex,
+            public,
+        )?;
+        if first {
+            // The programs look 1:1 mappings up only in 1:1 mode.
+            let config = nat_maps::dut_config(&network, self.upstream_ifindex(iface));
+            nat_maps::set_dut_config(self.map_mut(maps::DUT_CONFIG)?, ifindex, config)?;
+        }
+        Ok(())
+    }
+
+    /// Takes DUT `public.private`'s public address away, at once.
+    pub fn remove_public(&mut self, iface: &str, public: PublicAddress) -> Result<(), EbpfError> {
+        let attachment = self
+            .attached
+            .get_mut(iface)
+            .ok_or_else(|| EbpfError::NotAttached {
+                iface: iface.to_owned(),
+            })?;
+        attachment.network.public.retain(|p| *p != public);
+        let ifindex = attachment.ifindex;
+        nat_maps::remove_mapping(
+            &mut self.one_to_one_out,
+            &mut self.one_to_one_in,
+            ifindex,
+            public,
+        )
+    }
+
+    fn upstream_ifindex(&self, iface: &str) -> u32 {
+        self.upstreams
+            .values()
+            .find(|u| u.users.contains(iface))
+            .map_or(0, |u| u.ifindex)
     }
 
     /// Removes what [`Self::configure`] wrote, keeping the subnet guarded
     /// while another network with the same subnet is attached.
     fn unconfigure(&mut self, network: &DutNetwork, ifindex: u32) -> Result<(), EbpfError> {
         nat_maps::remove_dut_config(self.map_mut(maps::DUT_CONFIG)?, ifindex)?;
+        for public in &network.public {
+            nat_maps::remove_mapping(
+                &mut self.one_to_one_out,
+                &mut self.one_to_one_in,
+                ifindex,
+                *public,
+            )?;
+        }
         if let NatPlan::Masquerade { upstream, .. } = &network.nat {
             let twin = self
                 .attached

@@ -4,12 +4,12 @@ use std::{collections::BTreeMap, net::Ipv4Addr, time::Duration};
 
 use aya::maps::{HashMap, LpmTrie, MapData, lpm_trie::Key};
 use dutnet_common::{
-    maps::{DUT_CONFIG, DUT_SUBNETS, NAT_FLOWS},
-    nat::{DutConfig, FlowEntry, FlowKey, direction, mode},
+    maps::{DUT_CONFIG, DUT_SUBNETS, NAT_1TO1_IN, NAT_1TO1_OUT, NAT_FLOWS},
+    nat::{DutConfig, FlowEntry, FlowKey, Mapping, PrivateKey, direction, mode},
 };
 
 use super::EbpfError;
-use crate::datapath::{DutNetwork, NatPlan, expiry::FlowTimeouts};
+use crate::datapath::{DutNetwork, NatPlan, PublicAddress, expiry::FlowTimeouts};
 
 /// An inbound half whose outbound half is missing is removed only once it has
 /// been idle this long: the program creates the inbound half first, so a
@@ -18,6 +18,14 @@ const ORPHAN_GRACE: Duration = Duration::from_secs(10);
 
 fn map_error(name: &'static str) -> impl Fn(aya::maps::MapError) -> EbpfError {
     move |source| EbpfError::Map { name, source }
+}
+
+/// A removal of a key that is already gone succeeds.
+fn removed(name: &'static str, result: Result<(), aya::maps::MapError>) -> Result<(), EbpfError> {
+    match result {
+        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(e) => Err(map_error(name)(e)),
+    }
 }
 
 /// Network-order `u32` of an address, as the programs compare it.
@@ -30,7 +38,10 @@ pub fn dut_config(network: &DutNetwork, upstream_ifindex: u32) -> DutConfig {
     let (external, ports, nat_mode) = match &network.nat {
         NatPlan::Masquerade {
             external, ports, ..
-        } => (wire(*external), ports.clone(), mode::MASQUERADE),
+        } if network.public.is_empty() => (wire(*external), ports.clone(), mode::MASQUERADE),
+        NatPlan::Masquerade {
+            external, ports, ..
+        } => (wire(*external), ports.clone(), mode::ONE_TO_ONE),
         NatPlan::Disabled => (0, 0..=0, mode::DISABLED),
     };
     DutConfig {
@@ -60,10 +71,57 @@ pub fn set_dut_config(
 pub fn remove_dut_config(map: &mut aya::maps::Map, ifindex: u32) -> Result<(), EbpfError> {
     let mut map: HashMap<_, u32, DutConfig> =
         HashMap::try_from(map).map_err(map_error(DUT_CONFIG))?;
-    match map.remove(&ifindex) {
-        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-        Err(e) => Err(map_error(DUT_CONFIG)(e)),
-    }
+    removed(DUT_CONFIG, map.remove(&ifindex))
+}
+
+/// Adds (or replaces) the 1:1 mapping `public` of DUT NIC `dut_ifindex`, in
+/// both directions' maps.
+pub fn set_mapping(
+    out_map: &mut aya::maps::Map,
+    in_map: &mut aya::maps::Map,
+    dut_ifindex: u32,
+    public: PublicAddress,
+) -> Result<(), EbpfError> {
+    let mapping = Mapping {
+        private_addr: wire(public.private),
+        public_addr: wire(public.public),
+        dut_ifindex,
+    };
+    let key = PrivateKey {
+        dut_ifindex,
+        private_addr: mapping.private_addr,
+    };
+    let mut inbound: HashMap<_, u32, Mapping> =
+        HashMap::try_from(in_map).map_err(map_error(NAT_1TO1_IN))?;
+    inbound
+        .insert(mapping.public_addr, mapping, 0)
+        .map_err(map_error(NAT_1TO1_IN))?;
+    let mut outbound: HashMap<_, PrivateKey, Mapping> =
+        HashMap::try_from(out_map).map_err(map_error(NAT_1TO1_OUT))?;
+    outbound
+        .insert(key, mapping, 0)
+        .map_err(map_error(NAT_1TO1_OUT))
+}
+
+/// Removes the 1:1 mapping `public` of DUT NIC `dut_ifindex` (if present).
+pub fn remove_mapping(
+    out_map: &mut aya::maps::Map,
+    in_map: &mut aya::maps::Map,
+    dut_ifindex: u32,
+    public: PublicAddress,
+) -> Result<(), EbpfError> {
+    let mut outbound: HashMap<_, PrivateKey, Mapping> =
+        HashMap::try_from(out_map).map_err(map_error(NAT_1TO1_OUT))?;
+    removed(
+        NAT_1TO1_OUT,
+        outbound.remove(&PrivateKey {
+            dut_ifindex,
+            private_addr: wire(public.private),
+        }),
+    )?;
+    let mut inbound: HashMap<_, u32, Mapping> =
+        HashMap::try_from(in_map).map_err(map_error(NAT_1TO1_IN))?;
+    removed(NAT_1TO1_IN, inbound.remove(&wire(public.public)))
 }
 
 fn subnet_key(network: &DutNetwork) -> Key<u32> {
@@ -87,10 +145,7 @@ pub fn set_subnet(
 
 pub fn remove_subnet(map: &mut aya::maps::Map, network: &DutNetwork) -> Result<(), EbpfError> {
     let mut map: LpmTrie<_, u32, u32> = LpmTrie::try_from(map).map_err(map_error(DUT_SUBNETS))?;
-    match map.remove(&subnet_key(network)) {
-        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-        Err(e) => Err(map_error(DUT_SUBNETS)(e)),
-    }
+    removed(DUT_SUBNETS, map.remove(&subnet_key(network)))
 }
 
 /// What a sweep found.

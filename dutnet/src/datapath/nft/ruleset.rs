@@ -3,6 +3,8 @@ use std::{fmt::Write as _, ops::RangeInclusive};
 
 use ipnet::Ipv4Net;
 
+use crate::datapath::PublicAddress;
+
 /// The family and name of dutnet's table.
 pub const TABLE: &str = "ip dutnet";
 
@@ -14,6 +16,8 @@ pub struct FallbackNetwork {
     pub subnet: Ipv4Net,
     /// `None`: NAT disabled, nothing is forwarded.
     pub upstream_interface: Option<String>,
+    /// 1:1 mappings.
+    pub public: Vec<PublicAddress>,
 }
 
 /// The whole table: `nft -f` input that creates it from nothing (the caller
@@ -21,40 +25,82 @@ pub struct FallbackNetwork {
 /// the kernel's masquerade translates into, disjoint from the fast path's.
 #[must_use]
 pub fn ruleset(networks: &[FallbackNetwork], ports: &RangeInclusive<u16>) -> String {
-    let mut forward = String::new();
-    let mut nat = String::new();
+    // Every network's accepts come before any network's drops: a DUT reaching
+    // another DUT's public address crosses both networks.
+    let mut accepts = String::new();
+    let mut drops = String::new();
+    let mut snat = String::new();
+    let mut dnat = String::new();
     for n in networks {
         let dut = quote(&n.dut_interface);
         let comment = quote(&format!("dutnet network {}", n.name));
         if let Some(upstream) = &n.upstream_interface {
             let up = quote(upstream);
             let _ = writeln!(
-                forward,
+                accepts,
                 "    iifname {dut} oifname {up} accept comment {comment}"
             );
             let _ = writeln!(
-                forward,
+                accepts,
                 "    oifname {dut} ct state established,related accept comment {comment}"
             );
+            for p in &n.public {
+                let _ = writeln!(
+                    snat,
+                    "    oifname {up} ip saddr {} snat to {} comment {comment}",
+                    p.private, p.public
+                );
+                let _ = writeln!(
+                    dnat,
+                    "    ip daddr {} dnat to {} comment {comment}",
+                    p.public, p.private
+                );
+            }
+            if !n.public.is_empty() {
+                // Connections to a public address: from the LAN, from the
+                // exporter itself (hairpin), from another DUT.
+                let _ = writeln!(
+                    accepts,
+                    "    oifname {dut} ct status dnat accept comment {comment}"
+                );
+                let _ = writeln!(
+                    snat,
+                    "    oifname {dut} ct status dnat masquerade comment {comment}"
+                );
+            }
             let subnet = n.subnet.trunc();
             let _ = writeln!(
-                nat,
+                snat,
                 "    oifname {up} ip saddr {subnet} meta l4proto {{ tcp, udp }} masquerade to :{}-{} comment {comment}",
                 ports.start(),
                 ports.end()
             );
             let _ = writeln!(
-                nat,
+                snat,
                 "    oifname {up} ip saddr {subnet} masquerade comment {comment}"
             );
         }
-        // Whatever was not accepted above crosses the isolation: a new
-        // connection towards a DUT, or a DUT reaching past its upstream.
-        let _ = writeln!(forward, "    oifname {dut} counter drop comment {comment}");
-        let _ = writeln!(forward, "    iifname {dut} counter drop comment {comment}");
+        // Whatever was not accepted crosses the isolation: a new connection
+        // towards a DUT, or a DUT reaching past its upstream.
+        let _ = writeln!(drops, "    oifname {dut} counter drop comment {comment}");
+        let _ = writeln!(drops, "    iifname {dut} counter drop comment {comment}");
     }
     format!(
-        "table {TABLE} {{\n  chain forward {{\n    type filter hook forward priority filter; policy accept;\n{forward}  }}\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n{nat}  }}\n}}\n"
+        "table {TABLE} {{
+  chain forward {{
+    type filter hook forward priority filter; policy accept;
+{accepts}{drops}  }}
+  chain prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+{dnat}  }}
+  chain output {{
+    type nat hook output priority -100; policy accept;
+{dnat}  }}
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+{snat}  }}
+}}
+"
     )
 }
 
@@ -74,6 +120,7 @@ mod tests {
             dut_interface: dut.to_owned(),
             subnet: "192.168.100.0/24".parse().unwrap(),
             upstream_interface: upstream.map(str::to_owned),
+            public: Vec::new(),
         }
     }
 
@@ -102,6 +149,46 @@ mod tests {
         assert!(!text.contains("masquerade"), "{text}");
         assert!(text.contains(r#"oifname "dn-dut2" counter drop"#), "{text}");
         assert!(text.contains(r#"iifname "dn-dut2" counter drop"#), "{text}");
+    }
+
+    #[test]
+    fn a_public_address_is_translated_both_ways_and_reachable_from_the_exporter() {
+        let mut n = net("a", "dn-dut1", Some("dn-up"));
+        n.public.push(PublicAddress {
+            private: "192.168.100.10".parse().unwrap(),
+            public: "10.99.0.50".parse().unwrap(),
+        });
+        let text = ruleset(&[n], &(64512..=65535));
+        assert_eq!(
+            text.matches("ip daddr 10.99.0.50 dnat to 192.168.100.10")
+                .count(),
+            2,
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"oifname "dn-up" ip saddr 192.168.100.10 snat to 10.99.0.50"#),
+            "{text}"
+        );
+        let snat = text.find("snat to").unwrap();
+        let masquerade = text.find("masquerade to").unwrap();
+        assert!(
+            snat < masquerade,
+            "the 1:1 rule wins over masquerade: {text}"
+        );
+    }
+
+    #[test]
+    fn every_accept_comes_before_any_drop() {
+        let text = ruleset(
+            &[
+                net("a", "dn-dut1", Some("dn-up")),
+                net("b", "dn-dut2", Some("dn-up")),
+            ],
+            &(64512..=65535),
+        );
+        let last_accept = text.rfind("accept comment").unwrap();
+        let first_drop = text.find("counter drop").unwrap();
+        assert!(last_accept < first_drop, "{text}");
     }
 
     #[test]

@@ -1,0 +1,122 @@
+//! 1:1 NAT: a DUT with a public address of its own. Stateless: each packet
+//! is one map lookup and an address rewrite, ports untouched, so inbound
+//! connections on any port reach the DUT and no connection table is needed.
+use aya_ebpf::programs::TcContext;
+use dutnet_common::{
+    nat::{Mapping, PrivateKey},
+    stats::{drop, punt},
+};
+
+use crate::{
+    forward,
+    icmp_error::{self, QuotedSide},
+    maps::{NAT_1TO1_IN, NAT_1TO1_OUT},
+    parse::{IP_DST_OFF, IP_OFF, IP_SRC_OFF, Ipv4},
+    rewrite::{Failed, Ipv4Rewrite, L4Check},
+    stats::{self, Direction},
+    verdict::{self, Verdict},
+};
+
+/// The mapping of DUT address `src` on DUT NIC `dut_ifindex`, if it has one.
+#[inline(always)]
+pub fn of_private(dut_ifindex: u32, src: u32) -> Option<Mapping> {
+    let key = PrivateKey {
+        dut_ifindex,
+        private_addr: src,
+    };
+    // SAFETY: the value is copied out at once.
+    NAT_1TO1_OUT.get_ptr(key).map(|m| unsafe { *m })
+}
+
+/// The mapping whose public address is `dst`, if any.
+#[inline(always)]
+pub fn of_public(dst: u32) -> Option<Mapping> {
+    // SAFETY: the value is copied out at once.
+    NAT_1TO1_IN.get_ptr(dst).map(|m| unsafe { *m })
+}
+
+/// Rewrites the source (outbound) or destination (inbound) address of a
+/// TCP, UDP or ICMP packet, and decrements the TTL.
+#[inline(always)]
+pub fn translate(
+    ctx: &TcContext,
+    ip: &Ipv4,
+    field_off: usize,
+    old: u32,
+    new: u32,
+) -> Result<(), Failed> {
+    let mut header = Ipv4Rewrite::new(ip);
+    header.address(
+        ctx,
+        IP_OFF + field_off,
+        old,
+        new,
+        L4Check::pseudo_header(ip.protocol, Ipv4::L4_OFF),
+    )?;
+    header.decrement_ttl(ctx, ip)?;
+    header.finish(ctx)
+}
+
+/// Outbound from a mapped DUT: leaves from its public address.
+#[inline(always)]
+pub fn outbound(
+    ctx: &TcContext,
+    ip: &Ipv4,
+    m: &Mapping,
+    out_ifindex: u32,
+    next_hop: u32,
+) -> Verdict {
+    if translate(ctx, ip, IP_SRC_OFF, ip.src, m.public_addr).is_err() {
+        return verdict::dropped(m.dut_ifindex, drop::MALFORMED);
+    }
+    stats::count(m.dut_ifindex, Direction::NatOut, ctx.len());
+    Verdict::Redirect(forward::to_next_hop(out_ifindex, next_hop))
+}
+
+/// Inbound to a public address: any packet the fast path parses goes to the
+/// DUT, new connections included; the kernel's neighbour table of the DUT
+/// NIC gives the DUT's MAC.
+#[inline(always)]
+pub fn inbound(
+    ctx: &TcContext,
+    ip: &Ipv4,
+    icmp_type: Option<u8>,
+    icmp_check: u16,
+    m: &Mapping,
+) -> Verdict {
+    if ip.ttl <= 1 {
+        return verdict::punted(m.dut_ifindex, punt::TTL_EXPIRED);
+    }
+    let result = match icmp_type {
+        // An error about a packet the DUT sent from its public address.
+        Some(t) if icmp_error::is_error(t) => {
+            let Some(quoted) = icmp_error::quoted(ctx, ip, Ipv4::L4_OFF) else {
+                return Verdict::Pass;
+            };
+            if quoted.src != m.public_addr {
+                return Verdict::Pass;
+            }
+            icmp_error::translate_quoted(
+                ctx,
+                &quoted,
+                QuotedSide::Source,
+                m.private_addr,
+                quoted.sport,
+                icmp_check,
+            )
+            .and_then(|check| ctx.store(Ipv4::L4_OFF + 2, &check, 0))
+            .and_then(|()| {
+                let mut header = Ipv4Rewrite::new(ip);
+                header.address(ctx, IP_OFF + IP_DST_OFF, ip.dst, m.private_addr, None)?;
+                header.decrement_ttl(ctx, ip)?;
+                header.finish(ctx)
+            })
+        }
+        _ => translate(ctx, ip, IP_DST_OFF, ip.dst, m.private_addr),
+    };
+    if result.is_err() {
+        return verdict::dropped(m.dut_ifindex, drop::MALFORMED);
+    }
+    stats::count(m.dut_ifindex, Direction::NatIn, ctx.len());
+    Verdict::Redirect(forward::to_next_hop(m.dut_ifindex, m.private_addr))
+}
