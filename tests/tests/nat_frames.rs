@@ -9,7 +9,7 @@
 use std::net::Ipv4Addr;
 
 use dutnet::{
-    datapath::{Datapath as _, DutNetwork, NatPlan, ebpf::EbpfDatapath},
+    datapath::{Datapath as _, DutNetwork, NatPlan, PublicAddress, ebpf::EbpfDatapath},
     state::paths::Paths,
 };
 use dutnet_common::programs::{DUT_INGRESS, UPSTREAM_INGRESS};
@@ -28,6 +28,10 @@ const GATEWAY: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 1);
 const EXTERNAL: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
 const ROUTER: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 const FAR: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 5);
+/// A DUT on dut0 with a public address of its own (1:1), beside the
+/// masqueraded ones.
+const MAPPED: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 20);
+const PUBLIC: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 50);
 
 const DUT0_MAC: [u8; 6] = [0x02, 0xd0, 0, 0, 0, 0x01];
 const DUT1_MAC: [u8; 6] = [0x02, 0xd1, 0, 0, 0, 0x01];
@@ -106,7 +110,12 @@ fn with_bench(test: impl FnOnce(&Bench) + Send + 'static) {
     };
     run.enter(move || {
         let mut datapath = EbpfDatapath::load(&paths, 1024).unwrap();
-        datapath.attach(&network("dut0")).unwrap();
+        let mut dut0 = network("dut0");
+        dut0.public.push(PublicAddress {
+            private: MAPPED,
+            public: PUBLIC,
+        });
+        datapath.attach(&dut0).unwrap();
         datapath.attach(&network("dut1")).unwrap();
         let index = |name: &str| dutnet::datapath::interface_index(name).unwrap();
         let bench = Bench {
@@ -447,5 +456,63 @@ fn counters_show_new_flows_and_translated_packets() {
         assert_eq!(dut0.counters.new_flows, 5);
         assert_eq!(dut0.counters.nat_out.packets, 5);
         assert_eq!(dut0.active_flows, 5);
+    });
+}
+
+#[test]
+fn a_public_address_takes_new_connections_on_any_port_and_translates_replies() {
+    with_bench(|b| {
+        // The LAN opens a connection to the public address: no flow needed.
+        let syn = frames::tcp((FAR, 40000), (PUBLIC, 22), 0x02, b"");
+        let run = b.inbound(&from_router(syn));
+        assert_eq!(run.verdict, TC_ACT_REDIRECT);
+        let p = parsed(&run);
+        assert_eq!((p.src, p.sport, p.dst, p.dport), (FAR, 40000, MAPPED, 22));
+        assert_eq!(p.ttl, 63);
+        assert_checksums(&p);
+
+        // The DUT answers from its private address; it leaves as the public one.
+        let syn_ack = frames::tcp((MAPPED, 22), (FAR, 40000), 0x12, b"");
+        let run = b.outbound(b.dut0, &from_board(syn_ack, BOARD_A, DUT0_MAC));
+        assert_eq!(run.verdict, TC_ACT_REDIRECT);
+        let p = parsed(&run);
+        assert_eq!((p.src, p.sport, p.dst, p.dport), (PUBLIC, 22, FAR, 40000));
+        assert_checksums(&p);
+
+        // A ping to the public address, and the DUT's echo reply.
+        let ping = b.inbound(&from_router(frames::icmp_echo(FAR, PUBLIC, 8, 99, 1)));
+        assert_eq!(ping.verdict, TC_ACT_REDIRECT);
+        assert_eq!(parsed(&ping).dst, MAPPED);
+        assert_checksums(&parsed(&ping));
+        let pong = frames::icmp_echo(MAPPED, FAR, 0, 99, 1);
+        let run = b.outbound(b.dut0, &from_board(pong, BOARD_A, DUT0_MAC));
+        assert_eq!(run.verdict, TC_ACT_REDIRECT);
+        assert_eq!(parsed(&run).src, PUBLIC);
+        assert_checksums(&parsed(&run));
+    });
+}
+
+#[test]
+fn an_icmp_error_about_a_public_address_reaches_its_dut() {
+    with_bench(|b| {
+        let out = b.outbound(
+            b.dut0,
+            &from_board(
+                frames::udp((MAPPED, 5000), (FAR, 33434), b"probe"),
+                BOARD_A,
+                DUT0_MAC,
+            ),
+        );
+        assert_eq!(parsed(&out).src, PUBLIC);
+        let quoted = frames::ip_packet(&out.frame).to_vec();
+        let error = frames::icmp_error(ROUTER, PUBLIC, (3, 3), 0, &quoted, quoted.len());
+        let back = b.inbound(&from_router(error));
+        assert_eq!(back.verdict, TC_ACT_REDIRECT);
+        let outer = parsed(&back);
+        assert_eq!(outer.dst, MAPPED);
+        assert_checksums(&outer);
+        let inner = frames::parse(&frames::ip_packet(&back.frame)[28..]);
+        assert_eq!((inner.src, inner.sport), (MAPPED, 5000));
+        assert_checksums(&inner);
     });
 }
