@@ -35,6 +35,10 @@ pub struct DutConfig {
     /// One of [`mode`].
     pub nat_mode: u8,
     pub _pad: [u8; 3],
+    /// When non-zero, `skb->mark` for what the DUT NIC hands to the stack, so
+    /// the exporter's replies route back out of this NIC even when another
+    /// DUT NIC carries the same subnet (host order).
+    pub reply_mark: u32,
 }
 
 /// `protocol` values of a [`FlowKey`] (IANA protocol numbers).
@@ -130,7 +134,7 @@ pub struct PrivateKey {
     pub private_addr: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<DutConfig>() == 28);
+const _: () = assert!(core::mem::size_of::<DutConfig>() == 32);
 const _: () = assert!(core::mem::size_of::<Mapping>() == 12);
 const _: () = assert!(core::mem::size_of::<PrivateKey>() == 8);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 20);

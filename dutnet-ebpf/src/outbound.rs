@@ -29,6 +29,11 @@ pub fn handle(ctx: &TcContext) -> Verdict {
     let Some(cfg) = DUT_CONFIG.get_ptr(ifindex).map(|c| unsafe { *c }) else {
         return Verdict::Pass;
     };
+    if cfg.reply_mark != 0 {
+        // Marks what reaches the stack (the exporter's own services,
+        // punts); translated packets leave the namespace, which clears it.
+        ctx.set_mark(cfg.reply_mark);
+    }
     // SAFETY: `skb` points at the kernel's __sk_buff for this program run.
     let pkt_type = unsafe { (*ctx.skb.skb).pkt_type };
     if cfg.nat_mode == mode::DISABLED || pkt_type != PACKET_HOST {

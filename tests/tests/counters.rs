@@ -240,6 +240,7 @@ fn test_run_counts_a_frame_and_passes_it_unchanged() {
                 subnet: "192.168.100.0/24".parse().unwrap(),
                 nat: NatPlan::Disabled,
                 public: Vec::new(),
+                reply_mark: 0,
             })
             .unwrap();
         let frame = frames::udp(

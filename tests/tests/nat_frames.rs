@@ -73,6 +73,7 @@ fn network(iface: &str) -> DutNetwork {
             ports: NAT_PORTS,
         },
         public: Vec::new(),
+        reply_mark: 0,
     }
 }
 

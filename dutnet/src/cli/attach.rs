@@ -23,6 +23,7 @@ pub fn run(args: &Args) -> Result<()> {
             subnet: ipnet::Ipv4Net::default(),
             nat: NatPlan::Disabled,
             public: Vec::new(),
+            reply_mark: 0,
         };
         if let Err(e) = datapath.attach(&counting_only) {
             // Leave nothing behind on the interfaces that did attach.

@@ -79,6 +79,9 @@ struct NetworkRuntime {
     config: Network,
     /// The DUT interface's index while it is taken over.
     ifindex: Option<u32>,
+    /// The mark of what its DUT NIC hands the stack, when another network
+    /// shares its subnet.
+    reply_mark: Option<u32>,
     dns: Option<DnsServer>,
     dhcp: Option<DhcpServer>,
     waiting_logged: bool,
@@ -121,12 +124,18 @@ pub async fn run(config: LoadedConfig, paths: Paths) -> Result<(), DaemonError> 
             .map(|config| NetworkRuntime {
                 config,
                 ifindex: None,
+                reply_mark: None,
                 dns: None,
                 dhcp: None,
                 waiting_logged: false,
             })
             .collect(),
     };
+    let configs: Vec<&Network> = daemon.networks.iter().map(|n| &n.config).collect();
+    let marks = nat::reply_marks(&configs);
+    for (net, mark) in daemon.networks.iter_mut().zip(marks) {
+        net.reply_mark = mark;
+    }
     if let Err(e) = daemon.start().await {
         error!(error = %e, "bring-up failed; restoring the host");
         daemon.stop().await?;
@@ -299,12 +308,32 @@ impl Daemon {
         // Sockets bound to the old interface (SO_BINDTODEVICE) died with it.
         net.stop_servers().await;
         if let (Some(datapath), Some(ports)) = (&mut self.datapath, &self.ports) {
-            let plan = nat::dut_network(&net.config, taken.upstream.as_ref(), &self.netlink, ports)
+            if let Some(mark) = net.reply_mark {
+                nat::route_replies(
+                    &net.config,
+                    mark,
+                    taken.link.index,
+                    &self.netlink,
+                    &mut self.journal,
+                )
                 .await
                 .map_err(|message| DaemonError::Nat {
                     network: net.config.name.clone(),
                     message,
                 })?;
+            }
+            let plan = nat::dut_network(
+                &net.config,
+                taken.upstream.as_ref(),
+                &self.netlink,
+                ports,
+                net.reply_mark,
+            )
+            .await
+            .map_err(|message| DaemonError::Nat {
+                network: net.config.name.clone(),
+                message,
+            })?;
             nat::add_public_aliases(
                 &net.config,
                 taken.upstream.as_ref(),

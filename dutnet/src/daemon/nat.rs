@@ -36,6 +36,7 @@ pub async fn dut_network(
     upstream: Option<&Link>,
     netlink: &Netlink,
     ports: &PortPlan,
+    reply_mark: Option<u32>,
 ) -> Result<DutNetwork, String> {
     let nat = match (network.nat_mode, upstream) {
         (NatMode::Disabled, _) => NatPlan::Disabled,
@@ -70,8 +71,55 @@ pub async fn dut_network(
         gateway: network.gateway_ip,
         subnet: network.subnet,
         public: public_addresses(network),
+        reply_mark: reply_mark.unwrap_or(0),
         nat,
     })
+}
+
+/// Base of the marks and routing tables dutnet uses for replies ("du").
+const REPLY_MARK_BASE: u32 = 0x6475_0000;
+
+/// The reply mark (= routing table) of each network, by position: only for
+/// networks whose subnet another network shares; the others need none.
+pub fn reply_marks(networks: &[&Network]) -> Vec<Option<u32>> {
+    networks
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let shared = networks
+                .iter()
+                .enumerate()
+                .any(|(j, other)| j != i && other.subnet.trunc() == n.subnet.trunc());
+            shared.then(|| REPLY_MARK_BASE + u32::try_from(i).unwrap_or(0xffff) + 1)
+        })
+        .collect()
+}
+
+/// Routes the exporter's replies to what DUT NIC `ifindex` handed the stack
+/// back out of that NIC: the kernel reflects the mark onto replies, a rule
+/// sends marked packets to table `mark`, which holds only this NIC's
+/// connected route. Idempotent; journaled before each change.
+pub async fn route_replies(
+    network: &Network,
+    mark: u32,
+    ifindex: u32,
+    netlink: &Netlink,
+    journal: &mut Journal,
+) -> Result<(), String> {
+    for key in ["net.ipv4.fwmark_reflect", "net.ipv4.tcp_fwmark_accept"] {
+        super::takeover::set_sysctl(journal, "", key, "1")?;
+    }
+    journal
+        .record(&network.name, UndoStep::MarkRule { mark, table: mark })
+        .map_err(|e| e.to_string())?;
+    netlink
+        .add_mark_rule(mark, mark)
+        .await
+        .map_err(|e| e.to_string())?;
+    netlink
+        .set_table_route(mark, network.subnet.trunc(), ifindex, network.gateway_ip)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// The 1:1 mappings of `network` (none unless `nat_mode: 1to1`).
@@ -155,5 +203,26 @@ pub fn fallback_network(network: &Network, upstream: Option<String>) -> Fallback
         subnet: network.subnet,
         upstream_interface: upstream,
         public: public_addresses(network),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn network(subnet: &str) -> Network {
+        let yaml = format!("interface: dn-x\nsubnet: {subnet}\n");
+        crate::config::parse_str(&yaml).unwrap().networks.remove(0)
+    }
+
+    #[test]
+    fn only_networks_sharing_a_subnet_get_a_reply_mark() {
+        let a = network("192.168.100.0/24");
+        let b = network("192.168.100.0/24");
+        let c = network("192.168.101.0/24");
+        let marks = reply_marks(&[&a, &b, &c]);
+        assert!(marks[0].is_some() && marks[1].is_some());
+        assert_ne!(marks[0], marks[1]);
+        assert_eq!(marks[2], None);
     }
 }

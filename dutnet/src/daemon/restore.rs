@@ -81,6 +81,17 @@ async fn undo_step(step: &UndoStep, netlink: &Netlink) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             info!(%interface, %address, "public address removed");
         }
+        UndoStep::MarkRule { mark, table } => {
+            netlink
+                .remove_mark_rule(*mark, *table)
+                .await
+                .map_err(|e| e.to_string())?;
+            netlink
+                .flush_table(*table)
+                .await
+                .map_err(|e| e.to_string())?;
+            info!(mark, table, "reply routing rule removed");
+        }
         UndoStep::NftTable { table } => {
             nft::delete_table().map_err(|e| e.to_string())?;
             info!(%table, "nftables table deleted");

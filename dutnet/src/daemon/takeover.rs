@@ -138,7 +138,12 @@ pub async fn apply(
     Ok(Some(TakenOver { link, upstream }))
 }
 
-fn set_sysctl(journal: &mut Journal, network: &str, key: &str, value: &str) -> Result<(), String> {
+pub fn set_sysctl(
+    journal: &mut Journal,
+    network: &str,
+    key: &str,
+    value: &str,
+) -> Result<(), String> {
     let current = sysctl::read(key).map_err(|e| e.to_string())?;
     journal
         .record(

@@ -36,6 +36,9 @@ pub struct DutNetwork {
     /// DUTs with a public address of their own (1:1 NAT); the others are
     /// masqueraded.
     pub public: Vec<PublicAddress>,
+    /// Non-zero: the mark for what this NIC hands to the stack (policy
+    /// routing sends the exporter's replies back out of this NIC).
+    pub reply_mark: u32,
 }
 
 /// A DUT reachable at its own public address.

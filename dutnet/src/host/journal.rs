@@ -35,6 +35,9 @@ pub enum UndoStep {
     PinDir { path: PathBuf },
     /// Remove an address dutnet added to an interface (a 1:1 public IP).
     AddressAlias { interface: String, address: Ipv4Net },
+    /// Remove the policy rule for DUT NIC replies marked `mark`, and the
+    /// routes of its `table`.
+    MarkRule { mark: u32, table: u32 },
     /// Delete dutnet's nftables table.
     NftTable { table: String },
 }
@@ -50,6 +53,7 @@ impl UndoStep {
             Self::NmManaged { interface } => format!("nm:{interface}"),
             Self::PinDir { path } => format!("pins:{}", path.display()),
             Self::NftTable { table } => format!("nft:{table}"),
+            Self::MarkRule { mark, .. } => format!("rule:{mark}"),
             Self::AddressAlias { interface, address } => format!("alias:{interface}:{address}"),
         }
     }

@@ -25,7 +25,7 @@ pub struct NetlinkError {
     pub source: std::io::Error,
 }
 
-fn error(
+pub(super) fn error(
     call: &'static str,
     subject: impl ToString,
     source: impl std::fmt::Display,
@@ -48,11 +48,11 @@ pub struct Link {
 /// An rtnetlink connection of the daemon.
 #[derive(Clone, Debug)]
 pub struct Netlink {
-    handle: Handle,
+    pub(super) handle: Handle,
 }
 
 /// EEXIST / ENOENT / ENODEV as rtnetlink reports them.
-fn errno(e: &rtnetlink::Error) -> Option<i32> {
+pub(super) fn errno(e: &rtnetlink::Error) -> Option<i32> {
     match e {
         rtnetlink::Error::NetlinkError(msg) => msg.code.map(|c| -c.get()),
         _ => None,

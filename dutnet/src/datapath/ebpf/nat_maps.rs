@@ -54,6 +54,7 @@ pub fn dut_config(network: &DutNetwork, upstream_ifindex: u32) -> DutConfig {
         port_max: *ports.end(),
         nat_mode,
         _pad: [0; 3],
+        reply_mark: network.reply_mark,
     }
 }
 
