@@ -22,33 +22,52 @@ use crate::Netns;
 /// How often a server thread looks at its stop flag.
 const POLL: Duration = Duration::from_millis(100);
 
-/// What a server heard, shared with its thread.
-type Seen<T> = Arc<Mutex<Vec<T>>>;
-
-/// The stop flag and thread of a server; stopped and joined on drop.
+/// A server thread and what it heard; stopped and joined on drop.
 #[derive(Debug)]
-struct Worker {
+struct Server<T> {
+    seen: Arc<Mutex<Vec<T>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl Worker {
-    fn start(run: impl FnOnce(Arc<AtomicBool>) + Send + 'static) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
+impl<T: Clone + Send + 'static> Server<T> {
+    /// Runs `serve(stop, seen)` on a thread; it returns once `stop` is set.
+    fn start(serve: impl FnOnce(&AtomicBool, &Mutex<Vec<T>>) + Send + 'static) -> Self {
+        let (seen, stop) = (Arc::default(), Arc::new(AtomicBool::new(false)));
+        let thread = std::thread::spawn({
+            let (seen, stop) = (Arc::clone(&seen), Arc::clone(&stop));
+            move || serve(&stop, &seen)
+        });
         Self {
+            seen,
             stop,
-            thread: Some(std::thread::spawn(move || run(flag))),
+            thread: Some(thread),
         }
+    }
+
+    fn seen(&self) -> Vec<T> {
+        self.seen.lock().expect("seen lock").clone()
     }
 }
 
-impl Drop for Worker {
+impl<T> Drop for Server<T> {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+fn record<T>(seen: &Mutex<Vec<T>>, item: T) {
+    seen.lock().expect("seen lock").push(item);
+}
+
+/// The IPv4 address a server socket got.
+fn bound_v4(local: std::io::Result<SocketAddr>) -> SocketAddrV4 {
+    match local.expect("local addr") {
+        SocketAddr::V4(a) => a,
+        SocketAddr::V6(a) => panic!("echo server bound to {a}"),
     }
 }
 
@@ -72,8 +91,7 @@ pub fn parse_echo(reply: &[u8]) -> Option<(SocketAddr, &[u8])> {
 #[derive(Debug)]
 pub struct UdpEcho {
     pub addr: SocketAddrV4,
-    seen: Seen<(SocketAddr, usize)>,
-    _worker: Worker,
+    server: Server<(SocketAddr, usize)>,
 }
 
 impl UdpEcho {
@@ -84,27 +102,18 @@ impl UdpEcho {
         let socket = ns.enter(move || UdpSocket::bind(addr).expect("bind UDP echo"));
         force_buffers(&socket, 32 << 20);
         socket.set_read_timeout(Some(POLL)).expect("set timeout");
-        let addr = match socket.local_addr().expect("local addr") {
-            SocketAddr::V4(a) => a,
-            SocketAddr::V6(a) => panic!("UDP echo bound to {a}"),
-        };
-        let seen = Seen::default();
-        let record = Arc::clone(&seen);
-        let worker = Worker::start(move |stop| {
+        let addr = bound_v4(socket.local_addr());
+        let server = Server::start(move |stop, seen| {
             let mut buf = vec![0u8; 65536];
             while !stop.load(Ordering::Relaxed) {
                 let Ok((n, peer)) = socket.recv_from(&mut buf) else {
                     continue;
                 };
-                record.lock().expect("seen lock").push((peer, n));
+                record(seen, (peer, n));
                 let _ = socket.send_to(&echo_of(peer, &buf[..n]), peer);
             }
         });
-        Self {
-            addr,
-            seen,
-            _worker: worker,
-        }
+        Self { addr, server }
     }
 
     /// The source of every datagram received so far, in order.
@@ -116,7 +125,7 @@ impl UdpEcho {
     /// Source and payload length of every datagram received so far.
     #[must_use]
     pub fn datagrams(&self) -> Vec<(SocketAddr, usize)> {
-        self.seen.lock().expect("seen lock").clone()
+        self.server.seen()
     }
 }
 
@@ -125,27 +134,21 @@ impl UdpEcho {
 #[derive(Debug)]
 pub struct TcpEcho {
     pub addr: SocketAddrV4,
-    seen: Seen<SocketAddr>,
-    _worker: Worker,
+    server: Server<SocketAddr>,
 }
 
 impl TcpEcho {
     pub fn start(ns: &Netns, addr: SocketAddrV4) -> Self {
         let listener = ns.enter(move || TcpListener::bind(addr).expect("bind TCP echo"));
         listener.set_nonblocking(true).expect("nonblocking");
-        let addr = match listener.local_addr().expect("local addr") {
-            SocketAddr::V4(a) => a,
-            SocketAddr::V6(a) => panic!("TCP echo bound to {a}"),
-        };
-        let seen = Seen::default();
-        let record = Arc::clone(&seen);
-        let worker = Worker::start(move |stop| {
+        let addr = bound_v4(listener.local_addr());
+        let server = Server::start(move |stop, seen| {
             while !stop.load(Ordering::Relaxed) {
                 let Ok((stream, peer)) = listener.accept() else {
                     std::thread::sleep(Duration::from_millis(20));
                     continue;
                 };
-                record.lock().expect("seen lock").push(peer);
+                record(seen, peer);
                 // One connection at a time is enough for these tests; a
                 // silent client cannot hold the server past the timeout.
                 let _ = stream.set_nonblocking(false);
@@ -157,16 +160,13 @@ impl TcpEcho {
                 }
             }
         });
-        Self {
-            addr,
-            seen,
-            _worker: worker,
-        }
+        Self { addr, server }
     }
 
+    /// The peer of every connection accepted so far, in order.
     #[must_use]
     pub fn peers(&self) -> Vec<SocketAddr> {
-        self.seen.lock().expect("seen lock").clone()
+        self.server.seen()
     }
 }
 
@@ -174,8 +174,7 @@ impl TcpEcho {
 /// socket gets a copy; the kernel still answers the ping itself).
 #[derive(Debug)]
 pub struct IcmpRecorder {
-    seen: Seen<Ipv4Addr>,
-    _worker: Worker,
+    server: Server<Ipv4Addr>,
 }
 
 impl IcmpRecorder {
@@ -188,9 +187,7 @@ impl IcmpRecorder {
             unsafe { OwnedFd::from_raw_fd(fd) }
         });
         set_timeout(&socket, POLL);
-        let seen = Seen::default();
-        let record = Arc::clone(&seen);
-        let worker = Worker::start(move |stop| {
+        let server = Server::start(move |stop, seen| {
             let mut buf = [0u8; 2048];
             while !stop.load(Ordering::Relaxed) {
                 // SAFETY: buf is valid for buf.len() bytes.
@@ -203,20 +200,17 @@ impl IcmpRecorder {
                 const ECHO_REQUEST: u8 = 8;
                 if n > header && header >= 20 && buf[header] == ECHO_REQUEST {
                     let source = Ipv4Addr::new(buf[12], buf[13], buf[14], buf[15]);
-                    record.lock().expect("seen lock").push(source);
+                    record(seen, source);
                 }
             }
         });
-        Self {
-            seen,
-            _worker: worker,
-        }
+        Self { server }
     }
 
     /// The source of every echo request received so far.
     #[must_use]
     pub fn sources(&self) -> Vec<Ipv4Addr> {
-        self.seen.lock().expect("seen lock").clone()
+        self.server.seen()
     }
 }
 
