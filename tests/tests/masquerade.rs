@@ -126,6 +126,18 @@ impl Lab {
     }
 
     /// `dutnet stats --json`, run in the exporter like a user would.
+    /// dutnet's counters and the end of its log, for failure messages.
+    fn report(&self) -> String {
+        let log = self.log();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        format!(
+            "stats: {:#}\ndutnet log (end):\n{}",
+            self.stats(),
+            tail.join("\n")
+        )
+    }
+
     fn stats(&self) -> Value {
         let out = cli::run(&self.topology, &self.exporter, &["stats", "--json"]);
         assert!(
@@ -149,11 +161,22 @@ impl Lab {
 
     /// A counter (JSON pointer, e.g. `/drops/unsolicited`) summed over every
     /// interface dutnet reports.
+    /// A DUT NIC missing from the stats fails the test: a sum over nothing
+    /// would pass every "is zero" check.
     fn total(&self, pointer: &str) -> u64 {
-        self.stats()["interfaces"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        let stats = self.stats();
+        let interfaces = stats["interfaces"].as_array().cloned().unwrap_or_default();
+        for n in 1..=self.duts.len() {
+            assert!(
+                interfaces
+                    .iter()
+                    .any(|i| i["interface"] == format!("dn-dut{n}")),
+                "dn-dut{n} is missing from the stats:\n{stats:#}\n{}",
+                self.log()
+            );
+        }
+        interfaces
+            .iter()
             .filter_map(|i| i.pointer(pointer).and_then(Value::as_u64))
             .sum()
     }
@@ -176,18 +199,25 @@ fn udp_socket(ns: &Netns, bind: SocketAddrV4) -> UdpSocket {
 
 /// Sends `payload` to `server` and returns the peer the server saw, after
 /// checking the echo is the reply to this very datagram.
-fn udp_exchange(socket: &UdpSocket, server: SocketAddrV4, payload: &[u8]) -> SocketAddr {
-    socket.send_to(payload, server).unwrap();
-    udp_reply(socket, payload)
+#[track_caller]
+fn udp_exchange(lab: &Lab, socket: &UdpSocket, server: &UdpEcho, payload: &[u8]) -> SocketAddr {
+    socket.send_to(payload, server.addr).unwrap();
+    udp_reply(lab, socket, server, payload)
 }
 
-/// Waits for the echo of `payload` on `socket`; returns the peer the server saw.
-fn udp_reply(socket: &UdpSocket, payload: &[u8]) -> SocketAddr {
+/// Waits for the echo of `payload` on `socket`; returns the peer the server
+/// saw. Without one, fails with what the server got and dutnet's view.
+#[track_caller]
+fn udp_reply(lab: &Lab, socket: &UdpSocket, server: &UdpEcho, payload: &[u8]) -> SocketAddr {
     let mut buf = vec![0u8; 65536];
     let local = socket.local_addr().unwrap();
-    let n = socket
-        .recv(&mut buf)
-        .unwrap_or_else(|e| panic!("no UDP echo for {local} within {REPLY_WAIT:?}: {e}"));
+    let n = socket.recv(&mut buf).unwrap_or_else(|e| {
+        panic!(
+            "no UDP echo for {local} within {REPLY_WAIT:?} ({e}); the server got {:?}\n{}",
+            server.datagrams(),
+            lab.report()
+        )
+    });
     let (peer, echoed) = far_end::parse_echo(&buf[..n])
         .unwrap_or_else(|| panic!("not an echo: {:?}", String::from_utf8_lossy(&buf[..n])));
     assert_eq!(
@@ -234,7 +264,7 @@ fn tcp_udp_and_ping_reach_a_lan_host_without_a_route_back_as_the_exporter() {
     let dut = lab.dut(1);
 
     let socket = udp_socket(dut, SocketAddrV4::new(DUT_IP, 0));
-    let seen = udp_exchange(&socket, udp.addr, b"hello over udp");
+    let seen = udp_exchange(&lab, &socket, &udp, b"hello over udp");
     assert_eq!(seen.ip(), EXPORTER_UP, "the LAN host saw the DUT itself");
     assert_eq!(udp.peers(), vec![seen]);
 
@@ -357,7 +387,7 @@ fn a_9000_byte_datagram_fragmented_by_the_dut_arrives_whole() {
         lab.stats()
     );
     // The echo, fragmented by the LAN host, comes back whole too.
-    udp_reply(&socket, &payload);
+    udp_reply(&lab, &socket, &udp, &payload);
 }
 
 #[test]
@@ -376,7 +406,7 @@ fn two_dut_nics_with_the_same_address_and_source_port_each_get_their_own_replies
     let seen: Vec<SocketAddr> = sockets
         .iter()
         .enumerate()
-        .map(|(n, socket)| udp_reply(socket, format!("from dut{}", n + 1).as_bytes()))
+        .map(|(n, socket)| udp_reply(&lab, socket, &udp, format!("from dut{}", n + 1).as_bytes()))
         .collect();
     let report = format!("server saw {seen:?}\nstats: {:#}", lab.stats());
     assert!(seen.iter().all(|p| p.ip() == EXPORTER_UP), "{report}");
@@ -386,7 +416,7 @@ fn two_dut_nics_with_the_same_address_and_source_port_each_get_their_own_replies
     assert!(NAT_PORTS.contains(&ports[1]), "{report}");
     // The flows stay apart for their lifetime, not just their first packet.
     for (n, socket) in sockets.iter().enumerate() {
-        let again = udp_exchange(socket, udp.addr, format!("again dut{}", n + 1).as_bytes());
+        let again = udp_exchange(&lab, socket, &udp, format!("again dut{}", n + 1).as_bytes());
         assert_eq!(again, seen[n], "dut{} moved to another mapping", n + 1);
     }
     // TCP from both at once, too.
@@ -410,8 +440,9 @@ fn a_lan_host_with_a_route_to_the_dut_subnet_cannot_reach_a_dut() {
     // The DUT itself reaches the LAN: the lab works, dutnet is up.
     let udp = lan_udp_echo(&lab);
     udp_exchange(
+        &lab,
         &udp_socket(&dut, SocketAddrV4::new(DUT_IP, 0)),
-        udp.addr,
+        &udp,
         b"outbound works",
     );
 
@@ -446,7 +477,7 @@ fn ten_thousand_concurrent_udp_flows_from_one_dut_each_get_their_reply() {
     // Neighbours on every hop resolved before the burst. The socket stays
     // open so that no flow socket reuses its port (and its mapping).
     let warm_up = udp_socket(lab.dut(1), SocketAddrV4::new(DUT_IP, 0));
-    udp_exchange(&warm_up, server, b"warm up");
+    udp_exchange(&lab, &warm_up, &udp, b"warm up");
 
     let missing = lab.dut(1).enter(move || {
         far_end::raise_nofile(FLOWS as u64 + 1024);
@@ -533,8 +564,9 @@ fn docker_style_forward_drop_policy_neither_blocks_dut_traffic_nor_is_touched() 
     let udp = lan_udp_echo(&lab);
     let tcp = TcpEcho::start(&lab.lan, SocketAddrV4::new(LAN_IP, 7001));
     let seen = udp_exchange(
+        &lab,
         &udp_socket(lab.dut(1), SocketAddrV4::new(DUT_IP, 0)),
-        udp.addr,
+        &udp,
         b"through docker's policy",
     );
     assert_eq!(seen.ip(), EXPORTER_UP);
@@ -553,10 +585,10 @@ fn an_expired_udp_flow_frees_its_port_for_the_next_flow() {
     lab.load("udp_timeout: 2s");
     let udp = lan_udp_echo(&lab);
     let bind = SocketAddrV4::new(DUT_IP, 4444);
-    let first = udp_exchange(&udp_socket(lab.dut(1), bind), udp.addr, b"dut1 first");
+    let first = udp_exchange(&lab, &udp_socket(lab.dut(1), bind), &udp, b"dut1 first");
     assert_eq!(first, SocketAddr::from((EXPORTER_UP, 4444)));
     let dut2 = udp_socket(lab.dut(2), bind);
-    let taken = udp_exchange(&dut2, udp.addr, b"dut2 while dut1's flow lives");
+    let taken = udp_exchange(&lab, &dut2, &udp, b"dut2 while dut1's flow lives");
     assert!(
         NAT_PORTS.contains(&taken.port()),
         "4444 was taken; dut2 should get a NAT port, the server saw {taken}"
@@ -570,7 +602,7 @@ fn an_expired_udp_flow_frees_its_port_for_the_next_flow() {
         "flows still active {EXPIRY_WAIT:?} after a 2 s udp_timeout: {:#}",
         lab.stats()
     );
-    let again = udp_exchange(&dut2, udp.addr, b"dut2 after expiry");
+    let again = udp_exchange(&lab, &dut2, &udp, b"dut2 after expiry");
     assert_eq!(
         again,
         SocketAddr::from((EXPORTER_UP, 4444)),
