@@ -63,7 +63,8 @@ pub fn spawn(topology: &Topology, ns: &Netns, args: &[&str], log: &str) -> Proce
 
 /// Starts `dutnet load` in `ns` with `config` (written to `dutnet.yaml`),
 /// the topology's own state and run directories, and output in
-/// `dutnet.log`; returns once every network is up. A daemon that does not
+/// `dutnet.log`; returns once every network is up ("network up" is logged
+/// per network, "dutnet is up" after the last one). A daemon that does not
 /// come up within 15 s fails the test with its log.
 pub fn load(topology: &Topology, ns: &Netns, config: &str) -> Process {
     let path = topology.path("dutnet.yaml");
@@ -79,7 +80,8 @@ pub fn load(topology: &Topology, ns: &Netns, config: &str) -> Process {
         topology.path("dutnet.log"),
     );
     let up = cmd::wait_for(Duration::from_secs(15), || {
-        daemon.log().contains("network up").then_some(())
+        let log = daemon.log();
+        (log.contains("network up") && log.contains("dutnet is up")).then_some(())
     });
     assert!(up.is_some(), "dutnet did not come up:\n{}", daemon.log());
     daemon

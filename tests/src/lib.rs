@@ -9,6 +9,7 @@ pub mod bpf_test_run;
 pub mod cli;
 pub mod clients;
 pub mod cmd;
+pub mod far_end;
 pub mod frames;
 pub mod netns;
 pub mod prereq;
