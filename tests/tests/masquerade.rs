@@ -371,7 +371,6 @@ fn which(program: &str) -> bool {
 }
 
 #[test]
-#[ignore = "needs the nft fallback for punted fragments (lead is adding it)"]
 fn a_9000_byte_datagram_fragmented_by_the_dut_arrives_whole() {
     let mut lab = Lab::new(1);
     lab.load("");
