@@ -1,0 +1,267 @@
+//! A NAT lab for the datapath tests: an exporter running `dutnet load`, DUT
+//! namespaces behind DUT NICs `dn-dut1..n` that all carry the same static
+//! plan, a LAN host on the upstream, and the exchanges the tests judge from
+//! the far end (echo servers that report the source they saw).
+use std::{
+    io::{Read as _, Write as _},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket},
+    ops::RangeInclusive,
+    time::Duration,
+};
+
+use serde_json::Value;
+
+use crate::{
+    Netns, Topology, cli,
+    far_end::{self, UdpEcho},
+    netns::Process,
+};
+
+pub const DUT_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 10);
+pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 1);
+/// The LAN host of [`Topology::exporter_and_lan`]; the router on the way to
+/// [`FAR_IP`] in the labs that have one.
+pub const LAN_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
+/// The exporter's upstream address: every DUT hides behind it.
+pub const EXPORTER_UP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
+/// A host one router further than the LAN host.
+pub const FAR_IP: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 2);
+/// The fast path's translation range while `ip_local_port_range` is the
+/// default 32768-60999 (the range above it, less the nft fallback's slice).
+pub const NAT_PORTS: RangeInclusive<u16> = 61000..=64511;
+/// How long a client waits for one reply.
+pub const REPLY_WAIT: Duration = Duration::from_secs(3);
+
+/// One network mapping of the `networks:` list for DUT NIC `dn-dut<n>`.
+/// A top-level key of `extra` replaces the default one.
+pub fn network_yaml(n: usize, extra: &str) -> String {
+    let defaults = format!(
+        "interface: dn-dut{n}
+subnet: 192.168.100.0/24
+gateway_ip: {GATEWAY}
+upstream_interface: dn-up
+nat_mode: masquerade
+dhcp_enabled: false
+dns_servers: [\"{LAN_IP}\"]
+"
+    );
+    let key = |line: &str| line.split(':').next().map(str::to_owned);
+    let overridden: Vec<String> = extra
+        .lines()
+        .filter(|l| !l.starts_with(' ') && !l.starts_with('-'))
+        .filter_map(key)
+        .collect();
+    let mut yaml = format!("  - name: dut{n}\n");
+    for line in defaults
+        .lines()
+        .filter(|l| !key(l).is_some_and(|k| overridden.contains(&k)))
+    {
+        yaml.push_str(&format!("    {line}\n"));
+    }
+    for line in extra.lines() {
+        yaml.push_str(&format!("    {line}\n"));
+    }
+    yaml
+}
+
+/// An exporter with DUT NICs `dn-dut1..n`, each leading to its own DUT
+/// namespace where the DUT has [`DUT_IP`] statically (all the same), and
+/// the upstream `dn-up` to the LAN host.
+pub struct Lab {
+    pub topology: Topology,
+    pub exporter: Netns,
+    pub lan: Netns,
+    pub duts: Vec<Netns>,
+    pub daemon: Option<Process>,
+}
+
+impl Lab {
+    pub fn new(duts: usize) -> Self {
+        let mut topology = Topology::new();
+        let (exporter, lan) = topology.exporter_and_lan();
+        let duts = (1..=duts)
+            .map(|n| {
+                let dut = topology.netns(&format!("dut{n}"));
+                topology.veth((&exporter, &format!("dn-dut{n}")), (&dut, "eth0"));
+                dut.ip(&format!("addr add {DUT_IP}/24 dev eth0"));
+                dut.ip(&format!("route add default via {GATEWAY}"));
+                dut
+            })
+            .collect();
+        Self {
+            topology,
+            exporter,
+            lan,
+            duts,
+            daemon: None,
+        }
+    }
+
+    /// Makes the LAN host a router to a far host ([`FAR_IP`], namespace
+    /// `far`) over a link with `mtu`; the exporter's default route goes
+    /// through it. Neither the router nor the far host can route to the
+    /// DUT subnet.
+    pub fn with_far_host(mut self, mtu: u32) -> (Self, Netns) {
+        let far = self.topology.netns("far");
+        self.topology.veth((&self.lan, "eth1"), (&far, "eth0"));
+        self.lan.ip(&format!("link set eth1 mtu {mtu}"));
+        far.ip(&format!("link set eth0 mtu {mtu}"));
+        self.lan.ip("addr add 10.98.0.1/24 dev eth1");
+        far.ip(&format!("addr add {FAR_IP}/24 dev eth0"));
+        far.ip("route add default via 10.98.0.1");
+        self.lan.sysctl("net.ipv4.ip_forward=1");
+        self.exporter.ip(&format!("route add default via {LAN_IP}"));
+        (self, far)
+    }
+
+    /// Starts `dutnet load` with one network per DUT, each with `extra`
+    /// keys (YAML lines).
+    pub fn load(&mut self, extra: &str) {
+        self.load_each(|_| extra.to_owned());
+    }
+
+    /// Starts `dutnet load` with one network per DUT; network `n` (from 1)
+    /// gets the keys `extra(n)` (YAML lines).
+    pub fn load_each(&mut self, extra: impl Fn(usize) -> String) {
+        let mut config = "networks:\n".to_owned();
+        for n in 1..=self.duts.len() {
+            config.push_str(&network_yaml(n, &extra(n)));
+        }
+        self.daemon = Some(cli::load(&self.topology, &self.exporter, &config));
+    }
+
+    pub fn dut(&self, n: usize) -> &Netns {
+        &self.duts[n - 1]
+    }
+
+    pub fn log(&self) -> String {
+        self.daemon.as_ref().map(Process::log).unwrap_or_default()
+    }
+
+    /// `dutnet stats --json`, run in the exporter like a user would.
+    /// dutnet's counters and the end of its log, for failure messages.
+    pub fn report(&self) -> String {
+        let log = self.log();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        format!(
+            "stats: {:#}\ndutnet log (end):\n{}",
+            self.stats(),
+            tail.join("\n")
+        )
+    }
+
+    pub fn stats(&self) -> Value {
+        let out = cli::run(&self.topology, &self.exporter, &["stats", "--json"]);
+        assert!(
+            out.success(),
+            "dutnet stats failed: {out:#?}\n{}",
+            self.log()
+        );
+        serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("stats --json is not JSON ({e}):\n{}", out.stdout))
+    }
+
+    /// The stats entry of DUT NIC `iface`.
+    pub fn stats_of(&self, iface: &str) -> Value {
+        let stats = self.stats();
+        stats["interfaces"]
+            .as_array()
+            .and_then(|all| all.iter().find(|i| i["interface"] == iface))
+            .cloned()
+            .unwrap_or_else(|| panic!("no stats for {iface}:\n{stats:#}"))
+    }
+
+    /// A counter (JSON pointer, e.g. `/drops/unsolicited`) summed over every
+    /// interface dutnet reports.
+    /// A DUT NIC missing from the stats fails the test: a sum over nothing
+    /// would pass every "is zero" check.
+    pub fn total(&self, pointer: &str) -> u64 {
+        let stats = self.stats();
+        let interfaces = stats["interfaces"].as_array().cloned().unwrap_or_default();
+        for n in 1..=self.duts.len() {
+            assert!(
+                interfaces
+                    .iter()
+                    .any(|i| i["interface"] == format!("dn-dut{n}")),
+                "dn-dut{n} is missing from the stats:\n{stats:#}\n{}",
+                self.log()
+            );
+        }
+        interfaces
+            .iter()
+            .filter_map(|i| i.pointer(pointer).and_then(Value::as_u64))
+            .sum()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(mut daemon) = self.daemon.take() {
+            daemon.terminate();
+        }
+    }
+}
+
+/// A UDP socket in `ns` bound to `bind`, with a read timeout.
+pub fn udp_socket(ns: &Netns, bind: SocketAddrV4) -> UdpSocket {
+    let socket = ns.enter(move || UdpSocket::bind(bind).expect("bind in DUT"));
+    socket.set_read_timeout(Some(REPLY_WAIT)).unwrap();
+    socket
+}
+
+/// Sends `payload` to `server` and returns the peer the server saw, after
+/// checking the echo is the reply to this very datagram.
+#[track_caller]
+pub fn udp_exchange(lab: &Lab, socket: &UdpSocket, server: &UdpEcho, payload: &[u8]) -> SocketAddr {
+    socket.send_to(payload, server.addr).unwrap();
+    udp_reply(lab, socket, server, payload)
+}
+
+/// Waits for the echo of `payload` on `socket`; returns the peer the server
+/// saw. Without one, fails with what the server got and dutnet's view.
+#[track_caller]
+pub fn udp_reply(lab: &Lab, socket: &UdpSocket, server: &UdpEcho, payload: &[u8]) -> SocketAddr {
+    let mut buf = vec![0u8; 65536];
+    let local = socket.local_addr().unwrap();
+    let n = socket.recv(&mut buf).unwrap_or_else(|e| {
+        panic!(
+            "no UDP echo for {local} within {REPLY_WAIT:?} ({e}); the server got {:?}\n{}",
+            server.datagrams(),
+            lab.report()
+        )
+    });
+    let (peer, echoed) = far_end::parse_echo(&buf[..n])
+        .unwrap_or_else(|| panic!("not an echo: {:?}", String::from_utf8_lossy(&buf[..n])));
+    assert_eq!(
+        echoed, payload,
+        "{local} got the echo of someone else's datagram"
+    );
+    peer
+}
+
+/// One TCP exchange from `ns`: connect, send a line, read the echo; returns
+/// the peer the server saw.
+pub fn tcp_exchange(ns: &Netns, server: SocketAddrV4, line: &str) -> SocketAddr {
+    let request = format!("{line}\n");
+    let reply = ns.enter({
+        let request = request.clone();
+        move || -> std::io::Result<Vec<u8>> {
+            let mut stream = TcpStream::connect_timeout(&server.into(), REPLY_WAIT)?;
+            stream.set_read_timeout(Some(REPLY_WAIT))?;
+            stream.write_all(request.as_bytes())?;
+            let mut reply = Vec::new();
+            stream.read_to_end(&mut reply)?;
+            Ok(reply)
+        }
+    });
+    let reply = reply.unwrap_or_else(|e| panic!("TCP to {server} from {}: {e}", ns.name));
+    let (peer, echoed) = far_end::parse_echo(&reply)
+        .unwrap_or_else(|| panic!("not an echo: {:?}", String::from_utf8_lossy(&reply)));
+    assert_eq!(echoed, request.as_bytes());
+    peer
+}
+
+pub fn lan_udp_echo(lab: &Lab) -> UdpEcho {
+    UdpEcho::start(&lab.lan, SocketAddrV4::new(LAN_IP, 7000))
+}

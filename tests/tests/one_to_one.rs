@@ -1,0 +1,193 @@
+//! 1:1 NAT and `nat_mode: disabled` (issue #8), judged from the far end. The
+//! LAN host (10.99.0.1) has no route to the DUT subnet: it reaches a DUT only
+//! through the public address dutnet gives it.
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+
+use dutnet_tests::{
+    clients,
+    far_end::{self, TcpEcho, UdpEcho},
+    nat_lab::{
+        DUT_IP, EXPORTER_UP, LAN_IP, Lab, REPLY_WAIT, lan_udp_echo, tcp_exchange, udp_exchange,
+        udp_socket,
+    },
+    prereq,
+};
+
+const PUBLIC_1: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 51);
+const PUBLIC_2: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 52);
+/// A second address of DUT 1 without a public address: masqueraded.
+const UNMAPPED: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 11);
+
+/// `nat_mode: 1to1` with DUT `n` at [`DUT_IP`] published as `PUBLIC_n`.
+fn one_to_one(n: usize) -> String {
+    let public = if n == 1 { PUBLIC_1 } else { PUBLIC_2 };
+    format!("nat_mode: 1to1\naddresses:\n  - ip: {DUT_IP}\n    public_ip: {public}\n")
+}
+
+/// Sends one datagram from the LAN host to `to` and returns (the peer the
+/// DUT's echo server saw, the address the reply came from).
+fn lan_udp_to(lab: &Lab, to: SocketAddrV4) -> (SocketAddr, SocketAddr) {
+    let socket = udp_socket(&lab.lan, SocketAddrV4::new(LAN_IP, 0));
+    socket.send_to(b"from the lan", to).unwrap();
+    let mut buf = [0u8; 1500];
+    let (n, from) = socket
+        .recv_from(&mut buf)
+        .unwrap_or_else(|e| panic!("no reply from {to} ({e})\n{}", lab.report()));
+    let (seen, echoed) = far_end::parse_echo(&buf[..n]).unwrap();
+    assert_eq!(echoed, b"from the lan");
+    (seen, from)
+}
+
+#[test]
+fn the_lan_reaches_a_dut_at_its_public_address_and_sees_it_there() {
+    prereq::require("ping", "iputils-ping");
+    let mut lab = Lab::new(1);
+    lab.load_each(one_to_one);
+    let dut = lab.dut(1);
+    let tcp = TcpEcho::start(dut, SocketAddrV4::new(DUT_IP, 2222));
+    let udp = UdpEcho::start(dut, SocketAddrV4::new(DUT_IP, 5353));
+
+    // New connections from the LAN, on any port: the DUT sees the LAN host.
+    let seen = tcp_exchange(&lab.lan, SocketAddrV4::new(PUBLIC_1, 2222), "hello dut");
+    assert_eq!(seen.ip(), LAN_IP, "the DUT saw {seen}");
+    assert_eq!(tcp.peers(), vec![seen]);
+    let (seen, reply_from) = lan_udp_to(&lab, SocketAddrV4::new(PUBLIC_1, 5353));
+    assert_eq!(seen.ip(), LAN_IP);
+    assert_eq!(reply_from, SocketAddrV4::new(PUBLIC_1, 5353).into());
+    assert_eq!(udp.peers(), vec![seen]);
+    let ping = lab.lan.exec(
+        "ping",
+        &["-c", "2", "-i", "0.2", "-W", "2", &PUBLIC_1.to_string()],
+    );
+    assert!(
+        ping.stdout.contains("2 received"),
+        "{ping:#?}\n{}",
+        lab.report()
+    );
+
+    // The DUT's own connections leave from its public address; its other,
+    // unmapped address is masqueraded behind the upstream address.
+    let echo = lan_udp_echo(&lab);
+    let socket = udp_socket(dut, SocketAddrV4::new(DUT_IP, 0));
+    assert_eq!(udp_exchange(&lab, &socket, &echo, b"mapped").ip(), PUBLIC_1);
+    dut.ip(&format!("addr add {UNMAPPED}/24 dev eth0"));
+    let socket = udp_socket(dut, SocketAddrV4::new(UNMAPPED, 0));
+    assert_eq!(
+        udp_exchange(&lab, &socket, &echo, b"unmapped").ip(),
+        EXPORTER_UP
+    );
+}
+
+#[test]
+fn the_exporter_reaches_a_dut_at_its_public_address() {
+    let mut lab = Lab::new(1);
+    lab.load_each(one_to_one);
+    let _tcp = TcpEcho::start(lab.dut(1), SocketAddrV4::new(DUT_IP, 2222));
+    let seen = tcp_exchange(&lab.exporter, SocketAddrV4::new(PUBLIC_1, 2222), "hairpin");
+    // The exporter's own connection arrives from an exporter address.
+    assert!(
+        [Ipv4Addr::new(192, 168, 100, 1), PUBLIC_1, EXPORTER_UP].contains(&match seen.ip() {
+            std::net::IpAddr::V4(ip) => ip,
+            std::net::IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+        }),
+        "the DUT saw {seen}"
+    );
+}
+
+#[test]
+fn two_dut_nics_with_the_same_address_are_each_reached_by_their_own_public_address() {
+    let mut lab = Lab::new(2);
+    lab.load_each(one_to_one);
+    let servers: Vec<TcpEcho> = (1..=2)
+        .map(|n| TcpEcho::start(lab.dut(n), SocketAddrV4::new(DUT_IP, 2222)))
+        .collect();
+    for (n, public) in [(1, PUBLIC_1), (2, PUBLIC_2)] {
+        let seen = tcp_exchange(&lab.lan, SocketAddrV4::new(public, 2222), "which dut?");
+        assert_eq!(seen.ip(), LAN_IP);
+        assert_eq!(
+            servers[n - 1].peers(),
+            vec![seen],
+            "DUT {n} answered for {public}"
+        );
+    }
+    assert_eq!(servers[0].peers().len(), 1);
+    assert_eq!(servers[1].peers().len(), 1);
+}
+
+#[test]
+fn public_addresses_are_aliases_on_the_upstream_while_dutnet_runs() {
+    let mut lab = Lab::new(1);
+    lab.load_each(one_to_one);
+    let addresses = lab.exporter.ip("-4 -o addr show dev dn-up");
+    assert!(
+        addresses.stdout.contains(&format!("{PUBLIC_1}/24")),
+        "the alias has the upstream's prefix: {}",
+        addresses.stdout
+    );
+    if let Some(mut daemon) = lab.daemon.take() {
+        daemon.terminate();
+    }
+    let addresses = lab.exporter.ip("-4 -o addr show dev dn-up");
+    assert!(
+        !addresses.stdout.contains(&PUBLIC_1.to_string()),
+        "{}",
+        addresses.stdout
+    );
+    // Nothing answers for the public address any more.
+    let socket = udp_socket(&lab.lan, SocketAddrV4::new(LAN_IP, 0));
+    socket
+        .send_to(b"anyone?", SocketAddrV4::new(PUBLIC_1, 5353))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    assert!(socket.recv_from(&mut buf).is_err());
+}
+
+#[test]
+fn a_disabled_network_serves_dhcp_and_dns_but_forwards_nothing() {
+    prereq::require("dhclient", "isc-dhcp-client");
+    prereq::require("dig", "dnsutils");
+    let mut lab = Lab::new(1);
+    lab.load(
+        "nat_mode: disabled\ndhcp_enabled: true\ndns_entries:\n  - hostname: controller.lab.local\n    ip: 10.99.0.1\n",
+    );
+    let dut = lab.dut(1);
+    // The DUT gets its lease and its DNS answers from dutnet...
+    dut.ip(&format!("addr del {DUT_IP}/24 dev eth0"));
+    let (out, leases) = clients::dhclient(dut, "eth0", &lab.topology.dir, "");
+    assert!(out.success(), "{out:#?}\n{}", lab.report());
+    let leased = clients::leased_address(&leases).expect("a lease");
+    dut.ip(&format!("addr add {leased}/24 dev eth0"));
+    dut.ip("route replace default via 192.168.100.1");
+    let dig = dut.exec(
+        "dig",
+        &[
+            "+short",
+            "+time=2",
+            "@192.168.100.1",
+            "controller.lab.local",
+        ],
+    );
+    assert_eq!(dig.stdout.trim(), "10.99.0.1", "{dig:#?}");
+
+    // ...but reaches nothing beyond the exporter,
+    let echo = UdpEcho::start(&lab.lan, SocketAddrV4::new(LAN_IP, 7000));
+    let socket: UdpSocket = udp_socket(dut, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+    socket.send_to(b"out?", echo.addr).unwrap();
+    let mut buf = [0u8; 64];
+    assert!(socket.recv_from(&mut buf).is_err(), "the DUT got a reply");
+    assert!(
+        echo.peers().is_empty(),
+        "the LAN host heard {:?}",
+        echo.peers()
+    );
+
+    // ...and nothing beyond reaches it, even with a route to its subnet.
+    let leased: Ipv4Addr = leased.parse().unwrap();
+    let _tcp = TcpEcho::start(dut, SocketAddrV4::new(leased, 2222));
+    lab.lan.ip("route add 192.168.100.0/24 via 10.99.0.2");
+    lab.exporter.sysctl("net.ipv4.conf.all.forwarding=1");
+    let reached = lab.lan.enter(move || {
+        std::net::TcpStream::connect_timeout(&SocketAddrV4::new(leased, 2222).into(), REPLY_WAIT)
+    });
+    assert!(reached.is_err(), "the LAN host connected to the DUT");
+}
