@@ -140,6 +140,15 @@ pub fn run(args: &Args) -> Result<()> {
         eprintln!("    {name}: {summary}");
     }
 
+    step("the LAN host reaches board1 at its public address 10.99.0.51 (1:1 NAT)");
+    let ping = lan.exec("ping", &["-c", "2", "-i", "0.2", "-W", "1", "10.99.0.51"]);
+    let summary = ping
+        .stdout
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or("no answer");
+    eprintln!("    {}: {summary}", lan.name);
+
     let limit = args.seconds.map(Duration::from_secs);
     let started = Instant::now();
     while !stop.load(Ordering::Relaxed) && limit.is_none_or(|l| started.elapsed() < l) {
