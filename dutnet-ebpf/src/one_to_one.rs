@@ -120,3 +120,27 @@ pub fn inbound(
     stats::count(m.dut_ifindex, Direction::NatIn, ctx.len());
     Verdict::Redirect(forward::to_next_hop(m.dut_ifindex, m.private_addr))
 }
+
+/// From published DUT `from` to the public address of published DUT `to`:
+/// the source becomes `from`'s public address and the destination `to`'s
+/// private one, and the packet goes straight to `to`'s DUT NIC. Its reply
+/// takes the same way back.
+#[inline(always)]
+pub fn hairpin(ctx: &TcContext, ip: &Ipv4, from: &Mapping, to: &Mapping) -> Verdict {
+    if ip.ttl <= 1 {
+        return verdict::punted(from.dut_ifindex, punt::TTL_EXPIRED);
+    }
+    let l4 = L4Check::pseudo_header(ip.protocol, Ipv4::L4_OFF);
+    let mut header = Ipv4Rewrite::new(ip);
+    let result = header
+        .address(ctx, IP_OFF + IP_SRC_OFF, ip.src, from.public_addr, l4)
+        .and_then(|()| header.address(ctx, IP_OFF + IP_DST_OFF, ip.dst, to.private_addr, l4))
+        .and_then(|()| header.decrement_ttl(ctx, ip))
+        .and_then(|()| header.finish(ctx));
+    if result.is_err() {
+        return verdict::dropped(from.dut_ifindex, drop::MALFORMED);
+    }
+    stats::count(from.dut_ifindex, Direction::NatOut, ctx.len());
+    stats::count(to.dut_ifindex, Direction::NatIn, ctx.len());
+    Verdict::Redirect(forward::to_next_hop(to.dut_ifindex, to.private_addr))
+}

@@ -90,6 +90,14 @@ pub fn handle(ctx: &TcContext) -> Verdict {
         }
         _ => (parse::port(&l4, 0), parse::port(&l4, 2), 0),
     };
+    if cfg.nat_mode == mode::ONE_TO_ONE
+        && let Some(target) = one_to_one::of_public(ip.dst)
+        && let Some(mapping) = one_to_one::of_private(ifindex, ip.src)
+    {
+        // One published DUT to another's public address: straight across,
+        // even when both DUT NICs carry the same subnet.
+        return one_to_one::hairpin(ctx, &ip, &mapping, &target);
+    }
     let (out_ifindex, next_hop) = match upstream_route(ctx, &cfg, &ip, ifindex, sport, dport) {
         Ok(hop) => hop,
         Err(verdict) => return verdict,
