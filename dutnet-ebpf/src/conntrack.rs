@@ -62,6 +62,7 @@ pub fn create(
     macs: &Macs,
     tcp_flags: u8,
 ) -> Result<FlowEntry, usize> {
+    // SAFETY: plain helper call without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let mut inbound = FlowKey {
         ifindex: cfg.upstream_ifindex,
@@ -122,6 +123,8 @@ fn claim_port(inbound: &mut FlowKey, entry: &FlowEntry, cfg: &DutConfig) -> Resu
         Err(_) => return Err(drop::TABLE_FULL),
     }
     let span = u32::from(cfg.port_max.saturating_sub(cfg.port_min)) + 1;
+    // A random start spreads new flows over the range instead of piling
+    // them on its first ports. SAFETY: plain helper call without arguments.
     let start = unsafe { bpf_get_prandom_u32() } % span;
     for i in 0..PORT_TRIES {
         let port = u32::from(cfg.port_min) + (start + i) % span;
