@@ -15,7 +15,7 @@ use std::{
 use ipnet::Ipv4Net;
 use tracing::{info, warn};
 
-use super::{Daemon, NetworkRuntime, nat, takeover};
+use super::{Daemon, NetworkRuntime, nat, restore, takeover};
 use crate::{
     config::{
         AddressEntry, DnsEntry, MacAddr, NatMode, Network,
@@ -408,7 +408,11 @@ impl Daemon {
         let Some((interface, address)) = alias else {
             return;
         };
-        if let Err(e) = remove_alias(&self.netlink, &interface, address).await {
+        let step = UndoStep::AddressAlias {
+            interface: interface.clone(),
+            address,
+        };
+        if let Err(e) = restore::undo_step(&step, &self.netlink).await {
             warn!(network = %net.config.name, %interface, %address, error = %e, "removing a public address failed");
         }
     }
@@ -546,24 +550,6 @@ impl Daemon {
             dns.set_static_hosts(static_hosts(&net.config));
         }
     }
-}
-
-async fn remove_alias(
-    netlink: &crate::netlink::Netlink,
-    interface: &str,
-    address: Ipv4Net,
-) -> Result<(), String> {
-    let Some(link) = netlink
-        .link_by_name(interface)
-        .await
-        .map_err(|e| e.to_string())?
-    else {
-        return Ok(());
-    };
-    netlink
-        .remove_address(link.index, address)
-        .await
-        .map_err(|e| e.to_string())
 }
 
 fn static_hosts(config: &Network) -> Vec<(String, Ipv4Addr)> {
