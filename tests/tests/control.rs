@@ -27,25 +27,33 @@ const DUT_MAC: &str = "02:00:00:00:02:22";
 
 struct Lab {
     topology: Topology,
+    config: &'static str,
     exporter: Netns,
+    lan: Netns,
     dut: Netns,
     daemon: Option<Process>,
 }
 
 impl Lab {
     fn start() -> Self {
+        Self::with_config(CONFIG)
+    }
+
+    fn with_config(config: &'static str) -> Self {
         let mut topology = Topology::new();
-        let (exporter, _lan) = topology.exporter_and_lan();
+        let (exporter, lan) = topology.exporter_and_lan();
         let dut = topology.netns("dut");
         topology.veth((&exporter, "dn-dut1"), (&dut, "eth0"));
         dut.ip(&format!("link set eth0 address {DUT_MAC}"));
-        let daemon = cli::load(&topology, &exporter, CONFIG);
+        let daemon = cli::load(&topology, &exporter, config);
         let etc = PathBuf::from("/etc/netns").join(&dut.name);
         std::fs::create_dir_all(&etc).unwrap();
         std::fs::write(etc.join("resolv.conf"), "").unwrap();
         Self {
             topology,
+            config,
             exporter,
+            lan,
             dut,
             daemon: Some(daemon),
         }
@@ -109,7 +117,7 @@ impl Lab {
         if let Some(mut daemon) = self.daemon.take() {
             daemon.terminate();
         }
-        self.daemon = Some(cli::load(&self.topology, &self.exporter, CONFIG));
+        self.daemon = Some(cli::load(&self.topology, &self.exporter, self.config));
     }
 }
 
@@ -285,4 +293,61 @@ fn runtime_changes_survive_a_restart_until_down() {
     assert_eq!(lab.dig("controller.lab.local"), "10.99.0.1");
     let status = lab.json(&["status"]);
     assert_eq!(status["networks"][0]["addresses"], 1, "{status}");
+}
+
+#[test]
+fn add_address_with_a_public_ip_makes_the_dut_reachable_from_the_lan_until_removed() {
+    let lab = Lab::with_config(
+        "\
+interface: dn-dut1
+upstream_interface: dn-up
+nat_mode: 1to1
+addresses:
+  - ip: 192.168.100.20
+    public_ip: 10.99.0.20
+",
+    );
+    lab.dut.ip("addr add 192.168.100.60/24 dev eth0");
+    lab.dut.ip("route add default via 192.168.100.1");
+    let ping = || {
+        lab.lan
+            .exec("ping", &["-c", "1", "-W", "1", "10.99.0.60"])
+            .success()
+    };
+    assert!(!ping(), "10.99.0.60 answered before it was mapped");
+
+    lab.ok(&["add-address", "192.168.100.60", "--public-ip", "10.99.0.60"]);
+    let reached = cmd::wait_for(std::time::Duration::from_secs(5), || ping().then_some(()));
+    assert!(
+        reached.is_some(),
+        "the LAN cannot reach the DUT at 10.99.0.60\n{}",
+        lab.log()
+    );
+    // The exporter owns the alias: make sure the DUT answered, not it.
+    let echoes = || icmp_in_echos(&lab.dut);
+    let before = echoes();
+    assert!(ping());
+    assert!(echoes() > before, "the echo did not reach the DUT");
+    let rules = lab.json(&["nat-rules"]);
+    let mappings = rules["networks"][0]["mappings"].to_string();
+    assert!(mappings.contains("10.99.0.60"), "{rules}");
+
+    lab.ok(&["remove-address", "192.168.100.60"]);
+    assert!(!ping(), "10.99.0.60 still answers after remove-address");
+    let aliases = lab.exporter.ip("-4 addr show dev dn-up").stdout;
+    assert!(!aliases.contains("10.99.0.60"), "{aliases}");
+    assert!(aliases.contains("10.99.0.20"), "{aliases}");
+}
+
+/// `Icmp: InEchos` of `ns` (/proc/net/snmp is per network namespace).
+fn icmp_in_echos(ns: &Netns) -> u64 {
+    let snmp = ns.exec("cat", &["/proc/net/snmp"]).ok().stdout;
+    let mut icmp = snmp.lines().filter(|l| l.starts_with("Icmp:"));
+    let (names, values) = (icmp.next().unwrap(), icmp.next().unwrap());
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "InEchos")
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap()
 }
