@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
-use dutnet::{config, daemon, state::paths::Paths};
+use dutnet::{
+    config, daemon,
+    state::{paths::Paths, runtime},
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -21,7 +24,15 @@ pub fn run(args: &Args) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let outcome = runtime.block_on(daemon::down(&Paths::from_env()))?;
+    let paths = Paths::from_env();
+    let outcome = runtime.block_on(daemon::down(&paths))?;
+    // Down means down: the next `load` starts from the config file alone.
+    runtime::forget_all(&paths).with_context(|| {
+        format!(
+            "removing the saved runtime changes in {}",
+            paths.runtime_dir().display()
+        )
+    })?;
     println!("{outcome}");
     Ok(())
 }

@@ -1,9 +1,19 @@
 //! The command line: one file per verb; each only parses and calls the library.
+mod add_address;
+mod add_dns;
 mod attach;
 mod config;
+mod control;
+mod dns_entries;
 mod down;
+mod get_ip;
+mod leases;
 mod load;
+mod nat_rules;
+mod remove_address;
+mod remove_dns;
 mod stats;
+mod status;
 
 use std::process::ExitCode;
 
@@ -32,6 +42,25 @@ enum Command {
     Down(down::Args),
     /// Show per-interface packet and byte counters of the running datapath.
     Stats(stats::Args),
+    /// Show each network: interface, addresses, upstream, NAT, DHCP, DNS.
+    Status(status::Args),
+    /// List the DHCP leases.
+    Leases(leases::Args),
+    /// Print the address leased to a DUT's MAC (exit code 3 if none).
+    GetIp(get_ip::Args),
+    /// Add a DUT address entry (static lease, host name, 1:1 public IP) to
+    /// the running network; kept across restarts until `dutnet down`.
+    AddAddress(add_address::Args),
+    /// Remove a DUT address entry from the running network until `dutnet down`.
+    RemoveAddress(remove_address::Args),
+    /// Show what NAT does now: masquerade address, port ranges, 1:1 mappings, flows.
+    NatRules(nat_rules::Args),
+    /// List the names the networks' DNS servers answer.
+    DnsEntries(dns_entries::Args),
+    /// Add a custom DNS record to the running network; kept until `dutnet down`.
+    AddDns(add_dns::Args),
+    /// Remove a custom DNS record from the running network until `dutnet down`.
+    RemoveDns(remove_dns::Args),
     /// Check a configuration file and show the normalized networks.
     Config(config::Args),
     /// Attach the datapath's counters to interfaces until interrupted
@@ -47,6 +76,15 @@ pub fn run() -> ExitCode {
         Command::Load(args) => load::run(&args),
         Command::Down(args) => down::run(&args),
         Command::Stats(args) => stats::run(&args),
+        Command::Status(args) => status::run(&args),
+        Command::Leases(args) => leases::run(&args),
+        Command::GetIp(args) => get_ip::run(&args),
+        Command::AddAddress(args) => add_address::run(&args),
+        Command::RemoveAddress(args) => remove_address::run(&args),
+        Command::NatRules(args) => nat_rules::run(&args),
+        Command::DnsEntries(args) => dns_entries::run(&args),
+        Command::AddDns(args) => add_dns::run(&args),
+        Command::RemoveDns(args) => remove_dns::run(&args),
         Command::Config(args) => config::run(&args),
         Command::Attach(args) => attach::run(&args),
     };
@@ -54,7 +92,7 @@ pub fn run() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("dutnet: {e:#}");
-            ExitCode::FAILURE
+            control::exit_code(&e)
         }
     }
 }

@@ -3,6 +3,7 @@
 //! `run` is what `dutnet load` does; `down` is what `dutnet down` does. Both
 //! undo through the same journal replay, so a clean exit and the recovery
 //! after a SIGKILL restore the very same things.
+mod control;
 mod lock;
 mod nat;
 mod restore;
@@ -20,6 +21,7 @@ pub use self::{
 };
 use crate::{
     config::{LoadedConfig, NatMode, Network},
+    control::server::{ControlError, ControlServer},
     datapath::{
         Datapath as _,
         ebpf::{EbpfDatapath, EbpfError},
@@ -50,6 +52,8 @@ pub enum DaemonError {
     Takeover(#[from] TakeoverError),
     #[error(transparent)]
     Nft(#[from] NftError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
     #[error("cannot choose the NAT port range: {0}")]
     Ports(#[from] PortPlanError),
     #[error("network `{network}`: {message}")]
@@ -108,6 +112,9 @@ pub async fn run(config: LoadedConfig, paths: Paths) -> Result<(), DaemonError> 
     let mut terminate = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut events = link_events()?;
+    // Before the first change to the host: a failure here has nothing to undo.
+    let (control_tx, mut control_rx) = tokio::sync::mpsc::channel(8);
+    let _control = ControlServer::start(&paths.control_socket(), control_tx)?;
 
     let journal = Journal::create(&paths.journal())?;
     let (lease_changes, mut lease_changed) = tokio::sync::mpsc::unbounded_channel();
@@ -131,6 +138,7 @@ pub async fn run(config: LoadedConfig, paths: Paths) -> Result<(), DaemonError> 
             })
             .collect(),
     };
+    daemon.restore_runtime_changes();
     let configs: Vec<&Network> = daemon.networks.iter().map(|n| &n.config).collect();
     let marks = nat::reply_marks(&configs);
     for (net, mark) in daemon.networks.iter_mut().zip(marks) {
@@ -159,6 +167,7 @@ pub async fn run(config: LoadedConfig, paths: Paths) -> Result<(), DaemonError> 
             _ = tick.tick() => daemon.reconcile_all().await,
             _ = sweep.tick() => daemon.sweep_flows(),
             Some(index) = lease_changed.recv() => daemon.publish_lease_hostnames(index),
+            Some(pending) = control_rx.recv() => daemon.serve_control(pending).await,
         }
     }
     info!("stopping: restoring the host");

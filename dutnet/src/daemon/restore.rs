@@ -24,7 +24,8 @@ pub async fn undo(entries: &[Entry], netlink: &Netlink) -> Vec<String> {
     problems
 }
 
-async fn undo_step(step: &UndoStep, netlink: &Netlink) -> Result<(), String> {
+/// Undoes one step (also used at run time, e.g. to take a public alias away).
+pub(super) async fn undo_step(step: &UndoStep, netlink: &Netlink) -> Result<(), String> {
     match step {
         UndoStep::Ipv4Addresses {
             interface,

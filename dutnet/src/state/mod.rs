@@ -1,2 +1,3 @@
 //! What dutnet keeps outside its own memory.
 pub mod paths;
+pub mod runtime;

@@ -76,6 +76,23 @@ impl Paths {
         self.run_dir.join("dutnet.pid")
     }
 
+    /// The control socket (see `control::server`). Created by `dutnet load`
+    /// once every network is up, mode 0600; removed when it exits.
+    #[must_use]
+    pub fn control_socket(&self) -> PathBuf {
+        self.run_dir.join("dutnet.sock")
+    }
+
+    /// The changes made at run time through the control socket, one file
+    /// per network (see `state::runtime`). Written by the daemon after each
+    /// change, read when it starts, removed by `dutnet down`. Kept under
+    /// the global state directory even when a network has a `state_dir` of
+    /// its own, so `dutnet down` finds them without the config file.
+    #[must_use]
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.state_dir.join("runtime")
+    }
+
     /// The state directory of one network (its leases): the network's
     /// `state_dir` when configured, else `<state_dir>/networks/<name>`.
     /// Created by the network's DHCP server.

@@ -1,0 +1,33 @@
+//! `dutnet add-address IP`: a DUT address entry, at run time.
+use anyhow::Result;
+use dutnet::control::Request;
+
+use super::control::{Common, ask, print_done};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The DUT's address inside the network's subnet.
+    ip: String,
+    /// Give this MAC the address as a static DHCP lease.
+    #[arg(long)]
+    mac: Option<String>,
+    /// Answer this name in DNS (and send it to the DUT by DHCP).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// With `nat_mode: 1to1`: the DUT's own public address.
+    #[arg(long, value_name = "IP")]
+    public_ip: Option<String>,
+    #[command(flatten)]
+    common: Common,
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    let request = Request::AddAddress {
+        network: args.common.network.clone(),
+        ip: args.ip.clone(),
+        mac: args.mac.clone(),
+        hostname: args.hostname.clone(),
+        public_ip: args.public_ip.clone(),
+    };
+    print_done(ask(&args.common, &request)?)
+}

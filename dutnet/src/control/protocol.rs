@@ -1,0 +1,376 @@
+//! The control protocol: one JSON object per line each way.
+//!
+//! A request is `{"version":1,"request":{"verb":"add-address","ip":"..."}}`;
+//! its response is `{"version":1,"response":{"ok":{"reply":"done",...}}}` or
+//! `{"version":1,"response":{"error":{"kind":"invalid","message":"..."}}}`.
+//! Addresses, MACs and names travel as the user typed them: the daemon
+//! parses them with the config file's own code, so a runtime change and the
+//! file obey the same rules and speak with the same messages.
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this build speaks. A daemon answers a request of
+/// another version with [`FailureKind::Invalid`].
+pub const VERSION: u32 = 1;
+
+/// The longest request line a daemon reads (a request is a few hundred bytes).
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// One request line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestFrame {
+    pub version: u32,
+    pub request: Request,
+}
+
+/// One response line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResponseFrame {
+    pub version: u32,
+    pub response: Response,
+}
+
+/// What a client asks. `network` may be left out when the daemon runs one
+/// network; read-only verbs without it cover every network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verb", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    Status {
+        #[serde(default)]
+        network: Option<String>,
+    },
+    Leases {
+        #[serde(default)]
+        network: Option<String>,
+    },
+    /// The address leased to `mac` (any network unless `network` is given).
+    GetIp {
+        #[serde(default)]
+        network: Option<String>,
+        mac: String,
+    },
+    /// An `addresses` entry, added as if it were in the config file.
+    AddAddress {
+        #[serde(default)]
+        network: Option<String>,
+        ip: String,
+        #[serde(default)]
+        mac: Option<String>,
+        #[serde(default)]
+        hostname: Option<String>,
+        #[serde(default)]
+        public_ip: Option<String>,
+    },
+    RemoveAddress {
+        #[serde(default)]
+        network: Option<String>,
+        ip: String,
+    },
+    DnsEntries {
+        #[serde(default)]
+        network: Option<String>,
+    },
+    /// A `dns_entries` entry, added as if it were in the config file.
+    AddDns {
+        #[serde(default)]
+        network: Option<String>,
+        hostname: String,
+        ip: String,
+    },
+    RemoveDns {
+        #[serde(default)]
+        network: Option<String>,
+        hostname: String,
+    },
+    NatRules {
+        #[serde(default)]
+        network: Option<String>,
+    },
+}
+
+/// The daemon's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    Ok(Reply),
+    Error(Failure),
+}
+
+/// Why a request was not carried out; the message says what to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// No such network, address, lease or DNS entry.
+    NotFound,
+    /// The request breaks a rule (of the config file, or of the protocol);
+    /// nothing was changed.
+    Invalid,
+    /// A valid request the daemon could not carry out (a kernel call failed).
+    Failed,
+}
+
+impl Failure {
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self {
+            kind: FailureKind::NotFound,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self {
+            kind: FailureKind::Invalid,
+            message: message.into(),
+        }
+    }
+
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self {
+            kind: FailureKind::Failed,
+            message: message.into(),
+        }
+    }
+}
+
+/// A successful answer, one shape per verb.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "kebab-case")]
+pub enum Reply {
+    Status {
+        networks: Vec<NetworkStatus>,
+    },
+    Leases {
+        networks: Vec<NetworkLeases>,
+    },
+    Ip(LeaseInfo),
+    /// A change was made (add/remove); `message` says which.
+    Done {
+        network: String,
+        message: String,
+    },
+    DnsEntries {
+        networks: Vec<NetworkDns>,
+    },
+    NatRules {
+        networks: Vec<NetworkNat>,
+    },
+}
+
+/// `status` of one network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkStatus {
+    pub name: String,
+    pub interface: String,
+    /// The DUT interface exists and is taken over.
+    pub interface_up: bool,
+    /// The gateway address with its prefix, as put on the DUT interface.
+    pub gateway: String,
+    pub subnet: String,
+    /// The interface DUT traffic leaves through (`None` without NAT, or
+    /// when it cannot be resolved now).
+    pub upstream: Option<String>,
+    /// `masquerade`, `1to1` or `disabled`.
+    pub nat_mode: String,
+    /// `ebpf (tcx)`, `ebpf (netlink)`, or `none` while the interface is absent.
+    pub datapath: String,
+    pub dhcp_enabled: bool,
+    pub dhcp_running: bool,
+    pub dns_running: bool,
+    /// Bound DHCP leases.
+    pub leases: usize,
+    /// `addresses` entries (config file plus runtime changes).
+    pub addresses: usize,
+    /// `dns_entries` (config file plus runtime changes).
+    pub dns_entries: usize,
+    /// Flows in the NAT table for this DUT interface.
+    pub flows: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkLeases {
+    pub network: String,
+    pub leases: Vec<LeaseInfo>,
+}
+
+/// One bound DHCP lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseInfo {
+    pub network: String,
+    /// `aa:bb:cc:dd:ee:ff`.
+    pub mac: String,
+    pub ip: Ipv4Addr,
+    pub hostname: Option<String>,
+    /// Seconds since the Unix epoch.
+    pub expires: u64,
+    /// From an `addresses` entry with this MAC.
+    pub is_static: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkDns {
+    pub network: String,
+    /// Custom records (`dns_entries` and `add-dns`).
+    pub entries: Vec<DnsRecord>,
+    /// DUT host names: `addresses[].hostname` and names DHCP clients sent.
+    pub hosts: Vec<DnsRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsRecord {
+    pub hostname: String,
+    pub ip: Ipv4Addr,
+}
+
+/// What the datapath enforces for one network now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkNat {
+    pub network: String,
+    pub nat_mode: String,
+    pub upstream: Option<String>,
+    /// The address masqueraded DUT connections leave from.
+    pub masquerade_address: Option<Ipv4Addr>,
+    /// Source ports the eBPF fast path translates into.
+    pub ports: Option<PortRange>,
+    /// Source ports the nft fallback masquerades what the fast path punts into.
+    pub fallback_ports: Option<PortRange>,
+    /// 1:1 mappings (private -> public).
+    pub mappings: Vec<Mapping>,
+    pub active_flows: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mapping {
+    pub private: Ipv4Addr,
+    pub public: Ipv4Addr,
+}
+
+/// Parses one request line. Errors are the [`Failure`] to send back.
+pub fn parse_request(line: &str) -> Result<Request, Failure> {
+    // The version is checked before the request's shape: a newer client's
+    // verb would otherwise read as "unknown verb".
+    let value: serde_json::Value = serde_json::from_str(line)
+        .map_err(|e| Failure::invalid(format!("the request is not JSON ({e})")))?;
+    let version = value.get("version").and_then(serde_json::Value::as_u64);
+    if version != Some(u64::from(VERSION)) {
+        return Err(Failure::invalid(format!(
+            "this dutnet daemon speaks control protocol version {VERSION}, the request has {}; \
+             use the dutnet binary of the running daemon",
+            version.map_or_else(|| "none".to_owned(), |v| v.to_string())
+        )));
+    }
+    serde_json::from_value::<RequestFrame>(value)
+        .map(|frame| frame.request)
+        .map_err(|e| Failure::invalid(format!("malformed request ({e})")))
+}
+
+/// One request as the line to send (without the newline).
+pub fn request_line(request: &Request) -> String {
+    let frame = RequestFrame {
+        version: VERSION,
+        request: request.clone(),
+    };
+    // Serializing plain data with string keys cannot fail.
+    serde_json::to_string(&frame).unwrap_or_default()
+}
+
+/// One response as the line to send (without the newline).
+pub fn response_line(response: Response) -> String {
+    let frame = ResponseFrame {
+        version: VERSION,
+        response,
+    };
+    serde_json::to_string(&frame).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_as_one_line() {
+        let request = Request::AddAddress {
+            network: None,
+            ip: "192.168.100.50".into(),
+            mac: Some("02:00:00:aa:bb:cc".into()),
+            hostname: None,
+            public_ip: None,
+        };
+        let line = request_line(&request);
+        assert!(!line.contains('\n'));
+        assert_eq!(
+            line,
+            r#"{"version":1,"request":{"verb":"add-address","network":null,"ip":"192.168.100.50","mac":"02:00:00:aa:bb:cc","hostname":null,"public_ip":null}}"#
+        );
+        assert_eq!(parse_request(&line), Ok(request));
+    }
+
+    #[test]
+    fn optional_fields_may_be_left_out() {
+        let line = r#"{"version":1,"request":{"verb":"remove-dns","hostname":"x.lab"}}"#;
+        assert_eq!(
+            parse_request(line),
+            Ok(Request::RemoveDns {
+                network: None,
+                hostname: "x.lab".into()
+            })
+        );
+    }
+
+    #[test]
+    fn another_version_is_refused_before_the_shape_is_read() {
+        let line = r#"{"version":2,"request":{"verb":"frobnicate"}}"#;
+        let failure = parse_request(line).unwrap_err();
+        assert_eq!(failure.kind, FailureKind::Invalid);
+        assert!(failure.message.contains("version 1"), "{}", failure.message);
+        assert!(failure.message.contains("has 2"), "{}", failure.message);
+    }
+
+    #[test]
+    fn garbage_and_unknown_verbs_are_invalid() {
+        for line in [
+            "not json",
+            r#"{"version":1}"#,
+            r#"{"version":1,"request":{"verb":"reboot"}}"#,
+            r#"{"version":1,"request":{"verb":"status","bogus":1}}"#,
+        ] {
+            assert_eq!(
+                parse_request(line).map_err(|f| f.kind),
+                Err(FailureKind::Invalid),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        for response in [
+            Response::Ok(Reply::Done {
+                network: "lab".into(),
+                message: "added".into(),
+            }),
+            Response::Error(Failure::not_found("no such MAC")),
+        ] {
+            let line = response_line(response.clone());
+            let frame: ResponseFrame = serde_json::from_str(&line).unwrap();
+            assert_eq!(frame.version, VERSION);
+            assert_eq!(frame.response, response);
+        }
+        assert_eq!(
+            response_line(Response::Error(Failure::invalid("x"))),
+            r#"{"version":1,"response":{"error":{"kind":"invalid","message":"x"}}}"#
+        );
+    }
+}

@@ -1,0 +1,353 @@
+//! The control socket and the verbs over it, against a running daemon,
+//! checked by their effects: the lease a real dhclient gets, the answer dig
+//! prints, the exit codes a script sees.
+use std::{os::unix::fs::PermissionsExt as _, path::PathBuf};
+
+use dutnet_tests::{Netns, Output, Topology, cli, clients::Dhclient, cmd, netns::Process, prereq};
+
+const CONFIG: &str = "\
+interface: dn-dut1
+upstream_interface: dn-up
+domain: lab.local
+dns_servers: [\"10.99.0.1\"]
+lease_time: 1h
+dhcp_range_start: 192.168.100.100
+dhcp_range_end: 192.168.100.200
+addresses:
+  - mac: \"02:00:00:00:01:0a\"
+    ip: 192.168.100.10
+    hostname: board1
+dns_entries:
+  - hostname: controller.lab.local
+    ip: 10.99.0.1
+";
+
+/// The DUT's MAC: no entry in CONFIG has it.
+const DUT_MAC: &str = "02:00:00:00:02:22";
+
+struct Lab {
+    topology: Topology,
+    config: &'static str,
+    exporter: Netns,
+    lan: Netns,
+    dut: Netns,
+    daemon: Option<Process>,
+}
+
+impl Lab {
+    fn start() -> Self {
+        Self::with_config(CONFIG)
+    }
+
+    fn with_config(config: &'static str) -> Self {
+        let mut topology = Topology::new();
+        let (exporter, lan) = topology.exporter_and_lan();
+        let dut = topology.netns("dut");
+        topology.veth((&exporter, "dn-dut1"), (&dut, "eth0"));
+        dut.ip(&format!("link set eth0 address {DUT_MAC}"));
+        let daemon = cli::load(&topology, &exporter, config);
+        let etc = PathBuf::from("/etc/netns").join(&dut.name);
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(etc.join("resolv.conf"), "").unwrap();
+        Self {
+            topology,
+            config,
+            exporter,
+            lan,
+            dut,
+            daemon: Some(daemon),
+        }
+    }
+
+    fn log(&self) -> String {
+        self.daemon.as_ref().map(Process::log).unwrap_or_default()
+    }
+
+    /// `dutnet args...` as root, with the daemon's state and run directories.
+    fn dutnet(&self, args: &[&str]) -> Output {
+        let mut command = self
+            .exporter
+            .command(&cli::binary().to_string_lossy(), args);
+        command.envs(cli::env_with_state(&self.topology));
+        cmd::run(command, dutnet_tests::netns::COMMAND_LIMIT)
+    }
+
+    /// `dutnet args...` that must succeed; its stdout.
+    #[track_caller]
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.dutnet(args);
+        assert!(
+            out.success(),
+            "dutnet {args:?} failed: {out:#?}\ndaemon log:\n{}",
+            self.log()
+        );
+        out.stdout
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        serde_json::from_str(&self.ok(&all)).unwrap()
+    }
+
+    /// A fresh dhclient identity (`name`: its own lease file) on the DUT;
+    /// the address it was leased.
+    fn lease(&self, name: &str) -> Option<String> {
+        prereq::require("dhclient", "isc-dhcp-client");
+        let client = Dhclient::new(&self.dut, "eth0", &self.topology.dir, name, "");
+        let out = client.run();
+        assert!(out.success(), "dhclient failed: {out:#?}\n{}", self.log());
+        client.address()
+    }
+
+    /// `dig +short NAME` from the DUT (which needs an address to ask from).
+    fn dig(&self, name: &str) -> String {
+        prereq::require("dig", "dnsutils");
+        self.dut
+            .exec(
+                "dig",
+                &["+short", "+time=2", "+tries=1", "@192.168.100.1", name],
+            )
+            .stdout
+            .trim()
+            .to_owned()
+    }
+
+    fn restart(&mut self) {
+        if let Some(mut daemon) = self.daemon.take() {
+            daemon.terminate();
+        }
+        self.daemon = Some(cli::load(&self.topology, &self.exporter, self.config));
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(mut daemon) = self.daemon.take() {
+            daemon.terminate();
+        }
+        let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&self.dut.name));
+    }
+}
+
+#[test]
+fn add_address_with_a_mac_gives_that_ip_and_remove_address_takes_it_back() {
+    let lab = Lab::start();
+    let done = lab.ok(&[
+        "add-address",
+        "192.168.100.60",
+        "--mac",
+        DUT_MAC,
+        "--hostname",
+        "newboard",
+    ]);
+    assert!(done.contains("192.168.100.60"), "{done}");
+    assert_eq!(lab.lease("first").as_deref(), Some("192.168.100.60"));
+    assert_eq!(lab.ok(&["get-ip", DUT_MAC]).trim(), "192.168.100.60");
+    let lease = lab.json(&["get-ip", DUT_MAC]);
+    assert_eq!(lease["ip"], "192.168.100.60", "{lease}");
+    assert_eq!(lease["is_static"], true, "{lease}");
+
+    lab.ok(&["remove-address", "192.168.100.60"]);
+    let after = lab.lease("second");
+    assert!(
+        after.is_some() && after.as_deref() != Some("192.168.100.60"),
+        "after remove-address the DUT got {after:?}\n{}",
+        lab.log()
+    );
+
+    let unknown = lab.dutnet(&["get-ip", "02:00:00:00:09:99"]);
+    assert_eq!(unknown.code, Some(3), "{unknown:#?}");
+    assert!(unknown.stderr.contains("dutnet leases"), "{unknown:#?}");
+    let missing = lab.dutnet(&["remove-address", "192.168.100.60"]);
+    assert_eq!(missing.code, Some(3), "{missing:#?}");
+}
+
+#[test]
+fn add_dns_resolves_on_the_next_query_and_remove_dns_stops_it() {
+    let lab = Lab::start();
+    lab.dut.ip("addr add 192.168.100.150/24 dev eth0");
+    assert_eq!(lab.dig("controller.lab.local"), "10.99.0.1");
+    assert!(!lab.dig("nas.lab.local").contains("10.99.0.7"));
+
+    lab.ok(&["add-dns", "nas.lab.local", "10.99.0.7"]);
+    assert_eq!(lab.dig("nas.lab.local"), "10.99.0.7");
+    let entries = lab.json(&["dns-entries"]).to_string();
+    assert!(entries.contains("nas.lab.local"), "{entries}");
+
+    lab.ok(&["remove-dns", "nas.lab.local"]);
+    assert!(!lab.dig("nas.lab.local").contains("10.99.0.7"));
+    // A config-file entry can be removed too.
+    lab.ok(&["remove-dns", "controller.lab.local"]);
+    assert_ne!(lab.dig("controller.lab.local"), "10.99.0.1");
+    let missing = lab.dutnet(&["remove-dns", "nas.lab.local"]);
+    assert_eq!(missing.code, Some(3), "{missing:#?}");
+
+    // A host name given with add-address answers at once as well.
+    lab.ok(&["add-address", "192.168.100.70", "--hostname", "bench"]);
+    assert_eq!(lab.dig("bench.lab.local"), "192.168.100.70");
+}
+
+#[test]
+fn bad_requests_exit_4_and_change_nothing() {
+    let lab = Lab::start();
+    let before = lab.json(&["status"]);
+    assert_eq!(before["networks"][0]["interface"], "dn-dut1", "{before}");
+    assert_eq!(before["networks"][0]["addresses"], 1, "{before}");
+    for bad in [
+        // Outside the subnet.
+        &["add-address", "10.1.2.3", "--mac", DUT_MAC][..],
+        // board1's MAC.
+        &[
+            "add-address",
+            "192.168.100.61",
+            "--mac",
+            "02:00:00:00:01:0a",
+        ],
+        // Not a MAC.
+        &["add-address", "192.168.100.62", "--mac", "02:00:00:zz:01"],
+        // board1's IP.
+        &["add-address", "192.168.100.10"],
+        // Masquerade network.
+        &["add-address", "192.168.100.63", "--public-ip", "10.99.0.50"],
+        &["add-dns", "not a name", "10.0.0.1"],
+        &["add-dns", "controller.lab.local", "10.0.0.2"],
+        &["get-ip", "nonsense"],
+    ] {
+        let out = lab.dutnet(bad);
+        assert_eq!(out.code, Some(4), "{bad:?}: {out:#?}");
+        assert_eq!(
+            out.stderr.trim().lines().count(),
+            1,
+            "{bad:?}: not one line: {out:#?}"
+        );
+    }
+    let unknown = lab.dutnet(&["status", "--network", "nope"]);
+    assert_eq!(unknown.code, Some(3), "{unknown:#?}");
+    assert_eq!(lab.json(&["status"]), before);
+    let runtime = lab.topology.path("state").join("runtime");
+    assert!(
+        std::fs::read_dir(&runtime).map_or(true, |mut d| d.next().is_none()),
+        "a refused request saved something in {}",
+        runtime.display()
+    );
+}
+
+#[test]
+fn the_socket_is_root_only_and_a_stopped_daemon_says_so() {
+    prereq::require("setpriv", "util-linux");
+    let mut lab = Lab::start();
+    // A copy nobody may run, so only the socket can refuse.
+    let bin = lab.topology.path("dutnet-bin");
+    std::fs::copy(cli::binary(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut command = std::process::Command::new("setpriv");
+    command
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .arg("status");
+    command.envs(cli::env_with_state(&lab.topology));
+    let out = cmd::run(command, dutnet_tests::netns::COMMAND_LIMIT);
+    assert!(!out.success(), "{out:#?}");
+    assert!(
+        out.stderr
+            .contains("permission denied on the control socket"),
+        "{out:#?}"
+    );
+    assert!(!out.stdout.contains("dn-dut1"), "{out:#?}");
+
+    if let Some(mut daemon) = lab.daemon.take() {
+        daemon.terminate();
+    }
+    let socket = lab.topology.path("run").join("dutnet.sock");
+    assert!(!socket.exists(), "the socket outlived the daemon");
+    let stopped = lab.dutnet(&["status"]);
+    assert_eq!(stopped.code, Some(5), "{stopped:#?}");
+    assert!(stopped.stderr.contains("dutnet load"), "{stopped:#?}");
+    lab.restart();
+    lab.ok(&["status"]);
+}
+
+#[test]
+fn runtime_changes_survive_a_restart_until_down() {
+    let mut lab = Lab::start();
+    lab.dut.ip("addr add 192.168.100.150/24 dev eth0");
+    lab.ok(&["add-address", "192.168.100.60", "--mac", DUT_MAC]);
+    lab.ok(&["add-dns", "nas.lab.local", "10.99.0.7"]);
+    lab.ok(&["remove-dns", "controller.lab.local"]);
+
+    lab.restart();
+    assert_eq!(lab.lease("first").as_deref(), Some("192.168.100.60"));
+    assert_eq!(lab.dig("nas.lab.local"), "10.99.0.7");
+    assert_ne!(lab.dig("controller.lab.local"), "10.99.0.1");
+    let status = lab.json(&["status"]);
+    assert_eq!(status["networks"][0]["addresses"], 2, "{status}");
+    assert_eq!(status["networks"][0]["dns_entries"], 1, "{status}");
+
+    if let Some(mut daemon) = lab.daemon.take() {
+        daemon.terminate();
+    }
+    lab.ok(&["down"]);
+    lab.restart();
+    assert!(!lab.dig("nas.lab.local").contains("10.99.0.7"));
+    assert_eq!(lab.dig("controller.lab.local"), "10.99.0.1");
+    let status = lab.json(&["status"]);
+    assert_eq!(status["networks"][0]["addresses"], 1, "{status}");
+}
+
+#[test]
+fn add_address_with_a_public_ip_makes_the_dut_reachable_from_the_lan_until_removed() {
+    let lab = Lab::with_config(
+        "\
+interface: dn-dut1
+upstream_interface: dn-up
+nat_mode: 1to1
+addresses:
+  - ip: 192.168.100.20
+    public_ip: 10.99.0.20
+",
+    );
+    lab.dut.ip("addr add 192.168.100.60/24 dev eth0");
+    lab.dut.ip("route add default via 192.168.100.1");
+    let ping = || {
+        lab.lan
+            .exec("ping", &["-c", "1", "-W", "1", "10.99.0.60"])
+            .success()
+    };
+    assert!(!ping(), "10.99.0.60 answered before it was mapped");
+
+    lab.ok(&["add-address", "192.168.100.60", "--public-ip", "10.99.0.60"]);
+    let reached = cmd::wait_for(std::time::Duration::from_secs(5), || ping().then_some(()));
+    assert!(
+        reached.is_some(),
+        "the LAN cannot reach the DUT at 10.99.0.60\n{}",
+        lab.log()
+    );
+    // The exporter owns the alias: make sure the DUT answered, not it.
+    let echoes = || icmp_in_echos(&lab.dut);
+    let before = echoes();
+    assert!(ping());
+    assert!(echoes() > before, "the echo did not reach the DUT");
+    let rules = lab.json(&["nat-rules"]);
+    let mappings = rules["networks"][0]["mappings"].to_string();
+    assert!(mappings.contains("10.99.0.60"), "{rules}");
+
+    lab.ok(&["remove-address", "192.168.100.60"]);
+    assert!(!ping(), "10.99.0.60 still answers after remove-address");
+    let aliases = lab.exporter.ip("-4 addr show dev dn-up").stdout;
+    assert!(!aliases.contains("10.99.0.60"), "{aliases}");
+    assert!(aliases.contains("10.99.0.20"), "{aliases}");
+}
+
+/// `Icmp: InEchos` of `ns` (/proc/net/snmp is per network namespace).
+fn icmp_in_echos(ns: &Netns) -> u64 {
+    let snmp = ns.exec("cat", &["/proc/net/snmp"]).ok().stdout;
+    let mut icmp = snmp.lines().filter(|l| l.starts_with("Icmp:"));
+    let (names, values) = (icmp.next().unwrap(), icmp.next().unwrap());
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "InEchos")
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap()
+}
