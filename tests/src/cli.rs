@@ -19,27 +19,20 @@ pub fn binary() -> PathBuf {
     path
 }
 
-/// The environment that points dutnet at the topology's own directories.
+/// The environment that points dutnet at the topology's own bpffs, state
+/// and run directories, so its pins, leases, journal, PID lock and control
+/// socket stay private to the test (and survive a restart of dutnet in it).
 #[must_use]
 pub fn env(topology: &Topology) -> Vec<(&'static str, String)> {
     vec![
         ("DUTNET_BPFFS", topology.bpffs().display().to_string()),
         ("DUTNET_LOG", "debug".to_owned()),
+        (
+            "DUTNET_STATE_DIR",
+            topology.path("state").display().to_string(),
+        ),
+        ("DUTNET_RUN_DIR", topology.path("run").display().to_string()),
     ]
-}
-
-/// [`env`] plus state and run directories inside the topology, so dutnet's
-/// leases, journal and PID lock stay private to the test and survive a
-/// restart of dutnet in it.
-#[must_use]
-pub fn env_with_state(topology: &Topology) -> Vec<(&'static str, String)> {
-    let mut env = env(topology);
-    env.push((
-        "DUTNET_STATE_DIR",
-        topology.path("state").display().to_string(),
-    ));
-    env.push(("DUTNET_RUN_DIR", topology.path("run").display().to_string()));
-    env
 }
 
 /// Runs `dutnet args...` to completion inside `ns`.
@@ -69,10 +62,7 @@ pub fn spawn(topology: &Topology, ns: &Netns, args: &[&str], log: &str) -> Proce
 pub fn load(topology: &Topology, ns: &Netns, config: &str) -> Process {
     let path = topology.path("dutnet.yaml");
     std::fs::write(&path, config).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-    let mut env = env(topology);
-    for (var, dir) in [("DUTNET_STATE_DIR", "state"), ("DUTNET_RUN_DIR", "run")] {
-        env.push((var, topology.path(dir).display().to_string()));
-    }
+    let env = env(topology);
     let daemon = ns.spawn(
         &binary().to_string_lossy(),
         &["load", &path.display().to_string()],

@@ -68,7 +68,7 @@ impl Lab {
         let mut command = self
             .exporter
             .command(&cli::binary().to_string_lossy(), args);
-        command.envs(cli::env_with_state(&self.topology));
+        command.envs(cli::env(&self.topology));
         cmd::run(command, dutnet_tests::netns::COMMAND_LIMIT)
     }
 
@@ -246,7 +246,7 @@ fn the_socket_is_root_only_and_a_stopped_daemon_says_so() {
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(&bin)
         .arg("status");
-    command.envs(cli::env_with_state(&lab.topology));
+    command.envs(cli::env(&lab.topology));
     let out = cmd::run(command, dutnet_tests::netns::COMMAND_LIMIT);
     assert!(!out.success(), "{out:#?}");
     assert!(

@@ -73,16 +73,7 @@ impl Lab {
     }
 
     fn env(&self) -> Vec<(&'static str, String)> {
-        let mut env = cli::env(&self.topology);
-        env.push((
-            "DUTNET_STATE_DIR",
-            self.topology.path("state").display().to_string(),
-        ));
-        env.push((
-            "DUTNET_RUN_DIR",
-            self.topology.path("run").display().to_string(),
-        ));
-        env
+        cli::env(&self.topology)
     }
 
     fn config(&self, text: &str) -> String {

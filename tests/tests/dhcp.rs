@@ -115,7 +115,7 @@ impl Lab {
     fn start(&mut self) {
         assert!(self.daemon.is_none(), "dutnet already runs");
         self.runs += 1;
-        let env = cli::env_with_state(&self.topology);
+        let env = cli::env(&self.topology);
         let bin = cli::binary();
         self.daemon = Some(self.exporter.spawn(
             &bin.to_string_lossy(),

@@ -4,7 +4,7 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 
 use dutnet_tests::{
-    clients,
+    cli, clients,
     far_end::{self, TcpEcho, UdpEcho},
     nat_lab::{
         DUT_IP, EXPORTER_UP, LAN_IP, Lab, REPLY_WAIT, lan_udp_echo, tcp_exchange, udp_exchange,
@@ -198,8 +198,55 @@ fn a_published_dut_reaches_another_at_its_public_address_across_identical_subnet
     lab.load_each(one_to_one);
     let target = TcpEcho::start(lab.dut(2), SocketAddrV4::new(DUT_IP, 2222));
     let decoy = TcpEcho::start(lab.dut(1), SocketAddrV4::new(DUT_IP, 2222));
-    let seen = tcp_exchange(lab.dut(1), SocketAddrV4::new(PUBLIC_2, 2222), "hello neighbour");
-    assert_eq!(seen.ip(), PUBLIC_1, "DUT 2 sees DUT 1 by its public address");
+    let seen = tcp_exchange(
+        lab.dut(1),
+        SocketAddrV4::new(PUBLIC_2, 2222),
+        "hello neighbour",
+    );
+    assert_eq!(
+        seen.ip(),
+        PUBLIC_1,
+        "DUT 2 sees DUT 1 by its public address"
+    );
     assert_eq!(target.peers(), vec![seen]);
     assert!(decoy.peers().is_empty(), "DUT 1 reached itself");
+}
+
+#[test]
+fn removing_a_mapping_at_runtime_stops_it_and_leaves_the_other_duts_flows_alone() {
+    let mut lab = Lab::new(2);
+    lab.load_each(one_to_one);
+    let _dut1 = UdpEcho::start(lab.dut(1), SocketAddrV4::new(DUT_IP, 5353));
+    let _dut2 = UdpEcho::start(lab.dut(2), SocketAddrV4::new(DUT_IP, 5353));
+    // A flow to DUT 2 that lives across the change.
+    let socket = udp_socket(&lab.lan, SocketAddrV4::new(LAN_IP, 0));
+    let exchange = |to: Ipv4Addr, payload: &[u8]| -> Option<SocketAddr> {
+        socket
+            .send_to(payload, SocketAddrV4::new(to, 5353))
+            .unwrap();
+        let mut buf = [0u8; 1500];
+        socket.recv_from(&mut buf).ok().map(|(_, from)| from)
+    };
+    assert!(exchange(PUBLIC_2, b"before").is_some(), "{}", lab.report());
+    assert!(exchange(PUBLIC_1, b"before").is_some(), "{}", lab.report());
+
+    let out = cli::run(
+        &lab.topology,
+        &lab.exporter,
+        &["remove-address", &DUT_IP.to_string(), "--network", "dut1"],
+    );
+    assert!(out.success(), "{out:#?}");
+
+    assert_eq!(exchange(PUBLIC_1, b"after"), None, "DUT 1 still reachable");
+    let addresses = lab.exporter.ip("-4 -o addr show dev dn-up");
+    assert!(
+        !addresses.stdout.contains(&PUBLIC_1.to_string()),
+        "{}",
+        addresses.stdout
+    );
+    assert_eq!(
+        exchange(PUBLIC_2, b"after"),
+        Some(SocketAddrV4::new(PUBLIC_2, 5353).into()),
+        "the other DUT's flow broke"
+    );
 }

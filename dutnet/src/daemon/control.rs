@@ -344,6 +344,7 @@ impl Daemon {
                 public.public
             )));
         }
+        self.refresh_fallback_rules().await;
         Ok(())
     }
 
@@ -406,6 +407,7 @@ impl Daemon {
             _ => None,
         });
         let Some((interface, address)) = alias else {
+            self.refresh_fallback_rules().await;
             return;
         };
         let step = UndoStep::AddressAlias {
@@ -415,6 +417,7 @@ impl Daemon {
         if let Err(e) = restore::undo_step(&step, &self.netlink).await {
             warn!(network = %net.config.name, %interface, %address, error = %e, "removing a public address failed");
         }
+        self.refresh_fallback_rules().await;
     }
 
     fn add_dns(&mut self, index: usize, hostname: String, ip: String) -> Outcome {

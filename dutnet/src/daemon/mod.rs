@@ -281,6 +281,17 @@ impl Daemon {
         Ok(())
     }
 
+    /// Rebuilds the nftables table after a runtime change of the networks
+    /// (its 1:1 DNAT/SNAT rules follow the mappings).
+    async fn refresh_fallback_rules(&mut self) {
+        let Some(ports) = self.ports.clone() else {
+            return;
+        };
+        if let Err(e) = self.install_fallback_rules(&ports).await {
+            warn!(error = %e, "updating the nftables fallback rules failed");
+        }
+    }
+
     async fn reconcile_all(&mut self) {
         for index in 0..self.networks.len() {
             if let Err(e) = self.reconcile(index).await {
