@@ -39,7 +39,12 @@ pub fn route(ctx: &TcContext, ip: &Ipv4, in_ifindex: u32, sport: u16, dport: u16
     params.l4_protocol = ip.protocol;
     params.sport = sport;
     params.dport = dport;
-    params.__bindgen_anon_1.tot_len = ip.total_len;
+    // A GSO packet (TCP from a local or veth sender with offloads on) is
+    // segmented to the MTU on the way out: its total length is no MTU
+    // problem, and 0 tells the lookup to skip the check.
+    // SAFETY: `skb` points at the kernel's __sk_buff for this program run.
+    let gso = unsafe { (*ctx.skb.skb).gso_size } != 0;
+    params.__bindgen_anon_1.tot_len = if gso { 0 } else { ip.total_len };
     params.ifindex = in_ifindex;
     params.__bindgen_anon_2.tos = ip.tos;
     params.__bindgen_anon_3.ipv4_src = ip.src;

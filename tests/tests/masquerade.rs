@@ -379,3 +379,37 @@ fn an_expired_udp_flow_frees_its_port_for_the_next_flow() {
         "the expired flow's port was not reusable"
     );
 }
+
+/// Bulk TCP with the veth's segmentation offloads on: the DUT's stack hands
+/// the exporter 64 KiB GSO packets, which the fast path must forward (the
+/// NIC segments them), not mistake for packets over the MTU.
+#[test]
+fn a_bulk_tcp_transfer_with_offloads_on_stays_on_the_fast_path() {
+    let mut lab = Lab::new(1);
+    lab.load("");
+    const BYTES: usize = 8 << 20;
+    let listener = lab
+        .lan
+        .enter(|| TcpListener::bind(SocketAddrV4::new(LAN_IP, 7100)).unwrap());
+    let sink = std::thread::spawn(move || {
+        let (mut stream, peer) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut received = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stream, &mut received);
+        (peer, received.len())
+    });
+    let sent = lab.dut(1).enter(move || -> std::io::Result<usize> {
+        let mut stream =
+            TcpStream::connect_timeout(&SocketAddrV4::new(LAN_IP, 7100).into(), REPLY_WAIT)?;
+        stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+        std::io::Write::write_all(&mut stream, &vec![0x5a; BYTES])?;
+        Ok(BYTES)
+    });
+    assert_eq!(sent.ok(), Some(BYTES), "{}", lab.report());
+    let (peer, received) = sink.join().unwrap();
+    assert_eq!(peer.ip(), EXPORTER_UP);
+    assert_eq!(received, BYTES, "{}", lab.report());
+    assert_eq!(lab.total("/punts/mtu"), 0, "{}", lab.report());
+}
