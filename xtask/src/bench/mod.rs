@@ -122,7 +122,10 @@ pub fn run(args: &Args) -> Result<()> {
         std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
     );
     println!("\n{header}{table}");
-    let out_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    let workspace = FsPath::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask has no parent directory")?;
+    let out_dir = workspace.join("target/bench");
     std::fs::create_dir_all(&out_dir)?;
     std::fs::write(out_dir.join("bench.md"), format!("{header}{table}"))?;
     let context = json!({

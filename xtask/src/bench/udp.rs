@@ -56,15 +56,20 @@ pub fn measure(lab: &Lab, load: Load) -> Result<UdpResult> {
     let before = CpuTimes::now();
     let receiver = {
         let done = Arc::clone(&done);
-        std::thread::spawn(move || -> Result<receiver::Received> {
-            cpu::pin_to(RECEIVER_CPU)?;
-            Ok(receiver::receive(&sockets, &done, receive_limit))
-        })
+        // Named, so `perf report --comms bench-send` shows the path's cost.
+        std::thread::Builder::new()
+            .name("bench-receive".to_owned())
+            .spawn(move || -> Result<receiver::Received> {
+                cpu::pin_to(RECEIVER_CPU)?;
+                Ok(receiver::receive(&sockets, &done, receive_limit))
+            })?
     };
-    let sender = std::thread::spawn(move || -> Result<generator::Sent> {
-        cpu::pin_to(SENDER_CPU)?;
-        generator::send(&packet_socket, &template, load)
-    });
+    let sender = std::thread::Builder::new()
+        .name("bench-send".to_owned())
+        .spawn(move || -> Result<generator::Sent> {
+            cpu::pin_to(SENDER_CPU)?;
+            generator::send(&packet_socket, &template, load)
+        })?;
     let sent = sender.join();
     let cpu_busy = CpuTimes::now().busy_percent_since(before);
     done.store(true, Ordering::Release);
