@@ -1,5 +1,6 @@
-//! `cargo xtask`: set up a machine, run every test, run the demo lab.
+//! `cargo xtask`: set up a machine, run every test, run the demo lab, bench.
 //! Orchestration only: what dutnet does lives in the dutnet crate.
+mod bench;
 mod demo;
 mod run;
 mod setup;
@@ -22,6 +23,8 @@ enum Command {
     Test(test::Args),
     /// Build a lab of namespaces and run dutnet in it (no hardware needed).
     Demo(demo::Args),
+    /// Routing, nft masquerade and dutnet's eBPF masquerade side by side.
+    Bench(bench::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -29,5 +32,6 @@ fn main() -> anyhow::Result<()> {
         Command::Setup => setup::run(),
         Command::Test(args) => test::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Bench(args) => bench::run(&args),
     }
 }

@@ -1,0 +1,249 @@
+//! `cargo xtask bench`: plain routing, nft masquerade and dutnet's eBPF
+//! masquerade measured side by side, each on a fresh lab, in one run.
+//!
+//! Only ratios between paths measured in the same run mean much: both ends
+//! of every load run on this machine's cores, next to whatever else runs.
+mod cpu;
+mod generator;
+mod lab;
+mod receiver;
+mod report;
+mod rtt;
+mod tcp;
+mod udp;
+
+use std::{
+    path::{Path as FsPath, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use dutnet_tests::prereq;
+use generator::{Flows, Load};
+use lab::{Lab, Path};
+use report::{Metric, Results};
+use serde_json::json;
+
+use crate::run;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A short smoke run (a few seconds per metric, under 90 s in all).
+    #[arg(long)]
+    quick: bool,
+    /// Repeat every path this many times; the table shows min/median/max.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    runs: u32,
+    /// Measure only these paths (default: all; ratios need nft and eBPF).
+    #[arg(long = "path", value_enum)]
+    paths: Vec<Path>,
+}
+
+/// How much load each metric gets: every load is bounded in count and time.
+#[derive(Clone, Copy, Debug)]
+struct Budget {
+    packets: u64,
+    /// New flows per lab: with the 10 000 flows of the other load this must
+    /// stay under dutnet's `nat_table_size` and nf_conntrack_max (262 144).
+    new_flows: u64,
+    udp_limit: Duration,
+    round_trips: u32,
+    rtt_limit: Duration,
+    tcp_seconds: u32,
+}
+
+impl Budget {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Self {
+                packets: 400_000,
+                new_flows: 100_000,
+                udp_limit: Duration::from_secs(2),
+                round_trips: 2_000,
+                rtt_limit: Duration::from_secs(3),
+                tcp_seconds: 2,
+            }
+        } else {
+            Self {
+                packets: 3_000_000,
+                new_flows: 200_000,
+                udp_limit: Duration::from_secs(10),
+                round_trips: 20_000,
+                rtt_limit: Duration::from_secs(15),
+                tcp_seconds: 10,
+            }
+        }
+    }
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    if !run::is_root() {
+        bail!("the bench creates network namespaces: run it as root (`sudo -E cargo xtask bench`)");
+    }
+    for (program, package) in [
+        ("iperf3", "iperf3"),
+        ("nft", "nftables"),
+        ("ethtool", "ethtool"),
+        ("ping", "iputils-ping"),
+        ("ss", "iproute2"),
+    ] {
+        prereq::require(program, package);
+    }
+    let dutnet = build_dutnet()?;
+    let budget = Budget::new(args.quick);
+    let runs = args.runs as usize;
+    let load_before = load_average();
+    eprintln!("==> load average before: {load_before}");
+
+    let mut results = Results::default();
+    let mut ebpf_stats = serde_json::Value::Null;
+    for run in 0..runs {
+        for path in Path::ALL
+            .into_iter()
+            .filter(|p| args.paths.is_empty() || args.paths.contains(p))
+        {
+            eprintln!("\n==> run {}/{runs}: {}", run + 1, path.title());
+            let lab = Lab::build(path, run, &dutnet)?;
+            measure_path(&lab, budget, &mut results)?;
+            if let Some(stats) = lab.dutnet_stats(&dutnet) {
+                ebpf_stats = stats;
+            }
+        }
+    }
+    let load_after = load_average();
+
+    let table = format!("{}\n{}", results.markdown(runs), results.failure_notes());
+    let header = format!(
+        "dutnet bench ({} run{}, {}): kernel {}, {} cores, load average before {load_before}, after {load_after}\n\n",
+        runs,
+        if runs == 1 { "" } else { "s" },
+        if args.quick { "quick" } else { "full" },
+        kernel(),
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+    );
+    println!("\n{header}{table}");
+    let workspace = FsPath::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask has no parent directory")?;
+    let out_dir = workspace.join("target/bench");
+    std::fs::create_dir_all(&out_dir)?;
+    std::fs::write(out_dir.join("bench.md"), format!("{header}{table}"))?;
+    let context = json!({
+        "kernel": kernel(),
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+        "dutnet_stats_last_ebpf_lab": ebpf_stats,
+    });
+    std::fs::write(
+        out_dir.join("bench.json"),
+        serde_json::to_string_pretty(&results.json(runs, args.quick, context))?,
+    )?;
+    eprintln!("written: {}/bench.md and bench.json", out_dir.display());
+    Ok(())
+}
+
+/// Every metric on one lab. The new-flow load goes last: it leaves the most
+/// flows behind in conntrack or dutnet's table.
+fn measure_path(lab: &Lab, budget: Budget, results: &mut Results) -> Result<()> {
+    let path = lab.path;
+    let udp_load = |flows| Load {
+        flows,
+        packets: budget.packets,
+        limit: budget.udp_limit,
+    };
+    let one = udp::measure(lab, udp_load(Flows::One))?;
+    report_udp("1 flow", one);
+    results.add(Metric::UdpOneFlow, path, one.rate);
+    results.add(Metric::CpuBusyOneFlow, path, one.cpu_busy);
+    results.add(Metric::CostOneFlow, path, one.cpu_ns_per_packet);
+
+    let many = udp::measure(lab, udp_load(Flows::Cycle(10_000)))?;
+    report_udp("10 000 flows", many);
+    results.add(Metric::UdpTenThousandFlows, path, many.rate);
+    results.add(Metric::CostTenThousandFlows, path, many.cpu_ns_per_packet);
+
+    let rtt = rtt::measure(lab, budget.round_trips, budget.rtt_limit)?;
+    eprintln!(
+        "    UDP round trip: p50 {:.1} µs, p99 {:.1} µs, {} lost",
+        rtt.p50_us, rtt.p99_us, rtt.lost
+    );
+    results.add(Metric::RttP50, path, rtt.p50_us);
+    results.add(Metric::RttP99, path, rtt.p99_us);
+
+    for (segmentation, metric) in [
+        (tcp::Segmentation::Offloaded, Metric::TcpOffloaded),
+        (tcp::Segmentation::PerPacket, Metric::TcpPerPacket),
+    ] {
+        // A path that breaks TCP is a result, not a reason to stop the bench.
+        match tcp::measure(lab, budget.tcp_seconds, segmentation) {
+            Ok(gbps) => {
+                eprintln!("    TCP 1 stream ({segmentation:?}): {gbps:.2} Gbit/s");
+                results.add(metric, path, gbps);
+            }
+            Err(error) => {
+                eprintln!("    TCP 1 stream ({segmentation:?}) FAILED: {error:#}");
+                results.fail(metric, path, format!("{error:#}"));
+            }
+        }
+    }
+
+    let new_flows = Load {
+        flows: Flows::NewPerPacket,
+        packets: budget.new_flows.min(Flows::NewPerPacket.distinct()),
+        limit: budget.udp_limit,
+    };
+    let fresh = udp::measure(lab, new_flows)?;
+    report_udp("new flow per packet", fresh);
+    results.add(Metric::UdpNewFlows, path, fresh.rate);
+    results.add(Metric::CostNewFlows, path, fresh.cpu_ns_per_packet);
+    Ok(())
+}
+
+fn report_udp(what: &str, result: udp::UdpResult) {
+    eprintln!(
+        "    64-byte UDP, {what}: {:.0} kpps received ({} of {} sent at {:.0} kpps), {:.0} ns CPU/packet, machine busy {:.0} %",
+        result.rate / 1e3,
+        result.received,
+        result.sent,
+        result.offered / 1e3,
+        result.cpu_ns_per_packet,
+        result.cpu_busy
+    );
+}
+
+/// Builds the release dutnet and returns the executable cargo reports.
+fn build_dutnet() -> Result<PathBuf> {
+    eprintln!("==> building dutnet (release)");
+    let messages = run::stdout(run::cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "dutnet",
+        "--bin",
+        "dutnet",
+        "--message-format=json",
+    ]))?;
+    messages
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "dutnet")
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .filter(|p| FsPath::is_file(p))
+        .context("cargo built no dutnet executable")
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn kernel() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}

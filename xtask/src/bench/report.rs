@@ -1,0 +1,347 @@
+//! The bench's results: samples per metric and path, a Markdown table with
+//! the eBPF/nft ratios and the targets, and a JSON copy.
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::lab::Path;
+
+/// What is measured, one row of the table each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Metric {
+    UdpOneFlow,
+    UdpTenThousandFlows,
+    UdpNewFlows,
+    CostOneFlow,
+    CostTenThousandFlows,
+    CostNewFlows,
+    CpuBusyOneFlow,
+    RttP50,
+    RttP99,
+    TcpOffloaded,
+    TcpPerPacket,
+}
+
+/// What a metric must reach for the claim to hold.
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    /// eBPF / nft masquerade at least this.
+    TimesNft(f64),
+    /// eBPF no higher than nft masquerade.
+    NotAboveNft,
+    /// A cost: nft masquerade's over eBPF's at least this.
+    CheaperThanNft(f64),
+    /// eBPF at least plain routing.
+    NotBelowRouting,
+}
+
+impl Metric {
+    pub const ALL: [Self; 11] = [
+        Self::UdpOneFlow,
+        Self::UdpTenThousandFlows,
+        Self::UdpNewFlows,
+        Self::CostOneFlow,
+        Self::CostTenThousandFlows,
+        Self::CostNewFlows,
+        Self::CpuBusyOneFlow,
+        Self::RttP50,
+        Self::RttP99,
+        Self::TcpOffloaded,
+        Self::TcpPerPacket,
+    ];
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::UdpOneFlow => "udp64_1_flow_pps",
+            Self::UdpTenThousandFlows => "udp64_10000_flows_pps",
+            Self::UdpNewFlows => "udp64_new_flow_per_packet_pps",
+            Self::CostOneFlow => "udp64_1_flow_sender_cpu_ns_per_packet",
+            Self::CostTenThousandFlows => "udp64_10000_flows_sender_cpu_ns_per_packet",
+            Self::CostNewFlows => "udp64_new_flow_per_packet_sender_cpu_ns_per_packet",
+            Self::CpuBusyOneFlow => "cpu_busy_percent_udp64_1_flow",
+            Self::RttP50 => "udp_rtt_p50_us",
+            Self::RttP99 => "udp_rtt_p99_us",
+            Self::TcpOffloaded => "tcp_1_stream_gso_gbps",
+            Self::TcpPerPacket => "tcp_1_stream_no_gso_gbps",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Self::UdpOneFlow => "64-byte UDP, 1 flow (kpps)",
+            Self::UdpTenThousandFlows => "64-byte UDP, 10 000 flows (kpps)",
+            Self::UdpNewFlows => "64-byte UDP, new flow per packet (kpps)",
+            Self::CostOneFlow => "sending core's CPU per packet, 1 flow (ns)",
+            Self::CostTenThousandFlows => "sending core's CPU per packet, 10 000 flows (ns)",
+            Self::CostNewFlows => "sending core's CPU per packet, new flows (ns)",
+            Self::CpuBusyOneFlow => "whole machine busy during 1-flow UDP (%)",
+            Self::RttP50 => "UDP round trip p50 (µs)",
+            Self::RttP99 => "UDP round trip p99 (µs)",
+            Self::TcpOffloaded => "TCP 1 stream, GSO/TSO on (Gbit/s)",
+            Self::TcpPerPacket => "TCP 1 stream, GSO/TSO off (Gbit/s)",
+        }
+    }
+
+    /// Stored value → displayed value (packets/s are shown in kpps).
+    fn display_scale(self) -> f64 {
+        match self {
+            Self::UdpOneFlow | Self::UdpTenThousandFlows | Self::UdpNewFlows => 1e-3,
+            _ => 1.0,
+        }
+    }
+
+    fn target(self) -> Option<Target> {
+        match self {
+            Self::UdpOneFlow | Self::UdpTenThousandFlows => Some(Target::TimesNft(1.4)),
+            Self::UdpNewFlows => Some(Target::TimesNft(2.0)),
+            Self::CostOneFlow | Self::CostTenThousandFlows => Some(Target::CheaperThanNft(1.4)),
+            Self::CostNewFlows => Some(Target::CheaperThanNft(2.0)),
+            Self::RttP99 => Some(Target::NotAboveNft),
+            Self::TcpPerPacket => Some(Target::NotBelowRouting),
+            _ => None,
+        }
+    }
+}
+
+/// Min, median and max of a metric's samples on one path.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Spread {
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    pub fn of(samples: &[f64]) -> Option<Self> {
+        let mut sorted = samples.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let median = match n {
+            0 => return None,
+            _ if n % 2 == 1 => sorted[n / 2],
+            _ => f64::midpoint(sorted[n / 2 - 1], sorted[n / 2]),
+        };
+        Some(Self {
+            min: sorted[0],
+            median,
+            max: sorted[n - 1],
+        })
+    }
+}
+
+/// Every sample of a bench, by metric and path.
+#[derive(Debug, Default)]
+pub struct Results {
+    samples: BTreeMap<(Metric, Path), Vec<f64>>,
+    /// Why a measurement gave no number (the path broke the load).
+    failures: BTreeMap<(Metric, Path), String>,
+}
+
+impl Results {
+    pub fn add(&mut self, metric: Metric, path: Path, value: f64) {
+        self.samples.entry((metric, path)).or_default().push(value);
+    }
+
+    /// Records that `metric` could not be measured on `path`, and why.
+    pub fn fail(&mut self, metric: Metric, path: Path, reason: String) {
+        self.failures.insert((metric, path), reason);
+    }
+
+    pub fn spread(&self, metric: Metric, path: Path) -> Option<Spread> {
+        Spread::of(self.samples.get(&(metric, path))?)
+    }
+
+    /// Median on `path` over median on `base`.
+    fn ratio(&self, metric: Metric, path: Path, base: Path) -> Option<f64> {
+        let a = self.spread(metric, path)?.median;
+        let b = self.spread(metric, base)?.median;
+        (b > 0.0).then(|| a / b)
+    }
+
+    fn verdict(&self, metric: Metric) -> String {
+        let ebpf = Path::EbpfMasquerade;
+        let (ratio, wanted, text) = match metric.target() {
+            None => return String::new(),
+            Some(Target::TimesNft(times)) => (
+                self.ratio(metric, ebpf, Path::NftMasquerade),
+                times,
+                format!("≥ {times:.1}× nft"),
+            ),
+            Some(Target::NotBelowRouting) => (
+                self.ratio(metric, ebpf, Path::Routing),
+                1.0,
+                "≥ routing".to_owned(),
+            ),
+            Some(Target::CheaperThanNft(times)) => (
+                self.ratio(metric, Path::NftMasquerade, ebpf),
+                times,
+                format!("nft / eBPF ≥ {times:.1}×"),
+            ),
+            Some(Target::NotAboveNft) => {
+                let met = self
+                    .ratio(metric, ebpf, Path::NftMasquerade)
+                    .map(|r| r <= 1.0);
+                return format!("≤ nft: {}", met_text(met));
+            }
+        };
+        format!("{text}: {}", met_text(ratio.map(|r| r >= wanted)))
+    }
+
+    /// The Markdown table: one row per metric, one column per path, the
+    /// ratios and the target.
+    pub fn markdown(&self, runs: usize) -> String {
+        let spread_note = if runs > 1 {
+            format!("median of {runs} runs (min–max)")
+        } else {
+            "1 run".to_owned()
+        };
+        let mut out = format!(
+            "| metric ({spread_note}) | {} | eBPF / nft | eBPF / routing | target |\n|---|{}---:|---:|---|\n",
+            Path::ALL.map(Path::title).join(" | "),
+            "---:|".repeat(Path::ALL.len()),
+        );
+        for metric in Metric::ALL {
+            let cells: Vec<String> = Path::ALL
+                .iter()
+                .map(|p| {
+                    let failed = self.failures.contains_key(&(metric, *p));
+                    match cell(self.spread(metric, *p), metric.display_scale(), runs) {
+                        text if failed && text == "–" => "**fails**".to_owned(),
+                        text if failed => format!("{text} (**fails** in a run)"),
+                        text => text,
+                    }
+                })
+                .collect();
+            let ratio = |base| {
+                self.ratio(metric, Path::EbpfMasquerade, base)
+                    .map_or_else(|| "–".to_owned(), |r| format!("{r:.2}×"))
+            };
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {} |\n",
+                metric.title(),
+                cells.join(" | "),
+                ratio(Path::NftMasquerade),
+                ratio(Path::Routing),
+                self.verdict(metric),
+            ));
+        }
+        out
+    }
+
+    /// Every failure, one line each, for under the table.
+    pub fn failure_notes(&self) -> String {
+        self.failures
+            .iter()
+            .map(|((metric, path), reason)| {
+                format!("- {} on {}: {reason}\n", metric.title(), path.title())
+            })
+            .collect()
+    }
+
+    pub fn json(&self, runs: usize, quick: bool, extra: serde_json::Value) -> serde_json::Value {
+        let metrics: Vec<_> = Metric::ALL
+            .iter()
+            .map(|&metric| {
+                let paths: serde_json::Map<_, _> = Path::ALL
+                    .iter()
+                    .filter_map(|&path| {
+                        let samples = self.samples.get(&(metric, path))?;
+                        let spread = Spread::of(samples)?;
+                        Some((
+                            path.key().to_owned(),
+                            json!({
+                                "samples": samples,
+                                "min": spread.min,
+                                "median": spread.median,
+                                "max": spread.max,
+                            }),
+                        ))
+                    })
+                    .collect();
+                json!({
+                    "key": metric.key(),
+                    "title": metric.title(),
+                    "paths": paths,
+                    "ebpf_over_nft": self.ratio(metric, Path::EbpfMasquerade, Path::NftMasquerade),
+                    "ebpf_over_routing": self.ratio(metric, Path::EbpfMasquerade, Path::Routing),
+                    "target": self.verdict(metric),
+                })
+            })
+            .collect();
+        let failures: Vec<_> = self
+            .failures
+            .iter()
+            .map(|((metric, path), reason)| {
+                json!({ "metric": metric.key(), "path": path.key(), "reason": reason })
+            })
+            .collect();
+        json!({
+            "runs": runs,
+            "quick": quick,
+            "metrics": metrics,
+            "failures": failures,
+            "context": extra,
+        })
+    }
+}
+
+fn met_text(met: Option<bool>) -> &'static str {
+    match met {
+        Some(true) => "met",
+        Some(false) => "**missed**",
+        None => "–",
+    }
+}
+
+fn cell(spread: Option<Spread>, scale: f64, runs: usize) -> String {
+    let Some(s) = spread else {
+        return "–".to_owned();
+    };
+    let fmt = |v: f64| {
+        let v = v * scale;
+        if v.abs() >= 100.0 {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.2}")
+        }
+    };
+    if runs > 1 {
+        format!("{} ({}–{})", fmt(s.median), fmt(s.min), fmt(s.max))
+    } else {
+        fmt(s.median)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_takes_the_middle() {
+        let s = Spread::of(&[3.0, 1.0, 2.0]).unwrap();
+        assert_eq!((s.min, s.median, s.max), (1.0, 2.0, 3.0));
+        assert_eq!(Spread::of(&[1.0, 4.0]).unwrap().median, 2.5);
+        assert_eq!(Spread::of(&[]), None);
+    }
+
+    #[test]
+    fn table_shows_ratio_and_target() {
+        let mut results = Results::default();
+        results.add(Metric::UdpNewFlows, Path::Routing, 237_000.0);
+        results.add(Metric::UdpNewFlows, Path::NftMasquerade, 115_000.0);
+        results.add(Metric::UdpNewFlows, Path::EbpfMasquerade, 230_000.0);
+        results.add(Metric::UdpOneFlow, Path::NftMasquerade, 200_000.0);
+        results.add(Metric::UdpOneFlow, Path::EbpfMasquerade, 220_000.0);
+        let table = results.markdown(1);
+        let row = table
+            .lines()
+            .find(|l| l.contains("new flow per packet"))
+            .unwrap();
+        assert!(
+            row.contains("| 237 | 115 | 230 | 2.00× | 0.97× | ≥ 2.0× nft: met |"),
+            "{row}"
+        );
+        let row = table.lines().find(|l| l.contains(", 1 flow")).unwrap();
+        assert!(row.contains("1.10×") && row.contains("**missed**"), "{row}");
+    }
+}
