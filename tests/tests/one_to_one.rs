@@ -198,8 +198,16 @@ fn a_published_dut_reaches_another_at_its_public_address_across_identical_subnet
     lab.load_each(one_to_one);
     let target = TcpEcho::start(lab.dut(2), SocketAddrV4::new(DUT_IP, 2222));
     let decoy = TcpEcho::start(lab.dut(1), SocketAddrV4::new(DUT_IP, 2222));
-    let seen = tcp_exchange(lab.dut(1), SocketAddrV4::new(PUBLIC_2, 2222), "hello neighbour");
-    assert_eq!(seen.ip(), PUBLIC_1, "DUT 2 sees DUT 1 by its public address");
+    let seen = tcp_exchange(
+        lab.dut(1),
+        SocketAddrV4::new(PUBLIC_2, 2222),
+        "hello neighbour",
+    );
+    assert_eq!(
+        seen.ip(),
+        PUBLIC_1,
+        "DUT 2 sees DUT 1 by its public address"
+    );
     assert_eq!(target.peers(), vec![seen]);
     assert!(decoy.peers().is_empty(), "DUT 1 reached itself");
 }
