@@ -262,6 +262,34 @@ pub fn tcp_exchange(ns: &Netns, server: SocketAddrV4, line: &str) -> SocketAddr 
     peer
 }
 
+/// Creates Docker's `ip filter FORWARD` chain (forward hook, policy drop)
+/// in `exporter`; returns its listing, to compare with after dutnet.
+pub fn add_docker_forward_chain(exporter: &Netns) -> String {
+    exporter.exec("nft", &["add", "table", "ip", "filter"]).ok();
+    exporter
+        .exec(
+            "nft",
+            &[
+                "add",
+                "chain",
+                "ip",
+                "filter",
+                "FORWARD",
+                "{ type filter hook forward priority 0; policy drop; }",
+            ],
+        )
+        .ok();
+    docker_forward_chain(exporter)
+}
+
+/// `nft list chain ip filter FORWARD` in `exporter`.
+pub fn docker_forward_chain(exporter: &Netns) -> String {
+    exporter
+        .exec("nft", &["list", "chain", "ip", "filter", "FORWARD"])
+        .ok()
+        .stdout
+}
+
 pub fn lan_udp_echo(lab: &Lab) -> UdpEcho {
     UdpEcho::start(&lab.lan, SocketAddrV4::new(LAN_IP, 7000))
 }

@@ -1,7 +1,7 @@
 //! `dutnet stats`: the datapath's counters, for people and for scripts.
 use anyhow::Result;
 use dutnet::{
-    datapath::{InterfaceStats, ebpf},
+    datapath::{InterfaceStats, ebpf, nft},
     state::paths::Paths,
 };
 use dutnet_common::stats::{DirCounters, drop, punt};
@@ -14,8 +14,23 @@ pub struct Args {
     json: bool,
 }
 
+/// What `dutnet stats` says when no eBPF program runs but dutnet does.
+const NFT_ONLY: &str = "dutnet runs on the nftables datapath only: no eBPF counters; `nft list table ip dutnet` shows its rules and counters";
+
 pub fn run(args: &Args) -> Result<()> {
-    let stats = ebpf::read_pinned(&Paths::from_env())?;
+    let stats = match ebpf::read_pinned(&Paths::from_env()) {
+        Ok(stats) => stats,
+        Err(ebpf::EbpfError::NotRunning { .. }) if nft::table_exists() => {
+            if args.json {
+                let out = json!({ "datapath": "nft", "interfaces": [], "note": NFT_ONLY });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                println!("{NFT_ONLY}");
+            }
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&to_json(&stats))?);
     } else {

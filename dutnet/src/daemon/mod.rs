@@ -3,10 +3,12 @@
 //! `run` is what `dutnet load` does; `down` is what `dutnet down` does. Both
 //! undo through the same journal replay, so a clean exit and the recovery
 //! after a SIGKILL restore the very same things.
+mod coexist;
 mod control;
 mod lock;
 mod nat;
 mod restore;
+mod select;
 mod takeover;
 
 use std::{net::SocketAddr, time::Duration};
@@ -16,7 +18,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{debug, error, info, warn};
 
 pub use self::{
+    coexist::CoexistError,
     lock::{Holder, LockError},
+    select::{BREAK_EBPF_ENV, SelectError, check_config as check_datapaths},
     takeover::{TakeoverError, gateway_address},
 };
 use crate::{
@@ -54,6 +58,10 @@ pub enum DaemonError {
     Nft(#[from] NftError),
     #[error(transparent)]
     Control(#[from] ControlError),
+    #[error(transparent)]
+    Select(#[from] SelectError),
+    #[error(transparent)]
+    Coexist(#[from] CoexistError),
     #[error("cannot choose the NAT port range: {0}")]
     Ports(#[from] PortPlanError),
     #[error("network `{network}`: {message}")]
@@ -86,6 +94,8 @@ struct NetworkRuntime {
     /// The mark of what its DUT NIC hands the stack, when another network
     /// shares its subnet.
     reply_mark: Option<u32>,
+    /// The eBPF programs carry it; otherwise the nft table alone does.
+    on_ebpf: bool,
     dns: Option<DnsServer>,
     dhcp: Option<DhcpServer>,
     waiting_logged: bool,
@@ -132,6 +142,7 @@ pub async fn run(config: LoadedConfig, paths: Paths) -> Result<(), DaemonError> 
                 config,
                 ifindex: None,
                 reply_mark: None,
+                on_ebpf: false,
                 dns: None,
                 dhcp: None,
                 waiting_logged: false,
@@ -237,17 +248,42 @@ impl Daemon {
         self.journal
             .record("", UndoStep::PinDir { path: pin_dir })?;
         let ports = ports::plan_for_host()?;
+        self.select_datapaths()?;
         self.install_fallback_rules(&ports).await?;
         self.ports = Some(ports);
-        let flow_capacity = self
-            .networks
-            .iter()
-            .map(|n| n.config.nat_table_size)
-            .fold(0u32, u32::saturating_add);
-        self.datapath = Some(EbpfDatapath::load(&self.paths, flow_capacity)?);
         for index in 0..self.networks.len() {
             self.reconcile(index).await?;
         }
+        Ok(())
+    }
+
+    /// Loads the eBPF programs unless every network runs on nft; `auto`
+    /// networks fall back to nft when they cannot load (one warning).
+    fn select_datapaths(&mut self) -> Result<(), DaemonError> {
+        let flow_capacity = self
+            .networks
+            .iter()
+            .filter(|n| n.config.datapath != crate::config::DatapathChoice::Nft)
+            .map(|n| n.config.nat_table_size)
+            .fold(0u32, u32::saturating_add);
+        let configs: Vec<&Network> = self.networks.iter().map(|n| &n.config).collect();
+        let paths = &self.paths;
+        let selection = select::select(&configs, || {
+            if select::ebpf_broken_for_test() {
+                return Err(format!(
+                    "{BREAK_EBPF_ENV}=1 is set (a test hook that fails the eBPF load); unset it"
+                ));
+            }
+            EbpfDatapath::load(paths, flow_capacity).map_err(|e| e.to_string())
+        })?;
+        if let Some(reason) = &selection.fallback_reason {
+            warn!(error = %reason, "the eBPF datapath cannot load, so every `datapath: auto` network runs on the nftables datapath (same behaviour, slower: every packet crosses netfilter); to fix, run dutnet as root on a kernel >= 5.10 with BTF (CONFIG_DEBUG_INFO_BTF=y), or set `datapath: nft` to choose it and silence this warning");
+        }
+        for (net, on_ebpf) in self.networks.iter_mut().zip(selection.on_ebpf) {
+            net.on_ebpf = on_ebpf;
+            info!(network = %net.config.name, datapath = if on_ebpf { "ebpf" } else { "nft" }, "datapath chosen");
+        }
+        self.datapath = selection.ebpf;
         Ok(())
     }
 
@@ -278,6 +314,7 @@ impl Daemon {
         )?;
         nft::replace_table(&nft::ruleset(&networks, &ports.fallback))?;
         info!(table = nft::TABLE, "fallback nftables rules installed");
+        coexist::open_drop_policy_chains(&networks, &mut self.journal)?;
         Ok(())
     }
 
@@ -309,7 +346,7 @@ impl Daemon {
             if net.ifindex.take().is_some() {
                 warn!(network = %net.config.name, interface = %net.config.interface, "DUT interface disappeared; waiting for it to come back");
                 net.stop_servers().await;
-                if let Some(datapath) = &mut self.datapath {
+                if let (Some(datapath), true) = (&mut self.datapath, net.on_ebpf) {
                     let _ = datapath.detach(&net.config.interface);
                 }
             } else if !net.waiting_logged {
@@ -327,7 +364,8 @@ impl Daemon {
         }
         // Sockets bound to the old interface (SO_BINDTODEVICE) died with it.
         net.stop_servers().await;
-        if let (Some(datapath), Some(ports)) = (&mut self.datapath, &self.ports) {
+        if let (Some(datapath), Some(ports), true) = (&mut self.datapath, &self.ports, net.on_ebpf)
+        {
             if let Some(mark) = net.reply_mark {
                 nat::route_replies(
                     &net.config,
@@ -354,21 +392,23 @@ impl Daemon {
                 network: net.config.name.clone(),
                 message,
             })?;
-            nat::add_public_aliases(
-                &net.config,
-                taken.upstream.as_ref(),
-                &self.netlink,
-                &mut self.journal,
-            )
-            .await
-            .map_err(|message| DaemonError::Nat {
-                network: net.config.name.clone(),
-                message,
-            })?;
             // The old interface's links vanished with it.
             let _ = datapath.detach(&net.config.interface);
             datapath.attach(&plan)?;
         }
+        // On either datapath the exporter answers ARP for 1:1 public
+        // addresses (on nft the `ip dutnet` table translates them).
+        nat::add_public_aliases(
+            &net.config,
+            taken.upstream.as_ref(),
+            &self.netlink,
+            &mut self.journal,
+        )
+        .await
+        .map_err(|message| DaemonError::Nat {
+            network: net.config.name.clone(),
+            message,
+        })?;
         net.dns = Some(
             DnsServer::start(dns_config(&net.config))
                 .await
@@ -396,6 +436,7 @@ impl Daemon {
             gateway = %gateway_address(&net.config),
             upstream = taken.upstream.as_ref().map_or("-", |u| u.name.as_str()),
             nat = ?net.config.nat_mode,
+            datapath = if net.on_ebpf { "ebpf" } else { "nft" },
             "network up"
         );
         Ok(())

@@ -97,6 +97,20 @@ pub(super) async fn undo_step(step: &UndoStep, netlink: &Netlink) -> Result<(), 
             nft::delete_table().map_err(|e| e.to_string())?;
             info!(%table, "nftables table deleted");
         }
+        UndoStep::NftRules {
+            family,
+            table,
+            chain,
+            comment,
+        } => {
+            let chain = nft::docker::ForeignChain {
+                family: family.clone(),
+                table: table.clone(),
+                chain: chain.clone(),
+            };
+            let removed = nft::docker::delete_rules(&chain, comment).map_err(|e| e.to_string())?;
+            info!(%chain, %comment, removed, "rules removed from another table's chain");
+        }
         UndoStep::PinDir { path } => match std::fs::remove_dir_all(path) {
             Ok(()) => info!(path = %path.display(), "pins removed"),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

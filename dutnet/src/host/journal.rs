@@ -40,6 +40,16 @@ pub enum UndoStep {
     MarkRule { mark: u32, table: u32 },
     /// Delete dutnet's nftables table.
     NftTable { table: String },
+    /// Delete the rules commented `comment` that dutnet inserted in another
+    /// table's chain (a Docker-style drop-policy forward chain). Found by
+    /// comment, then deleted by handle: recorded before the handles exist,
+    /// and never matches a rule of the other table's own.
+    NftRules {
+        family: String,
+        table: String,
+        chain: String,
+        comment: String,
+    },
 }
 
 impl UndoStep {
@@ -53,6 +63,12 @@ impl UndoStep {
             Self::NmManaged { interface } => format!("nm:{interface}"),
             Self::PinDir { path } => format!("pins:{}", path.display()),
             Self::NftTable { table } => format!("nft:{table}"),
+            Self::NftRules {
+                family,
+                table,
+                chain,
+                comment,
+            } => format!("nftrules:{family}:{table}:{chain}:{comment}"),
             Self::MarkRule { mark, .. } => format!("rule:{mark}"),
             Self::AddressAlias { interface, address } => format!("alias:{interface}:{address}"),
         }

@@ -3,13 +3,16 @@
 //! other protocols) translated and isolated like the rest.
 //!
 //! dutnet owns one table, `ip dutnet`, replaced whole in one `nft -f`
-//! transaction and deleted on exit. It never edits anybody else's table
-//! (Docker's `FORWARD` chain included): the fast path does not cross
-//! netfilter's forward hook, so it needs no exception there.
+//! transaction and deleted on exit. On the nft datapath (`datapath: nft`, or
+//! `auto` when eBPF cannot load) no eBPF program is attached and this same
+//! table carries all of a network's traffic. The only change to other
+//! tables: scoped accept rules at the top of drop-policy forward chains
+//! (Docker's `FORWARD`), see [`docker`].
+pub mod docker;
 mod ruleset;
 mod run;
 
 pub use self::{
     ruleset::{FallbackNetwork, TABLE, ruleset},
-    run::{NftError, delete_table, replace_table},
+    run::{NftError, delete_table, replace_table, table_exists},
 };

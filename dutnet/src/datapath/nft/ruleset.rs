@@ -31,6 +31,11 @@ pub fn ruleset(networks: &[FallbackNetwork], ports: &RangeInclusive<u16>) -> Str
     let mut drops = String::new();
     let mut snat = String::new();
     let mut dnat = String::new();
+    let dut_subnets = networks
+        .iter()
+        .map(|n| n.subnet.trunc().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     for n in networks {
         let dut = quote(&n.dut_interface);
         let comment = quote(&format!("dutnet network {}", n.name));
@@ -58,14 +63,22 @@ pub fn ruleset(networks: &[FallbackNetwork], ports: &RangeInclusive<u16>) -> Str
             }
             if !n.public.is_empty() {
                 // Connections to a public address: from the LAN, from the
-                // exporter itself (hairpin), from another DUT.
+                // exporter itself (hairpin), from another DUT. The DUT
+                // sees a LAN host as itself (as on the fast path); the
+                // exporter and DUTs are masqueraded behind the gateway, or
+                // the DUT would answer them directly (same subnet) or the
+                // reply would miss the translation back.
                 let _ = writeln!(
                     accepts,
                     "    oifname {dut} ct status dnat accept comment {comment}"
                 );
                 let _ = writeln!(
                     snat,
-                    "    oifname {dut} ct status dnat masquerade comment {comment}"
+                    "    oifname {dut} ct status dnat fib saddr type local masquerade comment {comment}"
+                );
+                let _ = writeln!(
+                    snat,
+                    "    oifname {dut} ct status dnat ip saddr {{ {dut_subnets} }} masquerade comment {comment}"
                 );
             }
             let subnet = n.subnet.trunc();
@@ -168,6 +181,16 @@ mod tests {
         assert!(
             text.contains(r#"oifname "dn-up" ip saddr 192.168.100.10 snat to 10.99.0.50"#),
             "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"oifname "dn-dut1" ct status dnat ip saddr { 192.168.100.0/24 } masquerade"#
+            ),
+            "hairpin from a DUT subnet is masqueraded: {text}"
+        );
+        assert!(
+            !text.contains(r#"oifname "dn-dut1" ct status dnat masquerade"#),
+            "a LAN host reaches the DUT as itself: {text}"
         );
         let snat = text.find("snat to").unwrap();
         let masquerade = text.find("masquerade to").unwrap();

@@ -18,10 +18,32 @@ pub enum NftError {
 
 /// Runs `nft -f -` with `script` on stdin.
 fn nft(script: &str) -> Result<(), NftError> {
+    nft_stdin(&["-f", "-"], script).map(drop)
+}
+
+/// Runs `nft -j -f -` with the JSON `script` on stdin.
+pub(super) fn nft_json(script: &str) -> Result<(), NftError> {
+    nft_stdin(&["-j", "-f", "-"], script).map(drop)
+}
+
+/// Runs `nft args...`; returns its stdout.
+pub(super) fn nft_args(args: &[&str]) -> Result<String, NftError> {
+    nft_stdin(args, "")
+}
+
+/// True when dutnet's table exists (a daemon is running, on any datapath).
+#[must_use]
+pub fn table_exists() -> bool {
+    let (family, name) = TABLE.split_once(' ').unwrap_or(("ip", "dutnet"));
+    nft_args(&["list", "table", family, name]).is_ok()
+}
+
+/// Runs `nft args...` with `script` on stdin; returns its stdout.
+fn nft_stdin(args: &[&str], script: &str) -> Result<String, NftError> {
     let mut child = Command::new("nft")
-        .args(["-f", "-"])
+        .args(args)
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(NftError::Spawn)?;
@@ -32,7 +54,7 @@ fn nft(script: &str) -> Result<(), NftError> {
     }
     let output = child.wait_with_output().map_err(NftError::Spawn)?;
     if output.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
         Err(NftError::Rejected {
             stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),

@@ -1,0 +1,285 @@
+//! The nftables datapath (issue #10), judged from the far end like the eBPF
+//! tests: masquerade, 1:1 and disabled mode without any eBPF program, the
+//! `auto` fallback and the `ebpf` refusal (through the test hook
+//! `DUTNET_TEST_BREAK_EBPF`), and coexistence with a Docker-style `FORWARD`
+//! chain whose policy is drop, on both datapaths.
+use std::{
+    net::{Ipv4Addr, SocketAddrV4},
+    time::Duration,
+};
+
+use dutnet_tests::{
+    Netns, Output, cli, cmd,
+    far_end::{TcpEcho, UdpEcho},
+    nat_lab::{
+        DUT_IP, EXPORTER_UP, LAN_IP, Lab, REPLY_WAIT, add_docker_forward_chain,
+        docker_forward_chain, lan_udp_echo, network_yaml, tcp_exchange, udp_exchange, udp_socket,
+    },
+    netns::Process,
+};
+
+const PUBLIC: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 51);
+/// A host behind a second exporter interface pair, unrelated to any DUT.
+const SIDE_IP: Ipv4Addr = Ipv4Addr::new(10, 97, 0, 2);
+const BREAK_EBPF: &str = "DUTNET_TEST_BREAK_EBPF";
+
+/// Writes the lab's config (network `n` gets `extra`) and starts `dutnet
+/// load` with `args` and `env` added, like [`cli::load`] but without
+/// waiting.
+fn spawn_load(lab: &Lab, extra: &str, args: &[&str], env: &[(&'static str, &str)]) -> Process {
+    let mut config = "networks:\n".to_owned();
+    for n in 1..=lab.duts.len() {
+        config.push_str(&network_yaml(n, extra));
+    }
+    let path = lab.topology.path("dutnet.yaml");
+    std::fs::write(&path, config).unwrap();
+    let mut all_env = cli::env(&lab.topology);
+    all_env.extend(env.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    let path = path.display().to_string();
+    let mut all_args = vec!["load", path.as_str()];
+    all_args.extend_from_slice(args);
+    lab.exporter.spawn(
+        &cli::binary().to_string_lossy(),
+        &all_args,
+        &all_env,
+        lab.topology.path("dutnet.log"),
+    )
+}
+
+/// [`spawn_load`], then waits until dutnet is up (fails the test with its
+/// log otherwise) and hands it to the lab.
+fn load_up(lab: &mut Lab, extra: &str, args: &[&str], env: &[(&'static str, &str)]) {
+    let daemon = spawn_load(lab, extra, args, env);
+    let up = cmd::wait_for(Duration::from_secs(15), || {
+        daemon.log().contains("dutnet is up").then_some(())
+    });
+    assert!(up.is_some(), "dutnet did not come up:\n{}", daemon.log());
+    lab.daemon = Some(daemon);
+}
+
+/// Runs `dutnet args...` in the exporter with the lab's state directory.
+fn dutnet(lab: &Lab, args: &[&str]) -> Output {
+    let mut command = lab.exporter.command(&cli::binary().to_string_lossy(), args);
+    command.envs(cli::env(&lab.topology));
+    cmd::run(command, Duration::from_secs(30))
+}
+
+fn nft(ns: &Netns, args: &[&str]) -> Output {
+    ns.exec("nft", args)
+}
+
+/// True when a datagram from `socket` gets `server`'s echo.
+fn udp_gets_echo(socket: &std::net::UdpSocket, server: &UdpEcho) -> bool {
+    socket
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    socket.send_to(b"anyone?", server.addr).unwrap();
+    let mut buf = [0u8; 1500];
+    socket.recv(&mut buf).is_ok()
+}
+
+/// Masquerade is judged by the LAN host, which has no route to the DUTs.
+fn assert_masquerades(lab: &Lab) {
+    let udp = lan_udp_echo(lab);
+    let tcp = TcpEcho::start(&lab.lan, SocketAddrV4::new(LAN_IP, 7001));
+    let socket = udp_socket(lab.dut(1), SocketAddrV4::new(DUT_IP, 0));
+    let seen = udp_exchange(lab, &socket, &udp, b"hello over udp");
+    assert_eq!(seen.ip(), EXPORTER_UP, "the LAN host saw the DUT itself");
+    let seen = tcp_exchange(lab.dut(1), tcp.addr, "hello over tcp");
+    assert_eq!(seen.ip(), EXPORTER_UP);
+}
+
+#[test]
+fn masquerade_on_nft_reaches_the_lan_as_the_exporter_without_any_ebpf() {
+    let mut lab = Lab::new(1);
+    lab.load("datapath: nft");
+    assert_masquerades(&lab);
+    let log = lab.log();
+    assert!(log.contains("datapath=\"nft\""), "{log}");
+    // No program was loaded, and `dutnet stats` says where to look instead.
+    let stats = dutnet(&lab, &["stats"]);
+    assert!(stats.success(), "{stats:#?}");
+    assert!(
+        stats.stdout.contains("nftables datapath") && stats.stdout.contains("nft list table"),
+        "{stats:#?}"
+    );
+}
+
+#[test]
+fn one_to_one_on_nft_publishes_the_dut_both_ways() {
+    let mut lab = Lab::new(1);
+    lab.load(&format!(
+        "datapath: nft\nnat_mode: 1to1\naddresses:\n  - ip: {DUT_IP}\n    public_ip: {PUBLIC}\n"
+    ));
+    let dut = lab.dut(1);
+    let tcp = TcpEcho::start(dut, SocketAddrV4::new(DUT_IP, 2222));
+    let seen = tcp_exchange(&lab.lan, SocketAddrV4::new(PUBLIC, 2222), "hello dut");
+    assert_eq!(seen.ip(), LAN_IP, "the DUT saw {seen}");
+    assert_eq!(tcp.peers(), vec![seen]);
+
+    let echo = lan_udp_echo(&lab);
+    let socket = udp_socket(dut, SocketAddrV4::new(DUT_IP, 0));
+    assert_eq!(udp_exchange(&lab, &socket, &echo, b"mapped").ip(), PUBLIC);
+}
+
+#[test]
+fn disabled_on_nft_forwards_nothing_either_way() {
+    let mut lab = Lab::new(1);
+    // Through the command-line flag this time.
+    load_up(&mut lab, "nat_mode: disabled", &["--datapath", "nft"], &[]);
+    assert!(lab.log().contains("datapath=\"nft\""), "{}", lab.log());
+    // The LAN even gets a route to the DUT subnet through the exporter.
+    lab.lan
+        .ip(&format!("route add 192.168.100.0/24 via {EXPORTER_UP}"));
+
+    let echo = lan_udp_echo(&lab);
+    let socket = udp_socket(lab.dut(1), SocketAddrV4::new(DUT_IP, 0));
+    assert!(!udp_gets_echo(&socket, &echo), "a disabled DUT got out");
+    assert!(echo.datagrams().is_empty());
+
+    let dut_echo = UdpEcho::start(lab.dut(1), SocketAddrV4::new(DUT_IP, 5353));
+    let socket = udp_socket(&lab.lan, SocketAddrV4::new(LAN_IP, 0));
+    assert!(!udp_gets_echo(&socket, &dut_echo), "the LAN got in");
+    assert!(dut_echo.datagrams().is_empty());
+}
+
+/// A host (namespace `side`) forwarded by the exporter to the LAN through
+/// interfaces dutnet knows nothing about.
+fn side_host(lab: &mut Lab) -> Netns {
+    let side = lab.topology.netns("side");
+    lab.topology
+        .veth((&lab.exporter, "dn-side"), (&side, "eth0"));
+    lab.exporter.ip("addr add 10.97.0.1/24 dev dn-side");
+    side.ip(&format!("addr add {SIDE_IP}/24 dev eth0"));
+    side.ip("route add default via 10.97.0.1");
+    lab.lan
+        .ip(&format!("route add 10.97.0.0/24 via {EXPORTER_UP}"));
+    lab.exporter.sysctl("net.ipv4.conf.dn-side.forwarding=1");
+    lab.exporter.sysctl("net.ipv4.conf.dn-up.forwarding=1");
+    side
+}
+
+fn docker_chain_case(datapath: &str) {
+    let mut lab = Lab::new(1);
+    let side = side_host(&mut lab);
+    let echo = UdpEcho::start(&lab.lan, SocketAddrV4::new(LAN_IP, 7002));
+    let side_socket = udp_socket(&side, SocketAddrV4::new(SIDE_IP, 0));
+    assert!(
+        udp_gets_echo(&side_socket, &echo),
+        "the side host must reach the LAN before Docker's chain exists"
+    );
+    let before = add_docker_forward_chain(&lab.exporter);
+    assert!(
+        !udp_gets_echo(&side_socket, &echo),
+        "Docker's chain must drop the side flow"
+    );
+
+    lab.load(&format!("datapath: {datapath}"));
+    assert_masquerades(&lab);
+    assert!(
+        !udp_gets_echo(&side_socket, &echo),
+        "dutnet opened Docker's chain to a flow that is not a DUT's:\n{}",
+        docker_forward_chain(&lab.exporter)
+    );
+    let during = docker_forward_chain(&lab.exporter);
+    assert!(during.contains("dutnet network dut1"), "{during}");
+
+    let code = lab.daemon.take().map(|mut d| d.terminate());
+    assert_eq!(code, Some(Some(0)), "dutnet did not exit cleanly");
+    assert_eq!(
+        docker_forward_chain(&lab.exporter),
+        before,
+        "Docker's chain changed"
+    );
+}
+
+#[test]
+fn a_docker_forward_drop_chain_lets_dut_traffic_through_on_nft_and_nothing_else() {
+    docker_chain_case("nft");
+}
+
+#[test]
+fn a_docker_forward_drop_chain_lets_dut_traffic_through_on_ebpf_and_nothing_else() {
+    docker_chain_case("ebpf");
+}
+
+#[test]
+fn auto_falls_back_to_nft_with_one_warning_when_ebpf_cannot_load() {
+    let mut lab = Lab::new(1);
+    load_up(&mut lab, "datapath: auto", &[], &[(BREAK_EBPF, "1")]);
+    let log = lab.log();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("the eBPF datapath cannot load"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(
+        warnings[0].contains(BREAK_EBPF) && warnings[0].contains("datapath: nft"),
+        "the warning says why and how to fix it: {}",
+        warnings[0]
+    );
+    assert!(log.contains("datapath=\"nft\""), "{log}");
+    assert_masquerades(&lab);
+}
+
+#[test]
+fn ebpf_refuses_to_fall_back_and_changes_nothing() {
+    let lab = Lab::new(1);
+    let addresses = lab.exporter.ip("-4 addr show dev dn-dut1").stdout;
+    let mut daemon = spawn_load(&lab, "datapath: ebpf", &[], &[(BREAK_EBPF, "1")]);
+    let exited = cmd::wait_for(Duration::from_secs(15), || {
+        (!daemon.is_running()).then_some(())
+    });
+    let log = daemon.log();
+    assert!(exited.is_some(), "dutnet kept running:\n{log}");
+    assert!(
+        log.contains("network `dut1` asks for `datapath: ebpf`")
+            && log.contains("cannot load")
+            && log.contains(BREAK_EBPF),
+        "{log}"
+    );
+    assert!(
+        !nft(&lab.exporter, &["list", "table", "ip", "dutnet"]).success(),
+        "the table is left"
+    );
+    assert_eq!(
+        lab.exporter.ip("-4 addr show dev dn-dut1").stdout,
+        addresses
+    );
+}
+
+#[test]
+fn down_after_sigkill_removes_the_table_and_every_inserted_rule() {
+    let mut lab = Lab::new(1);
+    let before = add_docker_forward_chain(&lab.exporter);
+    lab.load(&format!(
+        "datapath: nft\nnat_mode: 1to1\naddresses:\n  - ip: {DUT_IP}\n    public_ip: {PUBLIC}\n"
+    ));
+    if let Some(mut daemon) = lab.daemon.take() {
+        daemon.kill9();
+    }
+    assert!(nft(&lab.exporter, &["list", "table", "ip", "dutnet"]).success());
+    assert_ne!(docker_forward_chain(&lab.exporter), before);
+
+    let down = dutnet(&lab, &["down"]);
+    assert!(down.success(), "{down:#?}");
+    assert!(
+        !nft(&lab.exporter, &["list", "table", "ip", "dutnet"]).success(),
+        "the table is left"
+    );
+    assert_eq!(docker_forward_chain(&lab.exporter), before);
+}
+
+#[test]
+fn identical_subnets_on_nft_are_refused_naming_both_networks() {
+    let lab = Lab::new(2);
+    let mut daemon = spawn_load(&lab, "datapath: nft", &[], &[]);
+    let exited = cmd::wait_for(REPLY_WAIT * 3, || (!daemon.is_running()).then_some(()));
+    let log = daemon.log();
+    assert!(exited.is_some(), "dutnet started:\n{log}");
+    assert!(
+        log.contains("`dut1` and `dut2`") && log.contains("datapath: ebpf"),
+        "{log}"
+    );
+    assert!(!nft(&lab.exporter, &["list", "table", "ip", "dutnet"]).success());
+}
