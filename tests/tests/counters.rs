@@ -76,11 +76,14 @@ fn counters_match_what_the_receiver_got(attach_mode: &str) {
             topology.path("attach.log"),
         )
     };
+    // The counters entry exists before the programs are attached (they only
+    // update it): wait for the attach itself.
     let attached = cmd::wait_for(Duration::from_secs(10), || {
-        stats_json(&topology, &rx).filter(|s| interface_entry(s, "eth0").is_some())
+        daemon.log().contains("attached; stop with").then_some(())
     });
     assert!(
-        attached.is_some(),
+        attached.is_some()
+            && stats_json(&topology, &rx).is_some_and(|s| interface_entry(&s, "eth0").is_some()),
         "counters never appeared; dutnet log:\n{}",
         daemon.log()
     );
