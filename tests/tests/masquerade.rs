@@ -14,7 +14,7 @@ use std::{
 };
 
 use dutnet_tests::{
-    cmd,
+    cli, cmd,
     far_end::{self, IcmpRecorder, TcpEcho},
     nat_lab::{
         DUT_IP, EXPORTER_UP, FAR_IP, LAN_IP, Lab, NAT_PORTS, REPLY_WAIT, add_docker_forward_chain,
@@ -398,4 +398,48 @@ fn a_bulk_tcp_transfer_with_offloads_on_stays_on_the_fast_path() {
     assert_eq!(peer.ip(), EXPORTER_UP);
     assert_eq!(received, BYTES, "{}", lab.report());
     assert_eq!(lab.total("/punts/mtu"), 0, "{}", lab.report());
+}
+
+/// `dutnet stats --rates`: the per-second figures match traffic the test
+/// paces itself (200 datagrams/s from the DUT) within 10 %.
+#[test]
+fn stats_rates_match_the_traffic_sent() {
+    const PER_SECOND: u32 = 200;
+    let mut lab = Lab::new(1);
+    lab.load("");
+    let udp = lan_udp_echo(&lab);
+    let socket = udp_socket(lab.dut(1), SocketAddrV4::new(DUT_IP, 0));
+    let to = udp.addr;
+    let sender = std::thread::spawn(move || {
+        let start = Instant::now();
+        let step = Duration::from_secs(1) / PER_SECOND;
+        for i in 0..(PER_SECOND * 4) {
+            let due = start + step * i;
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let _ = socket.send_to(b"paced", to);
+        }
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    let out = cli::run(
+        &lab.topology,
+        &lab.exporter,
+        &["stats", "--json", "--rates", "--interval", "2"],
+    );
+    sender.join().unwrap();
+    assert!(out.success(), "{out:#?}");
+    let stats: Value = serde_json::from_str(&out.stdout).unwrap();
+    let rate = stats["interfaces"][0]["rates"]["from_dut"]["packets_per_s"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no rate in {stats:#}"));
+    let expected = f64::from(PER_SECOND);
+    assert!(
+        (rate - expected).abs() <= expected * 0.1,
+        "from_dut {rate}/s, sent {expected}/s: {stats:#}"
+    );
+    let nat_out = stats["interfaces"][0]["rates"]["nat_out"]["packets_per_s"]
+        .as_f64()
+        .unwrap();
+    assert!((nat_out - expected).abs() <= expected * 0.1, "{stats:#}");
 }

@@ -1,7 +1,10 @@
 //! `dutnet stats`: the datapath's counters, for people and for scripts.
 use anyhow::Result;
 use dutnet::{
-    datapath::{InterfaceStats, ebpf, nft},
+    datapath::{
+        InterfaceStats, ebpf, nft,
+        rates::{self, InterfaceRates},
+    },
     state::paths::Paths,
 };
 use dutnet_common::stats::{DirCounters, drop, punt};
@@ -12,12 +15,91 @@ pub struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also show per-second rates, from two readings `--interval` apart.
+    #[arg(long)]
+    rates: bool,
+    /// Refresh in place every `--interval`, with rates, until Ctrl-C.
+    #[arg(long)]
+    watch: bool,
+    /// Seconds between readings for `--rates` and `--watch` (0.1 to 3600).
+    #[arg(long, default_value_t = 1.0, value_parser = interval)]
+    interval: f64,
+}
+
+fn interval(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if (0.1..=3600.0).contains(&s) => Ok(s),
+        _ => Err(format!(
+            "`{text}` is not a number of seconds between 0.1 and 3600"
+        )),
+    }
 }
 
 /// What `dutnet stats` says when no eBPF program runs but dutnet does.
 const NFT_ONLY: &str = "dutnet runs on the nftables datapath only: no eBPF counters; `nft list table ip dutnet` shows its rules and counters";
 
 pub fn run(args: &Args) -> Result<()> {
+    if args.watch {
+        return watch(args);
+    }
+    let Some(stats) = read(args)? else {
+        return Ok(());
+    };
+    if !args.rates {
+        return print(args, &stats, None);
+    }
+    std::thread::sleep(std::time::Duration::from_secs_f64(args.interval));
+    let Some(later) = read(args)? else {
+        return Ok(());
+    };
+    let rates = rates::between(&stats, &later, args.interval);
+    print(args, &later, Some(&rates[..]))
+}
+
+/// `--watch`: the table and the rates, refreshed in place.
+fn watch(args: &Args) -> Result<()> {
+    let period = std::time::Duration::from_secs_f64(args.interval);
+    let Some(mut before) = read(args)? else {
+        return Ok(());
+    };
+    loop {
+        std::thread::sleep(period);
+        let Some(now) = read(args)? else {
+            return Ok(());
+        };
+        let rates = rates::between(&before, &now, args.interval);
+        if !args.json {
+            // Home the cursor and clear the screen: refresh in place.
+            print!("\x1b[H\x1b[2J");
+        }
+        print(args, &now, Some(&rates[..]))?;
+        before = now;
+    }
+}
+
+fn print(args: &Args, stats: &[InterfaceStats], rates: Option<&[InterfaceRates]>) -> Result<()> {
+    if args.json {
+        let mut out = to_json(stats);
+        if let (Some(rates), Some(list)) = (rates, out["interfaces"].as_array_mut()) {
+            for entry in list {
+                let ifindex = entry["ifindex"].as_u64();
+                if let Some(r) = rates.iter().find(|r| Some(u64::from(r.ifindex)) == ifindex) {
+                    entry["rates"] = serde_json::to_value(r)?;
+                }
+            }
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print!("{}", table(stats));
+        if let Some(rates) = rates {
+            print!("{}", rate_table(stats, rates));
+        }
+    }
+    Ok(())
+}
+
+/// The counters, or `None` after telling the user the nft datapath runs.
+fn read(args: &Args) -> Result<Option<Vec<InterfaceStats>>> {
     let stats = match ebpf::read_pinned(&Paths::from_env()) {
         Ok(stats) => stats,
         Err(ebpf::EbpfError::NotRunning { .. }) if nft::table_exists() => {
@@ -27,16 +109,35 @@ pub fn run(args: &Args) -> Result<()> {
             } else {
                 println!("{NFT_ONLY}");
             }
-            return Ok(());
+            return Ok(None);
         }
         Err(e) => return Err(e.into()),
     };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&to_json(&stats))?);
-    } else {
-        print!("{}", table(&stats));
+    Ok(Some(stats))
+}
+
+fn rate_table(stats: &[InterfaceStats], rates: &[InterfaceRates]) -> String {
+    let mut out = format!(
+        "\n{:<16} {:>12} {:>14} {:>12} {:>12} {:>12} {:>12}\n",
+        "PER SECOND", "FROM-DUT", "FROM-DUT BIT", "TO-DUT", "NAT-OUT", "NAT-IN", "NEW-FLOWS"
+    );
+    for r in rates {
+        let name = stats
+            .iter()
+            .find(|s| s.ifindex == r.ifindex)
+            .and_then(|s| s.name.clone())
+            .unwrap_or_else(|| format!("#{}", r.ifindex));
+        out.push_str(&format!(
+            "{name:<16} {:>12.0} {:>14.0} {:>12.0} {:>12.0} {:>12.0} {:>12.1}\n",
+            r.from_dut.packets_per_s,
+            r.from_dut.bytes_per_s * 8.0,
+            r.to_dut.packets_per_s,
+            r.nat_out.packets_per_s,
+            r.nat_in.packets_per_s,
+            r.new_flows_per_s,
+        ));
     }
-    Ok(())
+    out
 }
 
 fn to_json(stats: &[InterfaceStats]) -> serde_json::Value {

@@ -7,6 +7,7 @@ pub mod ebpf;
 pub mod expiry;
 pub mod nft;
 pub mod ports;
+pub mod rates;
 
 use std::{net::Ipv4Addr, ops::RangeInclusive};
 
