@@ -2,6 +2,7 @@
 mod add_address;
 mod add_dns;
 mod attach;
+mod completions;
 mod config;
 mod control;
 mod dns_entries;
@@ -17,7 +18,7 @@ mod status;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 /// The one variable that sets the log filter (tracing's `EnvFilter` syntax).
 const LOG_ENV: &str = "DUTNET_LOG";
@@ -67,6 +68,12 @@ enum Command {
     /// (development aid; `dutnet load` does this for configured networks).
     #[command(hide = true)]
     Attach(attach::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(hide = true)]
+    Completions(completions::CompletionArgs),
+    /// Print the man page (roff) to standard output.
+    #[command(hide = true)]
+    Man,
 }
 
 pub fn run() -> ExitCode {
@@ -87,6 +94,8 @@ pub fn run() -> ExitCode {
         Command::RemoveDns(args) => remove_dns::run(&args),
         Command::Config(args) => config::run(&args),
         Command::Attach(args) => attach::run(&args),
+        Command::Completions(args) => completions::completions(&args, Cli::command()),
+        Command::Man => completions::man(Cli::command()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -106,4 +115,40 @@ fn init_tracing() {
         // Colour codes only for a terminal, not in log files.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completions_and_the_man_page_cover_the_verbs() {
+        let mut script = Vec::new();
+        clap_complete::generate(
+            clap_complete::Shell::Bash,
+            &mut Cli::command(),
+            "dutnet",
+            &mut script,
+        );
+        let script = String::from_utf8(script).unwrap();
+        for verb in [
+            "load",
+            "down",
+            "stats",
+            "add-address",
+            "remove-dns",
+            "get-ip",
+        ] {
+            assert!(script.contains(verb), "bash completion lacks {verb}");
+        }
+        let mut page = Vec::new();
+        clap_mangen::Man::new(Cli::command())
+            .render(&mut page)
+            .unwrap();
+        let page = String::from_utf8(page).unwrap();
+        assert!(
+            page.contains(".SH NAME") && page.contains("SUBCOMMANDS"),
+            "{page}"
+        );
+    }
 }
