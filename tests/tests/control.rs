@@ -269,6 +269,44 @@ fn the_socket_is_root_only_and_a_stopped_daemon_says_so() {
 }
 
 #[test]
+fn a_socket_group_lets_its_members_use_the_socket() {
+    prereq::require("setpriv", "util-linux");
+    let mut lab = Lab::start();
+    if let Some(mut daemon) = lab.daemon.take() {
+        daemon.terminate();
+    }
+    // Debian's `nogroup` is gid 65534, the group of uid 65534.
+    lab.daemon = Some(cli::load_with(
+        &lab.topology,
+        &lab.exporter,
+        CONFIG,
+        &["--socket-group", "nogroup"],
+    ));
+    let bin = lab.topology.path("dutnet-bin");
+    std::fs::copy(cli::binary(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut command = std::process::Command::new("setpriv");
+    command
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .args(["status", "--json"]);
+    command.envs(cli::env(&lab.topology));
+    let out = cmd::run(command, dutnet_tests::netns::COMMAND_LIMIT);
+    assert!(out.success(), "{out:#?}\n{}", lab.log());
+    assert!(out.stdout.contains("dn-dut1"), "{out:#?}");
+
+    let config = lab.topology.path("dutnet.yaml").display().to_string();
+    let unknown = lab.dutnet(&["load", &config, "--socket-group", "no-such-group-dutnet"]);
+    assert!(!unknown.success(), "{unknown:#?}");
+    assert!(
+        unknown
+            .stderr
+            .contains("there is no group `no-such-group-dutnet`"),
+        "{unknown:#?}"
+    );
+}
+
+#[test]
 fn runtime_changes_survive_a_restart_until_down() {
     let mut lab = Lab::start();
     lab.dut.ip("addr add 192.168.100.150/24 dev eth0");

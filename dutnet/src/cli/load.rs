@@ -16,6 +16,26 @@ pub struct Args {
     /// `ebpf` (fail rather than fall back), `nft` (nftables only).
     #[arg(long, value_name = "auto|ebpf|nft")]
     datapath: Option<config::DatapathChoice>,
+    /// Let members of GROUP use the control socket too (mode 0660); by
+    /// default only root may (0600).
+    #[arg(long, value_name = "GROUP")]
+    socket_group: Option<String>,
+}
+
+/// The gid of group `name`.
+fn group_id(name: &str) -> Result<u32> {
+    let c_name = std::ffi::CString::new(name).context("a group name cannot contain NUL")?;
+    // SAFETY: getgrnam reads a NUL-terminated name; the result is read at
+    // once, before any other call could reuse its static buffer (dutnet is
+    // still single-threaded here).
+    let entry = unsafe { libc::getgrnam(c_name.as_ptr()) };
+    if entry.is_null() {
+        anyhow::bail!(
+            "--socket-group: there is no group `{name}`; create it (`groupadd {name}`) or leave the option out"
+        );
+    }
+    // SAFETY: non-null pointer to the group entry just returned.
+    Ok(unsafe { (*entry).gr_gid })
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -32,6 +52,9 @@ pub fn run(args: &Args) -> Result<()> {
         }
     }
     daemon::check_datapaths(&loaded.networks)?;
+    let options = daemon::RunOptions {
+        socket_group: args.socket_group.as_deref().map(group_id).transpose()?,
+    };
     for note in &loaded.notes {
         info!("{note}");
     }
@@ -39,6 +62,6 @@ pub fn run(args: &Args) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(daemon::run(loaded, Paths::from_env()))?;
+    runtime.block_on(daemon::run(loaded, Paths::from_env(), options))?;
     Ok(())
 }

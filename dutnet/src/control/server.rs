@@ -40,11 +40,15 @@ pub struct ControlServer {
 }
 
 impl ControlServer {
-    /// Listens at `path` (mode 0600; a socket left there by a killed daemon
-    /// is replaced) and forwards every request to `requests`. Must be called
+    /// Listens at `path` (mode 0600, or 0660 owned by `group` when given; a
+    /// socket left there by a killed daemon is replaced) and forwards every request to `requests`. Must be called
     /// inside a tokio runtime.
-    pub fn start(path: &Path, requests: mpsc::Sender<Pending>) -> Result<Self, ControlError> {
-        let listener = bind_private(path)?;
+    pub fn start(
+        path: &Path,
+        requests: mpsc::Sender<Pending>,
+        group: Option<u32>,
+    ) -> Result<Self, ControlError> {
+        let listener = bind_private(path, group)?;
         let listener = UnixListener::from_std(listener).map_err(|source| ControlError {
             path: path.to_owned(),
             call: "register with the runtime",
@@ -79,7 +83,10 @@ impl Drop for ControlServer {
 /// Binds in a private (0700) directory, sets the mode, then renames the
 /// socket into place: no one can connect in the window between `bind` (which
 /// honours the umask only) and `chmod`, and no other thread's umask changes.
-fn bind_private(path: &Path) -> Result<std::os::unix::net::UnixListener, ControlError> {
+fn bind_private(
+    path: &Path,
+    group: Option<u32>,
+) -> Result<std::os::unix::net::UnixListener, ControlError> {
     let fail = |call, source| ControlError {
         path: path.to_owned(),
         call,
@@ -102,6 +109,13 @@ fn bind_private(path: &Path) -> Result<std::os::unix::net::UnixListener, Control
         let listener = std::os::unix::net::UnixListener::bind(&tmp).map_err(|e| fail("bind", e))?;
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| fail("chmod 0600", e))?;
+        if let Some(gid) = group {
+            // Members of the group may drive dutnet too; nobody else.
+            std::os::unix::fs::chown(&tmp, None, Some(gid))
+                .map_err(|e| fail("chown to the socket group", e))?;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o660))
+                .map_err(|e| fail("chmod 0660", e))?;
+        }
         listener
             .set_nonblocking(true)
             .map_err(|e| fail("set non-blocking", e))?;
@@ -191,7 +205,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("dutnet-ctl-{}", std::process::id()));
         let path = dir.join("run").join("dutnet.sock");
         let (tx, mut rx) = mpsc::channel::<Pending>(1);
-        let server = ControlServer::start(&path, tx).unwrap();
+        let server = ControlServer::start(&path, tx, None).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         // The stand-in daemon: statuses are fine, everything else is unknown.

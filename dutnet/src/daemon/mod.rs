@@ -115,7 +115,19 @@ struct Daemon {
 
 /// `dutnet load`: brings every network up and runs until SIGINT/SIGTERM, then
 /// restores everything it changed.
-pub async fn run(config: LoadedConfig, paths: Paths) -> Result<(), DaemonError> {
+/// How `dutnet load` was asked to run, beyond the configuration file.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// The group (gid) whose members may use the control socket besides
+    /// root.
+    pub socket_group: Option<u32>,
+}
+
+pub async fn run(
+    config: LoadedConfig,
+    paths: Paths,
+    options: RunOptions,
+) -> Result<(), DaemonError> {
     let _lock = lock::PidLock::acquire(&paths.pid_file())?;
     let netlink = Netlink::connect()?;
     undo_leftover(&paths, &netlink).await?;
@@ -124,7 +136,7 @@ pub async fn run(config: LoadedConfig, paths: Paths) -> Result<(), DaemonError> 
     let mut events = link_events()?;
     // Before the first change to the host: a failure here has nothing to undo.
     let (control_tx, mut control_rx) = tokio::sync::mpsc::channel(8);
-    let _control = ControlServer::start(&paths.control_socket(), control_tx)?;
+    let _control = ControlServer::start(&paths.control_socket(), control_tx, options.socket_group)?;
 
     let journal = Journal::create(&paths.journal())?;
     let (lease_changes, mut lease_changed) = tokio::sync::mpsc::unbounded_channel();
