@@ -295,13 +295,17 @@ impl Daemon {
     /// Makes a new entry (already in the config) take effect.
     async fn apply_address(&mut self, index: usize, entry: &AddressEntry) -> Result<(), Failure> {
         let net = &self.networks[index];
-        if let (Some(dhcp), Some(mac)) = (&net.dhcp, entry.mac) {
-            dhcp.add_static(StaticLease {
-                mac: mac.0,
-                ip: entry.ip,
-                hostname: entry.hostname.clone(),
-            })
-            .map_err(|e| Failure::invalid(e.to_string()))?;
+        match (&net.dhcp, entry.mac) {
+            (Some(dhcp), Some(mac)) => dhcp
+                .add_static(StaticLease {
+                    mac: mac.0,
+                    ip: entry.ip,
+                    hostname: entry.hostname.clone(),
+                })
+                .map_err(|e| Failure::invalid(e.to_string()))?,
+            // No MAC: a 1:1-only entry, never leased to anybody.
+            (Some(dhcp), None) => dhcp.set_reserved(entry.ip, true),
+            (None, _) => {}
         }
         if let Some(public) = entry.public_ip
             && net.ifindex.is_some()
@@ -364,9 +368,11 @@ impl Daemon {
         self.save_changes(index, |c| c.remove_address(ip))?;
         let net = &mut self.networks[index];
         let entry = net.config.addresses.remove(position);
-        if let (Some(dhcp), Some(_)) = (&net.dhcp, entry.mac) {
+        match (&net.dhcp, entry.mac) {
             // Not found: the server never had it (it was down); fine.
-            let _ = dhcp.remove_static(ip);
+            (Some(dhcp), Some(_)) => drop(dhcp.remove_static(ip)),
+            (Some(dhcp), None) => dhcp.set_reserved(ip, false),
+            (None, _) => {}
         }
         if let Some(public) = entry.public_ip
             && net.config.nat_mode == NatMode::OneToOne

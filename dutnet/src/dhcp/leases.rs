@@ -1,7 +1,7 @@
 //! Allocation state: bound leases, pending offers, declined addresses and the
 //! static table. Pure data; time is always passed in.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::{Duration, SystemTime};
 
@@ -57,6 +57,9 @@ pub struct LeaseState {
     offers: BTreeMap<Ipv4Addr, Offer>,
     declined: BTreeMap<Ipv4Addr, SystemTime>,
     statics: Vec<StaticLease>,
+    /// Addresses never handed out dynamically (entries without a MAC: 1:1
+    /// only), from the config and changed at run time.
+    reserved: BTreeSet<Ipv4Addr>,
     /// Set when `bindings` changed: the caller must persist before replying.
     dirty: bool,
 }
@@ -67,6 +70,7 @@ impl LeaseState {
     pub fn new(config: &DhcpConfig, persisted: Vec<Lease>, now: SystemTime) -> Self {
         let mut state = LeaseState {
             statics: config.static_leases.clone(),
+            reserved: config.reserved.iter().copied().collect(),
             ..LeaseState::default()
         };
         for mut lease in persisted {
@@ -154,7 +158,7 @@ impl LeaseState {
     ) -> bool {
         if !config.in_dynamic_range(ip)
             || ip == config.server_ip
-            || config.reserved.contains(&ip)
+            || self.reserved.contains(&ip)
             || self.is_static_ip(ip)
         {
             return false;
@@ -345,6 +349,17 @@ impl LeaseState {
 
     /// Removes the static entry for `ip` and its binding; the client's next
     /// renewal is NAKed and it gets a dynamic address.
+    /// Keeps `ip` out of (`reserved`) or back in the dynamic pool. A dynamic
+    /// lease already on it runs until it expires or is released.
+    pub fn set_reserved(&mut self, ip: Ipv4Addr, reserved: bool) {
+        if reserved {
+            self.reserved.insert(ip);
+            self.offers.remove(&ip);
+        } else {
+            self.reserved.remove(&ip);
+        }
+    }
+
     pub fn remove_static(&mut self, ip: Ipv4Addr) -> Result<(), DhcpError> {
         let before = self.statics.len();
         self.statics.retain(|s| s.ip != ip);
@@ -387,6 +402,16 @@ mod tests {
         s.offer(&client(1), a, t0());
         // .101 is reserved
         assert_eq!(s.choose(&client(2), None, t0(), &c), Some(ip(102)));
+    }
+
+    #[test]
+    fn an_address_reserved_at_run_time_is_skipped_until_released() {
+        let c = config();
+        let mut s = LeaseState::new(&c, vec![], t0());
+        s.set_reserved(ip(100), true);
+        assert_eq!(s.choose(&client(1), None, t0(), &c), Some(ip(102)));
+        s.set_reserved(ip(100), false);
+        assert_eq!(s.choose(&client(1), None, t0(), &c), Some(ip(100)));
     }
 
     #[test]

@@ -165,6 +165,12 @@ impl DhcpServer {
         Ok(())
     }
 
+    /// Keeps `ip` out of the dynamic pool (an address entry without a MAC
+    /// added at run time), or, with `false`, gives it back.
+    pub fn set_reserved(&self, ip: Ipv4Addr, reserved: bool) {
+        self.shared.state().set_reserved(ip, reserved);
+    }
+
     pub fn counters(&self) -> DhcpCounters {
         self.shared.counters.snapshot()
     }
