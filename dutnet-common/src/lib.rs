@@ -13,7 +13,7 @@ pub mod stats;
 
 /// Bumped whenever a map key or value layout changes. Pinned maps live under a
 /// directory named after it, so a new dutnet never reads an old layout.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// Names of the TC programs in the eBPF object, as the controller looks them up.
 pub mod programs {
@@ -43,4 +43,8 @@ pub mod maps {
     pub const NAT_1TO1_OUT: &str = "NAT_1TO1_OUT";
     /// Hash: public address (`u32`, network order) -> [`crate::nat::Mapping`].
     pub const NAT_1TO1_IN: &str = "NAT_1TO1_IN";
+    /// LRU hash: [`crate::nat::FragKey`] -> [`crate::nat::FragEntry`], the
+    /// fragmented datagrams of translated flows (short-lived, one entry per
+    /// datagram, so an LRU eviction never splits a flow).
+    pub const NAT_FRAGS: &str = "NAT_FRAGS";
 }

@@ -134,7 +134,45 @@ pub struct PrivateKey {
     pub private_addr: u32,
 }
 
+/// Key of `NAT_FRAGS`: one IP datagram in fragments, as its packets carry
+/// it on the interface they arrive on.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragKey {
+    /// Host order.
+    pub ifindex: u32,
+    /// Network order.
+    pub src_addr: u32,
+    pub dst_addr: u32,
+    /// The IP identification (network order).
+    pub id: u16,
+    pub protocol: u8,
+    pub _pad: u8,
+}
+
+/// Value of `NAT_FRAGS`: how the first fragment of a datagram was
+/// translated, so its later fragments (no L4 header) follow it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragEntry {
+    /// The new source (outbound) or destination (inbound) address (network
+    /// order).
+    pub rewrite_addr: u32,
+    /// Where the fragments go: the upstream NIC (outbound) or the DUT NIC
+    /// (inbound) (host order).
+    pub out_ifindex: u32,
+    /// Outbound: the neighbour to send to (network order).
+    pub next_hop: u32,
+    /// Inbound: the MACs for the DUT NIC.
+    pub dut_mac: [u8; 6],
+    pub gateway_mac: [u8; 6],
+    /// The DUT NIC the datagram's flow belongs to, for counting (host order).
+    pub dut_ifindex: u32,
+}
+
 const _: () = assert!(core::mem::size_of::<DutConfig>() == 32);
+const _: () = assert!(core::mem::size_of::<FragKey>() == 16);
+const _: () = assert!(core::mem::size_of::<FragEntry>() == 28);
 const _: () = assert!(core::mem::size_of::<Mapping>() == 12);
 const _: () = assert!(core::mem::size_of::<PrivateKey>() == 8);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 20);
@@ -153,6 +191,12 @@ unsafe impl aya::Pod for FlowEntry {}
 // SAFETY: as above.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Mapping {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for FragKey {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for FragEntry {}
 // SAFETY: as above.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for PrivateKey {}

@@ -6,12 +6,12 @@
 //! connections towards a masqueraded DUT subnet, which are dropped.
 use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
 use dutnet_common::{
-    nat::{FlowEntry, FlowKey, direction, protocol},
+    nat::{FlowEntry, FlowKey, FragEntry, direction, protocol},
     stats::{drop, punt},
 };
 
 use crate::{
-    conntrack, forward,
+    conntrack, forward, fragments,
     icmp_error::{self, QuotedSide},
     maps::DUT_SUBNETS,
     one_to_one,
@@ -29,8 +29,12 @@ pub fn handle(ctx: &TcContext) -> Verdict {
     let Ok((_, ip)) = parse::ipv4(ctx) else {
         return Verdict::Pass;
     };
-    if ip.is_fragment || ip.has_options() || !conntrack::is_tracked(ip.protocol) {
+    if ip.has_options() || !conntrack::is_tracked(ip.protocol) {
         return unsolicited_or_pass(&ip);
+    }
+    if ip.is_later_fragment {
+        return fragments::follow_inbound(ctx, ifindex, &ip)
+            .unwrap_or_else(|| unsolicited_or_pass(&ip));
     }
     let Ok(l4) = parse::l4_head(ctx, &ip, Ipv4::L4_OFF) else {
         return Verdict::Pass;
@@ -38,6 +42,15 @@ pub fn handle(ctx: &TcContext) -> Verdict {
     if let Some(mapping) = one_to_one::of_public(ip.dst) {
         let icmp = (ip.protocol == protocol::ICMP).then_some(l4[0]);
         let icmp_check = u16::from_ne_bytes([l4[2], l4[3]]);
+        if ip.is_fragment {
+            remember_fragment(
+                ifindex,
+                &ip,
+                mapping.private_addr,
+                mapping.dut_ifindex,
+                None,
+            );
+        }
         return one_to_one::inbound(ctx, &ip, icmp, icmp_check, &mapping);
     }
     let (sport, dport, tcp_flags) = match ip.protocol {
@@ -77,7 +90,40 @@ pub fn handle(ctx: &TcContext) -> Verdict {
     if translate(ctx, &ip, dport, &entry).is_err() {
         return verdict::dropped(entry.dut_ifindex, drop::MALFORMED);
     }
+    if ip.is_fragment {
+        remember_fragment(
+            ifindex,
+            &ip,
+            entry.rewrite_addr,
+            entry.dut_ifindex,
+            Some(&entry),
+        );
+    }
     redirect(ctx, &entry)
+}
+
+/// The first fragment of a datagram arriving on `ifindex` went to
+/// `destination` on DUT NIC `dut_ifindex` (with the flow's MACs, or by the
+/// neighbour table for a 1:1 DUT): its later fragments follow.
+#[inline(always)]
+fn remember_fragment(
+    ifindex: u32,
+    ip: &Ipv4,
+    destination: u32,
+    dut_ifindex: u32,
+    flow: Option<&FlowEntry>,
+) {
+    fragments::remember(
+        &fragments::key(ifindex, ip),
+        &FragEntry {
+            rewrite_addr: destination,
+            out_ifindex: dut_ifindex,
+            next_hop: 0,
+            dut_mac: flow.map_or([0; 6], |f| f.dut_mac),
+            gateway_mac: flow.map_or([0; 6], |f| f.gateway_mac),
+            dut_ifindex,
+        },
+    );
 }
 
 /// Rewrites the destination address and port (or echo identifier) back to

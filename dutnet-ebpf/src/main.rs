@@ -9,6 +9,7 @@
 
 mod conntrack;
 mod forward;
+mod fragments;
 mod icmp_error;
 mod inbound;
 mod maps;

@@ -2,10 +2,10 @@
 //! bpffs directory so `dutnet stats` can read them from another process.
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LpmTrie, PerCpuHashMap},
+    maps::{HashMap, LpmTrie, LruHashMap, PerCpuHashMap},
 };
 use dutnet_common::{
-    nat::{DutConfig, FlowEntry, FlowKey, Mapping, PrivateKey},
+    nat::{DutConfig, FlowEntry, FlowKey, FragEntry, FragKey, Mapping, PrivateKey},
     stats::{IfaceCounters, MAX_INTERFACES},
 };
 
@@ -41,3 +41,9 @@ pub static NAT_1TO1_OUT: HashMap<PrivateKey, Mapping> = HashMap::pinned(65536, 0
 /// 1:1 mappings by public address (inbound).
 #[map(name = "NAT_1TO1_IN")]
 pub static NAT_1TO1_IN: HashMap<u32, Mapping> = HashMap::pinned(65536, 0);
+
+/// Fragmented datagrams of translated flows: the first fragment records how
+/// it was translated, the later ones (without ports) follow. An LRU: entries
+/// are per datagram and die with it.
+#[map(name = "NAT_FRAGS")]
+pub static NAT_FRAGS: LruHashMap<FragKey, FragEntry> = LruHashMap::pinned(16384, 0);

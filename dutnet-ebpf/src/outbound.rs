@@ -3,13 +3,14 @@
 //! NIC, bypassing the kernel's forwarding path and netfilter.
 use aya_ebpf::programs::TcContext;
 use dutnet_common::{
-    nat::{DutConfig, FlowEntry, FlowKey, Mapping, mode, protocol},
+    nat::{DutConfig, FlowEntry, FlowKey, FragEntry, Mapping, mode, protocol},
     stats::{drop, punt},
 };
 
 use crate::{
     conntrack::{self, Macs},
     forward::{self, Route},
+    fragments,
     icmp_error::{self, Quoted, QuotedSide},
     maps::DUT_CONFIG,
     one_to_one,
@@ -47,11 +48,11 @@ pub fn handle(ctx: &TcContext) -> Verdict {
     if for_the_segment(&cfg, ip.dst) {
         return Verdict::Pass;
     }
-    if ip.is_fragment {
-        return verdict::punted(ifindex, punt::FRAGMENT);
-    }
     if ip.has_options() {
         return verdict::punted(ifindex, punt::IP_OPTIONS);
+    }
+    if ip.is_later_fragment {
+        return fragments::follow_outbound(ctx, ifindex, &ip);
     }
     if ip.ttl <= 1 {
         return verdict::punted(ifindex, punt::TTL_EXPIRED);
@@ -105,6 +106,9 @@ pub fn handle(ctx: &TcContext) -> Verdict {
     if cfg.nat_mode == mode::ONE_TO_ONE
         && let Some(mapping) = one_to_one::of_private(ifindex, ip.src)
     {
+        if ip.is_fragment {
+            remember_fragment(ifindex, &ip, mapping.public_addr, out_ifindex, next_hop);
+        }
         return one_to_one::outbound(ctx, &ip, &mapping, out_ifindex, next_hop);
     }
     let key = FlowKey {
@@ -135,8 +139,28 @@ pub fn handle(ctx: &TcContext) -> Verdict {
     if translate(ctx, &ip, sport, &entry).is_err() {
         return verdict::dropped(ifindex, drop::MALFORMED);
     }
+    if ip.is_fragment {
+        remember_fragment(ifindex, &ip, entry.rewrite_addr, out_ifindex, next_hop);
+    }
     stats::count(ifindex, Direction::NatOut, ctx.len());
     Verdict::Redirect(forward::to_next_hop(out_ifindex, next_hop))
+}
+
+/// The first fragment of a datagram from DUT NIC `ifindex` was given source
+/// `source` and sent to `next_hop`: its later fragments follow.
+#[inline(always)]
+fn remember_fragment(ifindex: u32, ip: &Ipv4, source: u32, out_ifindex: u32, next_hop: u32) {
+    fragments::remember(
+        &fragments::key(ifindex, ip),
+        &FragEntry {
+            rewrite_addr: source,
+            out_ifindex,
+            next_hop,
+            dut_mac: [0; 6],
+            gateway_mac: [0; 6],
+            dut_ifindex: ifindex,
+        },
+    );
 }
 
 /// Packets to the gateway, to other hosts of the DUT subnet, broadcast and

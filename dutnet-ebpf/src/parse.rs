@@ -37,6 +37,10 @@ pub struct Ipv4 {
     pub header_len: usize,
     pub total_len: u16,
     pub is_fragment: bool,
+    /// A fragment other than the first: it has no L4 header.
+    pub is_later_fragment: bool,
+    /// Raw identification field.
+    pub id: u16,
     pub tos: u8,
 }
 
@@ -79,6 +83,8 @@ pub fn ipv4(ctx: &TcContext) -> Result<(EthHdr, Ipv4), NotIpv4> {
             header_len,
             total_len,
             is_fragment: frags & (IP_MF | IP_OFFSET_MASK) != 0,
+            is_later_fragment: frags & IP_OFFSET_MASK != 0,
+            id: u16::from_ne_bytes(ip.id),
             tos: ip.tos,
         },
     ))

@@ -443,3 +443,53 @@ fn stats_rates_match_the_traffic_sent() {
         .unwrap();
     assert!((nat_out - expected).abs() <= expected * 0.1, "{stats:#}");
 }
+
+/// Datagrams larger than the MTU within a flow the fast path translates:
+/// the LAN host's 5000-byte reply to a small request arrives whole at the
+/// DUT, and the DUT's own 5000-byte datagram leaves from the same port as
+/// the flow's small ones (the fragments follow their first, not a
+/// separate kernel mapping).
+#[test]
+fn fragmented_datagrams_of_a_fast_path_flow_keep_its_mapping_both_ways() {
+    const BIG: usize = 5000;
+    let mut lab = Lab::new(1);
+    lab.load("");
+    let server = lab
+        .lan
+        .enter(|| UdpSocket::bind(SocketAddrV4::new(LAN_IP, 7200)).unwrap());
+    server.set_read_timeout(Some(REPLY_WAIT)).unwrap();
+    let responder = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        for _ in 0..2 {
+            let Ok((n, peer)) = server.recv_from(&mut buf) else {
+                break;
+            };
+            seen.push((peer, n));
+            if n < 100 {
+                server.send_to(&vec![0x42; BIG], peer).unwrap();
+            }
+        }
+        seen
+    });
+    let socket = udp_socket(lab.dut(1), SocketAddrV4::new(DUT_IP, 0));
+    let to = SocketAddrV4::new(LAN_IP, 7200);
+    socket.send_to(b"big one, please", to).unwrap();
+    let mut buf = vec![0u8; 65536];
+    let reply = socket.recv(&mut buf);
+    assert_eq!(
+        reply.ok(),
+        Some(BIG),
+        "the fragmented reply\n{}",
+        lab.report()
+    );
+    socket.send_to(&vec![0x17; BIG], to).unwrap();
+    let seen = responder.join().unwrap();
+    assert_eq!(seen.len(), 2, "{seen:?}\n{}", lab.report());
+    assert_eq!(seen[1].1, BIG, "the DUT's big datagram arrived whole");
+    assert_eq!(
+        seen[0].0, seen[1].0,
+        "both left from the flow's address and port"
+    );
+    assert_eq!(seen[0].0.ip(), EXPORTER_UP);
+}

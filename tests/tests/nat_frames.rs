@@ -357,8 +357,12 @@ fn what_the_fast_path_does_not_handle_is_passed_unchanged() {
         ttl1[22] = 1;
         cases.push(("TTL 1", fix_ip_checksum(ttl1)));
         let mut fragment = udp.clone();
-        fragment[20] = 0x20; // more fragments
-        cases.push(("a fragment", fix_ip_checksum(fragment)));
+        fragment[20] = 0x20; // more fragments,
+        fragment[21] = 0x10; // at offset 128: no first fragment was seen
+        cases.push((
+            "a later fragment without its first",
+            fix_ip_checksum(fragment),
+        ));
         cases.push((
             "to the gateway",
             frames::udp((DUT, 40101), (GATEWAY, 53), b"q"),
@@ -515,5 +519,34 @@ fn an_icmp_error_about_a_public_address_reaches_its_dut() {
         let inner = frames::parse(&frames::ip_packet(&back.frame)[28..]);
         assert_eq!((inner.src, inner.sport), (MAPPED, 5000));
         assert_checksums(&inner);
+    });
+}
+
+#[test]
+fn the_later_fragments_of_a_datagram_follow_its_first() {
+    with_bench(|b| {
+        // A first fragment (more fragments, offset 0) opens the flow...
+        let mut first = frames::udp((DUT, 40300), (FAR, 53), &[7u8; 64]);
+        first[20] = 0x20;
+        let first = fix_ip_checksum(first);
+        let out = b.outbound(b.dut0, &from_board(first, BOARD_A, DUT0_MAC));
+        assert_eq!(out.verdict, TC_ACT_REDIRECT);
+        assert_eq!(parsed(&out).src, EXTERNAL);
+        // ...and a later one of the same datagram (same id) takes its source.
+        let mut later = frames::udp((DUT, 40300), (FAR, 53), &[7u8; 64]);
+        later[20] = 0x00;
+        later[21] = 0x09; // offset 72 bytes, last fragment
+        let later = fix_ip_checksum(later);
+        let out = b.outbound(b.dut0, &from_board(later.clone(), BOARD_A, DUT0_MAC));
+        assert_eq!(out.verdict, TC_ACT_REDIRECT);
+        let ip = frames::ip_packet(&out.frame);
+        assert_eq!(&ip[12..16], &EXTERNAL.octets());
+        assert_eq!(ip[8], 63);
+        assert_eq!(frames::internet_checksum(&ip[..20], 0), 0, "IPv4 checksum");
+        assert_eq!(
+            &ip[20..],
+            &frames::ip_packet(&later)[20..],
+            "the payload is untouched"
+        );
     });
 }

@@ -1,0 +1,101 @@
+//! IP fragments of translated flows. Only the first fragment of a datagram
+//! carries the ports, so it is translated like any packet of its flow and
+//! leaves a note of how; the later fragments follow that note (an address
+//! rewrite and the same way out). A later fragment that arrives before its
+//! first is left to the kernel.
+use aya_ebpf::programs::TcContext;
+use dutnet_common::{
+    nat::{FragEntry, FragKey},
+    stats::{drop, punt},
+};
+
+use crate::{
+    forward,
+    maps::NAT_FRAGS,
+    parse::{IP_DST_OFF, IP_OFF, IP_SRC_OFF, Ipv4},
+    rewrite::Ipv4Rewrite,
+    stats::{self, Direction},
+    verdict::{self, Verdict},
+};
+
+/// The datagram `ip` belongs to, as seen on interface `ifindex`.
+#[inline(always)]
+pub fn key(ifindex: u32, ip: &Ipv4) -> FragKey {
+    FragKey {
+        ifindex,
+        src_addr: ip.src,
+        dst_addr: ip.dst,
+        id: ip.id,
+        protocol: ip.protocol,
+        _pad: 0,
+    }
+}
+
+/// Notes how the first fragment of a datagram was translated. A full table
+/// evicts the oldest note: at worst the rest of an old datagram goes to the
+/// kernel.
+#[inline(always)]
+pub fn remember(key: &FragKey, entry: &FragEntry) {
+    let _ = NAT_FRAGS.insert(key, entry, 0);
+}
+
+#[inline(always)]
+fn note(ifindex: u32, ip: &Ipv4) -> Option<FragEntry> {
+    // SAFETY: the value is copied out at once.
+    NAT_FRAGS.get_ptr(key(ifindex, ip)).map(|e| unsafe { *e })
+}
+
+/// A later fragment from a DUT: the source its first fragment got, out of
+/// the same NIC.
+#[inline(always)]
+pub fn follow_outbound(ctx: &TcContext, ifindex: u32, ip: &Ipv4) -> Verdict {
+    let Some(entry) = note(ifindex, ip) else {
+        return verdict::punted(ifindex, punt::FRAGMENT);
+    };
+    if ip.ttl <= 1 {
+        return verdict::punted(ifindex, punt::TTL_EXPIRED);
+    }
+    let mut header = Ipv4Rewrite::new(ip);
+    let result = header
+        .address(ctx, IP_OFF + IP_SRC_OFF, ip.src, entry.rewrite_addr, None)
+        .and_then(|()| header.decrement_ttl(ctx, ip))
+        .and_then(|()| header.finish(ctx));
+    if result.is_err() {
+        return verdict::dropped(ifindex, drop::MALFORMED);
+    }
+    stats::count(ifindex, Direction::NatOut, ctx.len());
+    Verdict::Redirect(forward::to_next_hop(entry.out_ifindex, entry.next_hop))
+}
+
+/// A later fragment arriving upstream: the destination its first fragment
+/// got, to the same DUT NIC. `None`: no note, not ours.
+#[inline(always)]
+pub fn follow_inbound(ctx: &TcContext, ifindex: u32, ip: &Ipv4) -> Option<Verdict> {
+    let entry = note(ifindex, ip)?;
+    if ip.ttl <= 1 {
+        return Some(verdict::punted(entry.dut_ifindex, punt::TTL_EXPIRED));
+    }
+    let mut header = Ipv4Rewrite::new(ip);
+    let result = header
+        .address(ctx, IP_OFF + IP_DST_OFF, ip.dst, entry.rewrite_addr, None)
+        .and_then(|()| header.decrement_ttl(ctx, ip))
+        .and_then(|()| header.finish(ctx));
+    if result.is_err() {
+        return Some(verdict::dropped(entry.dut_ifindex, drop::MALFORMED));
+    }
+    stats::count(entry.dut_ifindex, Direction::NatIn, ctx.len());
+    Some(to_dut(ctx, &entry))
+}
+
+/// Sends an inbound fragment to its DUT: with the flow's MACs, or through
+/// the DUT NIC's neighbour table for a 1:1 DUT (whose MAC no flow recorded).
+#[inline(always)]
+fn to_dut(ctx: &TcContext, entry: &FragEntry) -> Verdict {
+    if entry.dut_mac == [0; 6] {
+        return Verdict::Redirect(forward::to_next_hop(entry.out_ifindex, entry.rewrite_addr));
+    }
+    match forward::to_dut(ctx, entry.out_ifindex, &entry.dut_mac, &entry.gateway_mac) {
+        Ok(code) => Verdict::Redirect(code),
+        Err(_) => verdict::dropped(entry.dut_ifindex, drop::MALFORMED),
+    }
+}
