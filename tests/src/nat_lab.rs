@@ -64,6 +64,27 @@ dns_servers: [\"{LAN_IP}\"]
     yaml
 }
 
+/// Two tests running the case `fn name(datapath: &str)` once per datapath:
+/// `name::on_ebpf` and `name::on_nft` (`cargo test name` runs both). The
+/// behaviour users see must not depend on the datapath.
+#[macro_export]
+macro_rules! both_datapaths {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        mod $name {
+            #[test]
+            fn on_ebpf() {
+                super::$name("ebpf");
+            }
+
+            #[test]
+            fn on_nft() {
+                super::$name("nft");
+            }
+        }
+    };
+}
+
 /// An exporter with DUT NICs `dn-dut1..n`, each leading to its own DUT
 /// namespace where the DUT has [`DUT_IP`] statically (all the same), and
 /// the upstream `dn-up` to the LAN host.
@@ -120,6 +141,18 @@ impl Lab {
         self.load_each(|_| extra.to_owned());
     }
 
+    /// [`Lab::load`] with every network on `datapath` (`ebpf`, `nft`):
+    /// `ebpf` rather than `auto`, so an eBPF that cannot load fails the
+    /// test instead of passing it on nft.
+    pub fn load_on(&mut self, datapath: &str, extra: &str) {
+        self.load(&format!("datapath: {datapath}\n{extra}"));
+    }
+
+    /// [`Lab::load_each`] with every network on `datapath`.
+    pub fn load_each_on(&mut self, datapath: &str, extra: impl Fn(usize) -> String) {
+        self.load_each(|n| format!("datapath: {datapath}\n{}", extra(n)));
+    }
+
     /// Starts `dutnet load` with one network per DUT; network `n` (from 1)
     /// gets the keys `extra(n)` (YAML lines).
     pub fn load_each(&mut self, extra: impl Fn(usize) -> String) {
@@ -138,19 +171,25 @@ impl Lab {
         self.daemon.as_ref().map(Process::log).unwrap_or_default()
     }
 
-    /// `dutnet stats --json`, run in the exporter like a user would.
-    /// dutnet's counters and the end of its log, for failure messages.
+    /// dutnet's counters (or what `dutnet stats` said instead: on the nft
+    /// datapath there are none), its NAT rules and the end of its log, for
+    /// failure messages.
     pub fn report(&self) -> String {
         let log = self.log();
         let tail: Vec<&str> = log.lines().rev().take(30).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
+        let stats = cli::run(&self.topology, &self.exporter, &["stats", "--json"]);
+        let rules = cli::run(&self.topology, &self.exporter, &["nat-rules"]);
         format!(
-            "stats: {:#}\ndutnet log (end):\n{}",
-            self.stats(),
+            "stats: {}{}\nnat-rules:\n{}\ndutnet log (end):\n{}",
+            stats.stdout,
+            stats.stderr,
+            rules.stdout,
             tail.join("\n")
         )
     }
 
+    /// `dutnet stats --json`, run in the exporter like a user would.
     pub fn stats(&self) -> Value {
         let out = cli::run(&self.topology, &self.exporter, &["stats", "--json"]);
         assert!(

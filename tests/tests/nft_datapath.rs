@@ -283,3 +283,90 @@ fn identical_subnets_on_nft_are_refused_naming_both_networks() {
     );
     assert!(!nft(&lab.exporter, &["list", "table", "ip", "dutnet"]).success());
 }
+
+#[test]
+fn nat_rules_shows_the_nft_ruleset_on_nft_and_carries_it_as_a_field_on_ebpf() {
+    for datapath in ["nft", "ebpf"] {
+        let mut lab = Lab::new(1);
+        lab.load_on(
+            datapath,
+            &format!("nat_mode: 1to1\naddresses:\n  - ip: {DUT_IP}\n    public_ip: {PUBLIC}\n"),
+        );
+        let json = dutnet(&lab, &["nat-rules", "--json"]);
+        assert!(json.success(), "{json:#?}");
+        let reply: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+        assert_eq!(reply["networks"][0]["datapath"], datapath, "{reply:#}");
+        let ruleset = reply["ruleset"].as_str().unwrap_or_default();
+        assert!(
+            ruleset.contains("table ip dutnet")
+                && ruleset.contains(&format!("dnat to {DUT_IP}"))
+                && ruleset.contains("masquerade"),
+            "{datapath}: {reply:#}"
+        );
+
+        let human = dutnet(&lab, &["nat-rules"]);
+        assert!(human.success(), "{human:#?}");
+        let text = human.stdout;
+        assert!(text.contains(&format!("{DUT_IP} <-> {PUBLIC}")), "{text}");
+        if datapath == "nft" {
+            // The table is the whole NAT: shown as nft prints it.
+            assert!(text.contains("datapath       nft"), "{text}");
+            assert!(text.contains("table ip dutnet {"), "{text}");
+            assert!(text.contains(&format!("dnat to {DUT_IP}")), "{text}");
+        } else {
+            // Unchanged on eBPF: the fast path's view, no ruleset.
+            assert!(text.contains("(fast path)"), "{text}");
+            assert!(!text.contains("table ip dutnet"), "{text}");
+        }
+    }
+}
+
+#[test]
+fn a_docker_chain_created_after_dutnet_started_is_opened_and_left_as_it_was() {
+    let mut lab = Lab::new(1);
+    // The chain as Docker makes it, listed where no dutnet runs: the
+    // exporter's own copy is opened by dutnet before it can be listed.
+    let scratch = lab.topology.netns("scratch");
+    let expected = add_docker_forward_chain(&scratch);
+    lab.load_on("nft", "");
+    let echo = UdpEcho::start(&lab.lan, SocketAddrV4::new(LAN_IP, 7003));
+    let socket = udp_socket(lab.dut(1), SocketAddrV4::new(DUT_IP, 0));
+    assert!(udp_gets_echo(&socket, &echo), "{}", lab.report());
+
+    // Docker starts after dutnet: the DUT gets through again within ticks.
+    add_docker_forward_chain(&lab.exporter);
+    let through = |limit: Duration| {
+        cmd::wait_for(limit, || udp_gets_echo(&socket, &echo).then_some(())).is_some()
+    };
+    assert!(
+        through(Duration::from_secs(3)),
+        "the new chain was not opened:\n{}\n{}",
+        docker_forward_chain(&lab.exporter),
+        lab.report()
+    );
+    assert!(
+        lab.log().contains("appeared after dutnet started"),
+        "{}",
+        lab.log()
+    );
+
+    // Docker's table replaced whole (its chain keeps its old handle): the
+    // slower check of the opened chains' rules finds it.
+    let replaced = nft(&lab.exporter, &["delete", "table", "ip", "filter"]);
+    assert!(replaced.success(), "{replaced:#?}");
+    add_docker_forward_chain(&lab.exporter);
+    assert!(
+        through(Duration::from_secs(8)),
+        "the replaced chain was not opened again:\n{}\n{}",
+        docker_forward_chain(&lab.exporter),
+        lab.report()
+    );
+
+    let code = lab.daemon.take().map(|mut d| d.terminate());
+    assert_eq!(code, Some(Some(0)), "dutnet did not exit cleanly");
+    assert_eq!(
+        docker_forward_chain(&lab.exporter),
+        expected,
+        "Docker's chain changed"
+    );
+}

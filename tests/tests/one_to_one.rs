@@ -1,10 +1,12 @@
-//! 1:1 NAT and `nat_mode: disabled` (issue #8), judged from the far end. The
+//! 1:1 NAT and `nat_mode: disabled` (issue #8), on both datapaths (issue
+//! #10: each case runs as `<case>::on_ebpf` and `<case>::on_nft`), judged
+//! from the far end. The
 //! LAN host (10.99.0.1) has no route to the DUT subnet: it reaches a DUT only
 //! through the public address dutnet gives it.
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 
 use dutnet_tests::{
-    cli, clients,
+    both_datapaths, cli, clients,
     far_end::{self, TcpEcho, UdpEcho},
     nat_lab::{
         DUT_IP, EXPORTER_UP, LAN_IP, Lab, REPLY_WAIT, lan_udp_echo, tcp_exchange, udp_exchange,
@@ -38,11 +40,11 @@ fn lan_udp_to(lab: &Lab, to: SocketAddrV4) -> (SocketAddr, SocketAddr) {
     (seen, from)
 }
 
-#[test]
-fn the_lan_reaches_a_dut_at_its_public_address_and_sees_it_there() {
+both_datapaths!(the_lan_reaches_a_dut_at_its_public_address_and_sees_it_there);
+fn the_lan_reaches_a_dut_at_its_public_address_and_sees_it_there(datapath: &str) {
     prereq::require("ping", "iputils-ping");
     let mut lab = Lab::new(1);
-    lab.load_each(one_to_one);
+    lab.load_each_on(datapath, one_to_one);
     let dut = lab.dut(1);
     let tcp = TcpEcho::start(dut, SocketAddrV4::new(DUT_IP, 2222));
     let udp = UdpEcho::start(dut, SocketAddrV4::new(DUT_IP, 5353));
@@ -78,10 +80,10 @@ fn the_lan_reaches_a_dut_at_its_public_address_and_sees_it_there() {
     );
 }
 
-#[test]
-fn the_exporter_reaches_a_dut_at_its_public_address() {
+both_datapaths!(the_exporter_reaches_a_dut_at_its_public_address);
+fn the_exporter_reaches_a_dut_at_its_public_address(datapath: &str) {
     let mut lab = Lab::new(1);
-    lab.load_each(one_to_one);
+    lab.load_each_on(datapath, one_to_one);
     let _tcp = TcpEcho::start(lab.dut(1), SocketAddrV4::new(DUT_IP, 2222));
     let seen = tcp_exchange(&lab.exporter, SocketAddrV4::new(PUBLIC_1, 2222), "hairpin");
     // The exporter's own connection arrives from an exporter address.
@@ -94,10 +96,12 @@ fn the_exporter_reaches_a_dut_at_its_public_address() {
     );
 }
 
+// eBPF only: two DUT NICs with the same subnet, which nft refuses by design
+// (nft_datapath.rs tests the refusal).
 #[test]
 fn two_dut_nics_with_the_same_address_are_each_reached_by_their_own_public_address() {
     let mut lab = Lab::new(2);
-    lab.load_each(one_to_one);
+    lab.load_each_on("ebpf", one_to_one);
     let servers: Vec<TcpEcho> = (1..=2)
         .map(|n| TcpEcho::start(lab.dut(n), SocketAddrV4::new(DUT_IP, 2222)))
         .collect();
@@ -114,10 +118,10 @@ fn two_dut_nics_with_the_same_address_are_each_reached_by_their_own_public_addre
     assert_eq!(servers[1].peers().len(), 1);
 }
 
-#[test]
-fn public_addresses_are_aliases_on_the_upstream_while_dutnet_runs() {
+both_datapaths!(public_addresses_are_aliases_on_the_upstream_while_dutnet_runs);
+fn public_addresses_are_aliases_on_the_upstream_while_dutnet_runs(datapath: &str) {
     let mut lab = Lab::new(1);
-    lab.load_each(one_to_one);
+    lab.load_each_on(datapath, one_to_one);
     let addresses = lab.exporter.ip("-4 -o addr show dev dn-up");
     assert!(
         addresses.stdout.contains(&format!("{PUBLIC_1}/24")),
@@ -142,12 +146,13 @@ fn public_addresses_are_aliases_on_the_upstream_while_dutnet_runs() {
     assert!(socket.recv_from(&mut buf).is_err());
 }
 
-#[test]
-fn a_disabled_network_serves_dhcp_and_dns_but_forwards_nothing() {
+both_datapaths!(a_disabled_network_serves_dhcp_and_dns_but_forwards_nothing);
+fn a_disabled_network_serves_dhcp_and_dns_but_forwards_nothing(datapath: &str) {
     prereq::require("dhclient", "isc-dhcp-client");
     prereq::require("dig", "dnsutils");
     let mut lab = Lab::new(1);
-    lab.load(
+    lab.load_on(
+        datapath,
         "nat_mode: disabled\ndhcp_enabled: true\ndns_entries:\n  - hostname: controller.lab.local\n    ip: 10.99.0.1\n",
     );
     let dut = lab.dut(1);
@@ -192,10 +197,11 @@ fn a_disabled_network_serves_dhcp_and_dns_but_forwards_nothing() {
     assert!(reached.is_err(), "the LAN host connected to the DUT");
 }
 
+// eBPF only: identical subnets on two DUT NICs (refused on nft).
 #[test]
 fn a_published_dut_reaches_another_at_its_public_address_across_identical_subnets() {
     let mut lab = Lab::new(2);
-    lab.load_each(one_to_one);
+    lab.load_each_on("ebpf", one_to_one);
     let target = TcpEcho::start(lab.dut(2), SocketAddrV4::new(DUT_IP, 2222));
     let decoy = TcpEcho::start(lab.dut(1), SocketAddrV4::new(DUT_IP, 2222));
     let seen = tcp_exchange(
@@ -212,10 +218,11 @@ fn a_published_dut_reaches_another_at_its_public_address_across_identical_subnet
     assert!(decoy.peers().is_empty(), "DUT 1 reached itself");
 }
 
+// eBPF only: the two DUT NICs share their subnet (refused on nft).
 #[test]
 fn removing_a_mapping_at_runtime_stops_it_and_leaves_the_other_duts_flows_alone() {
     let mut lab = Lab::new(2);
-    lab.load_each(one_to_one);
+    lab.load_each_on("ebpf", one_to_one);
     let _dut1 = UdpEcho::start(lab.dut(1), SocketAddrV4::new(DUT_IP, 5353));
     let _dut2 = UdpEcho::start(lab.dut(2), SocketAddrV4::new(DUT_IP, 5353));
     // A flow to DUT 2 that lives across the change.

@@ -160,6 +160,12 @@ pub enum Reply {
     },
     NatRules {
         networks: Vec<NetworkNat>,
+        /// dutnet's nftables table as `nft list table ip dutnet` prints it:
+        /// the whole NAT of networks on the nft datapath, and what the eBPF
+        /// fast path punts. One table for every network; `None` when it
+        /// cannot be listed.
+        #[serde(default)]
+        ruleset: Option<String>,
     },
 }
 
@@ -178,7 +184,7 @@ pub struct NetworkStatus {
     pub upstream: Option<String>,
     /// `masquerade`, `1to1` or `disabled`.
     pub nat_mode: String,
-    /// `ebpf (tcx)`, `ebpf (netlink)`, or `none` while the interface is absent.
+    /// `ebpf (tcx)`, `ebpf (netlink)`, `nft`, or `none` while the interface is absent.
     pub datapath: String,
     pub dhcp_enabled: bool,
     pub dhcp_running: bool,
@@ -233,12 +239,17 @@ pub struct DnsRecord {
 pub struct NetworkNat {
     pub network: String,
     pub nat_mode: String,
+    /// `ebpf` or `nft`: what carries the network's traffic.
+    #[serde(default)]
+    pub datapath: String,
     pub upstream: Option<String>,
     /// The address masqueraded DUT connections leave from.
     pub masquerade_address: Option<Ipv4Addr>,
-    /// Source ports the eBPF fast path translates into.
+    /// Source ports the eBPF fast path translates into (`None` on nft).
     pub ports: Option<PortRange>,
-    /// Source ports the nft fallback masquerades what the fast path punts into.
+    /// Source ports the kernel's masquerade translates into: what the fast
+    /// path punts, or on nft all of the network's traffic. `None` on a
+    /// dutnet without eBPF: the kernel keeps the DUT's port when it is free.
     pub fallback_ports: Option<PortRange>,
     /// 1:1 mappings (private -> public).
     pub mappings: Vec<Mapping>,

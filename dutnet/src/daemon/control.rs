@@ -29,7 +29,7 @@ use crate::{
         },
         server::Pending,
     },
-    datapath::{Datapath as _, PublicAddress, ebpf::TcAttachMode},
+    datapath::{Datapath as _, PublicAddress, ebpf::TcAttachMode, nft},
     dhcp::{Lease, StaticLease, format_mac},
     host::journal::UndoStep,
     netlink::Link,
@@ -140,7 +140,16 @@ impl Daemon {
                 for index in self.select_many(network.as_deref())? {
                     networks.push(self.nat_rules(index).await);
                 }
-                Ok(Reply::NatRules { networks })
+                // One short `nft` run, off the runtime's threads.
+                let ruleset = match tokio::task::spawn_blocking(nft::list_table).await {
+                    Ok(Ok(text)) => Some(text),
+                    Ok(Err(e)) => {
+                        warn!(error = %e, "listing dutnet's nftables table failed");
+                        None
+                    }
+                    Err(_) => None,
+                };
+                Ok(Reply::NatRules { networks, ruleset })
             }
         }
     }
@@ -222,7 +231,14 @@ impl Daemon {
             upstream: self.upstream(c).await.map(|l| l.name),
             nat_mode: nat_mode_name(c.nat_mode).to_owned(),
             datapath: attached.map_or_else(
-                || "none".to_owned(),
+                || {
+                    if !net.on_ebpf && net.ifindex.is_some() {
+                        "nft"
+                    } else {
+                        "none"
+                    }
+                    .to_owned()
+                },
                 |d| match d.attach_mode() {
                     TcAttachMode::Tcx => "ebpf (tcx)".to_owned(),
                     TcAttachMode::Netlink => "ebpf (netlink)".to_owned(),
@@ -486,7 +502,8 @@ impl Daemon {
     }
 
     async fn nat_rules(&self, index: usize) -> NetworkNat {
-        let c = &self.networks[index].config;
+        let net = &self.networks[index];
+        let c = &net.config;
         let upstream = self.upstream(c).await;
         let mut masquerade_address = None;
         if let Some(link) = &upstream
@@ -502,17 +519,20 @@ impl Daemon {
         NetworkNat {
             network: c.name.clone(),
             nat_mode: nat_mode_name(c.nat_mode).to_owned(),
+            datapath: if net.on_ebpf { "ebpf" } else { "nft" }.to_owned(),
             upstream: upstream.map(|l| l.name),
             masquerade_address,
             ports: self
                 .ports
                 .as_ref()
-                .filter(|_| nat)
+                .filter(|_| nat && net.on_ebpf)
                 .map(|p| range(&p.fast_path)),
+            // The kernel's masquerade has a range only beside a fast path
+            // (see `install_fallback_rules`).
             fallback_ports: self
                 .ports
                 .as_ref()
-                .filter(|_| nat)
+                .filter(|_| nat && self.datapath.is_some())
                 .map(|p| range(&p.fallback)),
             mappings: nat::public_addresses(c)
                 .into_iter()

@@ -111,6 +111,10 @@ struct Daemon {
     networks: Vec<NetworkRuntime>,
     /// Index of a network whose DHCP leases changed (DUT hostnames for DNS).
     lease_changes: tokio::sync::mpsc::UnboundedSender<usize>,
+    /// The other tables' drop-policy forward chains opened for DUT traffic.
+    coexistence: coexist::Coexistence,
+    /// The last look for such chains failed (warned once, not every tick).
+    coexistence_failing: bool,
 }
 
 /// `dutnet load`: brings every network up and runs until SIGINT/SIGTERM, then
@@ -147,6 +151,8 @@ pub async fn run(
         journal,
         datapath: None,
         ports: None,
+        coexistence: coexist::Coexistence::default(),
+        coexistence_failing: false,
         networks: config
             .networks
             .into_iter()
@@ -187,7 +193,10 @@ pub async fn run(
                 while let Ok(Some(())) = tokio::time::timeout(Duration::from_millis(20), events.next()).await {}
                 daemon.reconcile_all().await;
             }
-            _ = tick.tick() => daemon.reconcile_all().await,
+            _ = tick.tick() => {
+                daemon.reconcile_all().await;
+                daemon.revisit_foreign_chains();
+            }
             _ = sweep.tick() => daemon.sweep_flows(),
             Some(index) = lease_changed.recv() => daemon.publish_lease_hostnames(index),
             Some(pending) = control_rx.recv() => daemon.serve_control(pending).await,
@@ -324,10 +333,28 @@ impl Daemon {
                 table: nft::TABLE.to_owned(),
             },
         )?;
-        nft::replace_table(&nft::ruleset(&networks, &ports.fallback))?;
+        // Without any eBPF program, the kernel's masquerade owns every
+        // translation: it keeps a DUT's source port when that is free, as
+        // the fast path does. Beside the fast path it must stay in its own
+        // slice, or the two would hand out the same port.
+        let kernel_ports = self.datapath.is_some().then_some(&ports.fallback);
+        nft::replace_table(&nft::ruleset(&networks, kernel_ports))?;
         info!(table = nft::TABLE, "fallback nftables rules installed");
-        coexist::open_drop_policy_chains(&networks, &mut self.journal)?;
+        self.coexistence.open_all(networks, &mut self.journal)?;
         Ok(())
+    }
+
+    /// Opens drop-policy forward chains created (or recreated) since the
+    /// start: Docker started or restarted after dutnet.
+    fn revisit_foreign_chains(&mut self) {
+        match self.coexistence.revisit(&mut self.journal) {
+            Ok(_) => self.coexistence_failing = false,
+            Err(e) if !self.coexistence_failing => {
+                self.coexistence_failing = true;
+                warn!(error = %e, "looking for new drop-policy forward chains failed; retrying every tick");
+            }
+            Err(e) => debug!(error = %e, "looking for new drop-policy forward chains failed again"),
+        }
     }
 
     /// Rebuilds the nftables table after a runtime change of the networks

@@ -107,6 +107,8 @@ pub(super) async fn undo_step(step: &UndoStep, netlink: &Netlink) -> Result<(), 
                 family: family.clone(),
                 table: table.clone(),
                 chain: chain.clone(),
+                // Unknown and not needed: removal goes by name and comment.
+                handle: 0,
             };
             let removed = nft::docker::delete_rules(&chain, comment).map_err(|e| e.to_string())?;
             info!(%chain, %comment, removed, "rules removed from another table's chain");

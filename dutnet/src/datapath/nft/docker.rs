@@ -29,6 +29,10 @@ pub struct ForeignChain {
     pub family: String,
     pub table: String,
     pub chain: String,
+    /// The kernel's handle of the chain: a chain deleted and created again
+    /// gets a new one, which is how a recreated chain is told from the one
+    /// dutnet opened.
+    pub handle: u64,
 }
 
 impl std::fmt::Display for ForeignChain {
@@ -65,6 +69,8 @@ struct ChainInfo {
     family: String,
     table: String,
     name: String,
+    #[serde(default)]
+    handle: u64,
     hook: Option<String>,
     policy: Option<String>,
 }
@@ -96,6 +102,7 @@ pub fn drop_policy_forward_chains(listing: &str) -> Result<Vec<ForeignChain>, Do
             family: c.family,
             table: c.table,
             chain: c.name,
+            handle: c.handle,
         })
         .collect())
 }
@@ -221,9 +228,9 @@ pub fn insert_rules(
     Ok(())
 }
 
-/// Deletes every rule of `chain` commented `comment`; returns how many. A
-/// chain that is gone (Docker restarted, table deleted) has none left.
-pub fn delete_rules(chain: &ForeignChain, comment: &str) -> Result<usize, DockerError> {
+/// The handles of `chain`'s rules commented `comment`; none when the chain
+/// is gone (Docker restarted, table deleted).
+pub fn rules_with_comment(chain: &ForeignChain, comment: &str) -> Result<Vec<u64>, DockerError> {
     let Ok(listing) = run::nft_args(&[
         "-j",
         "-a",
@@ -233,9 +240,15 @@ pub fn delete_rules(chain: &ForeignChain, comment: &str) -> Result<usize, Docker
         &chain.table,
         &chain.chain,
     ]) else {
-        return Ok(0);
+        return Ok(Vec::new());
     };
-    let handles = handles_with_comment(&listing, comment)?;
+    handles_with_comment(&listing, comment)
+}
+
+/// Deletes every rule of `chain` commented `comment`; returns how many. A
+/// chain that is gone (Docker restarted, table deleted) has none left.
+pub fn delete_rules(chain: &ForeignChain, comment: &str) -> Result<usize, DockerError> {
+    let handles = rules_with_comment(chain, comment)?;
     if !handles.is_empty() {
         run::nft_json(&delete_script(chain, &handles))?;
     }
@@ -329,6 +342,7 @@ mod tests {
             family: "ip".to_owned(),
             table: "filter".to_owned(),
             chain: "FOR\"WARD".to_owned(),
+            handle: 1,
         };
         let script = insert_script(
             &chain,

@@ -14,5 +14,5 @@ mod run;
 
 pub use self::{
     ruleset::{FallbackNetwork, TABLE, ruleset},
-    run::{NftError, delete_table, replace_table, table_exists},
+    run::{NftError, delete_table, list_table, replace_table, table_exists},
 };

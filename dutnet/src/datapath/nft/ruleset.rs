@@ -22,9 +22,11 @@ pub struct FallbackNetwork {
 
 /// The whole table: `nft -f` input that creates it from nothing (the caller
 /// deletes any previous one in the same transaction). `ports` is the range
-/// the kernel's masquerade translates into, disjoint from the fast path's.
+/// the kernel's masquerade translates TCP and UDP into, disjoint from the
+/// fast path's; `None` (no fast path at all) lets the kernel keep the DUT's
+/// source port when it is free.
 #[must_use]
-pub fn ruleset(networks: &[FallbackNetwork], ports: &RangeInclusive<u16>) -> String {
+pub fn ruleset(networks: &[FallbackNetwork], ports: Option<&RangeInclusive<u16>>) -> String {
     // Every network's accepts come before any network's drops: a DUT reaching
     // another DUT's public address crosses both networks.
     let mut accepts = String::new();
@@ -82,12 +84,14 @@ pub fn ruleset(networks: &[FallbackNetwork], ports: &RangeInclusive<u16>) -> Str
                 );
             }
             let subnet = n.subnet.trunc();
-            let _ = writeln!(
-                snat,
-                "    oifname {up} ip saddr {subnet} meta l4proto {{ tcp, udp }} masquerade to :{}-{} comment {comment}",
-                ports.start(),
-                ports.end()
-            );
+            if let Some(ports) = ports {
+                let _ = writeln!(
+                    snat,
+                    "    oifname {up} ip saddr {subnet} meta l4proto {{ tcp, udp }} masquerade to :{}-{} comment {comment}",
+                    ports.start(),
+                    ports.end()
+                );
+            }
             let _ = writeln!(
                 snat,
                 "    oifname {up} ip saddr {subnet} masquerade comment {comment}"
@@ -139,7 +143,10 @@ mod tests {
 
     #[test]
     fn a_masqueraded_network_forwards_outwards_and_masquerades_in_the_fallback_range() {
-        let text = ruleset(&[net("a", "dn-dut1", Some("dn-up"))], &(64512..=65535));
+        let text = ruleset(
+            &[net("a", "dn-dut1", Some("dn-up"))],
+            Some(&(64512..=65535)),
+        );
         assert!(
             text.contains(r#"iifname "dn-dut1" oifname "dn-up" accept"#),
             "{text}"
@@ -157,8 +164,18 @@ mod tests {
     }
 
     #[test]
+    fn without_a_fast_path_masquerade_keeps_the_kernels_port_choice() {
+        let text = ruleset(&[net("a", "dn-dut1", Some("dn-up"))], None);
+        assert!(!text.contains("masquerade to"), "{text}");
+        assert!(
+            text.contains(r#"oifname "dn-up" ip saddr 192.168.100.0/24 masquerade comment"#),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn a_network_without_nat_forwards_nothing() {
-        let text = ruleset(&[net("iso", "dn-dut2", None)], &(64512..=65535));
+        let text = ruleset(&[net("iso", "dn-dut2", None)], Some(&(64512..=65535)));
         assert!(!text.contains("masquerade"), "{text}");
         assert!(text.contains(r#"oifname "dn-dut2" counter drop"#), "{text}");
         assert!(text.contains(r#"iifname "dn-dut2" counter drop"#), "{text}");
@@ -171,7 +188,7 @@ mod tests {
             private: "192.168.100.10".parse().unwrap(),
             public: "10.99.0.50".parse().unwrap(),
         });
-        let text = ruleset(&[n], &(64512..=65535));
+        let text = ruleset(&[n], Some(&(64512..=65535)));
         assert_eq!(
             text.matches("ip daddr 10.99.0.50 dnat to 192.168.100.10")
                 .count(),
@@ -207,7 +224,7 @@ mod tests {
                 net("a", "dn-dut1", Some("dn-up")),
                 net("b", "dn-dut2", Some("dn-up")),
             ],
-            &(64512..=65535),
+            Some(&(64512..=65535)),
         );
         let last_accept = text.rfind("accept comment").unwrap();
         let first_drop = text.find("counter drop").unwrap();

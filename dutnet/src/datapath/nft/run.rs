@@ -38,6 +38,13 @@ pub fn table_exists() -> bool {
     nft_args(&["list", "table", family, name]).is_ok()
 }
 
+/// dutnet's table as `nft list table` prints it (what `dutnet nat-rules`
+/// shows).
+pub fn list_table() -> Result<String, NftError> {
+    let (family, name) = TABLE.split_once(' ').unwrap_or(("ip", "dutnet"));
+    nft_args(&["list", "table", family, name])
+}
+
 /// Runs `nft args...` with `script` on stdin; returns its stdout.
 fn nft_stdin(args: &[&str], script: &str) -> Result<String, NftError> {
     let mut child = Command::new("nft")
