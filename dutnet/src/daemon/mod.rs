@@ -403,6 +403,11 @@ impl Daemon {
         }
         // Sockets bound to the old interface (SO_BINDTODEVICE) died with it.
         net.stop_servers().await;
+        let name = net.config.name.clone();
+        let nat_error = |message: String| DaemonError::Nat {
+            network: name.clone(),
+            message,
+        };
         if let (Some(datapath), Some(ports), true) = (&mut self.datapath, &self.ports, net.on_ebpf)
         {
             if let Some(mark) = net.reply_mark {
@@ -414,10 +419,7 @@ impl Daemon {
                     &mut self.journal,
                 )
                 .await
-                .map_err(|message| DaemonError::Nat {
-                    network: net.config.name.clone(),
-                    message,
-                })?;
+                .map_err(nat_error)?;
             }
             let plan = nat::dut_network(
                 &net.config,
@@ -427,10 +429,7 @@ impl Daemon {
                 net.reply_mark,
             )
             .await
-            .map_err(|message| DaemonError::Nat {
-                network: net.config.name.clone(),
-                message,
-            })?;
+            .map_err(nat_error)?;
             // The old interface's links vanished with it.
             let _ = datapath.detach(&net.config.interface);
             datapath.attach(&plan)?;
@@ -444,10 +443,7 @@ impl Daemon {
             &mut self.journal,
         )
         .await
-        .map_err(|message| DaemonError::Nat {
-            network: net.config.name.clone(),
-            message,
-        })?;
+        .map_err(nat_error)?;
         net.dns = Some(
             DnsServer::start(dns_config(&net.config))
                 .await
