@@ -91,6 +91,31 @@ impl Budget {
     }
 }
 
+/// `cargo xtask bench --quick`, for the end of `cargo xtask test`: CI checks
+/// that the bench runs, not its numbers. Not root: re-runs this xtask under
+/// `sudo -E`, as the test binaries are.
+#[allow(
+    dead_code,
+    reason = "called by `cargo xtask test` once its last step is wired (xtask/src/test.rs)"
+)]
+pub fn quick_smoke() -> Result<()> {
+    if run::is_root() {
+        return run(&Args {
+            quick: true,
+            runs: 1,
+            paths: Vec::new(),
+            parts: Vec::new(),
+        });
+    }
+    let xtask = std::env::current_exe().context("locating the xtask executable")?;
+    run::checked(
+        std::process::Command::new("sudo")
+            .args(["-E", "--"])
+            .arg(xtask)
+            .args(["bench", "--quick"]),
+    )
+}
+
 pub fn run(args: &Args) -> Result<()> {
     if !run::is_root() {
         bail!("the bench creates network namespaces: run it as root (`sudo -E cargo xtask bench`)");

@@ -247,16 +247,7 @@ impl Results {
                     .iter()
                     .filter_map(|&path| {
                         let samples = self.samples.get(&(metric, path))?;
-                        let spread = Spread::of(samples)?;
-                        Some((
-                            path.key().to_owned(),
-                            json!({
-                                "samples": samples,
-                                "min": spread.min,
-                                "median": spread.median,
-                                "max": spread.max,
-                            }),
-                        ))
+                        Some((path.key().to_owned(), samples_json(samples)?))
                     })
                     .collect();
                 json!({
@@ -285,6 +276,17 @@ impl Results {
             "context": extra,
         })
     }
+}
+
+/// Samples with their min, median and max (None without samples).
+pub fn samples_json(samples: &[f64]) -> Option<serde_json::Value> {
+    let spread = Spread::of(samples)?;
+    Some(json!({
+        "samples": samples,
+        "min": spread.min,
+        "median": spread.median,
+        "max": spread.max,
+    }))
 }
 
 fn met_text(met: Option<bool>) -> &'static str {

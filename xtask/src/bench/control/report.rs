@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use super::Server;
-use crate::bench::report::{Spread, cell};
+use crate::bench::report::{Spread, cell, samples_json};
 
 /// One row of the control-plane table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -188,16 +188,7 @@ impl ControlResults {
                     .iter()
                     .filter_map(|&s| {
                         let samples = self.samples.get(&(metric, s))?;
-                        let spread = Spread::of(samples)?;
-                        Some((
-                            s.key().to_owned(),
-                            json!({
-                                "samples": samples,
-                                "min": spread.min,
-                                "median": spread.median,
-                                "max": spread.max,
-                            }),
-                        ))
+                        Some((s.key().to_owned(), samples_json(samples)?))
                     })
                     .collect();
                 json!({
