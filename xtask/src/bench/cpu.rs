@@ -4,19 +4,24 @@ use anyhow::{Result, bail};
 /// Pins the calling thread to `cpu` (modulo the cores this machine has), so
 /// the sender and the receiver never share a core.
 pub fn pin_to(cpu: usize) -> Result<()> {
+    set_affinity(0, cpu)
+}
+
+/// Pins thread `tid` (0: the calling thread) to `cpu` modulo the cores.
+fn set_affinity(tid: i32, cpu: usize) -> Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let cpu = cpu % cores;
     // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write inside it and
-    // sched_setaffinity(0) only affects the calling thread.
+    // sched_setaffinity only affects thread `tid`.
     let ret = unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_ZERO(&mut set);
         libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set)
+        libc::sched_setaffinity(tid, size_of::<libc::cpu_set_t>(), &raw const set)
     };
     if ret != 0 {
         bail!(
-            "sched_setaffinity(cpu {cpu}): {}",
+            "sched_setaffinity(thread {tid}, cpu {cpu}): {}",
             std::io::Error::last_os_error()
         );
     }
@@ -60,4 +65,15 @@ impl CpuTimes {
         }
         100.0 * self.busy.saturating_sub(earlier.busy) as f64 / total as f64
     }
+}
+
+/// Pins every thread `pid` has now to `cpu` (a server the load must not
+/// share a core with).
+pub fn pin_process(pid: i32, cpu: usize) -> Result<()> {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))?.flatten() {
+        if let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) {
+            set_affinity(tid, cpu)?;
+        }
+    }
+    Ok(())
 }

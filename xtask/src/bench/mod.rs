@@ -1,8 +1,11 @@
-//! `cargo xtask bench`: plain routing, nft masquerade and dutnet's eBPF
-//! masquerade measured side by side, each on a fresh lab, in one run.
+//! `cargo xtask bench`: the data path (plain routing, nft masquerade and
+//! 1:1, dutnet's eBPF masquerade and 1:1, dutnet on nft) side by side, each
+//! on a fresh lab, then the control plane (DHCP and DNS against dnsmasq,
+//! bring-up time and memory), in one run.
 //!
 //! Only ratios between paths measured in the same run mean much: both ends
 //! of every load run on this machine's cores, next to whatever else runs.
+mod control;
 mod cpu;
 mod generator;
 mod lab;
@@ -37,6 +40,18 @@ pub struct Args {
     /// Measure only these paths (default: all; ratios need nft and eBPF).
     #[arg(long = "path", value_enum)]
     paths: Vec<Path>,
+    /// Measure only these parts (default: both).
+    #[arg(long = "part", value_enum)]
+    parts: Vec<Part>,
+}
+
+/// The two tables of the report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    /// Packets, round trips and TCP through each path.
+    Data,
+    /// DHCP, DNS, bring-up and memory.
+    Control,
 }
 
 /// How much load each metric gets: every load is bounded in count and time.
@@ -56,12 +71,12 @@ impl Budget {
     fn new(quick: bool) -> Self {
         if quick {
             Self {
-                packets: 400_000,
-                new_flows: 100_000,
-                udp_limit: Duration::from_secs(2),
-                round_trips: 2_000,
-                rtt_limit: Duration::from_secs(3),
-                tcp_seconds: 2,
+                packets: 200_000,
+                new_flows: 50_000,
+                udp_limit: Duration::from_secs(1),
+                round_trips: 1_000,
+                rtt_limit: Duration::from_secs(2),
+                tcp_seconds: 1,
             }
         } else {
             Self {
@@ -76,6 +91,31 @@ impl Budget {
     }
 }
 
+/// `cargo xtask bench --quick`, for the end of `cargo xtask test`: CI checks
+/// that the bench runs, not its numbers. Not root: re-runs this xtask under
+/// `sudo -E`, as the test binaries are.
+#[allow(
+    dead_code,
+    reason = "called by `cargo xtask test` once its last step is wired (xtask/src/test.rs)"
+)]
+pub fn quick_smoke() -> Result<()> {
+    if run::is_root() {
+        return run(&Args {
+            quick: true,
+            runs: 1,
+            paths: Vec::new(),
+            parts: Vec::new(),
+        });
+    }
+    let xtask = std::env::current_exe().context("locating the xtask executable")?;
+    run::checked(
+        std::process::Command::new("sudo")
+            .args(["-E", "--"])
+            .arg(xtask)
+            .args(["bench", "--quick"]),
+    )
+}
+
 pub fn run(args: &Args) -> Result<()> {
     if !run::is_root() {
         bail!("the bench creates network namespaces: run it as root (`sudo -E cargo xtask bench`)");
@@ -86,6 +126,8 @@ pub fn run(args: &Args) -> Result<()> {
         ("ethtool", "ethtool"),
         ("ping", "iputils-ping"),
         ("ss", "iproute2"),
+        ("dnsmasq", "dnsmasq"),
+        ("udhcpc", "udhcpc"),
     ] {
         prereq::require(program, package);
     }
@@ -95,12 +137,14 @@ pub fn run(args: &Args) -> Result<()> {
     let load_before = load_average();
     eprintln!("==> load average before: {load_before}");
 
+    let wants = |part| args.parts.is_empty() || args.parts.contains(&part);
     let mut results = Results::default();
+    let mut control_results = control::report::ControlResults::default();
     let mut ebpf_stats = serde_json::Value::Null;
     for run in 0..runs {
         for path in Path::ALL
             .into_iter()
-            .filter(|p| args.paths.is_empty() || args.paths.contains(p))
+            .filter(|p| wants(Part::Data) && (args.paths.is_empty() || args.paths.contains(p)))
         {
             eprintln!("\n==> run {}/{runs}: {}", run + 1, path.title());
             let lab = Lab::build(path, run, &dutnet)?;
@@ -109,10 +153,25 @@ pub fn run(args: &Args) -> Result<()> {
                 ebpf_stats = stats;
             }
         }
+        if wants(Part::Control) {
+            eprintln!("\n==> run {}/{runs}: control plane", run + 1);
+            control::measure(
+                &dutnet,
+                run,
+                control::ControlBudget::new(args.quick),
+                &mut control_results,
+            );
+        }
     }
     let load_after = load_average();
 
-    let table = format!("{}\n{}", results.markdown(runs), results.failure_notes());
+    let mut table = String::new();
+    if wants(Part::Data) {
+        table = format!("{}\n{}", results.markdown(runs), results.failure_notes());
+    }
+    if wants(Part::Control) {
+        table.push_str(&format!("\n{}", control_results.markdown(runs)));
+    }
     let header = format!(
         "dutnet bench ({} run{}, {}): kernel {}, {} cores, load average before {load_before}, after {load_after}\n\n",
         runs,
@@ -134,9 +193,11 @@ pub fn run(args: &Args) -> Result<()> {
         "load_average_after": load_after,
         "dutnet_stats_last_ebpf_lab": ebpf_stats,
     });
+    let mut json = results.json(runs, args.quick, context);
+    json["control_plane"] = control_results.json();
     std::fs::write(
         out_dir.join("bench.json"),
-        serde_json::to_string_pretty(&results.json(runs, args.quick, context))?,
+        serde_json::to_string_pretty(&json)?,
     )?;
     eprintln!("written: {}/bench.md and bench.json", out_dir.display());
     Ok(())

@@ -158,33 +158,33 @@ impl Results {
         (b > 0.0).then(|| a / b)
     }
 
+    /// Whether `ebpf` reaches the metric's target against `nft` (and plain
+    /// routing): `None` when there is no target or a number is missing.
+    fn met(&self, metric: Metric, ebpf: Path, nft: Path) -> Option<bool> {
+        match metric.target()? {
+            Target::TimesNft(times) => Some(self.ratio(metric, ebpf, nft)? >= times),
+            Target::NotBelowRouting => Some(self.ratio(metric, ebpf, Path::Routing)? >= 1.0),
+            Target::CheaperThanNft(times) => Some(self.ratio(metric, nft, ebpf)? >= times),
+            Target::NotAboveNft => Some(self.ratio(metric, ebpf, nft)? <= 1.0),
+        }
+    }
+
+    /// The target and whether masquerade (eBPF against nft) and 1:1 (eBPF
+    /// 1:1 against nft 1:1) meet it.
     fn verdict(&self, metric: Metric) -> String {
-        let ebpf = Path::EbpfMasquerade;
-        let (ratio, wanted, text) = match metric.target() {
+        let text = match metric.target() {
             None => return String::new(),
-            Some(Target::TimesNft(times)) => (
-                self.ratio(metric, ebpf, Path::NftMasquerade),
-                times,
-                format!("≥ {times:.1}× nft"),
-            ),
-            Some(Target::NotBelowRouting) => (
-                self.ratio(metric, ebpf, Path::Routing),
-                1.0,
-                "≥ routing".to_owned(),
-            ),
-            Some(Target::CheaperThanNft(times)) => (
-                self.ratio(metric, Path::NftMasquerade, ebpf),
-                times,
-                format!("nft / eBPF ≥ {times:.1}×"),
-            ),
-            Some(Target::NotAboveNft) => {
-                let met = self
-                    .ratio(metric, ebpf, Path::NftMasquerade)
-                    .map(|r| r <= 1.0);
-                return format!("≤ nft: {}", met_text(met));
-            }
+            Some(Target::TimesNft(times)) => format!("≥ {times:.1}× nft"),
+            Some(Target::NotBelowRouting) => "≥ routing".to_owned(),
+            Some(Target::CheaperThanNft(times)) => format!("nft / eBPF ≥ {times:.1}×"),
+            Some(Target::NotAboveNft) => "≤ nft".to_owned(),
         };
-        format!("{text}: {}", met_text(ratio.map(|r| r >= wanted)))
+        let masquerade = self.met(metric, Path::EbpfMasquerade, Path::NftMasquerade);
+        let one_to_one = self.met(metric, Path::Ebpf1to1, Path::Nft1to1);
+        match (masquerade, one_to_one) {
+            (m, None) => format!("{text}: {}", met_text(m)),
+            (m, o) => format!("{text}: {}; 1:1 {}", met_text(m), met_text(o)),
+        }
     }
 
     /// The Markdown table: one row per metric, one column per path, the
@@ -196,7 +196,7 @@ impl Results {
             "1 run".to_owned()
         };
         let mut out = format!(
-            "| metric ({spread_note}) | {} | eBPF / nft | eBPF / routing | target |\n|---|{}---:|---:|---|\n",
+            "| metric ({spread_note}) | {} | eBPF / nft | eBPF / routing | eBPF 1:1 / nft 1:1 | target |\n|---|{}---:|---:|---:|---|\n",
             Path::ALL.map(Path::title).join(" | "),
             "---:|".repeat(Path::ALL.len()),
         );
@@ -212,16 +212,17 @@ impl Results {
                     }
                 })
                 .collect();
-            let ratio = |base| {
-                self.ratio(metric, Path::EbpfMasquerade, base)
+            let ratio = |path, base| {
+                self.ratio(metric, path, base)
                     .map_or_else(|| "–".to_owned(), |r| format!("{r:.2}×"))
             };
             out.push_str(&format!(
-                "| {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} |\n",
                 metric.title(),
                 cells.join(" | "),
-                ratio(Path::NftMasquerade),
-                ratio(Path::Routing),
+                ratio(Path::EbpfMasquerade, Path::NftMasquerade),
+                ratio(Path::EbpfMasquerade, Path::Routing),
+                ratio(Path::Ebpf1to1, Path::Nft1to1),
                 self.verdict(metric),
             ));
         }
@@ -246,16 +247,7 @@ impl Results {
                     .iter()
                     .filter_map(|&path| {
                         let samples = self.samples.get(&(metric, path))?;
-                        let spread = Spread::of(samples)?;
-                        Some((
-                            path.key().to_owned(),
-                            json!({
-                                "samples": samples,
-                                "min": spread.min,
-                                "median": spread.median,
-                                "max": spread.max,
-                            }),
-                        ))
+                        Some((path.key().to_owned(), samples_json(samples)?))
                     })
                     .collect();
                 json!({
@@ -264,6 +256,7 @@ impl Results {
                     "paths": paths,
                     "ebpf_over_nft": self.ratio(metric, Path::EbpfMasquerade, Path::NftMasquerade),
                     "ebpf_over_routing": self.ratio(metric, Path::EbpfMasquerade, Path::Routing),
+                    "ebpf_1to1_over_nft_1to1": self.ratio(metric, Path::Ebpf1to1, Path::Nft1to1),
                     "target": self.verdict(metric),
                 })
             })
@@ -285,6 +278,17 @@ impl Results {
     }
 }
 
+/// Samples with their min, median and max (None without samples).
+pub fn samples_json(samples: &[f64]) -> Option<serde_json::Value> {
+    let spread = Spread::of(samples)?;
+    Some(json!({
+        "samples": samples,
+        "min": spread.min,
+        "median": spread.median,
+        "max": spread.max,
+    }))
+}
+
 fn met_text(met: Option<bool>) -> &'static str {
     match met {
         Some(true) => "met",
@@ -293,7 +297,7 @@ fn met_text(met: Option<bool>) -> &'static str {
     }
 }
 
-fn cell(spread: Option<Spread>, scale: f64, runs: usize) -> String {
+pub fn cell(spread: Option<Spread>, scale: f64, runs: usize) -> String {
     let Some(s) = spread else {
         return "–".to_owned();
     };
@@ -338,7 +342,7 @@ mod tests {
             .find(|l| l.contains("new flow per packet"))
             .unwrap();
         assert!(
-            row.contains("| 237 | 115 | 230 | 2.00× | 0.97× | ≥ 2.0× nft: met |"),
+            row.contains("| 237 | 115 | – | 230 | – | – | 2.00× | 0.97× | – | ≥ 2.0× nft: met |"),
             "{row}"
         );
         let row = table.lines().find(|l| l.contains(", 1 flow")).unwrap();
