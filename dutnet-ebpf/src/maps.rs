@@ -23,11 +23,14 @@ pub static DUT_CONFIG: HashMap<u32, DutConfig> = HashMap::pinned(MAX_INTERFACES,
 /// Both directions of every translated flow. A plain hash, not an LRU: the
 /// kernel never evicts one half of a flow behind dutnet's back; the
 /// controller's sweeper removes expired flows, both halves together. The size
-/// is set by the controller at load time (`nat_table_size`, two entries per
-/// flow); this is only the default. Preallocated, so creating a flow never
-/// allocates memory on the packet path.
+/// is set by the controller at load time (the sum of the networks'
+/// `nat_table_size`, two entries per flow); this is only the default.
+/// Allocated on use (`BPF_F_NO_PREALLOC`): a preallocated table for 64 DUT
+/// networks would pin gigabytes of kernel memory and take seconds to load,
+/// while the kernel's BPF allocator keeps per-CPU caches for new flows.
 #[map(name = "NAT_FLOWS")]
-pub static NAT_FLOWS: HashMap<FlowKey, FlowEntry> = HashMap::pinned(2 * 65536, 0);
+pub static NAT_FLOWS: HashMap<FlowKey, FlowEntry> =
+    HashMap::pinned(2 * 65536, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
 
 /// Masqueraded DUT subnets -> the DUT ifindex drops are counted against.
 #[map(name = "DUT_SUBNETS")]
