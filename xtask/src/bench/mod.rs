@@ -94,10 +94,6 @@ impl Budget {
 /// `cargo xtask bench --quick`, for the end of `cargo xtask test`: CI checks
 /// that the bench runs, not its numbers. Not root: re-runs this xtask under
 /// `sudo -E`, as the test binaries are.
-#[allow(
-    dead_code,
-    reason = "called by `cargo xtask test` once its last step is wired (xtask/src/test.rs)"
-)]
 pub fn quick_smoke() -> Result<()> {
     if run::is_root() {
         return run(&Args {
