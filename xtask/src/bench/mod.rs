@@ -5,6 +5,7 @@
 //!
 //! Only ratios between paths measured in the same run mean much: both ends
 //! of every load run on this machine's cores, next to whatever else runs.
+mod connections;
 mod control;
 mod cpu;
 mod generator;
@@ -227,20 +228,32 @@ fn measure_path(lab: &Lab, budget: Budget, results: &mut Results) -> Result<()> 
     results.add(Metric::RttP50, path, rtt.p50_us);
     results.add(Metric::RttP99, path, rtt.p99_us);
 
-    for (segmentation, metric) in [
-        (tcp::Segmentation::Offloaded, Metric::TcpOffloaded),
-        (tcp::Segmentation::PerPacket, Metric::TcpPerPacket),
+    for (segmentation, streams, metric) in [
+        (tcp::Segmentation::Offloaded, 1, Metric::TcpOffloaded),
+        (tcp::Segmentation::PerPacket, 1, Metric::TcpPerPacket),
+        (tcp::Segmentation::Offloaded, 4, Metric::TcpFourStreams),
     ] {
         // A path that breaks TCP is a result, not a reason to stop the bench.
-        match tcp::measure(lab, budget.tcp_seconds, segmentation) {
+        match tcp::measure(lab, budget.tcp_seconds, segmentation, streams) {
             Ok(gbps) => {
-                eprintln!("    TCP 1 stream ({segmentation:?}): {gbps:.2} Gbit/s");
+                eprintln!("    TCP {streams} stream(s) ({segmentation:?}): {gbps:.2} Gbit/s");
                 results.add(metric, path, gbps);
             }
             Err(error) => {
-                eprintln!("    TCP 1 stream ({segmentation:?}) FAILED: {error:#}");
+                eprintln!("    TCP {streams} stream(s) ({segmentation:?}) FAILED: {error:#}");
                 results.fail(metric, path, format!("{error:#}"));
             }
+        }
+    }
+    let limit = Duration::from_secs(u64::from(budget.tcp_seconds));
+    match connections::measure(lab, limit, 20_000) {
+        Ok(rate) => {
+            eprintln!("    TCP connections: {rate:.0}/s");
+            results.add(Metric::TcpConnections, path, rate);
+        }
+        Err(error) => {
+            eprintln!("    TCP connections FAILED: {error:#}");
+            results.fail(Metric::TcpConnections, path, format!("{error:#}"));
         }
     }
 

@@ -20,6 +20,8 @@ pub enum Metric {
     RttP99,
     TcpOffloaded,
     TcpPerPacket,
+    TcpFourStreams,
+    TcpConnections,
 }
 
 /// What a metric must reach for the claim to hold.
@@ -36,7 +38,7 @@ enum Target {
 }
 
 impl Metric {
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 13] = [
         Self::UdpOneFlow,
         Self::UdpTenThousandFlows,
         Self::UdpNewFlows,
@@ -48,6 +50,8 @@ impl Metric {
         Self::RttP99,
         Self::TcpOffloaded,
         Self::TcpPerPacket,
+        Self::TcpFourStreams,
+        Self::TcpConnections,
     ];
 
     pub fn key(self) -> &'static str {
@@ -63,6 +67,8 @@ impl Metric {
             Self::RttP99 => "udp_rtt_p99_us",
             Self::TcpOffloaded => "tcp_1_stream_gso_gbps",
             Self::TcpPerPacket => "tcp_1_stream_no_gso_gbps",
+            Self::TcpFourStreams => "tcp_4_streams_gso_gbps",
+            Self::TcpConnections => "tcp_connections_per_s",
         }
     }
 
@@ -79,6 +85,8 @@ impl Metric {
             Self::RttP99 => "UDP round trip p99 (µs)",
             Self::TcpOffloaded => "TCP 1 stream, GSO/TSO on (Gbit/s)",
             Self::TcpPerPacket => "TCP 1 stream, GSO/TSO off (Gbit/s)",
+            Self::TcpFourStreams => "TCP 4 streams, GSO/TSO on (Gbit/s)",
+            Self::TcpConnections => "TCP connect/request/response/close (per s)",
         }
     }
 
@@ -97,7 +105,7 @@ impl Metric {
             Self::CostOneFlow | Self::CostTenThousandFlows => Some(Target::CheaperThanNft(1.4)),
             Self::CostNewFlows => Some(Target::CheaperThanNft(2.0)),
             Self::RttP99 => Some(Target::NotAboveNft),
-            Self::TcpPerPacket => Some(Target::NotBelowRouting),
+            Self::TcpPerPacket | Self::TcpConnections => Some(Target::NotBelowRouting),
             _ => None,
         }
     }

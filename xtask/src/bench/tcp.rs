@@ -1,4 +1,4 @@
-//! TCP throughput, one stream, with iperf3: server on the LAN host, client on
+//! TCP throughput with iperf3: server on the LAN host, client on
 //! the DUT, each pinned to its own core (`-A`).
 use std::time::Duration;
 
@@ -17,8 +17,9 @@ pub enum Segmentation {
     PerPacket,
 }
 
-/// Received throughput in Gbit/s over `seconds`.
-pub fn measure(lab: &Lab, seconds: u32, segmentation: Segmentation) -> Result<f64> {
+/// Received throughput in Gbit/s over `seconds`, with `streams` parallel
+/// connections.
+pub fn measure(lab: &Lab, seconds: u32, segmentation: Segmentation, streams: u32) -> Result<f64> {
     let offload = match segmentation {
         Segmentation::Offloaded => "on",
         Segmentation::PerPacket => "off",
@@ -43,6 +44,7 @@ pub fn measure(lab: &Lab, seconds: u32, segmentation: Segmentation) -> Result<f6
         bail!("iperf3 server did not start:\n{}", server.log());
     }
     let seconds_arg = seconds.to_string();
+    let streams_arg = streams.to_string();
     let client = cmd::run(
         lab.dut.command(
             "iperf3",
@@ -55,6 +57,8 @@ pub fn measure(lab: &Lab, seconds: u32, segmentation: Segmentation) -> Result<f6
                 &seconds_arg,
                 "-A",
                 "0",
+                "-P",
+                &streams_arg,
                 "-J",
             ],
         ),
