@@ -83,7 +83,7 @@ pub fn run(args: &Args) -> Result<()> {
     }
     // The benchmark must keep running (CI checks it runs, not its numbers).
     eprintln!("\n=== cargo xtask bench --quick (smoke run)");
-    crate::bench::quick_smoke()
+    crate::bench::quick_smoke(&dutnet)
 }
 
 #[derive(Debug, Default)]

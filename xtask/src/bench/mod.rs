@@ -44,6 +44,10 @@ pub struct Args {
     /// Measure only these parts (default: both).
     #[arg(long = "part", value_enum)]
     parts: Vec<Part>,
+    /// Use this dutnet executable instead of building a release one (the
+    /// smoke run of `cargo xtask test` reuses the debug build it tested).
+    #[arg(long, value_name = "PATH")]
+    dutnet: Option<PathBuf>,
 }
 
 /// The two tables of the report.
@@ -95,13 +99,14 @@ impl Budget {
 /// `cargo xtask bench --quick`, for the end of `cargo xtask test`: CI checks
 /// that the bench runs, not its numbers. Not root: re-runs this xtask under
 /// `sudo -E`, as the test binaries are.
-pub fn quick_smoke() -> Result<()> {
+pub fn quick_smoke(dutnet: &std::path::Path) -> Result<()> {
     if run::is_root() {
         return run(&Args {
             quick: true,
             runs: 1,
             paths: Vec::new(),
             parts: Vec::new(),
+            dutnet: Some(dutnet.to_owned()),
         });
     }
     let xtask = std::env::current_exe().context("locating the xtask executable")?;
@@ -109,7 +114,8 @@ pub fn quick_smoke() -> Result<()> {
         std::process::Command::new("sudo")
             .args(["-E", "--"])
             .arg(xtask)
-            .args(["bench", "--quick"]),
+            .args(["bench", "--quick", "--dutnet"])
+            .arg(dutnet),
     )
 }
 
@@ -128,7 +134,10 @@ pub fn run(args: &Args) -> Result<()> {
     ] {
         prereq::require(program, package);
     }
-    let dutnet = build_dutnet()?;
+    let dutnet = match &args.dutnet {
+        Some(path) => path.clone(),
+        None => build_dutnet()?,
+    };
     let budget = Budget::new(args.quick);
     let runs = args.runs as usize;
     let load_before = load_average();
