@@ -12,8 +12,8 @@ use dutnet_common::{
 use crate::{
     forward,
     maps::NAT_FRAGS,
-    parse::{IP_DST_OFF, IP_OFF, IP_SRC_OFF, Ipv4},
-    rewrite::Ipv4Rewrite,
+    parse::Ipv4,
+    rewrite::{self, Address},
     stats::{self, Direction},
     verdict::{self, Verdict},
 };
@@ -55,12 +55,7 @@ pub fn follow_outbound(ctx: &TcContext, ifindex: u32, ip: &Ipv4) -> Verdict {
     if ip.ttl <= 1 {
         return verdict::punted(ifindex, punt::TTL_EXPIRED);
     }
-    let mut header = Ipv4Rewrite::new(ip);
-    let result = header
-        .address(ctx, IP_OFF + IP_SRC_OFF, ip.src, entry.rewrite_addr, None)
-        .and_then(|()| header.decrement_ttl(ctx, ip))
-        .and_then(|()| header.finish(ctx));
-    if result.is_err() {
+    if rewrite::translate_address(ctx, ip, Address::Source, entry.rewrite_addr, None).is_err() {
         return verdict::dropped(ifindex, drop::MALFORMED);
     }
     stats::count(ifindex, Direction::NatOut, ctx.len());
@@ -75,12 +70,8 @@ pub fn follow_inbound(ctx: &TcContext, ifindex: u32, ip: &Ipv4) -> Option<Verdic
     if ip.ttl <= 1 {
         return Some(verdict::punted(entry.dut_ifindex, punt::TTL_EXPIRED));
     }
-    let mut header = Ipv4Rewrite::new(ip);
-    let result = header
-        .address(ctx, IP_OFF + IP_DST_OFF, ip.dst, entry.rewrite_addr, None)
-        .and_then(|()| header.decrement_ttl(ctx, ip))
-        .and_then(|()| header.finish(ctx));
-    if result.is_err() {
+    if rewrite::translate_address(ctx, ip, Address::Destination, entry.rewrite_addr, None).is_err()
+    {
         return Some(verdict::dropped(entry.dut_ifindex, drop::MALFORMED));
     }
     stats::count(entry.dut_ifindex, Direction::NatIn, ctx.len());

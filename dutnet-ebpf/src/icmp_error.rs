@@ -12,7 +12,7 @@ use network_types::ip::Ipv4Hdr;
 
 use crate::{
     parse::{IP_CHECK_OFF, IP_DST_OFF, IP_LEN, IP_SRC_OFF, Ipv4},
-    rewrite::Failed,
+    rewrite::{self, Address, Failed},
 };
 
 pub const DEST_UNREACHABLE: u8 = 3;
@@ -91,11 +91,35 @@ pub enum QuotedSide {
     Destination,
 }
 
+/// Translates a whole ICMP error (whose ICMP checksum is `icmp_check`): the
+/// quoted header's `side` becomes `addr`/`port`, and so does the matching
+/// outer address (the error's destination when the quoted source changes,
+/// its source when the quoted destination does); the TTL is decremented and
+/// every checksum kept valid.
+#[inline(always)]
+pub fn translate(
+    ctx: &TcContext,
+    ip: &Ipv4,
+    q: &Quoted,
+    side: QuotedSide,
+    addr: u32,
+    port: u16,
+    icmp_check: u16,
+) -> Result<(), Failed> {
+    let icmp_check = translate_quoted(ctx, q, side, addr, port, icmp_check)?;
+    ctx.store(Ipv4::L4_OFF + 2, &icmp_check, 0)?;
+    let outer = match side {
+        QuotedSide::Source => Address::Destination,
+        QuotedSide::Destination => Address::Source,
+    };
+    rewrite::translate_address(ctx, ip, outer, addr, None)
+}
+
 /// Rewrites the quoted address and port to `addr`/`port` and returns the
 /// adjusted ICMP checksum: every byte changed inside the ICMP payload is
-/// folded into it. The caller stores it and rewrites the outer header.
+/// folded into it.
 #[inline(always)]
-pub fn translate_quoted(
+fn translate_quoted(
     ctx: &TcContext,
     q: &Quoted,
     side: QuotedSide,

@@ -15,8 +15,8 @@ use crate::{
     icmp_error::{self, QuotedSide},
     maps::DUT_SUBNETS,
     one_to_one,
-    parse::{self, IP_DST_OFF, IP_OFF, Ipv4},
-    rewrite::{self, Ipv4Rewrite, L4Check},
+    parse::{self, Ipv4},
+    rewrite::{self, Address, L4Check},
     stats::{self, Direction},
     verdict::{self, Verdict},
 };
@@ -136,16 +136,13 @@ fn translate(
     entry: &FlowEntry,
 ) -> Result<(), rewrite::Failed> {
     let l4_off = Ipv4::L4_OFF;
-    let mut header = Ipv4Rewrite::new(ip);
-    header.address(
+    rewrite::translate_address(
         ctx,
-        IP_OFF + IP_DST_OFF,
-        ip.dst,
+        ip,
+        Address::Destination,
         entry.rewrite_addr,
         L4Check::pseudo_header(ip.protocol, l4_off),
     )?;
-    header.decrement_ttl(ctx, ip)?;
-    header.finish(ctx)?;
     let port_off = match ip.protocol {
         protocol::ICMP => l4_off + 4,
         _ => l4_off + 2,
@@ -188,21 +185,15 @@ fn error_to_dut(ctx: &TcContext, ip: &Ipv4, l4: &[u8; 8]) -> Verdict {
         return verdict::punted(entry.dut_ifindex, punt::TTL_EXPIRED);
     }
     let icmp_check = u16::from_ne_bytes([l4[2], l4[3]]);
-    let result = icmp_error::translate_quoted(
+    let result = icmp_error::translate(
         ctx,
+        ip,
         &quoted,
         QuotedSide::Source,
         entry.rewrite_addr,
         entry.rewrite_port,
         icmp_check,
-    )
-    .and_then(|icmp_check| ctx.store(Ipv4::L4_OFF + 2, &icmp_check, 0))
-    .and_then(|()| {
-        let mut header = Ipv4Rewrite::new(ip);
-        header.address(ctx, IP_OFF + IP_DST_OFF, ip.dst, entry.rewrite_addr, None)?;
-        header.decrement_ttl(ctx, ip)?;
-        header.finish(ctx)
-    });
+    );
     if result.is_err() {
         return verdict::dropped(entry.dut_ifindex, drop::MALFORMED);
     }

@@ -12,7 +12,7 @@ use crate::{
     icmp_error::{self, QuotedSide},
     maps::{NAT_1TO1_IN, NAT_1TO1_OUT},
     parse::{IP_DST_OFF, IP_OFF, IP_SRC_OFF, Ipv4},
-    rewrite::{Failed, Ipv4Rewrite, L4Check},
+    rewrite::{self, Address, Failed, Ipv4Rewrite, L4Check},
     stats::{self, Direction},
     verdict::{self, Verdict},
 };
@@ -38,23 +38,9 @@ pub fn of_public(dst: u32) -> Option<Mapping> {
 /// Rewrites the source (outbound) or destination (inbound) address of a
 /// TCP, UDP or ICMP packet, and decrements the TTL.
 #[inline(always)]
-pub fn translate(
-    ctx: &TcContext,
-    ip: &Ipv4,
-    field_off: usize,
-    old: u32,
-    new: u32,
-) -> Result<(), Failed> {
-    let mut header = Ipv4Rewrite::new(ip);
-    header.address(
-        ctx,
-        IP_OFF + field_off,
-        old,
-        new,
-        L4Check::pseudo_header(ip.protocol, Ipv4::L4_OFF),
-    )?;
-    header.decrement_ttl(ctx, ip)?;
-    header.finish(ctx)
+fn translate(ctx: &TcContext, ip: &Ipv4, which: Address, new: u32) -> Result<(), Failed> {
+    let l4 = L4Check::pseudo_header(ip.protocol, Ipv4::L4_OFF);
+    rewrite::translate_address(ctx, ip, which, new, l4)
 }
 
 /// Outbound from a mapped DUT: leaves from its public address.
@@ -66,7 +52,7 @@ pub fn outbound(
     out_ifindex: u32,
     next_hop: u32,
 ) -> Verdict {
-    if translate(ctx, ip, IP_SRC_OFF, ip.src, m.public_addr).is_err() {
+    if translate(ctx, ip, Address::Source, m.public_addr).is_err() {
         return verdict::dropped(m.dut_ifindex, drop::MALFORMED);
     }
     stats::count(m.dut_ifindex, Direction::NatOut, ctx.len());
@@ -96,23 +82,17 @@ pub fn inbound(
             if quoted.src != m.public_addr {
                 return Verdict::Pass;
             }
-            icmp_error::translate_quoted(
+            icmp_error::translate(
                 ctx,
+                ip,
                 &quoted,
                 QuotedSide::Source,
                 m.private_addr,
                 quoted.sport,
                 icmp_check,
             )
-            .and_then(|check| ctx.store(Ipv4::L4_OFF + 2, &check, 0))
-            .and_then(|()| {
-                let mut header = Ipv4Rewrite::new(ip);
-                header.address(ctx, IP_OFF + IP_DST_OFF, ip.dst, m.private_addr, None)?;
-                header.decrement_ttl(ctx, ip)?;
-                header.finish(ctx)
-            })
         }
-        _ => translate(ctx, ip, IP_DST_OFF, ip.dst, m.private_addr),
+        _ => translate(ctx, ip, Address::Destination, m.private_addr),
     };
     if result.is_err() {
         return verdict::dropped(m.dut_ifindex, drop::MALFORMED);

@@ -3,7 +3,7 @@
 //! NIC, bypassing the kernel's forwarding path and netfilter.
 use aya_ebpf::programs::TcContext;
 use dutnet_common::{
-    nat::{DutConfig, FlowEntry, FlowKey, FragEntry, Mapping, mode, protocol},
+    nat::{DutConfig, FlowEntry, FlowKey, FragEntry, direction, mode, protocol},
     stats::{drop, punt},
 };
 
@@ -14,8 +14,8 @@ use crate::{
     icmp_error::{self, Quoted, QuotedSide},
     maps::DUT_CONFIG,
     one_to_one,
-    parse::{self, IP_OFF, IP_SRC_OFF, Ipv4, NotIpv4},
-    rewrite::{self, Ipv4Rewrite, L4Check},
+    parse::{self, Ipv4, NotIpv4},
+    rewrite::{self, Address, L4Check},
     stats::{self, Direction},
     verdict::{self, Verdict},
 };
@@ -205,16 +205,13 @@ fn translate(
     entry: &FlowEntry,
 ) -> Result<(), rewrite::Failed> {
     let l4_off = Ipv4::L4_OFF;
-    let mut header = Ipv4Rewrite::new(ip);
-    header.address(
+    rewrite::translate_address(
         ctx,
-        IP_OFF + IP_SRC_OFF,
-        ip.src,
+        ip,
+        Address::Source,
         entry.rewrite_addr,
         L4Check::pseudo_header(ip.protocol, l4_off),
     )?;
-    header.decrement_ttl(ctx, ip)?;
-    header.finish(ctx)?;
     let port_off = if ip.protocol == protocol::ICMP {
         l4_off + 4
     } else {
@@ -243,11 +240,46 @@ fn error_from_dut(
     let Some(quoted) = icmp_error::quoted(ctx, ip, Ipv4::L4_OFF) else {
         return verdict::punted(ifindex, punt::PROTOCOL);
     };
-    if cfg.nat_mode == mode::ONE_TO_ONE
-        && let Some(mapping) = one_to_one::of_private(ifindex, quoted.dst)
-        && quoted.dst == ip.src
+    let Some((addr, port)) = error_translation(ifindex, cfg, ip, &quoted) else {
+        return verdict::punted(ifindex, punt::PROTOCOL);
+    };
+    let (out_ifindex, next_hop) = match upstream_route(ctx, cfg, ip, ifindex, 0, 0) {
+        Ok(hop) => hop,
+        Err(verdict) => return verdict,
+    };
+    let icmp_check = u16::from_ne_bytes([l4[2], l4[3]]);
+    if icmp_error::translate(
+        ctx,
+        ip,
+        &quoted,
+        QuotedSide::Destination,
+        addr,
+        port,
+        icmp_check,
+    )
+    .is_err()
     {
-        return static_error_from_dut(ctx, ifindex, cfg, ip, l4, &quoted, &mapping);
+        return verdict::dropped(ifindex, drop::MALFORMED);
+    }
+    stats::count(ifindex, Direction::NatOut, ctx.len());
+    Verdict::Redirect(forward::to_next_hop(out_ifindex, next_hop))
+}
+
+/// What the quoted reply's destination (the DUT's address and port) becomes:
+/// the DUT's public address for a 1:1 DUT, else its flow's translation.
+/// Errors never refresh or create a mapping. `None`: no flow of this DUT.
+#[inline(always)]
+fn error_translation(
+    ifindex: u32,
+    cfg: &DutConfig,
+    ip: &Ipv4,
+    quoted: &Quoted,
+) -> Option<(u32, u16)> {
+    if cfg.nat_mode == mode::ONE_TO_ONE
+        && quoted.dst == ip.src
+        && let Some(mapping) = one_to_one::of_private(ifindex, quoted.dst)
+    {
+        return Some((mapping.public_addr, quoted.dport));
     }
     // The quoted reply went remote -> DUT; its flow's outbound key is the
     // reverse.
@@ -260,75 +292,7 @@ fn error_from_dut(
         protocol: quoted.protocol,
         _pad: [0; 3],
     };
-    // Errors never refresh or create a mapping.
-    let Some(entry) = conntrack::peek(&key) else {
-        return verdict::punted(ifindex, punt::PROTOCOL);
-    };
-    if entry.direction != dutnet_common::nat::direction::OUTBOUND || quoted.src != ip.dst {
-        return verdict::punted(ifindex, punt::PROTOCOL);
-    }
-    let (out_ifindex, next_hop) = match upstream_route(ctx, cfg, ip, ifindex, 0, 0) {
-        Ok(hop) => hop,
-        Err(verdict) => return verdict,
-    };
-    let icmp_check = u16::from_ne_bytes([l4[2], l4[3]]);
-    let result = icmp_error::translate_quoted(
-        ctx,
-        &quoted,
-        QuotedSide::Destination,
-        entry.rewrite_addr,
-        entry.rewrite_port,
-        icmp_check,
-    )
-    .and_then(|icmp_check| ctx.store(Ipv4::L4_OFF + 2, &icmp_check, 0))
-    .and_then(|()| {
-        let mut header = Ipv4Rewrite::new(ip);
-        header.address(ctx, IP_OFF + IP_SRC_OFF, ip.src, entry.rewrite_addr, None)?;
-        header.decrement_ttl(ctx, ip)?;
-        header.finish(ctx)
-    });
-    if result.is_err() {
-        return verdict::dropped(ifindex, drop::MALFORMED);
-    }
-    stats::count(ifindex, Direction::NatOut, ctx.len());
-    Verdict::Redirect(forward::to_next_hop(out_ifindex, next_hop))
-}
-
-/// An ICMP error a 1:1-mapped DUT sends: the quoted packet's destination and
-/// the outer source become the public address.
-#[inline(always)]
-fn static_error_from_dut(
-    ctx: &TcContext,
-    ifindex: u32,
-    cfg: &DutConfig,
-    ip: &Ipv4,
-    l4: &[u8; 8],
-    quoted: &Quoted,
-    mapping: &Mapping,
-) -> Verdict {
-    let (out_ifindex, next_hop) = match upstream_route(ctx, cfg, ip, ifindex, 0, 0) {
-        Ok(hop) => hop,
-        Err(verdict) => return verdict,
-    };
-    let icmp_check = u16::from_ne_bytes([l4[2], l4[3]]);
-    let result = icmp_error::translate_quoted(
-        ctx,
-        quoted,
-        QuotedSide::Destination,
-        mapping.public_addr,
-        quoted.dport,
-        icmp_check,
-    )
-    .and_then(|icmp_check| ctx.store(Ipv4::L4_OFF + 2, &icmp_check, 0))
-    .and_then(|()| {
-        let mut header = Ipv4Rewrite::new(ip);
-        header.address(ctx, IP_OFF + IP_SRC_OFF, ip.src, mapping.public_addr, None)?;
-        header.decrement_ttl(ctx, ip)?;
-        header.finish(ctx)
-    });
-    if result.is_err() {
-        return verdict::dropped(ifindex, drop::MALFORMED);
-    }
-    stats::count(ifindex, Direction::NatOut, ctx.len());
-    Verdict::Redirect(forward::to_next_hop(out_ifindex, next_hop))
+    let entry = conntrack::peek(&key)?;
+    (entry.direction == direction::OUTBOUND && quoted.src == ip.dst)
+        .then_some((entry.rewrite_addr, entry.rewrite_port))
 }

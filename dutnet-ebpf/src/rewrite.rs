@@ -12,7 +12,7 @@ use aya_ebpf::{
 };
 use dutnet_common::{csum, nat::protocol};
 
-use crate::parse::{IP_CHECK_OFF, IP_OFF, IP_TTL_OFF, Ipv4};
+use crate::parse::{IP_CHECK_OFF, IP_DST_OFF, IP_OFF, IP_SRC_OFF, IP_TTL_OFF, Ipv4};
 
 /// The helpers' error code; the caller drops the packet on any.
 pub type Failed = aya_ebpf::cty::c_long;
@@ -112,6 +112,34 @@ impl Ipv4Rewrite {
     pub fn finish(self, ctx: &TcContext) -> Result<(), Failed> {
         ctx.store(IP_OFF + IP_CHECK_OFF, &self.check, 0)
     }
+}
+
+/// One address of the IPv4 header.
+#[derive(Clone, Copy)]
+pub enum Address {
+    Source,
+    Destination,
+}
+
+/// A translating router's IPv4 work on a packet: replaces one address (and
+/// the L4 checksum `l4` that covers it, if any), decrements the TTL (the
+/// caller made sure it is > 1) and stores the header checksum.
+#[inline(always)]
+pub fn translate_address(
+    ctx: &TcContext,
+    ip: &Ipv4,
+    which: Address,
+    new: u32,
+    l4: Option<L4Check>,
+) -> Result<(), Failed> {
+    let (field_off, old) = match which {
+        Address::Source => (IP_SRC_OFF, ip.src),
+        Address::Destination => (IP_DST_OFF, ip.dst),
+    };
+    let mut header = Ipv4Rewrite::new(ip);
+    header.address(ctx, IP_OFF + field_off, old, new, l4)?;
+    header.decrement_ttl(ctx, ip)?;
+    header.finish(ctx)
 }
 
 /// Replaces a 16-bit field of the L4 header (a port, an ICMP identifier) and
