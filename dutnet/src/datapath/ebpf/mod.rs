@@ -343,12 +343,7 @@ impl EbpfDatapath {
     /// public address `public.public`, at once (a runtime change).
     pub fn add_public(&mut self, iface: &str, public: PublicAddress) -> Result<(), EbpfError> {
         self.check_public_is_free(&public, iface)?;
-        let attachment = self
-            .attached
-            .get_mut(iface)
-            .ok_or_else(|| EbpfError::NotAttached {
-                iface: iface.to_owned(),
-            })?;
+        let attachment = self.attachment_mut(iface)?;
         if !matches!(attachment.network.nat, NatPlan::Masquerade { .. }) {
             return Err(EbpfError::NatDisabled {
                 iface: iface.to_owned(),
@@ -376,12 +371,7 @@ impl EbpfDatapath {
 
     /// Takes DUT `public.private`'s public address away, at once.
     pub fn remove_public(&mut self, iface: &str, public: PublicAddress) -> Result<(), EbpfError> {
-        let attachment = self
-            .attached
-            .get_mut(iface)
-            .ok_or_else(|| EbpfError::NotAttached {
-                iface: iface.to_owned(),
-            })?;
+        let attachment = self.attachment_mut(iface)?;
         attachment.network.public.retain(|p| *p != public);
         let ifindex = attachment.ifindex;
         nat_maps::remove_mapping(
@@ -390,6 +380,14 @@ impl EbpfDatapath {
             ifindex,
             public,
         )
+    }
+
+    fn attachment_mut(&mut self, iface: &str) -> Result<&mut Attachment, EbpfError> {
+        self.attached
+            .get_mut(iface)
+            .ok_or_else(|| EbpfError::NotAttached {
+                iface: iface.to_owned(),
+            })
     }
 
     fn upstream_ifindex(&self, iface: &str) -> u32 {
