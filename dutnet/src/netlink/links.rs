@@ -165,17 +165,26 @@ impl Netlink {
         Ok(())
     }
 
-    /// The output interface of the main table's IPv4 default route.
-    pub async fn default_route_interface(&self) -> Result<Option<u32>, NetlinkError> {
-        let request = RouteMessageBuilder::<Ipv4Addr>::new().build();
-        let routes: Vec<RouteMessage> = self
-            .handle
+    /// The IPv4 routes a get-route `request` returns.
+    pub(super) async fn ipv4_routes(
+        &self,
+        request: RouteMessage,
+        subject: impl ToString,
+    ) -> Result<Vec<RouteMessage>, NetlinkError> {
+        self.handle
             .route()
             .get(request)
             .execute()
             .try_collect()
             .await
-            .map_err(|e| error("list routes", "ipv4", e))?;
+            .map_err(|e| error("list routes", subject, e))
+    }
+
+    /// The output interface of the main table's IPv4 default route.
+    pub async fn default_route_interface(&self) -> Result<Option<u32>, NetlinkError> {
+        let routes = self
+            .ipv4_routes(RouteMessageBuilder::<Ipv4Addr>::new().build(), "ipv4")
+            .await?;
         Ok(routes
             .iter()
             .filter(|r| r.header.destination_prefix_length == 0 && r.header.table == 254)

@@ -103,19 +103,19 @@ impl Netlink {
         let request = RouteMessageBuilder::<Ipv4Addr>::new()
             .table_id(table)
             .build();
-        let routes: Vec<_> = self
-            .handle
-            .route()
-            .get(request)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| error("list routes", format!("table {table}"), e))?;
+        let routes = self.ipv4_routes(request, format!("table {table}")).await?;
         for route in routes {
-            let in_table = route.header.table == u8::try_from(table).unwrap_or(252)
-                || route.attributes.iter().any(|a| {
-                    matches!(a, rtnetlink::packet_route::route::RouteAttribute::Table(t) if *t == table)
-                });
+            // A table id above 255 is only in the Table attribute; the
+            // header's byte then says RT_TABLE_COMPAT for every such table.
+            let route_table = route
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    rtnetlink::packet_route::route::RouteAttribute::Table(t) => Some(*t),
+                    _ => None,
+                })
+                .unwrap_or(u32::from(route.header.table));
+            let in_table = route_table == table;
             if !in_table {
                 continue;
             }
