@@ -114,10 +114,35 @@ impl Lab {
     }
 
     fn restart(&mut self) {
+        self.restart_with(&[]);
+    }
+
+    /// Restarts the daemon with extra `dutnet load` options.
+    fn restart_with(&mut self, options: &[&str]) {
         if let Some(mut daemon) = self.daemon.take() {
             daemon.terminate();
         }
-        self.daemon = Some(cli::load(&self.topology, &self.exporter, self.config));
+        self.daemon = Some(cli::load_with(
+            &self.topology,
+            &self.exporter,
+            self.config,
+            options,
+        ));
+    }
+
+    /// `dutnet args...` as uid/gid 65534 (nobody/nogroup), from a copy of
+    /// the binary anybody may run, so only the socket can refuse.
+    fn dutnet_as_nobody(&self, args: &[&str]) -> Output {
+        let bin = self.topology.path("dutnet-bin");
+        std::fs::copy(cli::binary(), &bin).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut command = std::process::Command::new("setpriv");
+        command
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&bin)
+            .args(args);
+        command.envs(cli::env(&self.topology));
+        cmd::run(command, dutnet_tests::netns::COMMAND_LIMIT)
     }
 }
 
@@ -237,17 +262,7 @@ fn bad_requests_exit_4_and_change_nothing() {
 fn the_socket_is_root_only_and_a_stopped_daemon_says_so() {
     prereq::require("setpriv", "util-linux");
     let mut lab = Lab::start();
-    // A copy nobody may run, so only the socket can refuse.
-    let bin = lab.topology.path("dutnet-bin");
-    std::fs::copy(cli::binary(), &bin).unwrap();
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut command = std::process::Command::new("setpriv");
-    command
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(&bin)
-        .arg("status");
-    command.envs(cli::env(&lab.topology));
-    let out = cmd::run(command, dutnet_tests::netns::COMMAND_LIMIT);
+    let out = lab.dutnet_as_nobody(&["status"]);
     assert!(!out.success(), "{out:#?}");
     assert!(
         out.stderr
@@ -272,26 +287,9 @@ fn the_socket_is_root_only_and_a_stopped_daemon_says_so() {
 fn a_socket_group_lets_its_members_use_the_socket() {
     prereq::require("setpriv", "util-linux");
     let mut lab = Lab::start();
-    if let Some(mut daemon) = lab.daemon.take() {
-        daemon.terminate();
-    }
     // Debian's `nogroup` is gid 65534, the group of uid 65534.
-    lab.daemon = Some(cli::load_with(
-        &lab.topology,
-        &lab.exporter,
-        CONFIG,
-        &["--socket-group", "nogroup"],
-    ));
-    let bin = lab.topology.path("dutnet-bin");
-    std::fs::copy(cli::binary(), &bin).unwrap();
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut command = std::process::Command::new("setpriv");
-    command
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(&bin)
-        .args(["status", "--json"]);
-    command.envs(cli::env(&lab.topology));
-    let out = cmd::run(command, dutnet_tests::netns::COMMAND_LIMIT);
+    lab.restart_with(&["--socket-group", "nogroup"]);
+    let out = lab.dutnet_as_nobody(&["status", "--json"]);
     assert!(out.success(), "{out:#?}\n{}", lab.log());
     assert!(out.stdout.contains("dn-dut1"), "{out:#?}");
 
