@@ -263,6 +263,25 @@ pub(crate) mod testutil {
             lease_file: PathBuf::from("/nonexistent/leases"),
         }
     }
+
+    /// A client message of type `ty` from `mac`, with no addresses yet.
+    pub fn client_message(
+        id: u32,
+        ty: dhcproto::v4::MessageType,
+        mac: [u8; 6],
+    ) -> dhcproto::v4::Message {
+        let mut m = dhcproto::v4::Message::new_with_id(
+            id,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            &mac,
+        );
+        m.opts_mut()
+            .insert(dhcproto::v4::DhcpOption::MessageType(ty));
+        m
+    }
 }
 
 #[cfg(test)]

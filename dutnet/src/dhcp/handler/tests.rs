@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::dhcp::leases::DECLINE_QUARANTINE;
-use crate::dhcp::testutil::config;
+use crate::dhcp::testutil::{client_message, config};
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 1);
 
@@ -24,16 +24,7 @@ fn t0() -> SystemTime {
 }
 
 fn msg(ty: MessageType, mac: [u8; 6]) -> Message {
-    let mut m = Message::new_with_id(
-        0x1234,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        &mac,
-    );
-    m.opts_mut().insert(DhcpOption::MessageType(ty));
-    m
+    client_message(0x1234, ty, mac)
 }
 
 fn with(mut m: Message, opt: DhcpOption) -> Message {

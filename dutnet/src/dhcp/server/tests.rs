@@ -3,10 +3,10 @@
 
 use std::path::PathBuf;
 
-use dhcproto::v4::{DhcpOption, Message, MessageType};
+use dhcproto::v4::{DhcpOption, MessageType};
 
 use super::*;
-use crate::dhcp::testutil::config;
+use crate::dhcp::testutil::{client_message, config};
 
 fn shared(lease_file: PathBuf) -> Shared {
     let mut config = config();
@@ -24,15 +24,7 @@ fn shared(lease_file: PathBuf) -> Shared {
 
 fn packet(ty: MessageType, last: u8, requested: Option<Ipv4Addr>) -> Vec<u8> {
     let mac = [2, 0, 0, 0, 0, last];
-    let mut m = Message::new_with_id(
-        7,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        &mac,
-    );
-    m.opts_mut().insert(DhcpOption::MessageType(ty));
+    let mut m = client_message(7, ty, mac);
     if let Some(ip) = requested {
         m.opts_mut().insert(DhcpOption::RequestedIpAddress(ip));
         m.opts_mut()
