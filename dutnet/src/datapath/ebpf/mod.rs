@@ -491,13 +491,8 @@ impl Datapath for EbpfDatapath {
             attach::remove_clsact(ifindex)?;
         }
         self.unconfigure(&network, ifindex)?;
-        // Its flows go with it (the sweeper no longer knows the ifindex).
-        let attached: BTreeSet<u32> = self.attached.values().map(|a| a.ifindex).collect();
-        nat_maps::sweep(self.map_mut(maps::NAT_FLOWS)?, 0, |i| {
-            attached
-                .contains(&i)
-                .then(|| FlowTimeouts::with_udp(std::time::Duration::MAX))
-        })?;
+        // Its flows go with it.
+        nat_maps::forget_interface(self.map_mut(maps::NAT_FLOWS)?, ifindex)?;
         info!(%iface, "eBPF programs detached");
         Ok(())
     }

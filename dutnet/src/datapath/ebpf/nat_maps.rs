@@ -187,6 +187,19 @@ pub fn count_flows<T: std::borrow::Borrow<MapData>>(
     Ok(active)
 }
 
+/// Removes every flow of DUT NIC `dut_ifindex` (both halves carry it), when
+/// its network goes away.
+pub fn forget_interface(map: &mut aya::maps::Map, dut_ifindex: u32) -> Result<(), EbpfError> {
+    let mut map: HashMap<_, FlowKey, FlowEntry> =
+        HashMap::try_from(map).map_err(map_error(NAT_FLOWS))?;
+    for (key, entry) in entries(&map)? {
+        if entry.dut_ifindex == dut_ifindex {
+            removed(NAT_FLOWS, map.remove(&key))?;
+        }
+    }
+    Ok(())
+}
+
 /// Removes every flow idle for longer than its timeout, and every flow of a
 /// DUT ifindex `timeouts` does not know (its network went away), both halves
 /// together. `now_ns` is CLOCK_MONOTONIC, the programs' clock.
