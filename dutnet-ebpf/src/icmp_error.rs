@@ -7,7 +7,10 @@
 //! address and port), an error the DUT sends quotes the reply it received
 //! (destination = DUT address and port).
 use aya_ebpf::programs::TcContext;
-use dutnet_common::{csum, nat::protocol};
+use dutnet_common::{
+    csum,
+    nat::{FlowKey, protocol},
+};
 use network_types::ip::Ipv4Hdr;
 
 use crate::{
@@ -42,6 +45,23 @@ pub struct Quoted {
     l4_off: usize,
     /// Bytes of the quoted L4 header present in the error.
     l4_len: usize,
+}
+
+impl Quoted {
+    /// The flow key of a reply to the quoted packet, arriving on `ifindex`:
+    /// the entry whose translation the error needs.
+    #[inline(always)]
+    pub fn reply_key(&self, ifindex: u32) -> FlowKey {
+        FlowKey {
+            ifindex,
+            src_addr: self.dst,
+            dst_addr: self.src,
+            src_port: self.dport,
+            dst_port: self.sport,
+            protocol: self.protocol,
+            _pad: [0; 3],
+        }
+    }
 }
 
 /// Reads the header quoted by the ICMP error whose ICMP header is at

@@ -166,15 +166,7 @@ fn error_to_dut(ctx: &TcContext, ip: &Ipv4, l4: &[u8; 8]) -> Verdict {
     };
     // The quoted packet went external -> remote; a reply to it would carry
     // the inbound key.
-    let key = FlowKey {
-        ifindex: stats::ifindex(ctx),
-        src_addr: quoted.dst,
-        dst_addr: quoted.src,
-        src_port: quoted.dport,
-        dst_port: quoted.sport,
-        protocol: quoted.protocol,
-        _pad: [0; 3],
-    };
+    let key = quoted.reply_key(stats::ifindex(ctx));
     let Some(entry) = conntrack::peek(&key) else {
         return Verdict::Pass;
     };

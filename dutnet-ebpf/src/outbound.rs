@@ -283,15 +283,7 @@ fn error_translation(
     }
     // The quoted reply went remote -> DUT; its flow's outbound key is the
     // reverse.
-    let key = FlowKey {
-        ifindex,
-        src_addr: quoted.dst,
-        dst_addr: quoted.src,
-        src_port: quoted.dport,
-        dst_port: quoted.sport,
-        protocol: quoted.protocol,
-        _pad: [0; 3],
-    };
+    let key = quoted.reply_key(ifindex);
     let entry = conntrack::peek(&key)?;
     (entry.direction == direction::OUTBOUND && quoted.src == ip.dst)
         .then_some((entry.rewrite_addr, entry.rewrite_port))
