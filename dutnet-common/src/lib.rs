@@ -8,12 +8,13 @@
 #![no_std]
 
 pub mod csum;
+pub mod flow_state;
 pub mod nat;
 pub mod stats;
 
 /// Bumped whenever a map key or value layout changes. Pinned maps live under a
 /// directory named after it, so a new dutnet never reads an old layout.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// Names of the TC programs in the eBPF object, as the controller looks them up.
 pub mod programs {
@@ -47,4 +48,19 @@ pub mod maps {
     /// fragmented datagrams of translated flows (short-lived, one entry per
     /// datagram, so an LRU eviction never splits a flow).
     pub const NAT_FRAGS: &str = "NAT_FRAGS";
+    /// Array: [`crate::nat::FlowBudget::slot`] ->
+    /// [`crate::nat::FlowCounts`], each network's flows (programs write).
+    pub const NET_FLOWS: &str = "NET_FLOWS";
+    /// Array: slot -> flows of that network the sweeper removed (`u64`;
+    /// only the controller writes).
+    pub const NET_SWEPT: &str = "NET_SWEPT";
+    /// Hash: [`crate::nat::PrivateKey`] (DUT NIC, DUT address) ->
+    /// [`crate::nat::FlowCounts`], each DUT's flows (programs write).
+    pub const DUT_FLOWS: &str = "DUT_FLOWS";
+    /// Hash: [`crate::nat::PrivateKey`] -> flows of that DUT the sweeper
+    /// removed (`u64`; only the controller writes).
+    pub const DUT_SWEPT: &str = "DUT_SWEPT";
+    /// Array of [`crate::nat::FlowKey`]: every network's eviction ring, the
+    /// outbound keys of its flows in creation order.
+    pub const FLOW_RING: &str = "FLOW_RING";
 }

@@ -39,6 +39,59 @@ pub struct DutConfig {
     /// the exporter's replies route back out of this NIC even when another
     /// DUT NIC carries the same subnet (host order).
     pub reply_mark: u32,
+    /// This network's flow budget ([`FlowBudget`]), host order.
+    pub budget: FlowBudget,
+}
+
+/// A network's share of the connection table, and where its eviction ring
+/// lies. Part of [`DutConfig`]; every field in host order.
+///
+/// Flows are counted per network (index `slot` of `NET_FLOWS` and
+/// `NET_SWEPT`) and per DUT (`DUT_FLOWS`/`DUT_SWEPT`, keyed by
+/// [`PrivateKey`]). A new flow that would exceed the DUT's or the network's
+/// budget replaces one the ring offers (an unreplied or closed flow first),
+/// or is dropped when none may go.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowBudget {
+    /// Index of the network's counters.
+    pub slot: u32,
+    /// Flows the network may hold (`nat_table_size`).
+    pub flows: u32,
+    /// Flows one DUT (source address) may hold (`nat_flows_per_dut`).
+    pub per_dut: u32,
+    /// The network's slice of `FLOW_RING`: `ring_base..ring_base + ring_len`.
+    pub ring_base: u32,
+    pub ring_len: u32,
+}
+
+/// Value of `NET_FLOWS` (by [`FlowBudget::slot`]) and of `DUT_FLOWS` (by
+/// [`PrivateKey`]): written by the programs only, with atomic adds, so the
+/// controller never overwrites a count a CPU is adding to. The flows in use
+/// are `created - evicted - swept`, with `swept` from `NET_SWEPT` /
+/// `DUT_SWEPT`, which only the controller's sweeper writes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowCounts {
+    /// Flows created (their outbound half inserted).
+    pub created: u64,
+    /// Flows the programs removed to make room for a new one.
+    pub evicted: u64,
+    /// `NET_FLOWS` only: the ring position the next flow is written to.
+    pub ring_next: u64,
+    /// `NET_FLOWS` only: the ring position the next eviction starts
+    /// looking at (the oldest flow not yet looked at).
+    pub evict_next: u64,
+}
+
+impl FlowCounts {
+    /// Flows still in the table, given how many the sweeper removed.
+    #[must_use]
+    pub fn in_use(&self, swept: u64) -> u64 {
+        self.created
+            .saturating_sub(self.evicted)
+            .saturating_sub(swept)
+    }
 }
 
 /// `protocol` values of a [`FlowKey`] (IANA protocol numbers).
@@ -107,7 +160,9 @@ pub struct FlowEntry {
     /// (the DUT's and the DUT NIC's own).
     pub dut_mac: [u8; 6],
     pub gateway_mac: [u8; 6],
-    pub _pad: [u8; 4],
+    /// Packets this direction carried (saturating; an inbound half with none
+    /// is a flow nobody answered).
+    pub packets: u32,
 }
 
 /// A 1:1 mapping: value of `NAT_1TO1_OUT` (keyed by [`PrivateKey`]) and of
@@ -126,7 +181,7 @@ pub struct Mapping {
 /// Key of `NAT_1TO1_OUT`: the DUT NIC and the DUT's address on it (DUT NICs
 /// may share a subnet, so the address alone is ambiguous).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PrivateKey {
     /// Host order.
     pub dut_ifindex: u32,
@@ -170,7 +225,9 @@ pub struct FragEntry {
     pub dut_ifindex: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<DutConfig>() == 32);
+const _: () = assert!(core::mem::size_of::<DutConfig>() == 52);
+const _: () = assert!(core::mem::size_of::<FlowBudget>() == 20);
+const _: () = assert!(core::mem::size_of::<FlowCounts>() == 32);
 const _: () = assert!(core::mem::size_of::<FragKey>() == 16);
 const _: () = assert!(core::mem::size_of::<FragEntry>() == 28);
 const _: () = assert!(core::mem::size_of::<Mapping>() == 12);
@@ -185,6 +242,9 @@ unsafe impl aya::Pod for DutConfig {}
 // SAFETY: as above.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for FlowKey {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for FlowCounts {}
 // SAFETY: as above.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for FlowEntry {}

@@ -55,7 +55,13 @@ pub mod drop {
     pub const NOT_UPSTREAM: usize = 3;
     /// A header that claims more bytes than the frame has.
     pub const MALFORMED: usize = 4;
-    pub const COUNT: usize = 5;
+    /// The DUT holds its whole share of the network's flows
+    /// (`nat_flows_per_dut`) and none of them may be evicted.
+    pub const DUT_LIMIT: usize = 5;
+    /// A source address no DUT of the subnet can have (outside it, its
+    /// network or broadcast address, the gateway's): never translated.
+    pub const SPOOFED: usize = 6;
+    pub const COUNT: usize = 7;
     /// Names, as `dutnet stats` prints them.
     pub const NAMES: [&str; COUNT] = [
         "unsolicited",
@@ -63,6 +69,8 @@ pub mod drop {
         "table_full",
         "not_upstream",
         "malformed",
+        "dut_flow_limit",
+        "spoofed_source",
     ];
 }
 

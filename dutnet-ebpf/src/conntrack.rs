@@ -9,7 +9,7 @@ use dutnet_common::{
     stats::drop,
 };
 
-use crate::maps::NAT_FLOWS;
+use crate::{budget, maps::NAT_FLOWS};
 
 /// How many ports of the translation range are tried before giving up on a
 /// new flow. Each try is one hash insert; 32 keep the program's worst case
@@ -24,14 +24,41 @@ const EEXIST: i32 = -17;
 pub fn lookup(key: &FlowKey, tcp_flags: u8) -> Option<FlowEntry> {
     let entry = NAT_FLOWS.get_ptr_mut(key)?;
     // SAFETY: the pointer is valid for this program run. Another CPU may write
-    // the same fields concurrently; both writes are a timestamp or a superset
-    // of flags, so a lost update costs at most one packet's freshness.
+    // the same fields concurrently; each write is a timestamp, a superset of
+    // flags or a count, so a lost update costs at most one packet's worth.
     unsafe {
         (*entry).last_seen_ns = bpf_ktime_get_ns();
-        if (*entry).tcp_flags & tcp_flags != tcp_flags {
+        if (*entry).packets != u32::MAX {
+            (*entry).packets += 1;
+        }
+        if (*entry).direction == direction::OUTBOUND && reopens(tcp_flags, (*entry).tcp_flags) {
+            reopen(&mut *entry);
+        } else if (*entry).tcp_flags & tcp_flags != tcp_flags {
             (*entry).tcp_flags |= tcp_flags;
         }
         Some(*entry)
+    }
+}
+
+/// A SYN from the DUT on a connection that was closed: the DUT reuses the
+/// 4-tuple for a new connection (conntrack reopens the entry too).
+#[inline(always)]
+fn reopens(tcp_flags: u8, seen: u8) -> bool {
+    tcp_flags & (tcp_seen::SYN | tcp_seen::ACK) == tcp_seen::SYN
+        && seen & (tcp_seen::FIN | tcp_seen::RST) != 0
+}
+
+/// Starts the flow's state afresh, keeping its translation: a new
+/// connection on the same ports is not a closed one to evict or expire.
+#[inline(always)]
+fn reopen(outbound: &mut FlowEntry) {
+    outbound.tcp_flags = tcp_seen::SYN;
+    if let Some(inbound) = NAT_FLOWS.get_ptr_mut(&outbound.peer) {
+        // SAFETY: valid for this program run.
+        unsafe {
+            (*inbound).tcp_flags = 0;
+            (*inbound).packets = 0;
+        }
     }
 }
 
@@ -51,7 +78,8 @@ pub struct Macs {
 }
 
 /// Creates both directions of a new outbound flow `out` from DUT NIC
-/// `dut_ifindex`. The DUT's source port (or echo identifier) is kept when no
+/// `dut_ifindex`, within its DUT's and network's budgets (evicting a flow
+/// to make room when one is full). The DUT's source port (or echo identifier) is kept when no
 /// other flow to the same destination uses it on the external address;
 /// otherwise one is taken from the configured range. Returns the outbound
 /// entry, or why the flow cannot be created (a `stats::drop` reason).
@@ -62,6 +90,7 @@ pub fn create(
     macs: &Macs,
     tcp_flags: u8,
 ) -> Result<FlowEntry, usize> {
+    budget::make_room(out, cfg)?;
     // SAFETY: plain helper call without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let mut inbound = FlowKey {
@@ -83,7 +112,7 @@ pub fn create(
         dut_ifindex: out.ifindex,
         dut_mac: macs.dut,
         gateway_mac: macs.gateway,
-        _pad: [0; 4],
+        packets: 0,
     };
     claim_port(&mut inbound, &in_entry, cfg)?;
     let out_entry = FlowEntry {
@@ -96,10 +125,13 @@ pub fn create(
         dut_ifindex: out.ifindex,
         dut_mac: macs.dut,
         gateway_mac: macs.gateway,
-        _pad: [0; 4],
+        packets: 1,
     };
     match NAT_FLOWS.insert(out, out_entry, u64::from(BPF_NOEXIST)) {
-        Ok(()) => Ok(out_entry),
+        Ok(()) => {
+            budget::admitted(out, cfg);
+            Ok(out_entry)
+        }
         Err(e) => {
             // Never leave a half: the inbound entry goes too.
             let _ = NAT_FLOWS.remove(inbound);

@@ -6,7 +6,12 @@
 //!   LAN -> [upstream_ingress: inbound] -> DUT NIC -> DUT
 #![no_std]
 #![no_main]
+// Atomic adds (budget.rs): the bpf target has no compare-and-swap, so no
+// `AtomicU64::fetch_add`.
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
+mod budget;
 mod conntrack;
 mod forward;
 mod fragments;

@@ -2,10 +2,10 @@
 //! bpffs directory so `dutnet stats` can read them from another process.
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LpmTrie, LruHashMap, PerCpuHashMap},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuHashMap},
 };
 use dutnet_common::{
-    nat::{DutConfig, FlowEntry, FlowKey, FragEntry, FragKey, Mapping, PrivateKey},
+    nat::{DutConfig, FlowCounts, FlowEntry, FlowKey, FragEntry, FragKey, Mapping, PrivateKey},
     stats::{IfaceCounters, MAX_INTERFACES},
 };
 
@@ -22,9 +22,12 @@ pub static DUT_CONFIG: HashMap<u32, DutConfig> = HashMap::pinned(MAX_INTERFACES,
 
 /// Both directions of every translated flow. A plain hash, not an LRU: the
 /// kernel never evicts one half of a flow behind dutnet's back; the
-/// controller's sweeper removes expired flows, both halves together. The size
-/// is set by the controller at load time (the sum of the networks'
-/// `nat_table_size`, two entries per flow); this is only the default.
+/// controller's sweeper removes expired flows and `budget` evicts flows to
+/// make room, both halves together. The size is set by the controller at
+/// load time (the sum of the networks' `nat_table_size`, two entries per
+/// flow, plus headroom for flows being created on every CPU at once); this
+/// is only the default. No network can fill it: each stops at its own
+/// budget.
 /// Allocated on use (`BPF_F_NO_PREALLOC`): a preallocated table for 64 DUT
 /// networks would pin gigabytes of kernel memory and take seconds to load,
 /// while the kernel's BPF allocator keeps per-CPU caches for new flows.
@@ -50,3 +53,28 @@ pub static NAT_1TO1_IN: HashMap<u32, Mapping> = HashMap::pinned(65536, 0);
 /// are per datagram and die with it.
 #[map(name = "NAT_FRAGS")]
 pub static NAT_FRAGS: LruHashMap<FragKey, FragEntry> = LruHashMap::pinned(16384, 0);
+
+/// Each network's flow counts, by `FlowBudget::slot` (programs write).
+#[map(name = "NET_FLOWS")]
+pub static NET_FLOWS: Array<FlowCounts> = Array::pinned(MAX_INTERFACES, 0);
+
+/// Flows of each network the controller's sweeper removed, by slot.
+#[map(name = "NET_SWEPT")]
+pub static NET_SWEPT: Array<u64> = Array::pinned(MAX_INTERFACES, 0);
+
+/// Each DUT's flow counts (programs write). A DUT address the map has no
+/// room for is held to its network's budget only.
+#[map(name = "DUT_FLOWS")]
+pub static DUT_FLOWS: HashMap<PrivateKey, FlowCounts> =
+    HashMap::pinned(65536, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+
+/// Flows of each DUT the controller's sweeper removed.
+#[map(name = "DUT_SWEPT")]
+pub static DUT_SWEPT: HashMap<PrivateKey, u64> =
+    HashMap::pinned(65536, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+
+/// Every network's eviction ring (its slice is `FlowBudget::ring_base` and
+/// `ring_len`): the outbound keys of its flows in creation order. Sized by
+/// the controller at load time.
+#[map(name = "FLOW_RING")]
+pub static FLOW_RING: Array<FlowKey> = Array::pinned(65536, 0);

@@ -48,6 +48,11 @@ pub fn handle(ctx: &TcContext) -> Verdict {
     if for_the_segment(&cfg, ip.dst) {
         return Verdict::Pass;
     }
+    if !from_a_dut(&cfg, ip.src) {
+        // Never translated, never given a flow (nor a DUT's share of the
+        // table), never handed to the kernel to forward raw.
+        return verdict::dropped(ifindex, drop::SPOOFED);
+    }
     if ip.has_options() {
         return verdict::punted(ifindex, punt::IP_OPTIONS);
     }
@@ -169,6 +174,17 @@ fn remember_fragment(ifindex: u32, ip: &Ipv4, source: u32, out_ifindex: u32, nex
 fn for_the_segment(cfg: &DutConfig, dst: u32) -> bool {
     let first_octet = dst.to_ne_bytes()[0];
     dst == cfg.gateway_addr || dst & cfg.subnet_mask_addr == cfg.subnet_addr || first_octet >= 224
+}
+
+/// Whether `src` is an address a DUT of the subnet can have: inside it, and
+/// neither its network nor its broadcast address nor the gateway's.
+#[inline(always)]
+fn from_a_dut(cfg: &DutConfig, src: u32) -> bool {
+    let broadcast = cfg.subnet_addr | !cfg.subnet_mask_addr;
+    src & cfg.subnet_mask_addr == cfg.subnet_addr
+        && src != cfg.subnet_addr
+        && src != broadcast
+        && src != cfg.gateway_addr
 }
 
 /// The route to the destination, which must leave by this network's

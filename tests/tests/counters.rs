@@ -7,7 +7,7 @@ use std::{
 
 use dutnet::{
     datapath::{
-        Datapath as _, DutNetwork, NatPlan,
+        Datapath as _, DutNetwork, FlowLimits, NatPlan,
         ebpf::{EbpfDatapath, tcx_program_names},
     },
     state::paths::Paths,
@@ -234,7 +234,7 @@ fn test_run_counts_a_frame_and_passes_it_unchanged() {
         ..Paths::from_env()
     };
     ns.enter(move || {
-        let mut datapath = EbpfDatapath::load(&paths, 16).unwrap();
+        let mut datapath = EbpfDatapath::load(&paths, &[FlowLimits::new(16)]).unwrap();
         // BPF_PROG_TEST_RUN runs the skb on this namespace's loopback.
         datapath
             .attach(&DutNetwork {
@@ -244,6 +244,7 @@ fn test_run_counts_a_frame_and_passes_it_unchanged() {
                 nat: NatPlan::Disabled,
                 public: Vec::new(),
                 reply_mark: 0,
+                flows: FlowLimits::new(16),
             })
             .unwrap();
         let frame = frames::udp(

@@ -9,10 +9,13 @@
 use std::net::Ipv4Addr;
 
 use dutnet::{
-    datapath::{Datapath as _, DutNetwork, NatPlan, PublicAddress, ebpf::EbpfDatapath},
+    datapath::{Datapath as _, DutNetwork, FlowLimits, NatPlan, PublicAddress, ebpf::EbpfDatapath},
     state::paths::Paths,
 };
-use dutnet_common::programs::{DUT_INGRESS, UPSTREAM_INGRESS};
+use dutnet_common::{
+    programs::{DUT_INGRESS, UPSTREAM_INGRESS},
+    stats::drop,
+};
 use dutnet_tests::{
     Topology,
     bpf_test_run::{self, TestRun},
@@ -74,6 +77,7 @@ fn network(iface: &str) -> DutNetwork {
         },
         public: Vec::new(),
         reply_mark: 0,
+        flows: FlowLimits::new(1024),
     }
 }
 
@@ -110,7 +114,7 @@ fn with_bench(test: impl FnOnce(&Bench) + Send + 'static) {
         ..Paths::from_env()
     };
     run.enter(move || {
-        let mut datapath = EbpfDatapath::load(&paths, 1024).unwrap();
+        let mut datapath = EbpfDatapath::load(&paths, &[FlowLimits::new(1024); 2]).unwrap();
         let mut dut0 = network("dut0");
         dut0.public.push(PublicAddress {
             private: MAPPED,
@@ -548,5 +552,131 @@ fn the_later_fragments_of_a_datagram_follow_its_first() {
             &frames::ip_packet(&later)[20..],
             "the payload is untouched"
         );
+    });
+}
+
+/// The bench's networks hold 1024 flows, 512 of them for one DUT.
+const PER_DUT: u16 = 512;
+const OTHER_DUT: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 11);
+
+/// Opens TCP connection `port` from `dut` to FAR:80 through dut0 and
+/// completes its handshake, so the flow is established.
+fn establish(b: &Bench, dut: Ipv4Addr, port: u16) -> u16 {
+    let syn = frames::tcp((dut, port), (FAR, 80), 0x02, b"");
+    let out = b.outbound(b.dut0, &from_board(syn, BOARD_A, DUT0_MAC));
+    assert_eq!(out.verdict, TC_ACT_REDIRECT, "SYN from {dut}:{port}");
+    let translated = parsed(&out).sport;
+    let syn_ack = frames::tcp((FAR, 80), (EXTERNAL, translated), 0x12, b"");
+    assert_eq!(b.inbound(&from_router(syn_ack)).verdict, TC_ACT_REDIRECT);
+    let ack = frames::tcp((dut, port), (FAR, 80), 0x10, b"");
+    assert_eq!(
+        b.outbound(b.dut0, &from_board(ack, BOARD_A, DUT0_MAC))
+            .verdict,
+        TC_ACT_REDIRECT
+    );
+    translated
+}
+
+/// An unreplied UDP flow from `dut`; its verdict.
+fn unreplied(b: &Bench, dut: Ipv4Addr, port: u16) -> i32 {
+    let frame = from_board(frames::udp((dut, port), (FAR, 9), b"x"), BOARD_A, DUT0_MAC);
+    b.outbound(b.dut0, &frame).verdict
+}
+
+fn dut0_stats(b: &Bench) -> dutnet::datapath::InterfaceStats {
+    let stats = b.datapath.stats().unwrap();
+    stats.into_iter().find(|s| s.ifindex == b.dut0).unwrap()
+}
+
+#[test]
+fn a_dut_flooding_new_flows_recycles_its_unreplied_ones_and_keeps_its_connection() {
+    with_bench(|b| {
+        let translated = establish(b, DUT, 50000);
+        // Three times the DUT's share of new flows nobody answers: every one
+        // gets through, by taking the place of an older unreplied one.
+        for port in 0..3 * PER_DUT {
+            assert_eq!(
+                unreplied(b, DUT, 1000 + port),
+                TC_ACT_REDIRECT,
+                "flow {port}"
+            );
+        }
+        let stats = dut0_stats(b);
+        assert_eq!(stats.active_flows, u64::from(PER_DUT), "{stats:?}");
+        assert_eq!(stats.evictions, u64::from(2 * PER_DUT) + 1, "{stats:?}");
+        assert_eq!(stats.counters.drops[drop::DUT_LIMIT], 0);
+        // The established connection survived it, with its translation.
+        let reply = frames::tcp((FAR, 80), (EXTERNAL, translated), 0x18, b"ok");
+        let back = b.inbound(&from_router(reply));
+        assert_eq!(back.verdict, TC_ACT_REDIRECT, "the connection was evicted");
+        assert_eq!(parsed(&back).dport, 50000);
+        // Another DUT on the same NIC still has the other half.
+        for port in 0..PER_DUT {
+            assert_eq!(unreplied(b, OTHER_DUT, 2000 + port), TC_ACT_REDIRECT);
+        }
+        assert_eq!(dut0_stats(b).active_flows, 1024);
+    });
+}
+
+#[test]
+fn established_connections_are_never_evicted_a_new_flow_is_refused_instead() {
+    with_bench(|b| {
+        let first = establish(b, DUT, 20000);
+        for port in 1..PER_DUT {
+            establish(b, DUT, 20000 + port);
+        }
+        assert_eq!(unreplied(b, DUT, 7), TC_ACT_SHOT);
+        let stats = dut0_stats(b);
+        assert_eq!(stats.counters.drops[drop::DUT_LIMIT], 1, "{stats:?}");
+        assert_eq!(stats.evictions, 0);
+        let reply = frames::tcp((FAR, 80), (EXTERNAL, first), 0x18, b"ok");
+        assert_eq!(b.inbound(&from_router(reply)).verdict, TC_ACT_REDIRECT);
+        // The network's other half is the other DUTs'.
+        assert_eq!(unreplied(b, OTHER_DUT, 7), TC_ACT_REDIRECT);
+    });
+}
+
+#[test]
+fn a_closed_connection_is_evicted_before_a_replied_one_and_a_syn_reopens_it() {
+    with_bench(|b| {
+        // The DUT's share: one connection closed by a RST, the rest
+        // established.
+        let closed = establish(b, DUT, 30000);
+        let rst = frames::tcp((FAR, 80), (EXTERNAL, closed), 0x04, b"");
+        assert_eq!(b.inbound(&from_router(rst)).verdict, TC_ACT_REDIRECT);
+        for port in 1..PER_DUT {
+            establish(b, DUT, 30000 + port);
+        }
+        assert_eq!(unreplied(b, DUT, 7), TC_ACT_REDIRECT);
+        assert_eq!(dut0_stats(b).evictions, 1);
+        // The RST'd one went: a late segment of it reaches no DUT.
+        let late = frames::tcp((FAR, 80), (EXTERNAL, closed), 0x10, b"");
+        assert_ne!(b.inbound(&from_router(late)).verdict, TC_ACT_REDIRECT);
+        // A connection reusing a closed one's ports starts afresh: closed
+        // by a FIN from each side, then a new SYN from the DUT.
+        let reused = 31000;
+        let two_dut = OTHER_DUT;
+        let port = establish(b, two_dut, reused);
+        for (from_dut, flags) in [(true, 0x11), (false, 0x11)] {
+            let frame = if from_dut {
+                b.outbound(
+                    b.dut0,
+                    &from_board(
+                        frames::tcp((two_dut, reused), (FAR, 80), flags, b""),
+                        BOARD_A,
+                        DUT0_MAC,
+                    ),
+                )
+            } else {
+                b.inbound(&from_router(frames::tcp(
+                    (FAR, 80),
+                    (EXTERNAL, port),
+                    flags,
+                    b"",
+                )))
+            };
+            assert_eq!(frame.verdict, TC_ACT_REDIRECT);
+        }
+        assert_eq!(establish(b, two_dut, reused), port, "same translation");
     });
 }

@@ -2,7 +2,7 @@
 //! developer's verb: no NAT, no forwarding, every packet passes).
 use anyhow::{Context as _, Result};
 use dutnet::{
-    datapath::{Datapath as _, DutNetwork, NatPlan, ebpf::EbpfDatapath},
+    datapath::{Datapath as _, DutNetwork, FlowLimits, NatPlan, ebpf::EbpfDatapath},
     state::paths::Paths,
 };
 use tracing::info;
@@ -15,7 +15,9 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    let mut datapath = EbpfDatapath::load(&Paths::from_env(), 1)?;
+    // Counting only: no flows, but each interface needs its (smallest) place.
+    let limits = vec![FlowLimits::new(1); args.interfaces.len()];
+    let mut datapath = EbpfDatapath::load(&Paths::from_env(), &limits)?;
     for iface in &args.interfaces {
         let counting_only = DutNetwork {
             iface: iface.clone(),
@@ -24,6 +26,7 @@ pub fn run(args: &Args) -> Result<()> {
             nat: NatPlan::Disabled,
             public: Vec::new(),
             reply_mark: 0,
+            flows: FlowLimits::new(1),
         };
         if let Err(e) = datapath.attach(&counting_only) {
             // Leave nothing behind on the interfaces that did attach.

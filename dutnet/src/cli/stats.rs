@@ -162,6 +162,8 @@ fn to_json(stats: &[InterfaceStats]) -> serde_json::Value {
                 "nat_out": dir(c.nat_out),
                 "nat_in": dir(c.nat_in),
                 "active_flows": s.active_flows,
+                "flow_budget": s.flow_budget,
+                "evictions": s.evictions,
                 "new_flows": c.new_flows,
                 "punts": by_reason(&punt::NAMES, &c.punts),
                 "drops": by_reason(&drop::NAMES, &c.drops),
@@ -188,14 +190,15 @@ fn reasons(names: &[&str], values: &[u64]) -> String {
 
 fn table(stats: &[InterfaceStats]) -> String {
     let mut out = format!(
-        "{:<16} {:>12} {:>12} {:>12} {:>12} {:>8} {:>10}  {:<24} {}\n",
+        "{:<16} {:>12} {:>12} {:>12} {:>12} {:>15} {:>10} {:>9}  {:<24} {}\n",
         "INTERFACE",
         "FROM-DUT",
         "TO-DUT",
         "NAT-OUT",
         "NAT-IN",
-        "FLOWS",
+        "FLOWS/BUDGET",
         "NEW-FLOWS",
+        "EVICTED",
         "PUNTS",
         "DROPS"
     );
@@ -203,13 +206,14 @@ fn table(stats: &[InterfaceStats]) -> String {
         let name = s.name.clone().unwrap_or_else(|| format!("#{}", s.ifindex));
         let c = s.counters;
         out.push_str(&format!(
-            "{name:<16} {:>12} {:>12} {:>12} {:>12} {:>8} {:>10}  {:<24} {}\n",
+            "{name:<16} {:>12} {:>12} {:>12} {:>12} {:>15} {:>10} {:>9}  {:<24} {}\n",
             c.ingress.packets,
             c.egress.packets,
             c.nat_out.packets,
             c.nat_in.packets,
-            s.active_flows,
+            format!("{}/{}", s.active_flows, s.flow_budget),
             c.new_flows,
+            s.evictions,
             reasons(&punt::NAMES, &c.punts),
             reasons(&drop::NAMES, &c.drops),
         ));

@@ -281,12 +281,12 @@ impl Daemon {
     /// Loads the eBPF programs unless every network runs on nft; `auto`
     /// networks fall back to nft when they cannot load (one warning).
     fn select_datapaths(&mut self) -> Result<(), DaemonError> {
-        let flow_capacity = self
+        let flow_limits: Vec<_> = self
             .networks
             .iter()
             .filter(|n| n.config.datapath != crate::config::DatapathChoice::Nft)
-            .map(|n| n.config.nat_table_size)
-            .fold(0u32, u32::saturating_add);
+            .map(|n| nat::flow_limits(&n.config))
+            .collect();
         let configs: Vec<&Network> = self.networks.iter().map(|n| &n.config).collect();
         let paths = &self.paths;
         let selection = select::select(&configs, || {
@@ -295,7 +295,7 @@ impl Daemon {
                     "{BREAK_EBPF_ENV}=1 is set (a test hook that fails the eBPF load); unset it"
                 ));
             }
-            EbpfDatapath::load(paths, flow_capacity).map_err(|e| e.to_string())
+            EbpfDatapath::load(paths, &flow_limits).map_err(|e| e.to_string())
         })?;
         if let Some(reason) = &selection.fallback_reason {
             warn!(error = %reason, "the eBPF datapath cannot load, so every `datapath: auto` network runs on the nftables datapath (same behaviour, slower: every packet crosses netfilter); to fix, run dutnet as root on a kernel >= 5.10 with BTF (CONFIG_DEBUG_INFO_BTF=y), or set `datapath: nft` to choose it and silence this warning");

@@ -6,7 +6,7 @@ use ipnet::Ipv4Net;
 use crate::{
     config::{NatMode, Network},
     datapath::{
-        DutNetwork, NatPlan, PublicAddress, expiry::FlowTimeouts, nft::FallbackNetwork,
+        DutNetwork, FlowLimits, NatPlan, PublicAddress, expiry::FlowTimeouts, nft::FallbackNetwork,
         ports::PortPlan,
     },
     host::journal::{Journal, UndoStep},
@@ -22,6 +22,11 @@ pub fn sweep_interval<'a>(networks: impl Iterator<Item = &'a Network>) -> Durati
         .min()
         .unwrap_or(Duration::MAX)
         .clamp(Duration::from_secs(1), Duration::from_secs(10))
+}
+
+/// The network's share of the connection table.
+pub fn flow_limits(network: &Network) -> FlowLimits {
+    FlowLimits::new(network.nat_table_size)
 }
 
 pub fn timeouts(network: &Network) -> FlowTimeouts {
@@ -72,6 +77,7 @@ pub async fn dut_network(
         subnet: network.subnet,
         public: public_addresses(network),
         reply_mark: reply_mark.unwrap_or(0),
+        flows: flow_limits(network),
         nat,
     })
 }

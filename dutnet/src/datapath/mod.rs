@@ -23,6 +23,32 @@ pub struct InterfaceStats {
     pub counters: IfaceCounters,
     /// Connections currently in the NAT table for this DUT interface.
     pub active_flows: u64,
+    /// Flows its network may hold (0: not on the fast path's table).
+    pub flow_budget: u32,
+    /// Flows evicted to make room for new ones since the network came up.
+    pub evictions: u64,
+}
+
+/// How much of the connection table a network may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowLimits {
+    /// Flows of the whole network (`nat_table_size`).
+    pub flows: u32,
+    /// Flows of one DUT, by source address (`nat_flows_per_dut`).
+    pub per_dut: u32,
+}
+
+impl FlowLimits {
+    /// `flows` for the network, half of them at most for one DUT (the
+    /// `nat_flows_per_dut` default): a DUT that floods new flows keeps the
+    /// other half free for the others, and recycles its own share.
+    #[must_use]
+    pub fn new(flows: u32) -> Self {
+        Self {
+            flows,
+            per_dut: (flows / 2).max(1),
+        }
+    }
 }
 
 /// What the datapath does for one DUT network.
@@ -40,6 +66,8 @@ pub struct DutNetwork {
     /// Non-zero: the mark for what this NIC hands to the stack (policy
     /// routing sends the exporter's replies back out of this NIC).
     pub reply_mark: u32,
+    /// Its share of the connection table.
+    pub flows: FlowLimits,
 }
 
 /// A DUT reachable at its own public address.

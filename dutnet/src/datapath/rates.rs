@@ -76,6 +76,8 @@ mod tests {
             name: None,
             counters,
             active_flows: 0,
+            flow_budget: 0,
+            evictions: 0,
         }
     }
 

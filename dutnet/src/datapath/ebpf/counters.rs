@@ -2,14 +2,17 @@
 //! from the pins.
 use std::collections::BTreeMap;
 
-use aya::maps::{HashMap, Map, MapData, PerCpuHashMap};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuHashMap};
 use dutnet_common::{
-    maps::{IFACE_STATS, NAT_FLOWS},
-    nat::{FlowEntry, FlowKey},
+    maps::{DUT_CONFIG, IFACE_STATS, NET_FLOWS, NET_SWEPT},
+    nat::{DutConfig, FlowCounts},
     stats::IfaceCounters,
 };
 
-use super::{EbpfError, nat_maps};
+use super::{
+    EbpfError,
+    nat_maps::{self, NetworkFlows},
+};
 use crate::{
     datapath::{InterfaceStats, interface_name},
     state::paths::Paths,
@@ -19,10 +22,10 @@ fn map_error(name: &'static str) -> impl Fn(aya::maps::MapError) -> EbpfError {
     move |source| EbpfError::Map { name, source }
 }
 
-/// Sums each interface's per-CPU copies and adds its flow count.
+/// Sums each interface's per-CPU copies and adds its network's flows.
 fn merge<T: std::borrow::Borrow<MapData>>(
     counters: &PerCpuHashMap<T, u32, IfaceCounters>,
-    flows: &BTreeMap<u32, u64>,
+    flows: &BTreeMap<u32, NetworkFlows>,
 ) -> Result<Vec<InterfaceStats>, EbpfError> {
     let mut stats = Vec::new();
     for entry in counters.iter() {
@@ -30,11 +33,14 @@ fn merge<T: std::borrow::Borrow<MapData>>(
         let counters = per_cpu
             .iter()
             .fold(IfaceCounters::default(), |sum, cpu| sum.merged(*cpu));
+        let network = flows.get(&ifindex).copied().unwrap_or_default();
         stats.push(InterfaceStats {
             ifindex,
             name: interface_name(ifindex),
             counters,
-            active_flows: flows.get(&ifindex).copied().unwrap_or(0),
+            active_flows: network.in_use,
+            flow_budget: network.budget,
+            evictions: network.evicted,
         });
     }
     stats.sort_by_key(|s| s.ifindex);
@@ -46,9 +52,16 @@ pub fn collect(ebpf: &aya::Ebpf) -> Result<Vec<InterfaceStats>, EbpfError> {
     let map = |name| ebpf.map(name).ok_or(EbpfError::MissingMap { name });
     let counters: PerCpuHashMap<_, u32, IfaceCounters> =
         PerCpuHashMap::try_from(map(IFACE_STATS)?).map_err(map_error(IFACE_STATS))?;
-    let flows: HashMap<_, FlowKey, FlowEntry> =
-        HashMap::try_from(map(NAT_FLOWS)?).map_err(map_error(NAT_FLOWS))?;
-    merge(&counters, &nat_maps::count_flows(&flows)?)
+    let configs: HashMap<_, u32, DutConfig> =
+        HashMap::try_from(map(DUT_CONFIG)?).map_err(map_error(DUT_CONFIG))?;
+    let net_flows: Array<_, FlowCounts> =
+        Array::try_from(map(NET_FLOWS)?).map_err(map_error(NET_FLOWS))?;
+    let net_swept: Array<_, u64> =
+        Array::try_from(map(NET_SWEPT)?).map_err(map_error(NET_SWEPT))?;
+    merge(
+        &counters,
+        &nat_maps::network_flows(&configs, &net_flows, &net_swept)?,
+    )
 }
 
 /// Reads the counters a running dutnet pinned under `paths`: what
@@ -58,12 +71,19 @@ pub fn read_pinned(paths: &Paths) -> Result<Vec<InterfaceStats>, EbpfError> {
     if path.symlink_metadata().is_err() {
         return Err(EbpfError::NotRunning { path });
     }
-    let data = MapData::from_pin(&path).map_err(map_error(IFACE_STATS))?;
+    let pinned =
+        |name: &'static str| MapData::from_pin(paths.pinned_map(name)).map_err(map_error(name));
     let counters: PerCpuHashMap<MapData, u32, IfaceCounters> =
-        PerCpuHashMap::try_from(Map::PerCpuHashMap(data)).map_err(map_error(IFACE_STATS))?;
-    let flows_data =
-        MapData::from_pin(paths.pinned_map(NAT_FLOWS)).map_err(map_error(NAT_FLOWS))?;
-    let flows: HashMap<MapData, FlowKey, FlowEntry> =
-        HashMap::try_from(Map::HashMap(flows_data)).map_err(map_error(NAT_FLOWS))?;
-    merge(&counters, &nat_maps::count_flows(&flows)?)
+        PerCpuHashMap::try_from(Map::PerCpuHashMap(pinned(IFACE_STATS)?))
+            .map_err(map_error(IFACE_STATS))?;
+    let configs: HashMap<MapData, u32, DutConfig> =
+        HashMap::try_from(Map::HashMap(pinned(DUT_CONFIG)?)).map_err(map_error(DUT_CONFIG))?;
+    let net_flows: Array<MapData, FlowCounts> =
+        Array::try_from(Map::Array(pinned(NET_FLOWS)?)).map_err(map_error(NET_FLOWS))?;
+    let net_swept: Array<MapData, u64> =
+        Array::try_from(Map::Array(pinned(NET_SWEPT)?)).map_err(map_error(NET_SWEPT))?;
+    merge(
+        &counters,
+        &nat_maps::network_flows(&configs, &net_flows, &net_swept)?,
+    )
 }

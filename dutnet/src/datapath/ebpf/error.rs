@@ -56,6 +56,14 @@ pub enum EbpfError {
     },
     #[error("NAT is disabled on {iface}: a public address needs `nat_mode: 1to1`")]
     NatDisabled { iface: String },
+    #[error(
+        "no room in the connection table for {iface}'s {flows} flows ({free} left): the table is sized at start-up for the networks loaded then; restart dutnet with {iface}'s network in the file"
+    )]
+    NoFlowCapacity {
+        iface: String,
+        flows: u32,
+        free: u32,
+    },
     #[error("the eBPF datapath is not attached to {iface}")]
     NotAttached { iface: String },
     #[error("map {name}: {source}")]

@@ -3,6 +3,7 @@
 //! directory. The only module of dutnet that imports aya.
 mod attach;
 mod bpffs;
+mod budgets;
 mod counters;
 mod error;
 pub mod nat_maps;
@@ -17,17 +18,18 @@ use aya::{
     maps::PerCpuHashMap,
     programs::{SchedClassifier, TcAttachType, tc::SchedClassifierLinkId},
 };
-use dutnet_common::{maps, programs, stats::IfaceCounters};
+use dutnet_common::{maps, nat::PrivateKey, programs, stats::IfaceCounters};
 use tracing::{debug, info, warn};
 
 pub use self::{
     attach::{TC_ATTACH_ENV, TcAttachMode, tcx_program_names},
+    budgets::Capacity,
     counters::read_pinned,
     error::EbpfError,
     nat_maps::SweepReport,
 };
 use super::{
-    Datapath, DutNetwork, InterfaceStats, NatPlan, PublicAddress, expiry::FlowTimeouts,
+    Datapath, DutNetwork, FlowLimits, InterfaceStats, NatPlan, PublicAddress, expiry::FlowTimeouts,
     interface_index,
 };
 use crate::state::paths::Paths;
@@ -42,6 +44,8 @@ type Links = Vec<(&'static str, SchedClassifierLinkId)>;
 struct Attachment {
     ifindex: u32,
     network: DutNetwork,
+    /// Where its flow budget lives in the maps.
+    budget: dutnet_common::nat::FlowBudget,
     links: Links,
     /// dutnet added the clsact qdisc (netlink mode), so it removes it too.
     added_clsact: bool,
@@ -67,13 +71,19 @@ pub struct EbpfDatapath {
     /// The two 1:1 maps, taken out of `ebpf` so both can be written at once.
     one_to_one_out: aya::maps::Map,
     one_to_one_in: aya::maps::Map,
+    /// Each network's place in the budget maps.
+    budgets: budgets::Budgets,
+    /// Flows the sweeper removed, per network slot and per DUT: the
+    /// `NET_SWEPT` and `DUT_SWEPT` values (only the sweeper writes them).
+    swept: BTreeMap<u32, u64>,
+    dut_swept: BTreeMap<PrivateKey, u64>,
 }
 
 impl EbpfDatapath {
     /// Loads the programs into the kernel and pins the maps under
     /// `paths.pin_dir()`, mounting a bpffs first if there is none. The
-    /// connection table holds `flow_capacity` flows.
-    pub fn load(paths: &Paths, flow_capacity: u32) -> Result<Self, EbpfError> {
+    /// connection table is sized for `networks`, each with its own budget.
+    pub fn load(paths: &Paths, networks: &[FlowLimits]) -> Result<Self, EbpfError> {
         raise_memlock_limit();
         bpffs::ensure_mounted(&paths.bpffs).map_err(|source| EbpfError::Bpffs {
             path: paths.bpffs.clone(),
@@ -87,11 +97,11 @@ impl EbpfDatapath {
             path: pin_dir.clone(),
             source,
         })?;
-        // Two entries per flow: one per direction.
-        let flow_entries = flow_capacity.max(1).saturating_mul(2);
+        let capacity = Capacity::for_networks(networks);
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&pin_dir)
-            .map_max_entries(maps::NAT_FLOWS, flow_entries)
+            .map_max_entries(maps::NAT_FLOWS, capacity.table_entries())
+            .map_max_entries(maps::FLOW_RING, capacity.ring.max(1))
             .load(OBJECT)
             .map_err(|source| EbpfError::Load { source })?;
         for name in [
@@ -107,7 +117,7 @@ impl EbpfDatapath {
         let one_to_one_out = take(maps::NAT_1TO1_OUT)?;
         let one_to_one_in = take(maps::NAT_1TO1_IN)?;
         let mode = TcAttachMode::detect();
-        info!(pin_dir = %pin_dir.display(), ?mode, flow_capacity, "eBPF datapath loaded");
+        info!(pin_dir = %pin_dir.display(), ?mode, flows = capacity.flows, "eBPF datapath loaded");
         Ok(Self {
             ebpf,
             paths: paths.clone(),
@@ -116,6 +126,9 @@ impl EbpfDatapath {
             upstreams: BTreeMap::new(),
             one_to_one_out,
             one_to_one_in,
+            budgets: budgets::Budgets::new(capacity),
+            swept: BTreeMap::new(),
+            dut_swept: BTreeMap::new(),
         })
     }
 
@@ -156,9 +169,39 @@ impl EbpfDatapath {
             .filter_map(|(iface, a)| timeouts(iface).map(|t| (a.ifindex, t)))
             .collect();
         let now = nat_maps::monotonic_now_ns();
-        nat_maps::sweep(self.map_mut(maps::NAT_FLOWS)?, now, |ifindex| {
+        let report = nat_maps::sweep(self.map_mut(maps::NAT_FLOWS)?, now, |ifindex| {
             by_ifindex.get(&ifindex).copied()
-        })
+        })?;
+        self.count_swept(&report)?;
+        Ok(report)
+    }
+
+    /// Gives the programs the sweeper's new totals, so the flows it removed
+    /// leave their DUT's and network's budgets.
+    fn count_swept(&mut self, report: &SweepReport) -> Result<(), EbpfError> {
+        let mut networks = BTreeMap::new();
+        for (dut, removed) in &report.removed {
+            let total = self.dut_swept.entry(*dut).or_default();
+            *total += removed;
+            let total = *total;
+            nat_maps::set_dut_swept(self.map_mut(maps::DUT_SWEPT)?, *dut, total)?;
+            *networks.entry(dut.dut_ifindex).or_insert(0) += removed;
+        }
+        for (ifindex, removed) in networks {
+            let Some(slot) = self
+                .attached
+                .values()
+                .find(|a| a.ifindex == ifindex)
+                .map(|a| a.budget.slot)
+            else {
+                continue;
+            };
+            let total = self.swept.entry(slot).or_default();
+            *total += removed;
+            let total = *total;
+            nat_maps::set_swept(self.map_mut(maps::NET_SWEPT)?, slot, total)?;
+        }
+        Ok(())
     }
 
     /// Detaches from every interface and removes the pins.
@@ -174,6 +217,28 @@ impl EbpfDatapath {
         drop(self.ebpf);
         remove_pin_dir(&self.paths)?;
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Two maps of the object at once.
+    fn two_maps(
+        &mut self,
+        first: &'static str,
+        second: &'static str,
+    ) -> Result<(&mut aya::maps::Map, &mut aya::maps::Map), EbpfError> {
+        let mut first_map = None;
+        let mut second_map = None;
+        for (name, map) in self.ebpf.maps_mut() {
+            if name == first {
+                first_map = Some(map);
+            } else if name == second {
+                second_map = Some(map);
+            }
+        }
+        match (first_map, second_map) {
+            (Some(a), Some(b)) => Ok((a, b)),
+            (None, _) => Err(EbpfError::MissingMap { name: first }),
+            (_, None) => Err(EbpfError::MissingMap { name: second }),
+        }
     }
 
     fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, EbpfError> {
@@ -287,7 +352,12 @@ impl EbpfDatapath {
     }
 
     /// Writes the maps the programs read for `network` on `ifindex`.
-    fn configure(&mut self, network: &DutNetwork, ifindex: u32) -> Result<(), EbpfError> {
+    fn configure(
+        &mut self,
+        network: &DutNetwork,
+        ifindex: u32,
+        budget: dutnet_common::nat::FlowBudget,
+    ) -> Result<(), EbpfError> {
         // The counters entry exists before the programs run: they only update.
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| EbpfError::PinDir {
             path: "/sys/devices/system/cpu/possible".into(),
@@ -308,7 +378,11 @@ impl EbpfDatapath {
             NatPlan::Masquerade { upstream, .. } => self.use_upstream(upstream, &network.iface)?,
             NatPlan::Disabled => 0,
         };
-        let config = nat_maps::dut_config(network, upstream_ifindex);
+        // The network's counts start from zero before its programs run.
+        let (net_flows, net_swept) = self.two_maps(maps::NET_FLOWS, maps::NET_SWEPT)?;
+        nat_maps::reset_counts(net_flows, net_swept, budget.slot)?;
+        self.swept.remove(&budget.slot);
+        let config = nat_maps::dut_config(network, upstream_ifindex, budget);
         nat_maps::set_dut_config(self.map_mut(maps::DUT_CONFIG)?, ifindex, config)?;
         if matches!(network.nat, NatPlan::Masquerade { .. }) {
             nat_maps::set_subnet(self.map_mut(maps::DUT_SUBNETS)?, network, ifindex)?;
@@ -350,6 +424,7 @@ impl EbpfDatapath {
             });
         }
         let ifindex = attachment.ifindex;
+        let budget = attachment.budget;
         let first = attachment.network.public.is_empty();
         if !attachment.network.public.contains(&public) {
             attachment.network.public.push(public);
@@ -363,7 +438,7 @@ impl EbpfDatapath {
         )?;
         if first {
             // The programs look 1:1 mappings up only in 1:1 mode.
-            let config = nat_maps::dut_config(&network, self.upstream_ifindex(iface));
+            let config = nat_maps::dut_config(&network, self.upstream_ifindex(iface), budget);
             nat_maps::set_dut_config(self.map_mut(maps::DUT_CONFIG)?, ifindex, config)?;
         }
         Ok(())
@@ -445,7 +520,8 @@ impl Datapath for EbpfDatapath {
             iface: iface.to_owned(),
             source,
         })?;
-        if let Err(e) = self.configure(network, ifindex) {
+        let budget = self.budgets.place(iface, network.flows)?;
+        if let Err(e) = self.configure(network, ifindex, budget) {
             let _ = self.unconfigure(network, ifindex);
             return Err(e);
         }
@@ -461,6 +537,7 @@ impl Datapath for EbpfDatapath {
                     Attachment {
                         ifindex,
                         network: network.clone(),
+                        budget,
                         links,
                         added_clsact,
                     },
@@ -480,6 +557,7 @@ impl Datapath for EbpfDatapath {
             network,
             links,
             added_clsact,
+            ..
         } = self
             .attached
             .remove(iface)
@@ -491,8 +569,11 @@ impl Datapath for EbpfDatapath {
             attach::remove_clsact(ifindex)?;
         }
         self.unconfigure(&network, ifindex)?;
-        // Its flows go with it.
+        // Its flows go with it, and its DUTs' counts.
         nat_maps::forget_interface(self.map_mut(maps::NAT_FLOWS)?, ifindex)?;
+        let (dut_flows, dut_swept) = self.two_maps(maps::DUT_FLOWS, maps::DUT_SWEPT)?;
+        nat_maps::forget_duts(dut_flows, dut_swept, ifindex)?;
+        self.dut_swept.retain(|dut, _| dut.dut_ifindex != ifindex);
         info!(%iface, "eBPF programs detached");
         Ok(())
     }

@@ -2,10 +2,16 @@
 //! unsolicited traffic may not reach, and the connection table's sweeper.
 use std::{collections::BTreeMap, net::Ipv4Addr, time::Duration};
 
-use aya::maps::{HashMap, LpmTrie, MapData, lpm_trie::Key};
+use aya::maps::{Array, HashMap, LpmTrie, MapData, lpm_trie::Key};
 use dutnet_common::{
-    maps::{DUT_CONFIG, DUT_SUBNETS, NAT_1TO1_IN, NAT_1TO1_OUT, NAT_FLOWS},
-    nat::{DutConfig, FlowEntry, FlowKey, Mapping, PrivateKey, direction, mode},
+    flow_state::FlowState,
+    maps::{
+        DUT_CONFIG, DUT_FLOWS, DUT_SUBNETS, DUT_SWEPT, NAT_1TO1_IN, NAT_1TO1_OUT, NAT_FLOWS,
+        NET_FLOWS, NET_SWEPT,
+    },
+    nat::{
+        DutConfig, FlowBudget, FlowCounts, FlowEntry, FlowKey, Mapping, PrivateKey, direction, mode,
+    },
 };
 
 use super::EbpfError;
@@ -33,8 +39,8 @@ fn wire(addr: Ipv4Addr) -> u32 {
     u32::from_ne_bytes(addr.octets())
 }
 
-/// The `DUT_CONFIG` value for `network`.
-pub fn dut_config(network: &DutNetwork, upstream_ifindex: u32) -> DutConfig {
+/// The `DUT_CONFIG` value for `network`, whose flows are held to `budget`.
+pub fn dut_config(network: &DutNetwork, upstream_ifindex: u32, budget: FlowBudget) -> DutConfig {
     let (external, ports, nat_mode) = match &network.nat {
         NatPlan::Masquerade {
             external, ports, ..
@@ -55,6 +61,7 @@ pub fn dut_config(network: &DutNetwork, upstream_ifindex: u32) -> DutConfig {
         nat_mode,
         _pad: [0; 3],
         reply_mark: network.reply_mark,
+        budget,
     }
 }
 
@@ -156,6 +163,11 @@ pub struct SweepReport {
     pub expired: usize,
     /// Flows kept, per DUT ifindex.
     pub active: BTreeMap<u32, u64>,
+    /// Flows removed, per DUT (DUT NIC and address): what the budgets'
+    /// `swept` counts grow by.
+    pub removed: BTreeMap<PrivateKey, u64>,
+    /// Flows kept, per DUT: who holds a full budget.
+    pub held: BTreeMap<PrivateKey, u64>,
 }
 
 /// Reads every entry of the connection table.
@@ -172,19 +184,6 @@ fn entries<T: std::borrow::Borrow<MapData>>(
         }
     }
     Ok(all)
-}
-
-/// Counts the flows of each DUT ifindex (what `dutnet stats` shows).
-pub fn count_flows<T: std::borrow::Borrow<MapData>>(
-    map: &HashMap<T, FlowKey, FlowEntry>,
-) -> Result<BTreeMap<u32, u64>, EbpfError> {
-    let mut active = BTreeMap::new();
-    for (_, entry) in entries(map)? {
-        if entry.direction == direction::OUTBOUND {
-            *active.entry(entry.dut_ifindex).or_default() += 1;
-        }
-    }
-    Ok(active)
 }
 
 /// Removes every flow of DUT NIC `dut_ifindex` (both halves carry it), when
@@ -222,28 +221,149 @@ pub fn sweep(
             }
             continue;
         }
-        let inbound_flags = peer.map_or(0, |p| p.tcp_flags);
         let idle_for = idle(entry).min(peer.map_or(Duration::MAX, idle));
+        let state = flow_state(key.protocol, entry, peer);
         let expired = match timeouts(entry.dut_ifindex) {
-            Some(t) => idle_for > t.idle_limit(key.protocol, entry.tcp_flags, inbound_flags),
+            Some(t) => idle_for > t.idle_limit(key.protocol, state),
             None => true,
         };
         if expired {
             doomed.push((*key, Some(entry.peer)));
         } else {
             *report.active.entry(entry.dut_ifindex).or_default() += 1;
+            *report.held.entry(dut_of(key)).or_default() += 1;
         }
     }
     for (key, peer) in doomed {
         // Outbound first: a packet arriving in between starts a new flow,
         // which cannot take the port while the old inbound half still holds it.
-        let _ = map.remove(&key);
+        // Counted only when this removal took it: the programs may have
+        // evicted it meanwhile, and counted that.
+        let removed = map.remove(&key).is_ok();
         if let Some(peer) = peer {
             let _ = map.remove(&peer);
+            if removed {
+                *report.removed.entry(dut_of(&key)).or_default() += 1;
+            }
         }
         report.expired += 1;
     }
     Ok(report)
+}
+
+/// The DUT an outbound key belongs to.
+fn dut_of(key: &FlowKey) -> PrivateKey {
+    PrivateKey {
+        dut_ifindex: key.ifindex,
+        private_addr: key.src_addr,
+    }
+}
+
+/// Starts network `slot`'s counts from zero (before its programs run).
+pub fn reset_counts(
+    net_flows: &mut aya::maps::Map,
+    net_swept: &mut aya::maps::Map,
+    slot: u32,
+) -> Result<(), EbpfError> {
+    let mut flows: Array<_, FlowCounts> =
+        Array::try_from(net_flows).map_err(map_error(NET_FLOWS))?;
+    flows
+        .set(slot, FlowCounts::default(), 0)
+        .map_err(map_error(NET_FLOWS))?;
+    set_swept(net_swept, slot, 0)
+}
+
+/// Tells the programs how many of network `slot`'s flows the sweeper has
+/// removed in all.
+pub fn set_swept(net_swept: &mut aya::maps::Map, slot: u32, total: u64) -> Result<(), EbpfError> {
+    let mut swept: Array<_, u64> = Array::try_from(net_swept).map_err(map_error(NET_SWEPT))?;
+    swept.set(slot, total, 0).map_err(map_error(NET_SWEPT))
+}
+
+/// Tells the programs how many of `dut`'s flows the sweeper has removed.
+pub fn set_dut_swept(
+    dut_swept: &mut aya::maps::Map,
+    dut: PrivateKey,
+    total: u64,
+) -> Result<(), EbpfError> {
+    let mut swept: HashMap<_, PrivateKey, u64> =
+        HashMap::try_from(dut_swept).map_err(map_error(DUT_SWEPT))?;
+    swept.insert(dut, total, 0).map_err(map_error(DUT_SWEPT))
+}
+
+/// Removes the per-DUT counts of DUT NIC `dut_ifindex` from `DUT_FLOWS`
+/// and `DUT_SWEPT`, when its network goes away.
+pub fn forget_duts(
+    dut_flows: &mut aya::maps::Map,
+    dut_swept: &mut aya::maps::Map,
+    dut_ifindex: u32,
+) -> Result<(), EbpfError> {
+    forget_keys::<FlowCounts>(dut_flows, DUT_FLOWS, dut_ifindex)?;
+    forget_keys::<u64>(dut_swept, DUT_SWEPT, dut_ifindex)
+}
+
+fn forget_keys<V: aya::Pod>(
+    map: &mut aya::maps::Map,
+    name: &'static str,
+    dut_ifindex: u32,
+) -> Result<(), EbpfError> {
+    let mut map: HashMap<_, PrivateKey, V> = HashMap::try_from(map).map_err(map_error(name))?;
+    let keys: Vec<PrivateKey> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| k.dut_ifindex == dut_ifindex)
+        .collect();
+    for key in keys {
+        removed(name, map.remove(&key))?;
+    }
+    Ok(())
+}
+
+/// A network's flows as its counters tell them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetworkFlows {
+    pub in_use: u64,
+    pub budget: u32,
+    pub evicted: u64,
+}
+
+/// Each attached DUT interface's flows, by ifindex, from its budget's
+/// counters (no walk over the table: cheap with a million flows).
+pub fn network_flows<T: std::borrow::Borrow<MapData>>(
+    configs: &HashMap<T, u32, DutConfig>,
+    net_flows: &Array<T, FlowCounts>,
+    net_swept: &Array<T, u64>,
+) -> Result<BTreeMap<u32, NetworkFlows>, EbpfError> {
+    let mut all = BTreeMap::new();
+    for item in configs.iter() {
+        let (ifindex, config) = item.map_err(map_error(DUT_CONFIG))?;
+        if config.nat_mode == mode::DISABLED {
+            continue;
+        }
+        let slot = config.budget.slot;
+        let counts = net_flows.get(&slot, 0).map_err(map_error(NET_FLOWS))?;
+        let swept = net_swept.get(&slot, 0).map_err(map_error(NET_SWEPT))?;
+        all.insert(
+            ifindex,
+            NetworkFlows {
+                in_use: counts.in_use(swept),
+                budget: config.budget.flows,
+                evicted: counts.evicted,
+            },
+        );
+    }
+    Ok(all)
+}
+/// The state of the flow whose outbound half is `outbound` (and inbound half
+/// `inbound`, if it still exists).
+#[must_use]
+pub fn flow_state(protocol: u8, outbound: &FlowEntry, inbound: Option<&FlowEntry>) -> FlowState {
+    FlowState::of(
+        protocol,
+        outbound.tcp_flags,
+        inbound.map_or(0, |p| p.tcp_flags),
+        inbound.map_or(0, |p| p.packets),
+    )
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: `bpf_ktime_get_ns()`'s clock.
