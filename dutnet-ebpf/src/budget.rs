@@ -33,8 +33,8 @@ pub fn make_room(out: &FlowKey, cfg: &DutConfig) -> Result<(), usize> {
         return Err(drop::TABLE_FULL);
     };
     let dut = dut_key(out);
-    if let Some(counts) = copied(DUT_FLOWS.get_ptr(&dut)) {
-        let swept = copied(DUT_SWEPT.get_ptr(&dut)).unwrap_or(0);
+    if let Some(counts) = copied(DUT_FLOWS.get_ptr(dut)) {
+        let swept = copied(DUT_SWEPT.get_ptr(dut)).unwrap_or(0);
         if counts.in_use(swept) >= u64::from(budget.per_dut) {
             return evict(cfg, net, Some(&dut)).map_err(|()| drop::DUT_LIMIT);
         }
@@ -161,7 +161,7 @@ fn judge(key: &FlowKey) -> Option<Candidate> {
             return None;
         }
         let peer = (*outbound).peer;
-        let (in_flags, in_packets, in_seen) = match NAT_FLOWS.get_ptr(&peer) {
+        let (in_flags, in_packets, in_seen) = match NAT_FLOWS.get_ptr(peer) {
             Some(p) => ((*p).tcp_flags, (*p).packets, (*p).last_seen_ns),
             None => (0, 0, 0),
         };
@@ -185,7 +185,7 @@ fn remove(net: *mut FlowCounts, key: &FlowKey, peer: &FlowKey) -> bool {
     // SAFETY: valid element pointers for this program run.
     unsafe {
         add(&raw mut (*net).evicted);
-        if let Some(dut) = DUT_FLOWS.get_ptr_mut(&dut_key(key)) {
+        if let Some(dut) = DUT_FLOWS.get_ptr_mut(dut_key(key)) {
             add(&raw mut (*dut).evicted);
         }
     }

@@ -28,9 +28,7 @@ pub fn lookup(key: &FlowKey, tcp_flags: u8) -> Option<FlowEntry> {
     // flags or a count, so a lost update costs at most one packet's worth.
     unsafe {
         (*entry).last_seen_ns = bpf_ktime_get_ns();
-        if (*entry).packets != u32::MAX {
-            (*entry).packets += 1;
-        }
+        (*entry).packets = (*entry).packets.saturating_add(1);
         if (*entry).direction == direction::OUTBOUND && reopens(tcp_flags, (*entry).tcp_flags) {
             reopen(&mut *entry);
         } else if (*entry).tcp_flags & tcp_flags != tcp_flags {
@@ -53,7 +51,7 @@ fn reopens(tcp_flags: u8, seen: u8) -> bool {
 #[inline(always)]
 fn reopen(outbound: &mut FlowEntry) {
     outbound.tcp_flags = tcp_seen::SYN;
-    if let Some(inbound) = NAT_FLOWS.get_ptr_mut(&outbound.peer) {
+    if let Some(inbound) = NAT_FLOWS.get_ptr_mut(outbound.peer) {
         // SAFETY: valid for this program run.
         unsafe {
             (*inbound).tcp_flags = 0;
