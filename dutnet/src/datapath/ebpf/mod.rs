@@ -2,6 +2,7 @@
 //! attaches them to DUT interfaces and pins their maps under one bpffs
 //! directory. The only module of dutnet that imports aya.
 mod attach;
+mod batch;
 mod bpffs;
 mod budgets;
 mod counters;

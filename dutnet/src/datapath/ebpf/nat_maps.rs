@@ -1,6 +1,6 @@
 //! The controller's side of the NAT maps: per-DUT configuration, the subnets
 //! unsolicited traffic may not reach, and the connection table's sweeper.
-use std::{collections::BTreeMap, net::Ipv4Addr, time::Duration};
+use std::{collections::BTreeMap, net::Ipv4Addr, os::fd::AsFd as _, time::Duration};
 
 use aya::maps::{Array, HashMap, LpmTrie, MapData, lpm_trie::Key};
 use dutnet_common::{
@@ -14,7 +14,7 @@ use dutnet_common::{
     },
 };
 
-use super::EbpfError;
+use super::{EbpfError, batch};
 use crate::datapath::{DutNetwork, NatPlan, PublicAddress, expiry::FlowTimeouts};
 
 /// An inbound half whose outbound half is missing is removed only once it has
@@ -170,84 +170,126 @@ pub struct SweepReport {
     pub held: BTreeMap<PrivateKey, u64>,
 }
 
-/// Reads every entry of the connection table.
-fn entries<T: std::borrow::Borrow<MapData>>(
-    map: &HashMap<T, FlowKey, FlowEntry>,
-) -> Result<Vec<(FlowKey, FlowEntry)>, EbpfError> {
-    let mut all = Vec::new();
-    for item in map.iter() {
-        match item {
-            Ok(pair) => all.push(pair),
-            // Removed by the program or a sweep between listing and reading.
-            Err(aya::maps::MapError::KeyNotFound) => {}
-            Err(e) => return Err(map_error(NAT_FLOWS)(e)),
-        }
+/// The connection table's map data (its file descriptor, for batches).
+fn table(map: &aya::maps::Map) -> Result<&MapData, EbpfError> {
+    match map {
+        aya::maps::Map::HashMap(data) => Ok(data),
+        _ => Err(map_error(NAT_FLOWS)(aya::maps::MapError::InvalidMapType {
+            map_type: 0,
+        })),
     }
-    Ok(all)
+}
+
+fn batch_error(source: std::io::Error) -> EbpfError {
+    map_error(NAT_FLOWS)(aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+        call: "bpf_map_lookup_batch",
+        io_error: source,
+    }))
+}
+
+/// Reads every entry of the connection table, a batch at a time.
+pub fn entries(map: &aya::maps::Map) -> Result<Vec<(FlowKey, FlowEntry)>, EbpfError> {
+    batch::read_all(table(map)?.fd().as_fd()).map_err(batch_error)
+}
+
+/// Deletes `keys` from the connection table; whether each was there.
+fn delete(map: &aya::maps::Map, keys: &[FlowKey]) -> Result<Vec<bool>, EbpfError> {
+    batch::delete(table(map)?.fd().as_fd(), keys).map_err(batch_error)
 }
 
 /// Removes every flow of DUT NIC `dut_ifindex` (both halves carry it), when
 /// its network goes away.
 pub fn forget_interface(map: &mut aya::maps::Map, dut_ifindex: u32) -> Result<(), EbpfError> {
-    let mut map: HashMap<_, FlowKey, FlowEntry> =
-        HashMap::try_from(map).map_err(map_error(NAT_FLOWS))?;
-    for (key, entry) in entries(&map)? {
-        if entry.dut_ifindex == dut_ifindex {
-            removed(NAT_FLOWS, map.remove(&key))?;
-        }
-    }
-    Ok(())
+    let keys: Vec<FlowKey> = entries(map)?
+        .into_iter()
+        .filter(|(_, entry)| entry.dut_ifindex == dut_ifindex)
+        .map(|(key, _)| key)
+        .collect();
+    delete(map, &keys).map(drop)
+}
+
+/// What the sweeper needs of an inbound half.
+struct InboundHalf {
+    tcp_flags: u8,
+    packets: u32,
+    last_seen_ns: u64,
+    /// Its outbound half was seen.
+    paired: bool,
 }
 
 /// Removes every flow idle for longer than its timeout, and every flow of a
 /// DUT ifindex `timeouts` does not know (its network went away), both halves
-/// together. `now_ns` is CLOCK_MONOTONIC, the programs' clock.
+/// together. `now_ns` is CLOCK_MONOTONIC, the programs' clock. Reads and
+/// deletes in batches, holding only what it needs of each inbound half.
 pub fn sweep(
     map: &mut aya::maps::Map,
     now_ns: u64,
     timeouts: impl Fn(u32) -> Option<FlowTimeouts>,
 ) -> Result<SweepReport, EbpfError> {
-    let mut map: HashMap<_, FlowKey, FlowEntry> =
-        HashMap::try_from(map).map_err(map_error(NAT_FLOWS))?;
-    let all: BTreeMap<FlowKey, FlowEntry> = entries(&map)?.into_iter().collect();
-    let idle = |entry: &FlowEntry| Duration::from_nanos(now_ns.saturating_sub(entry.last_seen_ns));
+    let all = entries(map)?;
+    let idle = |seen: u64| Duration::from_nanos(now_ns.saturating_sub(seen));
+    let mut inbound: std::collections::HashMap<FlowKey, InboundHalf> = all
+        .iter()
+        .filter(|(_, e)| e.direction == direction::INBOUND)
+        .map(|(k, e)| {
+            (
+                *k,
+                InboundHalf {
+                    tcp_flags: e.tcp_flags,
+                    packets: e.packets,
+                    last_seen_ns: e.last_seen_ns,
+                    paired: false,
+                },
+            )
+        })
+        .collect();
     let mut report = SweepReport::default();
-    let mut doomed = Vec::new();
-    for (key, entry) in &all {
-        let peer = all.get(&entry.peer);
-        if entry.direction == direction::INBOUND {
-            if peer.is_none() && idle(entry) > ORPHAN_GRACE {
-                doomed.push((*key, None));
+    let mut doomed_outbound = Vec::new();
+    let mut doomed_inbound = Vec::new();
+    for (key, entry) in all
+        .iter()
+        .filter(|(_, e)| e.direction == direction::OUTBOUND)
+    {
+        let peer = inbound.get_mut(&entry.peer);
+        let (in_flags, in_packets, in_seen) = match peer {
+            Some(half) => {
+                half.paired = true;
+                (half.tcp_flags, half.packets, half.last_seen_ns)
             }
-            continue;
-        }
-        let idle_for = idle(entry).min(peer.map_or(Duration::MAX, idle));
-        let state = flow_state(key.protocol, entry, peer);
+            None => (0, 0, 0),
+        };
+        let idle_for = idle(entry.last_seen_ns.max(in_seen));
+        let state = FlowState::of(key.protocol, entry.tcp_flags, in_flags, in_packets);
         let expired = match timeouts(entry.dut_ifindex) {
             Some(t) => idle_for > t.idle_limit(key.protocol, state),
             None => true,
         };
         if expired {
-            doomed.push((*key, Some(entry.peer)));
+            doomed_outbound.push(*key);
+            doomed_inbound.push(entry.peer);
         } else {
             *report.active.entry(entry.dut_ifindex).or_default() += 1;
             *report.held.entry(dut_of(key)).or_default() += 1;
         }
     }
-    for (key, peer) in doomed {
-        // Outbound first: a packet arriving in between starts a new flow,
-        // which cannot take the port while the old inbound half still holds it.
-        // Counted only when this removal took it: the programs may have
-        // evicted it meanwhile, and counted that.
-        let removed = map.remove(&key).is_ok();
-        if let Some(peer) = peer {
-            let _ = map.remove(&peer);
-            if removed {
-                *report.removed.entry(dut_of(&key)).or_default() += 1;
-            }
+    // Inbound halves whose outbound half is gone, once past the grace.
+    doomed_inbound.extend(
+        inbound
+            .iter()
+            .filter(|(_, half)| !half.paired && idle(half.last_seen_ns) > ORPHAN_GRACE)
+            .map(|(key, _)| *key),
+    );
+    // Outbound first: a packet arriving in between starts a new flow,
+    // which cannot take the port while the old inbound half still holds it.
+    // Counted only when this removal took it: the programs may have evicted
+    // it meanwhile, and counted that.
+    for (key, deleted) in doomed_outbound.iter().zip(delete(map, &doomed_outbound)?) {
+        if deleted {
+            *report.removed.entry(dut_of(key)).or_default() += 1;
         }
-        report.expired += 1;
     }
+    delete(map, &doomed_inbound)?;
+    report.expired = doomed_outbound.len();
     Ok(report)
 }
 
