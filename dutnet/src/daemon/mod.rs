@@ -7,6 +7,7 @@ mod coexist;
 mod control;
 mod lock;
 mod nat;
+mod pressure;
 mod restore;
 mod select;
 mod takeover;
@@ -115,6 +116,8 @@ struct Daemon {
     coexistence: coexist::Coexistence,
     /// The last look for such chains failed (warned once, not every tick).
     coexistence_failing: bool,
+    /// Networks whose flow budget is full, warned about once a minute.
+    pressure: pressure::PressureWatch,
 }
 
 /// `dutnet load`: brings every network up and runs until SIGINT/SIGTERM, then
@@ -153,6 +156,7 @@ pub async fn run(
         ports: None,
         coexistence: coexist::Coexistence::default(),
         coexistence_failing: false,
+        pressure: pressure::PressureWatch::default(),
         networks: config
             .networks
             .into_iter()
@@ -489,12 +493,29 @@ impl Daemon {
                 .find(|n| n.config.interface == iface)
                 .map(|n| nat::timeouts(&n.config))
         };
-        match datapath.sweep(timeouts) {
-            Ok(report) if report.expired > 0 => {
-                debug!(expired = report.expired, active = ?report.active, "NAT flows swept");
+        let report = match datapath.sweep(timeouts) {
+            Ok(report) => report,
+            Err(e) => {
+                warn!(error = %e, "sweeping NAT flows failed; retrying on the next sweep");
+                return;
             }
-            Ok(_) => {}
-            Err(e) => warn!(error = %e, "sweeping NAT flows failed; retrying on the next sweep"),
+        };
+        if report.expired > 0 {
+            debug!(expired = report.expired, active = ?report.active, "NAT flows swept");
+        }
+        match datapath.stats() {
+            Ok(stats) => {
+                let names: Vec<_> = networks
+                    .iter()
+                    .map(|n| pressure::NetworkName {
+                        name: &n.config.name,
+                        iface: &n.config.interface,
+                    })
+                    .collect();
+                self.pressure
+                    .observe(&names, &stats, &report, std::time::Instant::now());
+            }
+            Err(e) => debug!(error = %e, "reading counters after a sweep"),
         }
     }
 
