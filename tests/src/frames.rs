@@ -206,3 +206,55 @@ fn ethernet_ipv4_header(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, l4_len: usiz
     frame.extend_from_slice(&ip);
     frame
 }
+
+/// An Ethernet + IPv4 frame of any `protocol` carrying `payload` as is
+/// (SCTP, GRE, ESP...: no port the NAT could translate).
+#[must_use]
+pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, payload: &[u8]) -> Vec<u8> {
+    let mut frame = ethernet_ipv4_header(src, dst, protocol, payload.len());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// Recomputes the IPv4 header checksum of `frame` after an edit (over what
+/// the frame has of the header, when it lies about its length).
+pub fn fix_ip_checksum(frame: &mut [u8]) {
+    let header_len = usize::from(frame[ETH_HLEN] & 0x0f) * 4;
+    let end = (ETH_HLEN + header_len.max(IPV4_HLEN)).min(frame.len());
+    let ip = &mut frame[ETH_HLEN..end];
+    ip[10..12].copy_from_slice(&[0, 0]);
+    let sum = internet_checksum(ip, 0);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+}
+
+/// `frame` with its TTL set to `ttl`.
+#[must_use]
+pub fn with_ttl(mut frame: Vec<u8>, ttl: u8) -> Vec<u8> {
+    frame[ETH_HLEN + 8] = ttl;
+    fix_ip_checksum(&mut frame);
+    frame
+}
+
+/// `frame` as one fragment: the IP flags and offset set (`offset` in 8-byte
+/// units, `more`: more fragments follow); the payload is kept as is.
+#[must_use]
+pub fn as_fragment(mut frame: Vec<u8>, offset: u16, more: bool) -> Vec<u8> {
+    let field = (offset & 0x1fff) | if more { 0x2000 } else { 0 };
+    frame[ETH_HLEN + 6..ETH_HLEN + 8].copy_from_slice(&field.to_be_bytes());
+    fix_ip_checksum(&mut frame);
+    frame
+}
+
+/// `frame` with a 4-byte IPv4 option (a router alert) inserted after the
+/// fixed header.
+#[must_use]
+pub fn with_ip_option(frame: &[u8]) -> Vec<u8> {
+    let mut out = frame[..ETH_HLEN + IPV4_HLEN].to_vec();
+    out.extend_from_slice(&[0x94, 0x04, 0x00, 0x00]);
+    out.extend_from_slice(&frame[ETH_HLEN + IPV4_HLEN..]);
+    out[ETH_HLEN] = 0x46;
+    let total = u16::from_be_bytes([out[ETH_HLEN + 2], out[ETH_HLEN + 3]]) + 4;
+    out[ETH_HLEN + 2..ETH_HLEN + 4].copy_from_slice(&total.to_be_bytes());
+    fix_ip_checksum(&mut out);
+    out
+}

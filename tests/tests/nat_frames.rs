@@ -445,11 +445,7 @@ fn unsolicited_traffic_to_a_dut_is_dropped_and_the_hosts_own_is_passed() {
 
 /// Recomputes the IPv4 header checksum of a frame edited by a test.
 fn fix_ip_checksum(mut frame: Vec<u8>) -> Vec<u8> {
-    let ihl = usize::from(frame[14] & 0x0f) * 4;
-    let end = (14 + ihl.max(20)).min(frame.len());
-    frame[24..26].copy_from_slice(&[0, 0]);
-    let sum = frames::internet_checksum(&frame[14..end], 0);
-    frame[24..26].copy_from_slice(&sum.to_be_bytes());
+    frames::fix_ip_checksum(&mut frame);
     frame
 }
 

@@ -37,6 +37,7 @@ pub fn ruleset(networks: &[FallbackNetwork], ports: Option<&RangeInclusive<u16>>
     let mut snat = String::new();
     let mut dnat = String::new();
     let mut sets = String::new();
+    let mut guard = String::new();
     let dut_subnets = networks
         .iter()
         .map(|n| n.subnet.trunc().to_string())
@@ -64,9 +65,12 @@ pub fn ruleset(networks: &[FallbackNetwork], ports: Option<&RangeInclusive<u16>>
                 "    iifname {dut} oifname {up} ct state new add @flows_net_{index} {{ iifname ct count over {} }} counter drop comment {comment}",
                 n.flows.flows
             );
+            // From the DUT subnet only: a spoofed source falls to the
+            // isolation drop below.
             let _ = writeln!(
                 accepts,
-                "    iifname {dut} oifname {up} accept comment {comment}"
+                "    iifname {dut} oifname {up} ip saddr {} accept comment {comment}",
+                n.subnet.trunc()
             );
             let _ = writeln!(
                 accepts,
@@ -117,6 +121,14 @@ pub fn ruleset(networks: &[FallbackNetwork], ports: Option<&RangeInclusive<u16>>
                 snat,
                 "    oifname {up} ip saddr {subnet} masquerade comment {comment}"
             );
+            // The last word, after every translation: a DUT-private source
+            // never leaves upstream (what conntrack could not translate,
+            // such as an ICMP error about no connection or a malformed
+            // SCTP packet, is `invalid` and skips the NAT chains).
+            let _ = writeln!(
+                guard,
+                "    oifname {up} ip saddr {subnet} counter drop comment {comment}"
+            );
         }
         // Whatever was not accepted crosses the isolation: a new connection
         // towards a DUT, or a DUT reaching past its upstream.
@@ -137,6 +149,9 @@ pub fn ruleset(networks: &[FallbackNetwork], ports: Option<&RangeInclusive<u16>>
   chain postrouting {{
     type nat hook postrouting priority srcnat; policy accept;
 {snat}  }}
+  chain leak_guard {{
+    type filter hook postrouting priority srcnat + 1; policy accept;
+{guard}  }}
 }}
 "
     )
@@ -174,7 +189,7 @@ mod tests {
             Some(&(64512..=65535)),
         );
         assert!(
-            text.contains(r#"iifname "dn-dut1" oifname "dn-up" accept"#),
+            text.contains(r#"iifname "dn-dut1" oifname "dn-up" ip saddr 192.168.100.0/24 accept"#),
             "{text}"
         );
         assert!(
@@ -198,8 +213,20 @@ mod tests {
         let per_network = text
             .find("add @flows_net_0 { iifname ct count over 4096 } counter drop")
             .unwrap_or_else(|| panic!("{text}"));
-        let accept = text.find(r#"oifname "dn-up" accept"#).unwrap();
+        let accept = text.find(r#"ip saddr 192.168.100.0/24 accept"#).unwrap();
         assert!(per_dut < accept && per_network < accept, "{text}");
+    }
+
+    #[test]
+    fn an_untranslated_dut_source_is_dropped_after_the_nat_chains() {
+        let text = ruleset(&[net("a", "dn-dut1", Some("dn-up"))], None);
+        let guard = text
+            .find("priority srcnat + 1")
+            .unwrap_or_else(|| panic!("{text}"));
+        let rule = text
+            .find(r#"oifname "dn-up" ip saddr 192.168.100.0/24 counter drop"#)
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(guard < rule, "{text}");
     }
 
     #[test]

@@ -1,0 +1,245 @@
+//! Masquerade never lets a DUT-private address out: a battery of crafted
+//! frames from a DUT (every protocol class, ICMP errors quoting every kind of
+//! packet, IP options, TTL 0 and 1, fragments, spoofed and broadcast
+//! sources) while tcpdump records what reaches the LAN host; any captured
+//! packet carrying a DUT-subnet address, outside or inside an ICMP quote,
+//! fails the test. On both datapaths, judged from the far end.
+use std::{
+    net::{Ipv4Addr, SocketAddrV4},
+    time::Duration,
+};
+
+use dutnet_tests::{
+    Netns, both_datapaths, cmd,
+    far_end::TcpEcho,
+    frames::{self, PROTO_ICMP, PROTO_TCP, PROTO_UDP},
+    nat_lab::{DUT_IP, GATEWAY, LAN_IP, Lab, tcp_exchange},
+    prereq,
+};
+
+const PROTO_GRE: u8 = 47;
+const PROTO_ESP: u8 = 50;
+const PROTO_SCTP: u8 = 132;
+/// RFC 3692's experimental protocol number: nothing tracks it.
+const PROTO_EXPERIMENTAL: u8 = 253;
+
+/// The interface's MAC in `ns`.
+fn mac(ns: &Netns, iface: &str) -> [u8; 6] {
+    let text = ns
+        .exec("cat", &[&format!("/sys/class/net/{iface}/address")])
+        .ok()
+        .stdout;
+    let bytes: Vec<u8> = text
+        .trim()
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect();
+    bytes.try_into().unwrap()
+}
+
+/// Writes `frames` onto the DUT's `eth0`, as the DUT would send them.
+fn inject(dut: &Netns, frames: &[Vec<u8>]) {
+    let hex: Vec<String> = frames
+        .iter()
+        .map(|f| f.iter().map(|b| format!("{b:02x}")).collect())
+        .collect();
+    let script = format!(
+        "import socket,time\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\ns.bind(('eth0',0))\nfor h in {hex:?}:\n    s.send(bytes.fromhex(h))\n    time.sleep(0.002)\n"
+    );
+    dut.exec("python3", &["-c", &script]).ok();
+}
+
+/// The battery: what a DUT may send towards the LAN host, as frames from
+/// its MAC to the gateway's.
+fn battery(dut_mac: [u8; 6], gateway_mac: [u8; 6]) -> Vec<(String, Vec<u8>)> {
+    let lan = LAN_IP;
+    let udp = frames::udp((DUT_IP, 6000), (lan, 5000), b"udp");
+    let tcp = frames::tcp((DUT_IP, 6001), (lan, 5001), 0x02, b"");
+    let echo = frames::icmp_echo(DUT_IP, lan, 8, 0x7777, 1);
+    // Replies the DUT never got: what it quotes in its errors.
+    let quoted_udp = frames::udp((lan, 5000), (DUT_IP, 6100), b"a reply");
+    let quoted_tcp = frames::tcp((lan, 5001), (DUT_IP, 6101), 0x12, b"");
+    let quoted_echo = frames::icmp_echo(lan, DUT_IP, 0, 0x7778, 1);
+    let quoted_other = frames::ipv4(lan, DUT_IP, PROTO_SCTP, &[0; 16]);
+    let mut all: Vec<(String, Vec<u8>)> = vec![
+        ("udp".into(), udp.clone()),
+        ("tcp syn".into(), tcp.clone()),
+        ("icmp echo".into(), echo),
+        (
+            "sctp".into(),
+            frames::ipv4(
+                DUT_IP,
+                lan,
+                PROTO_SCTP,
+                &[0x13, 0x88, 0x13, 0x88, 0, 0, 0, 0, 0, 0, 0, 0],
+            ),
+        ),
+        (
+            "gre".into(),
+            frames::ipv4(DUT_IP, lan, PROTO_GRE, &[0, 0, 0x08, 0, 0x45, 0, 0, 20]),
+        ),
+        (
+            "esp".into(),
+            frames::ipv4(
+                DUT_IP,
+                lan,
+                PROTO_ESP,
+                &[0, 0, 0, 1, 0, 0, 0, 1, 0xaa, 0xbb],
+            ),
+        ),
+        (
+            "protocol 253".into(),
+            frames::ipv4(DUT_IP, lan, PROTO_EXPERIMENTAL, b"whatever"),
+        ),
+        ("udp with an ip option".into(), frames::with_ip_option(&udp)),
+        ("tcp with an ip option".into(), frames::with_ip_option(&tcp)),
+        ("udp ttl 0".into(), frames::with_ttl(udp.clone(), 0)),
+        ("udp ttl 1".into(), frames::with_ttl(udp.clone(), 1)),
+        ("tcp ttl 1".into(), frames::with_ttl(tcp.clone(), 1)),
+        (
+            "first fragment".into(),
+            frames::as_fragment(frames::udp((DUT_IP, 6002), (lan, 5002), &[7; 64]), 0, true),
+        ),
+        (
+            "middle fragment".into(),
+            frames::as_fragment(frames::ipv4(DUT_IP, lan, PROTO_UDP, &[8; 64]), 9, true),
+        ),
+        (
+            "last fragment".into(),
+            frames::as_fragment(frames::ipv4(DUT_IP, lan, PROTO_UDP, &[9; 64]), 18, false),
+        ),
+    ];
+    for (name, quoted) in [
+        ("udp", &quoted_udp),
+        ("tcp", &quoted_tcp),
+        ("echo reply", &quoted_echo),
+        ("sctp", &quoted_other),
+    ] {
+        for (kind, code) in [(3, 3), (3, 1), (11, 0), (12, 0)] {
+            all.push((
+                format!("icmp {kind}/{code} quoting {name}"),
+                frames::icmp_error(DUT_IP, lan, (kind, code), 0, frames::ip_packet(quoted), 28),
+            ));
+        }
+    }
+    for spoofed in [
+        Ipv4Addr::new(8, 8, 8, 8),
+        Ipv4Addr::new(10, 99, 0, 2),
+        GATEWAY,
+        Ipv4Addr::new(192, 168, 100, 255),
+        Ipv4Addr::new(192, 168, 100, 0),
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::LOCALHOST,
+        Ipv4Addr::new(224, 0, 0, 5),
+    ] {
+        all.push((
+            format!("udp from {spoofed}"),
+            frames::udp((spoofed, 6003), (lan, 5003), b"spoofed"),
+        ));
+    }
+    for dst in [
+        Ipv4Addr::BROADCAST,
+        Ipv4Addr::new(224, 0, 0, 1),
+        Ipv4Addr::new(10, 99, 0, 255),
+    ] {
+        all.push((
+            format!("udp to {dst}"),
+            frames::udp((DUT_IP, 6004), (dst, 5004), b"b"),
+        ));
+    }
+    for (_, frame) in &mut all {
+        frames::set_macs(frame, gateway_mac, dut_mac);
+    }
+    all
+}
+
+/// What tcpdump recorded, as `tcpdump -r -nn -v` shows it (quoted headers
+/// of ICMP errors included).
+fn capture_text(lab: &Lab, capture: &std::path::Path) -> String {
+    lab.lan
+        .exec("tcpdump", &["-r", &capture.to_string_lossy(), "-nn", "-v"])
+        .ok()
+        .stdout
+}
+
+/// Sources no packet reaching the LAN may carry: the DUT subnet's, and the
+/// martians the battery spoofs.
+const FORBIDDEN: [&str; 5] = [
+    "192.168.100.",
+    "8.8.8.8",
+    "127.0.0.1",
+    "0.0.0.0",
+    "224.0.0.5",
+];
+
+/// Every packet of the capture (its header line and the line that shows
+/// it) with a forbidden address, outside or inside an ICMP quote.
+fn leaked(capture: &str) -> Vec<String> {
+    let lines: Vec<&str> = capture.lines().collect();
+    lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| FORBIDDEN.iter().any(|f| l.contains(f)))
+        .map(|(i, l)| {
+            let header = lines[..i]
+                .iter()
+                .rev()
+                .find(|p| p.contains(" IP "))
+                .unwrap_or(&"");
+            format!("{header}\n    {l}")
+        })
+        .collect()
+}
+
+fn nothing_dut_private_leaves(datapath: &str) {
+    prereq::require("tcpdump", "tcpdump");
+    prereq::require("python3", "python3");
+    let mut lab = Lab::new(1);
+    let _server = TcpEcho::start(&lab.lan, SocketAddrV4::new(LAN_IP, 7100));
+    lab.load_on(datapath, "");
+    // A live connection and flows, so errors and punts have something to
+    // be confused with.
+    tcp_exchange(lab.dut(1), SocketAddrV4::new(LAN_IP, 7100), "warm up");
+    let capture = lab.topology.path("lan.pcap");
+    let mut tcpdump = lab.lan.spawn(
+        "tcpdump",
+        &[
+            "-i",
+            "eth0",
+            "-nn",
+            "-U",
+            "--immediate-mode",
+            "-w",
+            &capture.to_string_lossy(),
+            "ip",
+        ],
+        &[],
+        lab.topology.path("tcpdump.log"),
+    );
+    cmd::wait_for(Duration::from_secs(5), || {
+        tcpdump.log().contains("listening").then_some(())
+    });
+    let dut_mac = mac(lab.dut(1), "eth0");
+    let gateway_mac = mac(&lab.exporter, "dn-dut1");
+    let battery = battery(dut_mac, gateway_mac);
+    let frames: Vec<Vec<u8>> = battery.iter().map(|(_, f)| f.clone()).collect();
+    inject(lab.dut(1), &frames);
+    std::thread::sleep(Duration::from_millis(500));
+    tcpdump.terminate();
+    let seen = capture_text(&lab, &capture);
+    assert!(
+        seen.contains("10.99.0.2.6000 > 10.99.0.1.5000: UDP"),
+        "the battery's plain UDP datagram never reached the LAN translated: the capture proves nothing:\n{seen}\n{}",
+        tcpdump.log()
+    );
+    let leaks = leaked(&seen);
+    assert!(
+        leaks.is_empty(),
+        "DUT-private addresses reached the LAN ({} lines):\n{}\n{}",
+        leaks.len(),
+        leaks.join("\n"),
+        lab.report()
+    );
+}
+
+both_datapaths!(nothing_dut_private_leaves);
