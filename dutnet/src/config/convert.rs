@@ -10,6 +10,8 @@ use std::{
 
 use ipnet::Ipv4Net;
 
+use crate::datapath::FlowLimits;
+
 use super::{
     duration,
     error::{ConfigError, Problem, join},
@@ -119,6 +121,7 @@ pub(crate) fn build(w: NetworkWire, p: &mut Vec<Problem>) -> Network {
     let range_ok = range_start.is_some() && range_end.is_some();
     let explicit = Explicit {
         range: w.dhcp_range_start.is_some() || w.dhcp_range_end.is_some(),
+        flows_per_dut: w.nat_flows_per_dut.is_some(),
     };
 
     let nat_mode = parse_or(p, "nat_mode", &w.nat_mode, NatMode::Masquerade);
@@ -130,6 +133,10 @@ pub(crate) fn build(w: NetworkWire, p: &mut Vec<Problem>) -> Network {
         None => DEFAULT_NAT_TABLE_SIZE,
         // Out of u32 range is out of the allowed range too: saturate and let
         // the range rule report it with the bounds.
+        Some(n) => u32::try_from(n).unwrap_or(u32::MAX),
+    };
+    let nat_flows_per_dut = match w.nat_flows_per_dut {
+        None => FlowLimits::new(nat_table_size).per_dut,
         Some(n) => u32::try_from(n).unwrap_or(u32::MAX),
     };
     let dns_servers = match &w.dns_servers {
@@ -214,6 +221,7 @@ pub(crate) fn build(w: NetworkWire, p: &mut Vec<Problem>) -> Network {
         dns_timeout,
         udp_timeout,
         nat_table_size,
+        nat_flows_per_dut,
         state_dir: w.state_dir.map(PathBuf::from),
     };
 

@@ -3,7 +3,7 @@
 //!
 //! The keys and defaults are jumpstarter DutNetwork's, plus dutnet's own
 //! (`datapath`, `lease_time`, `domain`, `dns_timeout`, `udp_timeout`,
-//! `nat_table_size`). A file is one network mapping, a `networks:` list, or a
+//! `nat_table_size`, `nat_flows_per_dut`). A file is one network mapping, a `networks:` list, or a
 //! jumpstarter exporter file as is; see `docs/config.md`. Loading reports every
 //! problem at once, each with its key path, the bad value and the fix.
 mod convert;

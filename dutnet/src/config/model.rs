@@ -42,8 +42,10 @@ pub struct Network {
     /// Idle time after which a UDP NAT mapping is dropped.
     #[serde(serialize_with = "duration::serialize")]
     pub udp_timeout: Duration,
-    /// Entries of the NAT connection table.
+    /// Flows the network may hold in the NAT connection table.
     pub nat_table_size: u32,
+    /// Flows one DUT (one source address) may hold of those.
+    pub nat_flows_per_dut: u32,
     pub state_dir: Option<PathBuf>,
 }
 

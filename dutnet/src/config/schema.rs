@@ -71,6 +71,7 @@ pub const NETWORK_FIELDS: &[Field] = &[
     f("dns_timeout", Kind::Duration),
     f("udp_timeout", Kind::Duration),
     f("nat_table_size", Kind::UInt),
+    f("nat_flows_per_dut", Kind::UInt),
 ];
 
 /// Checks `value` against `fields` and normalizes it in place (numbers where

@@ -79,6 +79,7 @@ fn single_mapping_gets_every_default() {
     assert_eq!(n.dns_timeout, Duration::from_secs(2));
     assert_eq!(n.udp_timeout, Duration::from_secs(120));
     assert_eq!(n.nat_table_size, 65_536);
+    assert_eq!(n.nat_flows_per_dut, 32_768);
     assert_eq!(n.state_dir, None);
     assert!(c.notes.is_empty());
 }
@@ -688,6 +689,45 @@ fn timeouts_and_table_size() {
         &single("nat_table_size: 99999999999\n"),
         "nat_table_size",
         "out of range",
+    );
+}
+
+#[test]
+fn flows_per_dut_defaults_to_half_the_table() {
+    let n = &load(&single("nat_table_size: 1025\n")).networks[0];
+    assert_eq!(n.nat_flows_per_dut, 512);
+}
+
+#[test]
+fn flows_per_dut_can_be_set() {
+    let n = &load(&single("nat_table_size: 2048\nnat_flows_per_dut: 100\n")).networks[0];
+    assert_eq!((n.nat_table_size, n.nat_flows_per_dut), (2048, 100));
+    // One DUT may be given the whole table.
+    let n = &load(&single("nat_table_size: 2048\nnat_flows_per_dut: 2048\n")).networks[0];
+    assert_eq!(n.nat_flows_per_dut, 2048);
+}
+
+#[test]
+fn flows_per_dut_within_the_table() {
+    assert_problem(
+        &single("nat_flows_per_dut: 0\n"),
+        "nat_flows_per_dut",
+        "use 1 to 65536 (default: half of nat_table_size, 32768)",
+    );
+    assert_problem(
+        &single("nat_table_size: 2048\nnat_flows_per_dut: 2049\n"),
+        "nat_flows_per_dut",
+        "2049 is more than nat_table_size (2048), the flows of the whole network; use at most 2048",
+    );
+    assert_problem(
+        "networks:\n  - {name: a, interface: eth2, nat_flows_per_dut: 99999999999}\n",
+        "networks[0].nat_flows_per_dut",
+        "use at most 65536",
+    );
+    assert_problem(
+        &single("nat_flows_per_dut: -1\n"),
+        "nat_flows_per_dut",
+        "a non-negative integer",
     );
 }
 

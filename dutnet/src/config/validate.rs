@@ -3,6 +3,8 @@
 //! additions go through the same functions ([`Network::check_new_address`]).
 use std::{collections::HashMap, net::Ipv4Addr, time::Duration};
 
+use crate::datapath::FlowLimits;
+
 use super::{
     duration,
     error::{ConfigError, Problem, join},
@@ -182,6 +184,8 @@ fn host_in_subnet(net: &Network, ip: Ipv4Addr) -> Result<(), String> {
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Explicit {
     pub range: bool,
+    /// The default share always fits the table; an explicit one may not.
+    pub flows_per_dut: bool,
 }
 
 /// The network-wide rules (addresses and DNS entries are checked one by one
@@ -252,12 +256,35 @@ pub(crate) fn check_network(net: &Network, layout: Layout, explicit: Explicit) -
             ),
         ));
     }
+    if explicit.flows_per_dut {
+        check_flows_per_dut(net, &mut p);
+    }
     if let Some(domain) = &net.domain
         && let Err(why) = names::check_hostname(domain)
     {
         p.push(Problem::new("domain", why));
     }
     p
+}
+
+fn check_flows_per_dut(net: &Network, p: &mut Vec<Problem>) {
+    let (share, table) = (net.nat_flows_per_dut, net.nat_table_size);
+    let default = FlowLimits::new(table).per_dut;
+    if share == 0 {
+        p.push(Problem::new(
+            "nat_flows_per_dut",
+            format!(
+                "0 would refuse every DUT connection; use 1 to {table} (default: half of nat_table_size, {default})"
+            ),
+        ));
+    } else if share > table {
+        p.push(Problem::new(
+            "nat_flows_per_dut",
+            format!(
+                "{share} is more than nat_table_size ({table}), the flows of the whole network; use at most {table}, or raise nat_table_size"
+            ),
+        ));
+    }
 }
 
 fn check_range(net: &Network, explicit: Explicit, p: &mut Vec<Problem>) {

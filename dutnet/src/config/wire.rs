@@ -36,6 +36,7 @@ pub struct NetworkWire {
     pub dns_timeout: Option<DurationWire>,
     pub udp_timeout: Option<DurationWire>,
     pub nat_table_size: Option<u64>,
+    pub nat_flows_per_dut: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

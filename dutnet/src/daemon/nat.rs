@@ -24,9 +24,12 @@ pub fn sweep_interval<'a>(networks: impl Iterator<Item = &'a Network>) -> Durati
         .clamp(Duration::from_secs(1), Duration::from_secs(10))
 }
 
-/// The network's share of the connection table.
+/// The network's share of the connection table, and one DUT's share of it.
 pub fn flow_limits(network: &Network) -> FlowLimits {
-    FlowLimits::new(network.nat_table_size)
+    FlowLimits {
+        flows: network.nat_table_size,
+        per_dut: network.nat_flows_per_dut,
+    }
 }
 
 pub fn timeouts(network: &Network) -> FlowTimeouts {
@@ -219,6 +222,23 @@ mod tests {
     fn network(subnet: &str) -> Network {
         let yaml = format!("interface: dn-x\nsubnet: {subnet}\n");
         crate::config::parse_str(&yaml).unwrap().networks.remove(0)
+    }
+
+    #[test]
+    fn flow_limits_are_the_configured_shares() {
+        let yaml = "interface: dn-x\nnat_table_size: 4096\nnat_flows_per_dut: 100\n";
+        let net = crate::config::parse_str(yaml).unwrap().networks.remove(0);
+        assert_eq!(
+            flow_limits(&net),
+            FlowLimits {
+                flows: 4096,
+                per_dut: 100
+            }
+        );
+        assert_eq!(
+            flow_limits(&network("10.0.0.0/24")),
+            FlowLimits::new(65_536)
+        );
     }
 
     #[test]
