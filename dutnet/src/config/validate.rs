@@ -3,17 +3,20 @@
 //! additions go through the same functions ([`Network::check_new_address`]).
 use std::{collections::HashMap, net::Ipv4Addr, time::Duration};
 
-use crate::datapath::FlowLimits;
+use crate::datapath::{FlowLimits, expiry::FlowTimeouts};
 
 use super::{
     duration,
     error::{ConfigError, Problem, join},
-    model::{AddressEntry, DnsEntry, NatMode, Network},
+    model::{AddressEntry, DnsEntry, NatMode, Network, nat_timeout_entries},
     names,
 };
 
 pub const MIN_LEASE_TIME: Duration = Duration::from_secs(60);
 pub const MIN_UDP_TIMEOUT: Duration = Duration::from_secs(1);
+/// Shortest `nat_timeouts` value: the sweeper looks at most once a second,
+/// so a shorter timeout would not be kept, and 0 would end every flow.
+pub const MIN_NAT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const NAT_TABLE_SIZES: std::ops::RangeInclusive<u32> = 1024..=4_194_304;
 
 /// Whether the subnet and gateway parsed: checks against them are skipped
@@ -230,14 +233,31 @@ pub(crate) fn check_network(net: &Network, layout: Layout, explicit: Explicit) -
             ),
         ));
     }
-    if net.udp_timeout < MIN_UDP_TIMEOUT {
+    if net.nat_timeouts.udp < MIN_UDP_TIMEOUT {
         p.push(Problem::new(
             "udp_timeout",
             format!(
                 "{} is too short; use at least 1s (default \"2m\")",
-                duration::format(net.udp_timeout)
+                duration::format(net.nat_timeouts.udp)
             ),
         ));
+    }
+    let defaults = nat_timeout_entries(&FlowTimeouts::default());
+    for ((key, value), (_, default)) in nat_timeout_entries(&net.nat_timeouts)
+        .into_iter()
+        .zip(defaults)
+    {
+        if value < MIN_NAT_TIMEOUT {
+            p.push(Problem::new(
+                join("nat_timeouts", key),
+                format!(
+                    "{} is too short; use at least {} (default \"{}\")",
+                    duration::format(value),
+                    duration::format(MIN_NAT_TIMEOUT),
+                    duration::format(default)
+                ),
+            ));
+        }
     }
     if net.dns_timeout.is_zero() {
         p.push(Problem::new(

@@ -13,12 +13,13 @@ use crate::{
     netlink::{Link, Netlink},
 };
 
-/// How often idle flows are looked for: often enough that a flow outlives its
-/// timeout by at most half of it, never more than every 10 s (a sweep reads
-/// the whole table).
+/// How often idle flows are looked for: every half of the shortest timeout of
+/// any network, so that a flow outlives its timeout by at most half of it;
+/// at most once a second (a sweep reads the whole table) and at least every
+/// 10 s.
 pub fn sweep_interval<'a>(networks: impl Iterator<Item = &'a Network>) -> Duration {
     networks
-        .map(|n| n.udp_timeout / 2)
+        .map(|n| n.nat_timeouts.shortest() / 2)
         .min()
         .unwrap_or(Duration::MAX)
         .clamp(Duration::from_secs(1), Duration::from_secs(10))
@@ -32,8 +33,9 @@ pub fn flow_limits(network: &Network) -> FlowLimits {
     }
 }
 
+/// The network's idle timeouts by flow state (`udp_timeout`, `nat_timeouts`).
 pub fn timeouts(network: &Network) -> FlowTimeouts {
-    FlowTimeouts::with_udp(network.udp_timeout)
+    network.nat_timeouts
 }
 
 /// The datapath's view of `network`, whose DUT interface was taken over with
@@ -239,6 +241,51 @@ mod tests {
             flow_limits(&network("10.0.0.0/24")),
             FlowLimits::new(65_536)
         );
+    }
+
+    #[test]
+    fn timeouts_are_the_configured_ones() {
+        let yaml = "interface: dn-x\nudp_timeout: 5m\nnat_timeouts: {tcp_close: 3s}\n";
+        let net = crate::config::parse_str(yaml).unwrap().networks.remove(0);
+        let t = timeouts(&net);
+        assert_eq!(
+            (t.udp, t.tcp_close, t.icmp),
+            (
+                Duration::from_secs(300),
+                Duration::from_secs(3),
+                Duration::from_secs(60)
+            )
+        );
+    }
+
+    #[test]
+    fn the_sweep_follows_the_shortest_timeout_of_any_network() {
+        let with = |extra: &str| {
+            let yaml = format!("interface: dn-x\n{extra}");
+            crate::config::parse_str(&yaml).unwrap().networks.remove(0)
+        };
+        // The default tcp_close (10 s) is the shortest: every 5 s.
+        let default = with("");
+        assert_eq!(
+            sweep_interval([&default].into_iter()),
+            Duration::from_secs(5)
+        );
+        let short = with("nat_timeouts: {unreplied: 4s}\n");
+        assert_eq!(
+            sweep_interval([&default, &short].into_iter()),
+            Duration::from_secs(2)
+        );
+        // Never more often than every second, never rarer than every 10 s.
+        let shortest = with("nat_timeouts: {icmp: 1s}\n");
+        assert_eq!(
+            sweep_interval([&shortest].into_iter()),
+            Duration::from_secs(1)
+        );
+        let long = with(
+            "udp_timeout: 1h\nnat_timeouts: {unreplied: 1h, icmp: 1h, tcp_syn: 1h, tcp_fin_wait: 1h, tcp_time_wait: 1h, tcp_close: 1h}\n",
+        );
+        assert_eq!(sweep_interval([&long].into_iter()), Duration::from_secs(10));
+        assert_eq!(sweep_interval([].into_iter()), Duration::from_secs(10));
     }
 
     #[test]
