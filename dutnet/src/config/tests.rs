@@ -178,6 +178,13 @@ fn shipped_examples_load() {
     let lab = load(include_str!("../../../examples/lab.yaml"));
     assert_eq!(lab.networks.len(), 4);
     assert_eq!(lab.networks[0].subnet, lab.networks[1].subnet);
+    // The reference shows the defaults: they must be the defaults.
+    let bench_a = &lab.networks[0];
+    assert_eq!(bench_a.nat_timeouts, FlowTimeouts::default());
+    assert_eq!(
+        (bench_a.nat_table_size, bench_a.nat_flows_per_dut),
+        (DEFAULT_NAT_TABLE_SIZE, DEFAULT_NAT_TABLE_SIZE / 2)
+    );
     let demo = load(include_str!("../../../examples/demo.yaml"));
     let names: Vec<_> = demo.networks.iter().map(|n| n.name.as_str()).collect();
     assert_eq!(names, ["dut1", "dut2"]);
