@@ -10,13 +10,15 @@ use std::{
 
 use ipnet::Ipv4Net;
 
+use crate::datapath::{FlowLimits, expiry::FlowTimeouts};
+
 use super::{
     duration,
     error::{ConfigError, Problem, join},
     model::{AddressEntry, DatapathChoice, DhcpSettings, DnsEntry, MacAddr, NatMode, Network},
     names,
     validate::{self, Explicit, Layout},
-    wire::{AddressWire, DnsEntryWire, DurationWire, NetworkWire},
+    wire::{AddressWire, DnsEntryWire, DurationWire, NatTimeoutsWire, NetworkWire},
 };
 
 pub const DEFAULT_SUBNET: Ipv4Net = match Ipv4Net::new(Ipv4Addr::new(192, 168, 100, 0), 24) {
@@ -119,6 +121,7 @@ pub(crate) fn build(w: NetworkWire, p: &mut Vec<Problem>) -> Network {
     let range_ok = range_start.is_some() && range_end.is_some();
     let explicit = Explicit {
         range: w.dhcp_range_start.is_some() || w.dhcp_range_end.is_some(),
+        flows_per_dut: w.nat_flows_per_dut.is_some(),
     };
 
     let nat_mode = parse_or(p, "nat_mode", &w.nat_mode, NatMode::Masquerade);
@@ -126,10 +129,15 @@ pub(crate) fn build(w: NetworkWire, p: &mut Vec<Problem>) -> Network {
     let lease_time = opt_duration(p, "lease_time", &w.lease_time, DEFAULT_LEASE_TIME);
     let dns_timeout = opt_duration(p, "dns_timeout", &w.dns_timeout, DEFAULT_DNS_TIMEOUT);
     let udp_timeout = opt_duration(p, "udp_timeout", &w.udp_timeout, DEFAULT_UDP_TIMEOUT);
+    let nat_timeouts = nat_timeouts(p, udp_timeout, w.nat_timeouts.unwrap_or_default());
     let nat_table_size = match w.nat_table_size {
         None => DEFAULT_NAT_TABLE_SIZE,
         // Out of u32 range is out of the allowed range too: saturate and let
         // the range rule report it with the bounds.
+        Some(n) => u32::try_from(n).unwrap_or(u32::MAX),
+    };
+    let nat_flows_per_dut = match w.nat_flows_per_dut {
+        None => FlowLimits::new(nat_table_size).per_dut,
         Some(n) => u32::try_from(n).unwrap_or(u32::MAX),
     };
     let dns_servers = match &w.dns_servers {
@@ -212,8 +220,9 @@ pub(crate) fn build(w: NetworkWire, p: &mut Vec<Problem>) -> Network {
         dns_entries,
         domain: w.domain,
         dns_timeout,
-        udp_timeout,
+        nat_timeouts,
         nat_table_size,
+        nat_flows_per_dut,
         state_dir: w.state_dir.map(PathBuf::from),
     };
 
@@ -245,6 +254,25 @@ pub(crate) fn build(w: NetworkWire, p: &mut Vec<Problem>) -> Network {
         p.extend(found.into_iter().map(|q| prefix(&dns_paths[i], q)));
     }
     net
+}
+
+/// The idle timeouts: `udp_timeout` for replied UDP, `nat_timeouts` (or
+/// conntrack-like defaults) for the other states.
+fn nat_timeouts(p: &mut Vec<Problem>, udp: Duration, w: NatTimeoutsWire) -> FlowTimeouts {
+    let d = FlowTimeouts::default();
+    let mut state = |key: &str, value: &Option<DurationWire>, default: Duration| {
+        opt_duration(p, &join("nat_timeouts", key), value, default)
+    };
+    FlowTimeouts {
+        unreplied: state("unreplied", &w.unreplied, d.unreplied),
+        udp,
+        icmp: state("icmp", &w.icmp, d.icmp),
+        tcp_syn: state("tcp_syn", &w.tcp_syn, d.tcp_syn),
+        tcp_established: state("tcp_established", &w.tcp_established, d.tcp_established),
+        tcp_fin_wait: state("tcp_fin_wait", &w.tcp_fin_wait, d.tcp_fin_wait),
+        tcp_time_wait: state("tcp_time_wait", &w.tcp_time_wait, d.tcp_time_wait),
+        tcp_close: state("tcp_close", &w.tcp_close, d.tcp_close),
+    }
 }
 
 /// `None` when the entry is unusable (its problems are in `p`).

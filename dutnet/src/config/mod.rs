@@ -3,7 +3,7 @@
 //!
 //! The keys and defaults are jumpstarter DutNetwork's, plus dutnet's own
 //! (`datapath`, `lease_time`, `domain`, `dns_timeout`, `udp_timeout`,
-//! `nat_table_size`). A file is one network mapping, a `networks:` list, or a
+//! `nat_table_size`, `nat_flows_per_dut`, `nat_timeouts`). A file is one network mapping, a `networks:` list, or a
 //! jumpstarter exporter file as is; see `docs/config.md`. Loading reports every
 //! problem at once, each with its key path, the bad value and the fix.
 mod convert;
@@ -26,7 +26,7 @@ pub use convert::{
 };
 pub use error::{ConfigError, Problem};
 pub use model::{AddressEntry, DatapathChoice, DhcpSettings, DnsEntry, MacAddr, NatMode, Network};
-pub use validate::{MIN_LEASE_TIME, MIN_UDP_TIMEOUT, NAT_TABLE_SIZES};
+pub use validate::{MIN_LEASE_TIME, MIN_NAT_TIMEOUT, MIN_UDP_TIMEOUT, NAT_TABLE_SIZES};
 
 /// The networks of a config file, plus notes about what was ignored (the
 /// other exports of a jumpstarter exporter file, for instance).

@@ -9,9 +9,10 @@ use std::{
 };
 
 use ipnet::Ipv4Net;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer, ser::SerializeMap};
 
 use super::duration;
+use crate::datapath::expiry::FlowTimeouts;
 
 /// One isolated network behind one DUT NIC.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -39,12 +40,49 @@ pub struct Network {
     pub domain: Option<String>,
     #[serde(serialize_with = "duration::serialize")]
     pub dns_timeout: Duration,
-    /// Idle time after which a UDP NAT mapping is dropped.
-    #[serde(serialize_with = "duration::serialize")]
-    pub udp_timeout: Duration,
-    /// Entries of the NAT connection table.
+    /// How long a NAT flow may stay idle, by state. Replied UDP (`udp`) is
+    /// the `udp_timeout` key, the other states are `nat_timeouts`; the
+    /// normalized model is written with the same two keys.
+    #[serde(flatten, serialize_with = "serialize_timeouts")]
+    pub nat_timeouts: FlowTimeouts,
+    /// Flows the network may hold in the NAT connection table.
     pub nat_table_size: u32,
+    /// Flows one DUT (one source address) may hold of those.
+    pub nat_flows_per_dut: u32,
     pub state_dir: Option<PathBuf>,
+}
+
+/// The `nat_timeouts` keys and their values: every state but replied UDP.
+pub(crate) fn nat_timeout_entries(t: &FlowTimeouts) -> [(&'static str, Duration); 7] {
+    [
+        ("unreplied", t.unreplied),
+        ("icmp", t.icmp),
+        ("tcp_syn", t.tcp_syn),
+        ("tcp_established", t.tcp_established),
+        ("tcp_fin_wait", t.tcp_fin_wait),
+        ("tcp_time_wait", t.tcp_time_wait),
+        ("tcp_close", t.tcp_close),
+    ]
+}
+
+/// `udp_timeout` and `nat_timeouts` as a file writes them, so that what
+/// `config check` prints loads again: `nat_timeouts.udp` is refused there,
+/// and would say the same value twice.
+fn serialize_timeouts<S: Serializer>(t: &FlowTimeouts, s: S) -> Result<S::Ok, S::Error> {
+    struct ByState<'a>(&'a FlowTimeouts);
+    impl Serialize for ByState<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_map(
+                nat_timeout_entries(self.0)
+                    .into_iter()
+                    .map(|(key, d)| (key, duration::format(d))),
+            )
+        }
+    }
+    let mut map = s.serialize_map(Some(2))?;
+    map.serialize_entry("udp_timeout", &duration::format(t.udp))?;
+    map.serialize_entry("nat_timeouts", &ByState(t))?;
+    map.end()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

@@ -23,6 +23,12 @@ pub enum Kind {
     StrList,
     /// A list of mappings with these keys.
     Table(&'static [Field]),
+    /// A mapping with these keys.
+    Mapping(&'static [Field]),
+    /// A key people are likely to write here that belongs elsewhere: refused
+    /// with this message (saying where), whatever its value, and left out of
+    /// the known keys a "did you mean" offers.
+    Refused(&'static str),
     /// Anything; the model decides (the jumpstarter keys dutnet does not implement).
     Any,
 }
@@ -45,6 +51,24 @@ pub const ADDRESS_FIELDS: &[Field] = &[
 ];
 
 pub const DNS_ENTRY_FIELDS: &[Field] = &[f("hostname", Kind::Str), f("ip", Kind::Str)];
+
+/// `nat_timeouts`: the idle timeout of each flow state but replied UDP, which
+/// is the older top-level `udp_timeout`.
+pub const NAT_TIMEOUT_FIELDS: &[Field] = &[
+    f("unreplied", Kind::Duration),
+    f("icmp", Kind::Duration),
+    f("tcp_syn", Kind::Duration),
+    f("tcp_established", Kind::Duration),
+    f("tcp_fin_wait", Kind::Duration),
+    f("tcp_time_wait", Kind::Duration),
+    f("tcp_close", Kind::Duration),
+    f(
+        "udp",
+        Kind::Refused(
+            "replied UDP flows are timed by the network's `udp_timeout`; move this value there",
+        ),
+    ),
+];
 
 /// Every key of a network mapping: jumpstarter DutNetwork's, then dutnet's own.
 pub const NETWORK_FIELDS: &[Field] = &[
@@ -71,6 +95,8 @@ pub const NETWORK_FIELDS: &[Field] = &[
     f("dns_timeout", Kind::Duration),
     f("udp_timeout", Kind::Duration),
     f("nat_table_size", Kind::UInt),
+    f("nat_flows_per_dut", Kind::UInt),
+    f("nat_timeouts", Kind::Mapping(NAT_TIMEOUT_FIELDS)),
 ];
 
 /// Checks `value` against `fields` and normalizes it in place (numbers where
@@ -97,7 +123,7 @@ pub fn check_mapping(value: &mut Value, fields: &[Field], path: &str, problems: 
                 format!(
                     "key {} is not a string; keys are names like `{}`",
                     describe(key),
-                    fields[0].key
+                    accepted(fields).next().unwrap_or_default()
                 ),
             ));
             drop.push(key.clone());
@@ -105,7 +131,7 @@ pub fn check_mapping(value: &mut Value, fields: &[Field], path: &str, problems: 
         };
         let here = join(path, name);
         let Some(field) = fields.iter().find(|f| f.key == name) else {
-            problems.push(unknown_key(&here, name, fields.iter().map(|f| f.key)));
+            problems.push(unknown_key(&here, name, accepted(fields)));
             drop.push(key.clone());
             continue;
         };
@@ -132,8 +158,21 @@ pub fn unknown_key<'a>(path: &str, key: &str, known: impl Iterator<Item = &'a st
     Problem::new(path, message)
 }
 
+/// The keys of `fields` a mapping takes (not the [`Kind::Refused`] ones).
+fn accepted(fields: &[Field]) -> impl Iterator<Item = &'static str> + '_ {
+    fields
+        .iter()
+        .filter(|f| !matches!(f.kind, Kind::Refused(_)))
+        .map(|f| f.key)
+}
+
 /// `false` when the value is unusable (the caller then drops the key).
 fn check_value(v: &mut Value, kind: Kind, path: &str, problems: &mut Vec<Problem>) -> bool {
+    // Even `null`: the key itself is the mistake.
+    if let Kind::Refused(message) = kind {
+        problems.push(Problem::new(path, message));
+        return false;
+    }
     if v.is_null() {
         return true;
     }
@@ -172,6 +211,13 @@ fn check_value(v: &mut Value, kind: Kind, path: &str, problems: &mut Vec<Problem
             }
             _ => false,
         },
+        Kind::Mapping(fields) => {
+            // Reported key by key, or as a whole when not a mapping.
+            check_mapping(v, fields, path, problems);
+            return true;
+        }
+        // Reported above.
+        Kind::Refused(_) => return false,
     };
     if !ok {
         problems.push(Problem::new(
@@ -203,7 +249,8 @@ fn expected(kind: Kind) -> &'static str {
         Kind::UInt => "a non-negative integer",
         Kind::StrList => "a list of strings",
         Kind::Table(_) => "a list of mappings",
-        Kind::Any => "any value",
+        Kind::Mapping(_) => "a mapping",
+        Kind::Any | Kind::Refused(_) => "any value",
     }
 }
 
@@ -222,7 +269,7 @@ pub fn describe(v: &Value) -> String {
 }
 
 fn keys_list(fields: &[Field]) -> String {
-    fields.iter().map(|f| f.key).collect::<Vec<_>>().join(", ")
+    accepted(fields).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::{
 use proptest::prelude::*;
 
 use super::*;
+use crate::datapath::expiry::FlowTimeouts;
 
 fn load(yaml: &str) -> LoadedConfig {
     match parse_str(yaml) {
@@ -77,8 +78,10 @@ fn single_mapping_gets_every_default() {
     assert!(n.addresses.is_empty() && n.dns_entries.is_empty());
     assert_eq!(n.domain, None);
     assert_eq!(n.dns_timeout, Duration::from_secs(2));
-    assert_eq!(n.udp_timeout, Duration::from_secs(120));
+    assert_eq!(n.nat_timeouts.udp, Duration::from_secs(120));
+    assert_eq!(n.nat_timeouts, FlowTimeouts::default());
     assert_eq!(n.nat_table_size, 65_536);
+    assert_eq!(n.nat_flows_per_dut, 32_768);
     assert_eq!(n.state_dir, None);
     assert!(c.notes.is_empty());
 }
@@ -131,7 +134,7 @@ state_dir: /var/lib/x
     assert!(!n.dhcp.enabled);
     assert_eq!(n.dhcp.lease_time, Duration::from_secs(3600));
     assert_eq!(n.dns_timeout, Duration::from_millis(500));
-    assert_eq!(n.udp_timeout, Duration::from_secs(30));
+    assert_eq!(n.nat_timeouts.udp, Duration::from_secs(30));
     assert_eq!(n.nat_mode, NatMode::Disabled);
     assert_eq!(n.datapath, DatapathChoice::Nft);
     assert_eq!(n.nat_table_size, 1024);
@@ -175,6 +178,13 @@ fn shipped_examples_load() {
     let lab = load(include_str!("../../../examples/lab.yaml"));
     assert_eq!(lab.networks.len(), 4);
     assert_eq!(lab.networks[0].subnet, lab.networks[1].subnet);
+    // The reference shows the defaults: they must be the defaults.
+    let bench_a = &lab.networks[0];
+    assert_eq!(bench_a.nat_timeouts, FlowTimeouts::default());
+    assert_eq!(
+        (bench_a.nat_table_size, bench_a.nat_flows_per_dut),
+        (DEFAULT_NAT_TABLE_SIZE, DEFAULT_NAT_TABLE_SIZE / 2)
+    );
     let demo = load(include_str!("../../../examples/demo.yaml"));
     let names: Vec<_> = demo.networks.iter().map(|n| n.name.as_str()).collect();
     assert_eq!(names, ["dut1", "dut2"]);
@@ -692,6 +702,191 @@ fn timeouts_and_table_size() {
 }
 
 #[test]
+fn flows_per_dut_defaults_to_half_the_table() {
+    let n = &load(&single("nat_table_size: 1025\n")).networks[0];
+    assert_eq!(n.nat_flows_per_dut, 512);
+}
+
+#[test]
+fn flows_per_dut_can_be_set() {
+    let n = &load(&single("nat_table_size: 2048\nnat_flows_per_dut: 100\n")).networks[0];
+    assert_eq!((n.nat_table_size, n.nat_flows_per_dut), (2048, 100));
+    // One DUT may be given the whole table.
+    let n = &load(&single("nat_table_size: 2048\nnat_flows_per_dut: 2048\n")).networks[0];
+    assert_eq!(n.nat_flows_per_dut, 2048);
+}
+
+#[test]
+fn flows_per_dut_within_the_table() {
+    assert_problem(
+        &single("nat_flows_per_dut: 0\n"),
+        "nat_flows_per_dut",
+        "use 1 to 65536 (default: half of nat_table_size, 32768)",
+    );
+    assert_problem(
+        &single("nat_table_size: 2048\nnat_flows_per_dut: 2049\n"),
+        "nat_flows_per_dut",
+        "2049 is more than nat_table_size (2048), the flows of the whole network; use at most 2048",
+    );
+    assert_problem(
+        "networks:\n  - {name: a, interface: eth2, nat_flows_per_dut: 99999999999}\n",
+        "networks[0].nat_flows_per_dut",
+        "use at most 65536",
+    );
+    assert_problem(
+        &single("nat_flows_per_dut: -1\n"),
+        "nat_flows_per_dut",
+        "a non-negative integer",
+    );
+}
+
+#[test]
+fn nat_timeouts_can_each_be_set() {
+    let n = &load(&single(
+        "udp_timeout: 5m
+nat_timeouts:
+  unreplied: 10s
+  icmp: 2m
+  tcp_syn: 45
+  tcp_established: 1d
+  tcp_fin_wait: 1m30s
+  tcp_time_wait: 20s
+  tcp_close: 1s
+",
+    ))
+    .networks[0];
+    let secs = Duration::from_secs;
+    assert_eq!(
+        n.nat_timeouts,
+        FlowTimeouts {
+            unreplied: secs(10),
+            udp: secs(300),
+            icmp: secs(120),
+            tcp_syn: secs(45),
+            tcp_established: secs(86_400),
+            tcp_fin_wait: secs(90),
+            tcp_time_wait: secs(20),
+            tcp_close: secs(1),
+        }
+    );
+}
+
+#[test]
+fn nat_timeouts_keep_the_defaults_of_the_states_not_set() {
+    let n = &load(&single("nat_timeouts:\n  tcp_close: 5s\n")).networks[0];
+    assert_eq!(
+        n.nat_timeouts,
+        FlowTimeouts {
+            tcp_close: Duration::from_secs(5),
+            ..FlowTimeouts::default()
+        }
+    );
+    let n = &load(&single("nat_timeouts: null\n")).networks[0];
+    assert_eq!(n.nat_timeouts, FlowTimeouts::default());
+}
+
+#[test]
+fn nat_timeouts_at_least_a_second() {
+    for (key, default) in [
+        ("unreplied", "30s"),
+        ("icmp", "1m"),
+        ("tcp_syn", "30s"),
+        ("tcp_established", "2h4m"),
+        ("tcp_fin_wait", "4m"),
+        ("tcp_time_wait", "2m"),
+        ("tcp_close", "10s"),
+    ] {
+        assert_problem(
+            &single(&format!("nat_timeouts:\n  {key}: 500ms\n")),
+            &format!("nat_timeouts.{key}"),
+            &format!("500ms is too short; use at least 1s (default \"{default}\")"),
+        );
+    }
+    assert_problem(
+        "networks:\n  - {name: a, interface: eth2, nat_timeouts: {tcp_close: 0}}\n",
+        "networks[0].nat_timeouts.tcp_close",
+        "at least 1s",
+    );
+}
+
+#[test]
+fn nat_timeouts_values_are_durations() {
+    assert_problem(
+        &single("nat_timeouts:\n  tcp_syn: 30 seconds\n"),
+        "nat_timeouts.tcp_syn",
+        "\"90s\"",
+    );
+    assert_problem(
+        &single("nat_timeouts:\n  icmp: [1]\n"),
+        "nat_timeouts.icmp",
+        "expected a duration",
+    );
+    assert_problem(
+        &single("nat_timeouts: 30s\n"),
+        "nat_timeouts",
+        "expected a mapping of keys (unreplied, icmp, tcp_syn,",
+    );
+}
+
+#[test]
+fn nat_timeouts_refuse_udp_for_udp_timeout() {
+    for value in ["5m", "null"] {
+        assert_problem(
+            &single(&format!("nat_timeouts:\n  udp: {value}\n")),
+            "nat_timeouts.udp",
+            "timed by the network's `udp_timeout`; move this value there",
+        );
+    }
+}
+
+#[test]
+fn nat_timeouts_unknown_key_names_its_path() {
+    assert_problem(
+        &single("nat_timeouts:\n  tcp_establshed: 1h\n"),
+        "nat_timeouts.tcp_establshed",
+        "did you mean `tcp_established`?",
+    );
+    assert_problem(
+        "networks:\n  - {name: a, interface: eth2, nat_timeouts: {zzzz: 1}}\n",
+        "networks[0].nat_timeouts.zzzz",
+        "known keys are unreplied, icmp, tcp_syn, tcp_established, tcp_fin_wait, tcp_time_wait, tcp_close",
+    );
+    // `udp` is not offered as a key of nat_timeouts.
+    let found = problems(&single("nat_timeouts:\n  zzzz: 1\n"));
+    assert!(!found[0].message.contains("udp"), "{}", found[0].message);
+}
+
+#[test]
+fn normalized_nat_settings_load_again() {
+    let original = &load(&single(
+        "udp_timeout: 3m\nnat_table_size: 4096\nnat_flows_per_dut: 64\nnat_timeouts: {icmp: 90s, tcp_close: 2s}\n",
+    ))
+    .networks[0];
+    let printed = match serde_yaml::to_value(original) {
+        Ok(serde_yaml::Value::Mapping(m)) => m,
+        other => panic!("a network serializes to a mapping, got {other:?}"),
+    };
+    // The NAT keys as printed, given back to the loader.
+    let mut again = serde_yaml::Mapping::new();
+    again.insert("interface".into(), "eth2".into());
+    for key in [
+        "udp_timeout",
+        "nat_timeouts",
+        "nat_table_size",
+        "nat_flows_per_dut",
+    ] {
+        let value = printed.get(key).cloned();
+        assert!(value.is_some(), "{key} missing from {printed:?}");
+        again.insert(key.into(), value.unwrap_or_default());
+    }
+    let text = serde_yaml::to_string(&again).unwrap_or_default();
+    assert!(!text.contains("udp:"), "replied UDP printed twice:\n{text}");
+    let reloaded = &load(&text).networks[0];
+    assert_eq!(reloaded.nat_timeouts, original.nat_timeouts);
+    assert_eq!(reloaded.nat_flows_per_dut, 64);
+}
+
+#[test]
 fn mac_not_multicast_or_zero() {
     assert_problem(
         &single("addresses: [{ip: 192.168.100.10, mac: '01:00:5e:00:00:01'}]\n"),
@@ -860,6 +1055,8 @@ fn yamlish() -> impl Strategy<Value = String> {
         Just("&a ".to_owned()),
         Just("lease_time: 1h1m\n".to_owned()),
         Just("nat_table_size: -1\n".to_owned()),
+        Just("nat_timeouts:\n".to_owned()),
+        Just("udp: 1s\n".to_owned()),
         "[ -~\n]{0,12}",
     ];
     prop::collection::vec(token, 0..12).prop_map(|parts| parts.concat())

@@ -3,15 +3,20 @@
 //! additions go through the same functions ([`Network::check_new_address`]).
 use std::{collections::HashMap, net::Ipv4Addr, time::Duration};
 
+use crate::datapath::{FlowLimits, expiry::FlowTimeouts};
+
 use super::{
     duration,
     error::{ConfigError, Problem, join},
-    model::{AddressEntry, DnsEntry, NatMode, Network},
+    model::{AddressEntry, DnsEntry, NatMode, Network, nat_timeout_entries},
     names,
 };
 
 pub const MIN_LEASE_TIME: Duration = Duration::from_secs(60);
 pub const MIN_UDP_TIMEOUT: Duration = Duration::from_secs(1);
+/// Shortest `nat_timeouts` value: the sweeper looks at most once a second,
+/// so a shorter timeout would not be kept, and 0 would end every flow.
+pub const MIN_NAT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const NAT_TABLE_SIZES: std::ops::RangeInclusive<u32> = 1024..=4_194_304;
 
 /// Whether the subnet and gateway parsed: checks against them are skipped
@@ -182,6 +187,8 @@ fn host_in_subnet(net: &Network, ip: Ipv4Addr) -> Result<(), String> {
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Explicit {
     pub range: bool,
+    /// The default share always fits the table; an explicit one may not.
+    pub flows_per_dut: bool,
 }
 
 /// The network-wide rules (addresses and DNS entries are checked one by one
@@ -226,14 +233,31 @@ pub(crate) fn check_network(net: &Network, layout: Layout, explicit: Explicit) -
             ),
         ));
     }
-    if net.udp_timeout < MIN_UDP_TIMEOUT {
+    if net.nat_timeouts.udp < MIN_UDP_TIMEOUT {
         p.push(Problem::new(
             "udp_timeout",
             format!(
                 "{} is too short; use at least 1s (default \"2m\")",
-                duration::format(net.udp_timeout)
+                duration::format(net.nat_timeouts.udp)
             ),
         ));
+    }
+    let defaults = nat_timeout_entries(&FlowTimeouts::default());
+    for ((key, value), (_, default)) in nat_timeout_entries(&net.nat_timeouts)
+        .into_iter()
+        .zip(defaults)
+    {
+        if value < MIN_NAT_TIMEOUT {
+            p.push(Problem::new(
+                join("nat_timeouts", key),
+                format!(
+                    "{} is too short; use at least {} (default \"{}\")",
+                    duration::format(value),
+                    duration::format(MIN_NAT_TIMEOUT),
+                    duration::format(default)
+                ),
+            ));
+        }
     }
     if net.dns_timeout.is_zero() {
         p.push(Problem::new(
@@ -252,12 +276,35 @@ pub(crate) fn check_network(net: &Network, layout: Layout, explicit: Explicit) -
             ),
         ));
     }
+    if explicit.flows_per_dut {
+        check_flows_per_dut(net, &mut p);
+    }
     if let Some(domain) = &net.domain
         && let Err(why) = names::check_hostname(domain)
     {
         p.push(Problem::new("domain", why));
     }
     p
+}
+
+fn check_flows_per_dut(net: &Network, p: &mut Vec<Problem>) {
+    let (share, table) = (net.nat_flows_per_dut, net.nat_table_size);
+    let default = FlowLimits::new(table).per_dut;
+    if share == 0 {
+        p.push(Problem::new(
+            "nat_flows_per_dut",
+            format!(
+                "0 would refuse every DUT connection; use 1 to {table} (default: half of nat_table_size, {default})"
+            ),
+        ));
+    } else if share > table {
+        p.push(Problem::new(
+            "nat_flows_per_dut",
+            format!(
+                "{share} is more than nat_table_size ({table}), the flows of the whole network; use at most {table}, or raise nat_table_size"
+            ),
+        ));
+    }
 }
 
 fn check_range(net: &Network, explicit: Explicit, p: &mut Vec<Problem>) {

@@ -36,6 +36,22 @@ pub struct NetworkWire {
     pub dns_timeout: Option<DurationWire>,
     pub udp_timeout: Option<DurationWire>,
     pub nat_table_size: Option<u64>,
+    pub nat_flows_per_dut: Option<u64>,
+    pub nat_timeouts: Option<NatTimeoutsWire>,
+}
+
+/// `nat_timeouts:`, idle timeouts by flow state. No `udp`: replied UDP is the
+/// top-level `udp_timeout` (the schema refuses a `udp` here).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatTimeoutsWire {
+    pub unreplied: Option<DurationWire>,
+    pub icmp: Option<DurationWire>,
+    pub tcp_syn: Option<DurationWire>,
+    pub tcp_established: Option<DurationWire>,
+    pub tcp_fin_wait: Option<DurationWire>,
+    pub tcp_time_wait: Option<DurationWire>,
+    pub tcp_close: Option<DurationWire>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -65,7 +81,9 @@ pub enum DurationWire {
 
 #[cfg(test)]
 mod tests {
-    use super::super::schema::{ADDRESS_FIELDS, DNS_ENTRY_FIELDS, Field, NETWORK_FIELDS};
+    use super::super::schema::{
+        ADDRESS_FIELDS, DNS_ENTRY_FIELDS, Field, Kind, NAT_TIMEOUT_FIELDS, NETWORK_FIELDS,
+    };
     use super::*;
 
     /// The schema's key lists and the wire structs must name the same keys:
@@ -80,8 +98,13 @@ mod tests {
         }
     }
 
+    /// The keys the schema accepts (a refused key has no wire field).
     fn schema_keys(fields: &[Field]) -> Vec<String> {
-        fields.iter().map(|f| f.key.to_owned()).collect()
+        fields
+            .iter()
+            .filter(|f| !matches!(f.kind, Kind::Refused(_)))
+            .map(|f| f.key.to_owned())
+            .collect()
     }
 
     #[test]
@@ -97,6 +120,10 @@ mod tests {
         assert_eq!(
             keys_of(&DnsEntryWire::default()),
             schema_keys(DNS_ENTRY_FIELDS)
+        );
+        assert_eq!(
+            keys_of(&NatTimeoutsWire::default()),
+            schema_keys(NAT_TIMEOUT_FIELDS)
         );
     }
 }

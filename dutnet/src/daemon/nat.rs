@@ -13,24 +13,29 @@ use crate::{
     netlink::{Link, Netlink},
 };
 
-/// How often idle flows are looked for: often enough that a flow outlives its
-/// timeout by at most half of it, never more than every 10 s (a sweep reads
-/// the whole table).
+/// How often idle flows are looked for: every half of the shortest timeout of
+/// any network, so that a flow outlives its timeout by at most half of it;
+/// at most once a second (a sweep reads the whole table) and at least every
+/// 10 s.
 pub fn sweep_interval<'a>(networks: impl Iterator<Item = &'a Network>) -> Duration {
     networks
-        .map(|n| n.udp_timeout / 2)
+        .map(|n| n.nat_timeouts.shortest() / 2)
         .min()
         .unwrap_or(Duration::MAX)
         .clamp(Duration::from_secs(1), Duration::from_secs(10))
 }
 
-/// The network's share of the connection table.
+/// The network's share of the connection table, and one DUT's share of it.
 pub fn flow_limits(network: &Network) -> FlowLimits {
-    FlowLimits::new(network.nat_table_size)
+    FlowLimits {
+        flows: network.nat_table_size,
+        per_dut: network.nat_flows_per_dut,
+    }
 }
 
+/// The network's idle timeouts by flow state (`udp_timeout`, `nat_timeouts`).
 pub fn timeouts(network: &Network) -> FlowTimeouts {
-    FlowTimeouts::with_udp(network.udp_timeout)
+    network.nat_timeouts
 }
 
 /// The datapath's view of `network`, whose DUT interface was taken over with
@@ -220,6 +225,68 @@ mod tests {
     fn network(subnet: &str) -> Network {
         let yaml = format!("interface: dn-x\nsubnet: {subnet}\n");
         crate::config::parse_str(&yaml).unwrap().networks.remove(0)
+    }
+
+    #[test]
+    fn flow_limits_are_the_configured_shares() {
+        let yaml = "interface: dn-x\nnat_table_size: 4096\nnat_flows_per_dut: 100\n";
+        let net = crate::config::parse_str(yaml).unwrap().networks.remove(0);
+        assert_eq!(
+            flow_limits(&net),
+            FlowLimits {
+                flows: 4096,
+                per_dut: 100
+            }
+        );
+        assert_eq!(
+            flow_limits(&network("10.0.0.0/24")),
+            FlowLimits::new(65_536)
+        );
+    }
+
+    #[test]
+    fn timeouts_are_the_configured_ones() {
+        let yaml = "interface: dn-x\nudp_timeout: 5m\nnat_timeouts: {tcp_close: 3s}\n";
+        let net = crate::config::parse_str(yaml).unwrap().networks.remove(0);
+        let t = timeouts(&net);
+        assert_eq!(
+            (t.udp, t.tcp_close, t.icmp),
+            (
+                Duration::from_secs(300),
+                Duration::from_secs(3),
+                Duration::from_secs(60)
+            )
+        );
+    }
+
+    #[test]
+    fn the_sweep_follows_the_shortest_timeout_of_any_network() {
+        let with = |extra: &str| {
+            let yaml = format!("interface: dn-x\n{extra}");
+            crate::config::parse_str(&yaml).unwrap().networks.remove(0)
+        };
+        // The default tcp_close (10 s) is the shortest: every 5 s.
+        let default = with("");
+        assert_eq!(
+            sweep_interval([&default].into_iter()),
+            Duration::from_secs(5)
+        );
+        let short = with("nat_timeouts: {unreplied: 4s}\n");
+        assert_eq!(
+            sweep_interval([&default, &short].into_iter()),
+            Duration::from_secs(2)
+        );
+        // Never more often than every second, never rarer than every 10 s.
+        let shortest = with("nat_timeouts: {icmp: 1s}\n");
+        assert_eq!(
+            sweep_interval([&shortest].into_iter()),
+            Duration::from_secs(1)
+        );
+        let long = with(
+            "udp_timeout: 1h\nnat_timeouts: {unreplied: 1h, icmp: 1h, tcp_syn: 1h, tcp_fin_wait: 1h, tcp_time_wait: 1h, tcp_close: 1h}\n",
+        );
+        assert_eq!(sweep_interval([&long].into_iter()), Duration::from_secs(10));
+        assert_eq!(sweep_interval([].into_iter()), Duration::from_secs(10));
     }
 
     #[test]

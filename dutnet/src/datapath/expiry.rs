@@ -7,7 +7,7 @@
 //! removes it once it has been idle longer than its state allows.
 //!
 //! The defaults are the kernel conntrack's where the RFCs allow them, and the
-//! RFCs' minimums where conntrack is shorter (docs/nat.md lists both):
+//! RFCs' minimums where conntrack is shorter (docs/config.md lists both):
 //!
 //! | state | dutnet | conntrack | RFC |
 //! |---|---|---|---|
@@ -24,7 +24,8 @@ use std::time::Duration;
 use dutnet_common::flow_state::FlowState;
 use serde::Serialize;
 
-/// Idle timeouts by flow state.
+/// Idle timeouts by flow state: a network's `nat_timeouts`, and its
+/// `udp_timeout` for [`Self::udp`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct FlowTimeouts {
     /// UDP and ICMP flows nobody answered (a scan, a DUT retrying a dead
