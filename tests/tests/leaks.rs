@@ -12,7 +12,7 @@ use std::{
 use dutnet_tests::{
     Netns, both_datapaths, cmd,
     far_end::TcpEcho,
-    frames::{self, PROTO_ICMP, PROTO_TCP, PROTO_UDP},
+    frames::{self, PROTO_UDP},
     nat_lab::{DUT_IP, GATEWAY, LAN_IP, Lab, tcp_exchange},
     prereq,
 };
