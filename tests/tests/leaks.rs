@@ -5,7 +5,8 @@
 //! packet carrying a DUT-subnet address, outside or inside an ICMP quote,
 //! fails the test. On both datapaths, judged from the far end.
 use std::{
-    net::{Ipv4Addr, SocketAddrV4},
+    io::{BufRead as _, BufReader, Write as _},
+    net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream},
     time::Duration,
 };
 
@@ -156,10 +157,7 @@ fn battery(dut_mac: [u8; 6], gateway_mac: [u8; 6]) -> Vec<(String, Vec<u8>)> {
 /// What tcpdump recorded, as `tcpdump -r -nn -v` shows it (quoted headers
 /// of ICMP errors included).
 fn capture_text(lab: &Lab, capture: &std::path::Path) -> String {
-    lab.lan
-        .exec("tcpdump", &["-r", &capture.to_string_lossy(), "-nn", "-v"])
-        .ok()
-        .stdout
+    capture_text_in(&lab.lan, capture)
 }
 
 /// Sources no packet reaching the LAN may carry: the DUT subnet's, and the
@@ -243,3 +241,151 @@ fn nothing_dut_private_leaves(datapath: &str) {
 }
 
 both_datapaths!(nothing_dut_private_leaves);
+
+/// A LAN echo server keeping each connection open, line by line.
+fn line_echo(lan: &Netns, port: u16) -> SocketAddrV4 {
+    let addr = SocketAddrV4::new(LAN_IP, port);
+    let listener = lan.enter(move || TcpListener::bind(addr).expect("bind on the LAN"));
+    std::thread::spawn(move || {
+        // Bounded: a few connections (the test's and traceroute's probes).
+        for stream in listener.incoming().take(16).flatten() {
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
+                let mut writer = stream.try_clone().expect("clone stream");
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if writeln!(writer, "{line}").is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// One line out and its echo back on a live connection.
+fn echo_line(stream: &mut TcpStream, reader: &mut BufReader<TcpStream>, line: &str) {
+    writeln!(stream, "{line}").expect("write on the connection");
+    let mut echoed = String::new();
+    reader
+        .read_line(&mut echoed)
+        .unwrap_or_else(|e| panic!("no echo of {line:?} on the connection: {e}"));
+    assert_eq!(echoed.trim_end(), line, "the connection broke");
+}
+
+/// What tcptraceroute does: a TTL-1 segment inside the DUT's live
+/// connection. The DUT gets the gateway's time-exceeded, the LAN host sees
+/// nothing of it (no RST from the exporter), and the connection lives on;
+/// `traceroute -T` from the DUT shows both hops.
+fn a_ttl_1_segment_inside_a_connection_gets_time_exceeded_and_breaks_nothing(datapath: &str) {
+    prereq::require("tcpdump", "tcpdump");
+    prereq::require("python3", "python3");
+    prereq::require("traceroute", "traceroute");
+    let mut lab = Lab::new(1);
+    let server = line_echo(&lab.lan, 7200);
+    lab.load_on(datapath, "");
+    let dut = lab.dut(1).clone();
+    let mut stream = dut.enter(move || {
+        TcpStream::connect_timeout(&server.into(), Duration::from_secs(3)).expect("connect")
+    });
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    echo_line(&mut stream, &mut reader, "before");
+    let local = stream.local_addr().unwrap().port();
+
+    let lan_capture = lab.topology.path("lan.pcap");
+    let dut_capture = lab.topology.path("dut.pcap");
+    let mut lan_dump = lab.lan.spawn(
+        "tcpdump",
+        &[
+            "-i",
+            "eth0",
+            "-nn",
+            "-U",
+            "--immediate-mode",
+            "-w",
+            &lan_capture.to_string_lossy(),
+            "tcp",
+        ],
+        &[],
+        lab.topology.path("lan-tcpdump.log"),
+    );
+    let mut dut_dump = dut.spawn(
+        "tcpdump",
+        &[
+            "-i",
+            "eth0",
+            "-nn",
+            "-U",
+            "--immediate-mode",
+            "-w",
+            &dut_capture.to_string_lossy(),
+            "icmp",
+        ],
+        &[],
+        lab.topology.path("dut-tcpdump.log"),
+    );
+    for dump in [&lan_dump, &dut_dump] {
+        cmd::wait_for(Duration::from_secs(5), || {
+            dump.log().contains("listening").then_some(())
+        });
+    }
+    let mut probe = frames::tcp((DUT_IP, local), (LAN_IP, 7200), 0x18, b"probe\n");
+    probe = frames::with_ttl(probe, 1);
+    frames::set_macs(&mut probe, mac(&lab.exporter, "dn-dut1"), mac(&dut, "eth0"));
+    inject(&dut, &[probe]);
+    std::thread::sleep(Duration::from_millis(500));
+    echo_line(&mut stream, &mut reader, "after");
+    lan_dump.terminate();
+    dut_dump.terminate();
+
+    let at_dut = capture_text_in(&dut, &dut_capture);
+    assert!(
+        at_dut.contains("192.168.100.1 > 192.168.100.10: ICMP time exceeded in-transit"),
+        "the DUT got no time-exceeded from its gateway:\n{at_dut}\n{}",
+        lab.report()
+    );
+    let at_lan = capture_text_in(&lab.lan, &lan_capture);
+    assert!(
+        !at_lan.contains("Flags [R"),
+        "a reset reached the LAN host:\n{at_lan}\n{}",
+        lab.report()
+    );
+    let trace = dut
+        .exec(
+            "traceroute",
+            &[
+                "-T",
+                "-n",
+                "-p",
+                "7200",
+                "-q",
+                "1",
+                "-w",
+                "2",
+                "-m",
+                "3",
+                &LAN_IP.to_string(),
+            ],
+        )
+        .ok()
+        .stdout;
+    let hops: Vec<&str> = trace.lines().skip(1).collect();
+    assert!(
+        hops.first()
+            .is_some_and(|h| h.contains(&GATEWAY.to_string()))
+            && hops.get(1).is_some_and(|h| h.contains(&LAN_IP.to_string())),
+        "traceroute -T shows no gateway then LAN host:\n{trace}"
+    );
+    echo_line(&mut stream, &mut reader, "after traceroute");
+}
+
+fn capture_text_in(ns: &Netns, capture: &std::path::Path) -> String {
+    ns.exec("tcpdump", &["-r", &capture.to_string_lossy(), "-nn", "-v"])
+        .ok()
+        .stdout
+}
+
+both_datapaths!(a_ttl_1_segment_inside_a_connection_gets_time_exceeded_and_breaks_nothing);
