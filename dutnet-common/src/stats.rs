@@ -53,7 +53,9 @@ pub mod drop {
     /// The route leads out of an interface that is not this network's
     /// upstream: forwarding there would break the isolation.
     pub const NOT_UPSTREAM: usize = 3;
-    /// A header that claims more bytes than the frame has.
+    /// A header the kernel's IP input would refuse: claiming more bytes
+    /// than the frame has, a bad IPv4 header checksum, a TCP data offset or
+    /// UDP length that does not fit the packet.
     pub const MALFORMED: usize = 4;
     /// The DUT holds its whole share of the network's flows
     /// (`nat_flows_per_dut`) and none of them may be evicted.
@@ -61,7 +63,9 @@ pub mod drop {
     /// A source address no DUT of the subnet can have (outside it, its
     /// network or broadcast address, the gateway's): never translated.
     pub const SPOOFED: usize = 6;
-    pub const COUNT: usize = 7;
+    /// A VLAN-tagged frame on a DUT NIC, whose network is untagged.
+    pub const VLAN_TAGGED: usize = 7;
+    pub const COUNT: usize = 8;
     /// Names, as `dutnet stats` prints them.
     pub const NAMES: [&str; COUNT] = [
         "unsolicited",
@@ -71,6 +75,7 @@ pub mod drop {
         "malformed",
         "dut_flow_limit",
         "spoofed_source",
+        "vlan_tagged",
     ];
 }
 

@@ -36,9 +36,15 @@ pub fn handle(ctx: &TcContext) -> Verdict {
         ctx.set_mark(cfg.reply_mark);
     }
     // SAFETY: `skb` points at the kernel's __sk_buff for this program run.
-    let pkt_type = unsafe { (*ctx.skb.skb).pkt_type };
+    let (pkt_type, vlan_present) =
+        unsafe { ((*ctx.skb.skb).pkt_type, (*ctx.skb.skb).vlan_present) };
     if cfg.nat_mode == mode::DISABLED || pkt_type != PACKET_HOST {
         return Verdict::Pass;
+    }
+    if vlan_present != 0 {
+        // A tag the NIC took off: the DUT network is untagged, and
+        // translating the frame would send it on without it.
+        return verdict::dropped(ifindex, drop::VLAN_TAGGED);
     }
     let (eth, ip) = match parse::ipv4(ctx) {
         Ok(headers) => headers,
@@ -85,16 +91,33 @@ pub fn handle(ctx: &TcContext) -> Verdict {
             if usize::from(ip.total_len) < ip.header_len + 20 {
                 return verdict::dropped(ifindex, drop::MALFORMED);
             }
-            let Ok(flags) = ctx.load::<u8>(Ipv4::L4_OFF + 13) else {
+            // Data offset (high nibble) and flags.
+            let Ok([offset, flags]) = ctx.load::<[u8; 2]>(Ipv4::L4_OFF + 12) else {
                 return verdict::dropped(ifindex, drop::MALFORMED);
             };
+            let tcp_len = usize::from(offset >> 4) * 4;
+            if tcp_len < 20
+                || (!ip.is_fragment && ip.header_len + tcp_len > usize::from(ip.total_len))
+            {
+                return verdict::dropped(ifindex, drop::MALFORMED);
+            }
             (
                 parse::port(&l4, 0),
                 parse::port(&l4, 2),
                 conntrack::tcp_bits(flags),
             )
         }
-        _ => (parse::port(&l4, 0), parse::port(&l4, 2), 0),
+        _ => {
+            // UDP: its length covers at least its header and at most the
+            // packet (a whole datagram's, when not fragmented).
+            let udp_len = usize::from(u16::from_be_bytes([l4[4], l4[5]]));
+            if udp_len < 8
+                || (!ip.is_fragment && ip.header_len + udp_len > usize::from(ip.total_len))
+            {
+                return verdict::dropped(ifindex, drop::MALFORMED);
+            }
+            (parse::port(&l4, 0), parse::port(&l4, 2), 0)
+        }
     };
     if cfg.nat_mode == mode::ONE_TO_ONE
         && let Some(target) = one_to_one::of_public(ip.dst)

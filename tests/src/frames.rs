@@ -258,3 +258,39 @@ pub fn with_ip_option(frame: &[u8]) -> Vec<u8> {
     fix_ip_checksum(&mut out);
     out
 }
+
+/// Frames from `src` to `dst` that the kernel's IP input (or its UDP/TCP
+/// checks) would refuse, each with what is wrong: a bad IPv4 header
+/// checksum, TCP data offsets 0, 4 and 15, UDP lengths 0, 4 and 400. Every
+/// other field, and every other checksum, is valid.
+#[must_use]
+pub fn malformed(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<(String, Vec<u8>)> {
+    let udp = udp((src, 40300), (dst, 5300), b"malformed");
+    let tcp = tcp((src, 40301), (dst, 5301), 0x02, b"");
+    let mut cases = Vec::new();
+    let mut bad_sum = udp.clone();
+    bad_sum[ETH_HLEN + 10] ^= 0x5a;
+    cases.push(("a bad IPv4 header checksum".to_owned(), bad_sum));
+    for offset in [0u8, 4, 15] {
+        let mut frame = tcp.clone();
+        frame[ETH_HLEN + IPV4_HLEN + 12] = offset << 4;
+        cases.push((format!("TCP data offset {offset}"), frame));
+    }
+    for length in [0u16, 4, 400] {
+        let mut frame = udp.clone();
+        let at = ETH_HLEN + IPV4_HLEN + 4;
+        frame[at..at + 2].copy_from_slice(&length.to_be_bytes());
+        cases.push((format!("UDP length {length}"), frame));
+    }
+    cases
+}
+
+/// `frame` with an 802.1Q tag for VLAN `id` after its MACs.
+#[must_use]
+pub fn vlan_tagged(frame: &[u8], id: u16) -> Vec<u8> {
+    let mut out = frame[..12].to_vec();
+    out.extend_from_slice(&0x8100u16.to_be_bytes());
+    out.extend_from_slice(&(id & 0x0fff).to_be_bytes());
+    out.extend_from_slice(&frame[12..]);
+    out
+}

@@ -148,9 +148,18 @@ fn battery(dut_mac: [u8; 6], gateway_mac: [u8; 6]) -> Vec<(String, Vec<u8>)> {
             frames::udp((DUT_IP, 6004), (dst, 5004), b"b"),
         ));
     }
+    all.extend(frames::malformed(DUT_IP, lan));
     for (_, frame) in &mut all {
         frames::set_macs(frame, gateway_mac, dut_mac);
     }
+    // Tagged on the untagged DUT network (after the MACs are set: the tag
+    // goes behind them).
+    let mut tagged = frames::udp((DUT_IP, 40302), (lan, 5300), b"tagged");
+    frames::set_macs(&mut tagged, gateway_mac, dut_mac);
+    all.push((
+        "vlan 100 tagged udp".into(),
+        frames::vlan_tagged(&tagged, 100),
+    ));
     all
 }
 
@@ -230,7 +239,31 @@ fn nothing_dut_private_leaves(datapath: &str) {
         "the battery's plain UDP datagram never reached the LAN translated: the capture proves nothing:\n{seen}\n{}",
         tcpdump.log()
     );
+    if datapath == "ebpf" {
+        // The fast path itself refused these, and said so.
+        for (counter, at_least) in [
+            ("/drops/vlan_tagged", 1),
+            ("/drops/malformed", 7),
+            ("/drops/spoofed_source", 7),
+        ] {
+            let n = lab.total(counter);
+            assert!(
+                n >= at_least,
+                "{counter} is {n}, expected >= {at_least}\n{}",
+                lab.report()
+            );
+        }
+    }
     let leaks = leaked(&seen);
+    let malformed_seen: Vec<&str> = seen
+        .lines()
+        .filter(|l| l.contains(".5300") || l.contains(".5301"))
+        .collect();
+    assert!(
+        malformed_seen.is_empty(),
+        "malformed frames reached the LAN:\n{}",
+        malformed_seen.join("\n")
+    );
     assert!(
         leaks.is_empty(),
         "DUT-private addresses reached the LAN ({} lines):\n{}\n{}",

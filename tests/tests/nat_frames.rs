@@ -420,6 +420,25 @@ fn truncated_and_lying_headers_are_dropped_whole() {
 }
 
 #[test]
+fn what_the_kernels_ip_input_would_refuse_is_dropped_and_counted() {
+    with_bench(|b| {
+        let cases = frames::malformed(DUT, FAR);
+        for (what, frame) in &cases {
+            let frame = from_board(frame.clone(), BOARD_A, DUT0_MAC);
+            let run = b.outbound(b.dut0, &frame);
+            assert_eq!(run.verdict, TC_ACT_SHOT, "{what}");
+            assert_eq!(run.frame, frame, "{what} must not be modified");
+        }
+        let stats = dut0_stats(b);
+        assert_eq!(stats.counters.drops[drop::MALFORMED], cases.len() as u64);
+        assert_eq!(
+            stats.counters.new_flows, 0,
+            "no flow for a malformed packet"
+        );
+    });
+}
+
+#[test]
 fn unsolicited_traffic_to_a_dut_is_dropped_and_the_hosts_own_is_passed() {
     with_bench(|b| {
         let to_dut = from_router(frames::tcp((ROUTER, 40000), (DUT, 22), 0x02, b""));
