@@ -7,6 +7,7 @@ mod bpffs;
 mod budgets;
 mod counters;
 mod error;
+mod flow_list;
 pub mod nat_maps;
 
 use std::{
@@ -27,6 +28,7 @@ pub use self::{
     budgets::Capacity,
     counters::read_pinned,
     error::EbpfError,
+    flow_list::{Flow, FlowListing},
     nat_maps::SweepReport,
 };
 use super::{
@@ -175,6 +177,24 @@ impl EbpfDatapath {
         })?;
         self.count_swept(&report)?;
         Ok(report)
+    }
+
+    /// The flows of DUT NICs `dut_ifindexes`: at most `limit` of them, and
+    /// how many there are (see [`flow_list`]).
+    pub fn flows(
+        &self,
+        dut_ifindexes: &BTreeSet<u32>,
+        limit: usize,
+    ) -> Result<FlowListing, EbpfError> {
+        let name = maps::NAT_FLOWS;
+        let map = self.ebpf.map(name).ok_or(EbpfError::MissingMap { name })?;
+        flow_list::list(
+            map,
+            dut_ifindexes,
+            limit,
+            self.budgets.capacity().table_entries(),
+            nat_maps::monotonic_now_ns(),
+        )
     }
 
     /// Gives the programs the sweeper's new totals, so the flows it removed
