@@ -6,7 +6,7 @@
 //! Addresses, MACs and names travel as the user typed them: the daemon
 //! parses them with the config file's own code, so a runtime change and the
 //! file obey the same rules and speak with the same messages.
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +16,11 @@ pub const VERSION: u32 = 1;
 
 /// The longest request line a daemon reads (a request is a few hundred bytes).
 pub const MAX_LINE: usize = 64 * 1024;
+
+/// Flows a `flows` request shows when it does not say.
+pub const DEFAULT_FLOW_LIMIT: u64 = 100;
+/// The most flows one `flows` reply holds (a few MB of JSON).
+pub const MAX_FLOW_LIMIT: u64 = 100_000;
 
 /// One request line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +91,15 @@ pub enum Request {
     NatRules {
         #[serde(default)]
         network: Option<String>,
+    },
+    /// The connection table (`conntrack -L` for dutnet's fast path).
+    Flows {
+        #[serde(default)]
+        network: Option<String>,
+        /// At most this many flows ([`DEFAULT_FLOW_LIMIT`] when left out,
+        /// 1 to [`MAX_FLOW_LIMIT`]; see [`flow_limit`]).
+        #[serde(default)]
+        limit: Option<u64>,
     },
 }
 
@@ -166,6 +180,21 @@ pub enum Reply {
         /// cannot be listed.
         #[serde(default)]
         ruleset: Option<String>,
+    },
+    Flows {
+        /// Flows of the networks on the eBPF datapath, by network, then the
+        /// most recently active first.
+        flows: Vec<FlowInfo>,
+        /// How many flows those networks have; `flows` holds `shown` of
+        /// them.
+        total: u64,
+        shown: u64,
+        /// False when the table changed too much under the count: there are
+        /// at least `total`.
+        total_exact: bool,
+        /// Networks whose flows are not in dutnet's table (the nft
+        /// datapath), each with where to see them instead.
+        elsewhere: Vec<FlowsElsewhere>,
     },
 }
 
@@ -256,6 +285,36 @@ pub struct NetworkNat {
     pub active_flows: u64,
 }
 
+/// One flow of a DUT, translated by the eBPF fast path. For ICMP echo the
+/// DUT's and the translated port is the echo identifier, the remote's 0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowInfo {
+    pub network: String,
+    /// `tcp`, `udp`, `icmp`.
+    pub protocol: String,
+    /// The DUT's address and port.
+    pub dut: SocketAddrV4,
+    /// What the far end sees instead.
+    pub translated: SocketAddrV4,
+    pub remote: SocketAddrV4,
+    /// Conntrack's name for it: `syn_sent`, `established`, `fin_wait`,
+    /// `time_wait`, `close` (TCP); `unreplied`, `replied` (UDP, ICMP).
+    pub state: String,
+    /// Milliseconds since its last packet, either way.
+    pub idle_ms: u64,
+    /// Packets from the DUT, and back to it.
+    pub packets_out: u64,
+    pub packets_in: u64,
+}
+
+/// A network whose flows `flows` cannot list, and where they are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowsElsewhere {
+    pub network: String,
+    /// What to run instead.
+    pub message: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortRange {
     pub first: u16,
@@ -266,6 +325,21 @@ pub struct PortRange {
 pub struct Mapping {
     pub private: Ipv4Addr,
     pub public: Ipv4Addr,
+}
+
+/// How many flows a `flows` request with `limit` gets, or why it is
+/// refused.
+pub fn flow_limit(limit: Option<u64>) -> Result<usize, Failure> {
+    match limit.unwrap_or(DEFAULT_FLOW_LIMIT) {
+        0 => Err(Failure::invalid(
+            "--limit 0 shows no flow; give 1 or more (`dutnet status` shows how many flows each network has)",
+        )),
+        n if n > MAX_FLOW_LIMIT => Err(Failure::invalid(format!(
+            "--limit {n} is more than one reply holds; give at most {MAX_FLOW_LIMIT} (and --network NAME to see one network's)"
+        ))),
+        // At most MAX_FLOW_LIMIT: fits any usize.
+        n => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+    }
 }
 
 /// Parses one request line. Errors are the [`Failure`] to send back.
@@ -363,6 +437,30 @@ mod tests {
                 "{line}"
             );
         }
+    }
+
+    #[test]
+    fn a_flow_limit_is_one_to_the_maximum_with_a_default() {
+        assert_eq!(flow_limit(None), Ok(100));
+        assert_eq!(flow_limit(Some(1)), Ok(1));
+        assert_eq!(flow_limit(Some(MAX_FLOW_LIMIT)), Ok(100_000));
+        for bad in [0, MAX_FLOW_LIMIT + 1, u64::MAX] {
+            let failure = flow_limit(Some(bad)).unwrap_err();
+            assert_eq!(failure.kind, FailureKind::Invalid);
+            assert!(
+                failure.message.contains(&format!("--limit {bad}")),
+                "{}",
+                failure.message
+            );
+        }
+        let line = r#"{"version":1,"request":{"verb":"flows"}}"#;
+        assert_eq!(
+            parse_request(line),
+            Ok(Request::Flows {
+                network: None,
+                limit: None
+            })
+        );
     }
 
     #[test]

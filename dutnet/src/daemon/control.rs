@@ -151,6 +151,7 @@ impl Daemon {
                 };
                 Ok(Reply::NatRules { networks, ruleset })
             }
+            Request::Flows { network, limit } => self.flows(network.as_deref(), limit),
         }
     }
 
@@ -175,7 +176,7 @@ impl Daemon {
     }
 
     /// The named network, or every network.
-    fn select_many(&self, name: Option<&str>) -> Result<Vec<usize>, Failure> {
+    pub(super) fn select_many(&self, name: Option<&str>) -> Result<Vec<usize>, Failure> {
         match name {
             Some(name) => Ok(vec![self.find_network(name)?]),
             None => Ok((0..self.networks.len()).collect()),

@@ -5,6 +5,7 @@
 //! after a SIGKILL restore the very same things.
 mod coexist;
 mod control;
+mod flows;
 mod lock;
 mod nat;
 mod pressure;
