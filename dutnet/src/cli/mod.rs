@@ -7,6 +7,7 @@ mod config;
 mod control;
 mod dns_entries;
 mod down;
+mod flows;
 mod get_ip;
 mod leases;
 mod load;
@@ -56,6 +57,9 @@ enum Command {
     RemoveAddress(remove_address::Args),
     /// Show what NAT does now: masquerade address, port ranges, 1:1 mappings, flows.
     NatRules(nat_rules::Args),
+    /// List the connections NAT translates now (`conntrack -L` for the
+    /// eBPF fast path): DUT, translated and remote address, state, idle time.
+    Flows(flows::Args),
     /// List the names the networks' DNS servers answer.
     DnsEntries(dns_entries::Args),
     /// Add a custom DNS record to the running network; kept until `dutnet down`.
@@ -89,6 +93,7 @@ pub fn run() -> ExitCode {
         Command::AddAddress(args) => add_address::run(&args),
         Command::RemoveAddress(args) => remove_address::run(&args),
         Command::NatRules(args) => nat_rules::run(&args),
+        Command::Flows(args) => flows::run(&args),
         Command::DnsEntries(args) => dns_entries::run(&args),
         Command::AddDns(args) => add_dns::run(&args),
         Command::RemoveDns(args) => remove_dns::run(&args),
@@ -138,6 +143,7 @@ mod tests {
             "add-address",
             "remove-dns",
             "get-ip",
+            "flows",
         ] {
             assert!(script.contains(verb), "bash completion lacks {verb}");
         }
