@@ -30,6 +30,9 @@ const PACKAGES: &[&str] = &[
     "ethtool",
     "traceroute",
     "netcat-openbsd",
+    // `dutnet flows` on the nft datapath names a conntrack command; the
+    // test runs it.
+    "conntrack",
 ];
 /// Installed when the distribution packages it; nothing depends on it.
 const OPTIONAL_PACKAGES: &[&str] = &["bpftool"];
