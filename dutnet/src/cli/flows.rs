@@ -11,8 +11,8 @@ use super::control::{Common, ask, unexpected};
 pub struct Args {
     #[command(flatten)]
     common: Common,
-    /// Show at most N flows (default 100, at most 100000); the others are
-    /// only counted.
+    /// Show at most N flows, those the DUTs sent on last (default 100, at
+    /// most 100000); the others are only counted.
     #[arg(long, value_name = "N")]
     limit: Option<u64>,
 }
@@ -22,15 +22,14 @@ pub fn run(args: &Args) -> Result<()> {
         network: args.common.network.clone(),
         limit: args.limit,
     };
-    let (flows, total, total_exact, elsewhere) = match ask(&args.common, &request)? {
+    let (flows, total, elsewhere) = match ask(&args.common, &request)? {
         None => return Ok(()),
         Some(Reply::Flows {
             flows,
             total,
-            total_exact,
             elsewhere,
             ..
-        }) => (flows, total, total_exact, elsewhere),
+        }) => (flows, total, elsewhere),
         Some(other) => return Err(unexpected(&other)),
     };
     for network in &elsewhere {
@@ -41,7 +40,7 @@ pub fn run(args: &Args) -> Result<()> {
         return Ok(());
     }
     print!("{}", table(&flows));
-    println!("{}", summary(flows.len(), total, total_exact));
+    println!("{}", summary(flows.len(), total));
     Ok(())
 }
 
@@ -95,17 +94,11 @@ fn table(flows: &[FlowInfo]) -> String {
 }
 
 /// `(showing 100 of 5234 flows; --limit to see more)`.
-fn summary(shown: usize, total: u64, exact: bool) -> String {
-    if exact && u64::try_from(shown).is_ok_and(|s| s == total) {
+fn summary(shown: usize, total: u64) -> String {
+    if u64::try_from(shown).is_ok_and(|s| s == total) {
         let plural = if total == 1 { "" } else { "s" };
         return format!("({total} flow{plural})");
     }
-    let total = if exact {
-        total.to_string()
-    } else {
-        // The table changed too much under the count (see `total_exact`).
-        format!("at least {total}")
-    };
     format!("(showing {shown} of {total} flows; --limit to see more)")
 }
 
@@ -153,15 +146,12 @@ mod tests {
     #[test]
     fn the_last_line_says_how_many_were_left_out() {
         assert_eq!(
-            summary(100, 5234, true),
+            summary(100, 5234),
             "(showing 100 of 5234 flows; --limit to see more)"
         );
-        assert_eq!(summary(2, 2, true), "(2 flows)");
-        assert_eq!(summary(1, 1, true), "(1 flow)");
-        assert_eq!(
-            summary(2, 2, false),
-            "(showing 2 of at least 2 flows; --limit to see more)"
-        );
+        assert_eq!(summary(2, 2), "(2 flows)");
+        assert_eq!(summary(1, 1), "(1 flow)");
+        assert_eq!(summary(0, 0), "(0 flows)");
     }
 
     #[test]

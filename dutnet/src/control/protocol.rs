@@ -183,15 +183,13 @@ pub enum Reply {
     },
     Flows {
         /// Flows of the networks on the eBPF datapath, by network, then the
-        /// most recently active first.
+        /// most recently active first. With more than the limit, those the
+        /// DUTs sent on most recently.
         flows: Vec<FlowInfo>,
         /// How many flows those networks have; `flows` holds `shown` of
         /// them.
         total: u64,
         shown: u64,
-        /// False when the table changed too much under the count: there are
-        /// at least `total`.
-        total_exact: bool,
         /// Networks whose flows are not in dutnet's table (the nft
         /// datapath), each with where to see them instead.
         elsewhere: Vec<FlowsElsewhere>,

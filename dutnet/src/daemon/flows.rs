@@ -49,10 +49,7 @@ impl Daemon {
                     ))
                 })?
             }
-            _ => FlowListing {
-                complete: true,
-                ..FlowListing::default()
-            },
+            _ => FlowListing::default(),
         };
         let mut flows: Vec<(usize, &str, &Flow)> = listing
             .flows
@@ -71,7 +68,6 @@ impl Daemon {
             shown: flows.len() as u64,
             flows,
             total: listing.total,
-            total_exact: listing.complete,
             elsewhere,
         })
     }

@@ -57,12 +57,24 @@ fn map_fd(map: BorrowedFd<'_>) -> io::Result<u32> {
 /// Every entry of hash map `map`, read `CHUNK` at a time. Entries added or
 /// removed meanwhile may or may not be seen, as with any walk of a live map.
 pub fn read_all<K: Pod, V: Pod>(map: BorrowedFd<'_>) -> io::Result<Vec<(K, V)>> {
+    let mut all = Vec::new();
+    read_each(map, |key, value| all.push((key, value)))?;
+    Ok(all)
+}
+
+/// Hands every entry of hash map `map` to `each`, holding `CHUNK` of them at
+/// a time. The walk's position is a bucket, not a key: an entry removed
+/// under it does not send it back to the start (as `bpf_map_get_next_key`
+/// does once its key is gone), so no entry is seen twice.
+pub fn read_each<K: Pod, V: Pod>(
+    map: BorrowedFd<'_>,
+    mut each: impl FnMut(K, V),
+) -> io::Result<()> {
     let fd = map_fd(map)?;
     let mut keys: Vec<MaybeUninit<K>> = Vec::with_capacity(CHUNK);
     let mut values: Vec<MaybeUninit<V>> = Vec::with_capacity(CHUNK);
     keys.resize_with(CHUNK, MaybeUninit::uninit);
     values.resize_with(CHUNK, MaybeUninit::uninit);
-    let mut all = Vec::new();
     // A hash map's batch position is a bucket index (`u32`).
     let mut position: u32 = 0;
     let mut next: u32 = 0;
@@ -85,12 +97,13 @@ pub fn read_all<K: Pod, V: Pod>(map: BorrowedFd<'_>) -> io::Result<Vec<(K, V)>> 
         let filled = (attr.count as usize).min(CHUNK);
         for i in 0..filled {
             // SAFETY: the kernel wrote the first `count` keys and values.
-            all.push(unsafe { (keys[i].assume_init(), values[i].assume_init()) });
+            let (key, value) = unsafe { (keys[i].assume_init(), values[i].assume_init()) };
+            each(key, value);
         }
         match result {
             Ok(()) => {}
             // ENOENT: the walk reached the end (with the last entries).
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(all),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
             Err(e) => return Err(e),
         }
         position = next;

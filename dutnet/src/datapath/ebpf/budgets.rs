@@ -71,12 +71,6 @@ impl Budgets {
         }
     }
 
-    /// What the maps were sized for.
-    #[must_use]
-    pub fn capacity(&self) -> Capacity {
-        self.capacity
-    }
-
     /// The budget of DUT interface `iface` with `limits`: its old place if
     /// it had one of the same size, else a new one.
     pub fn place(&mut self, iface: &str, limits: FlowLimits) -> Result<FlowBudget, EbpfError> {

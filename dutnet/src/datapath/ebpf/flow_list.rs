@@ -1,14 +1,19 @@
 //! The connection table as `dutnet flows` lists it: one record per flow (its
 //! outbound half, with its inbound peer), without copying the table.
 //!
-//! The table may hold a million entries. The walk goes key by key
-//! (`bpf_map_get_next_key`) and looks at every key to count the wanted DUT
-//! NICs' flows, but reads only the first `limit` flows it meets (two lookups
-//! each) and keeps nothing else: memory grows with `limit`, not with the
-//! table. Which flows are shown when there are more is the table's order
-//! (like `conntrack -L | head`), not the most recent ones: finding those
-//! would take two more lookups for every flow.
-use std::{collections::BTreeSet, net::SocketAddrV4, time::Duration};
+//! The table may hold a million entries. They are read in batches
+//! ([`nat_maps::each_entry`]): every outbound half of a wanted DUT NIC is
+//! counted, and only the `limit` the DUT sent on most recently are kept;
+//! their inbound halves are then looked up one by one. Memory grows with
+//! `limit` and a batch, not with the table. Batches rather than a walk key
+//! by key: that walk starts again from the first key whenever the key it
+//! stands on is removed (an eviction, a sweep), and counts flows twice.
+use std::{
+    cmp::{Ordering, Reverse},
+    collections::{BTreeSet, BinaryHeap},
+    net::SocketAddrV4,
+    time::Duration,
+};
 
 use aya::maps::{HashMap, Map, MapError};
 use dutnet_common::{
@@ -42,100 +47,117 @@ pub struct Flow {
     pub packets_in: u32,
 }
 
-/// What a walk over the table found.
+/// What a read of the table found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FlowListing {
-    /// At most `limit` flows, in the table's order.
+    /// At most `limit` flows: those the DUTs sent on most recently, in no
+    /// particular order.
     pub flows: Vec<Flow>,
     /// Flows of the wanted DUT NICs in the table.
     pub total: u64,
-    /// False when the walk had to stop early, so `total` is a lower bound:
-    /// a key removed under the walk makes the kernel start it again from
-    /// the first key, and counting on would count flows twice.
-    pub complete: bool,
 }
 
-/// Lists the flows of DUT NICs `dut_ifindexes` in `map` (`NAT_FLOWS`, which
-/// holds at most `max_entries` keys); `now_ns` is CLOCK_MONOTONIC.
+/// Lists the flows of DUT NICs `dut_ifindexes` in `map` (`NAT_FLOWS`);
+/// `now_ns` is CLOCK_MONOTONIC.
 pub fn list(
     map: &Map,
     dut_ifindexes: &BTreeSet<u32>,
     limit: usize,
-    max_entries: u32,
     now_ns: u64,
 ) -> Result<FlowListing, EbpfError> {
+    let mut pick = Pick::new(dut_ifindexes, limit);
+    nat_maps::each_entry(map, |key, entry| pick.offer(key, entry))?;
     let map_error = |source| EbpfError::Map {
         name: NAT_FLOWS,
         source,
     };
     let table: HashMap<_, FlowKey, FlowEntry> = HashMap::try_from(map).map_err(map_error)?;
-    let lookup = |key: &FlowKey| match table.get(key, 0) {
-        Ok(entry) => Ok(Some(entry)),
-        // Removed by the programs or the sweeper since the key was listed.
-        Err(MapError::KeyNotFound) => Ok(None),
-        Err(e) => Err(e),
-    };
-    let wanted = Wanted {
-        dut_ifindexes,
-        limit,
-        max_entries,
-        now_ns,
-    };
-    walk(table.keys(), lookup, &wanted).map_err(map_error)
+    let total = pick.total;
+    let mut flows = Vec::new();
+    for Candidate { key, outbound } in pick.into_chosen() {
+        let inbound = match table.get(&outbound.peer, 0) {
+            Ok(entry) => Some(entry),
+            // Not created yet, or removed with its flow since the batch.
+            Err(MapError::KeyNotFound) => None,
+            Err(e) => return Err(map_error(e)),
+        };
+        flows.push(flow(&key, &outbound, inbound.as_ref(), now_ns));
+    }
+    Ok(FlowListing { flows, total })
 }
 
-/// What to collect from a walk.
-struct Wanted<'a> {
+/// An outbound half that may be shown.
+#[derive(Clone, Copy, Debug)]
+struct Candidate {
+    key: FlowKey,
+    outbound: FlowEntry,
+}
+
+impl Candidate {
+    /// The DUT's latest packet first; the key breaks ties, for a total order.
+    fn rank(&self) -> (u64, FlowKey) {
+        (self.outbound.last_seen_ns, self.key)
+    }
+}
+
+impl PartialEq for Candidate {
+    fn eq(&self, other: &Self) -> bool {
+        self.rank() == other.rank()
+    }
+}
+
+impl Eq for Candidate {}
+
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Candidate {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.rank().cmp(&other.rank())
+    }
+}
+
+/// Counts the wanted flows and keeps the `limit` most recent of them.
+struct Pick<'a> {
     dut_ifindexes: &'a BTreeSet<u32>,
     limit: usize,
-    max_entries: u32,
-    now_ns: u64,
+    total: u64,
+    /// The least recent kept one on top, to be replaced first.
+    kept: BinaryHeap<Reverse<Candidate>>,
 }
 
-/// The walk itself, over any source of keys and entries (the map, or a
-/// test's table).
-fn walk<E>(
-    keys: impl Iterator<Item = Result<FlowKey, E>>,
-    lookup: impl Fn(&FlowKey) -> Result<Option<FlowEntry>, E>,
-    wanted: &Wanted<'_>,
-) -> Result<FlowListing, E> {
-    let mut listing = FlowListing {
-        complete: true,
-        ..FlowListing::default()
-    };
-    let mut first = None;
-    let mut seen: u64 = 0;
-    for key in keys {
-        let key = key?;
-        seen += 1;
-        // Meeting the first key again, or more keys than the table holds:
-        // the walk restarted (see `FlowListing::complete`).
-        if first == Some(key) || seen > u64::from(wanted.max_entries) {
-            listing.complete = false;
-            break;
+impl<'a> Pick<'a> {
+    fn new(dut_ifindexes: &'a BTreeSet<u32>, limit: usize) -> Self {
+        Self {
+            dut_ifindexes,
+            limit,
+            total: 0,
+            kept: BinaryHeap::new(),
         }
-        first.get_or_insert(key);
-        // Outbound keys carry the DUT NIC, inbound ones the upstream NIC.
-        if !wanted.dut_ifindexes.contains(&key.ifindex) {
-            continue;
-        }
-        if listing.flows.len() >= wanted.limit {
-            listing.total += 1;
-            continue;
-        }
-        let Some(outbound) = lookup(&key)? else {
-            continue;
-        };
-        if outbound.direction != direction::OUTBOUND {
-            continue;
-        }
-        let inbound = lookup(&outbound.peer)?;
-        listing
-            .flows
-            .push(flow(&key, &outbound, inbound.as_ref(), wanted.now_ns));
-        listing.total += 1;
     }
-    Ok(listing)
+
+    fn offer(&mut self, key: FlowKey, outbound: FlowEntry) {
+        // One flow is one outbound half; it is keyed on its DUT NIC.
+        if outbound.direction != direction::OUTBOUND || !self.dut_ifindexes.contains(&key.ifindex) {
+            return;
+        }
+        self.total += 1;
+        let candidate = Candidate { key, outbound };
+        if self.kept.len() < self.limit {
+            self.kept.push(Reverse(candidate));
+        } else if let Some(mut oldest) = self.kept.peek_mut()
+            && oldest.0 < candidate
+        {
+            *oldest = Reverse(candidate);
+        }
+    }
+
+    fn into_chosen(self) -> impl Iterator<Item = Candidate> {
+        self.kept.into_iter().map(|Reverse(c)| c)
+    }
 }
 
 /// The record of the flow whose outbound half is `key` -> `outbound`.
@@ -163,7 +185,7 @@ fn socket(addr: u32, port: u16) -> SocketAddrV4 {
 
 #[cfg(test)]
 mod tests {
-    use std::{collections::BTreeMap, net::Ipv4Addr};
+    use std::net::Ipv4Addr;
 
     use dutnet_common::nat::{protocol, tcp_seen};
 
@@ -179,7 +201,8 @@ mod tests {
     }
 
     /// Both halves of a flow from 192.168.100.10:`port` to 10.99.0.1:7000,
-    /// leaving as 10.99.0.2:`port + 1`.
+    /// leaving as 10.99.0.2:`port + 1`, the DUT's last packet at second
+    /// 10, the reply's at 12.
     fn flow_pair(dut_nic: u32, proto: u8, port: u16) -> [(FlowKey, FlowEntry); 2] {
         let dut = wire(Ipv4Addr::new(192, 168, 100, 10));
         let remote = wire(Ipv4Addr::new(10, 99, 0, 1));
@@ -228,36 +251,12 @@ mod tests {
         [(out_key, out), (in_key, inb)]
     }
 
-    fn run(
-        table: &BTreeMap<FlowKey, FlowEntry>,
-        keys: Vec<FlowKey>,
-        nics: &[u32],
-        limit: usize,
-    ) -> FlowListing {
-        let nics: BTreeSet<u32> = nics.iter().copied().collect();
-        let wanted = Wanted {
-            dut_ifindexes: &nics,
-            limit,
-            max_entries: 1000,
-            now_ns: 15 * SECOND,
-        };
-        walk(
-            keys.into_iter().map(Ok::<_, ()>),
-            |k| Ok(table.get(k).copied()),
-            &wanted,
-        )
-        .unwrap()
-    }
-
     #[test]
     fn a_flow_reads_as_the_dut_the_translation_and_the_remote_in_host_order() {
-        let table: BTreeMap<_, _> = flow_pair(DUT_NIC, protocol::TCP, 40000).into();
-        let listing = run(&table, table.keys().copied().collect(), &[DUT_NIC], 10);
-        assert_eq!(listing.total, 1);
-        assert!(listing.complete);
+        let [(key, out), (_, inb)] = flow_pair(DUT_NIC, protocol::TCP, 40000);
         assert_eq!(
-            listing.flows,
-            vec![Flow {
+            flow(&key, &out, Some(&inb), 15 * SECOND),
+            Flow {
                 dut_ifindex: DUT_NIC,
                 protocol: protocol::TCP,
                 dut: "192.168.100.10:40000".parse().unwrap(),
@@ -268,57 +267,63 @@ mod tests {
                 idle: Duration::from_secs(3),
                 packets_out: 5,
                 packets_in: 3,
-            }]
+            }
         );
     }
 
     #[test]
     fn a_flow_whose_inbound_half_is_gone_is_unreplied_and_idle_since_its_outbound() {
-        let [out, _] = flow_pair(DUT_NIC, protocol::UDP, 5000);
-        let table = BTreeMap::from([out]);
-        let listing = run(&table, vec![out.0], &[DUT_NIC], 10);
-        assert_eq!(listing.flows[0].state, FlowState::Unreplied);
-        assert_eq!(listing.flows[0].idle, Duration::from_secs(5));
-        assert_eq!(listing.flows[0].packets_in, 0);
+        let [(key, out), _] = flow_pair(DUT_NIC, protocol::UDP, 5000);
+        let flow = flow(&key, &out, None, 15 * SECOND);
+        assert_eq!(flow.state, FlowState::Unreplied);
+        assert_eq!(flow.idle, Duration::from_secs(5));
+        assert_eq!(flow.packets_in, 0);
     }
 
-    #[test]
-    fn past_the_limit_flows_are_counted_not_read() {
-        let mut table = BTreeMap::new();
-        for port in (1000..1010).step_by(2) {
-            table.extend(flow_pair(DUT_NIC, protocol::UDP, port));
-            table.extend(flow_pair(OTHER_DUT_NIC, protocol::UDP, port));
+    /// Offers both halves of flows from ports `ports` on each NIC, the
+    /// DUT's last packet at second `port`.
+    fn pick(nics: &[u32], wanted: &[u32], ports: &[u16], limit: usize) -> (u64, Vec<u16>) {
+        let wanted: BTreeSet<u32> = wanted.iter().copied().collect();
+        let mut pick = Pick::new(&wanted, limit);
+        for &nic in nics {
+            for &port in ports {
+                for (key, mut entry) in flow_pair(nic, protocol::UDP, port) {
+                    entry.last_seen_ns = u64::from(port) * SECOND;
+                    pick.offer(key, entry);
+                }
+            }
         }
-        let keys: Vec<FlowKey> = table.keys().copied().collect();
-        let listing = run(&table, keys.clone(), &[DUT_NIC], 2);
-        assert_eq!((listing.flows.len(), listing.total), (2, 5));
-        assert!(listing.flows.iter().all(|f| f.dut_ifindex == DUT_NIC));
-        let both = run(&table, keys, &[DUT_NIC, OTHER_DUT_NIC], 100);
-        assert_eq!((both.flows.len(), both.total), (10, 10));
+        let total = pick.total;
+        let mut kept: Vec<u16> = pick
+            .into_chosen()
+            .map(|c| u16::from_be(c.key.src_port))
+            .collect();
+        kept.sort_unstable();
+        (total, kept)
     }
 
     #[test]
-    fn a_key_removed_under_the_walk_is_skipped() {
-        let [out, inb] = flow_pair(DUT_NIC, protocol::UDP, 5000);
-        let table = BTreeMap::from([inb]);
-        let listing = run(&table, vec![out.0, inb.0], &[DUT_NIC], 10);
-        assert_eq!(listing.total, 0);
-        assert!(listing.flows.is_empty());
+    fn every_outbound_half_of_a_wanted_nic_is_counted_once() {
+        let ports = [1, 2, 3, 4, 5];
+        assert_eq!(
+            pick(&[DUT_NIC, OTHER_DUT_NIC], &[DUT_NIC], &ports, 100),
+            (5, ports.to_vec())
+        );
+        let (total, kept) = pick(
+            &[DUT_NIC, OTHER_DUT_NIC],
+            &[DUT_NIC, OTHER_DUT_NIC],
+            &ports,
+            100,
+        );
+        assert_eq!((total, kept.len()), (10, 10));
+        assert_eq!(pick(&[OTHER_DUT_NIC], &[DUT_NIC], &ports, 100), (0, vec![]));
     }
 
     #[test]
-    fn a_walk_that_restarts_stops_and_says_its_total_is_a_lower_bound() {
-        let mut table = BTreeMap::new();
-        table.extend(flow_pair(DUT_NIC, protocol::UDP, 1000));
-        table.extend(flow_pair(DUT_NIC, protocol::UDP, 2000));
-        // Inbound keys (on the upstream NIC) sort first, then the two
-        // outbound ones.
-        let keys: Vec<FlowKey> = table.keys().copied().collect();
-        // The kernel's answer once the cursor's key was deleted: the
-        // table again from its first key.
-        let restarted = [&keys[..3], &keys[..]].concat();
-        let listing = run(&table, restarted, &[DUT_NIC], 10);
-        assert!(!listing.complete);
-        assert_eq!(listing.total, 1, "{listing:?}");
+    fn past_the_limit_the_flows_the_dut_sent_on_last_are_kept() {
+        assert_eq!(
+            pick(&[DUT_NIC], &[DUT_NIC], &[4, 9, 1, 7, 3, 8], 3),
+            (6, vec![7, 8, 9])
+        );
     }
 }

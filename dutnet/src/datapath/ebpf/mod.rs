@@ -188,13 +188,7 @@ impl EbpfDatapath {
     ) -> Result<FlowListing, EbpfError> {
         let name = maps::NAT_FLOWS;
         let map = self.ebpf.map(name).ok_or(EbpfError::MissingMap { name })?;
-        flow_list::list(
-            map,
-            dut_ifindexes,
-            limit,
-            self.budgets.capacity().table_entries(),
-            nat_maps::monotonic_now_ns(),
-        )
+        flow_list::list(map, dut_ifindexes, limit, nat_maps::monotonic_now_ns())
     }
 
     /// Gives the programs the sweeper's new totals, so the flows it removed

@@ -192,6 +192,15 @@ pub fn entries(map: &aya::maps::Map) -> Result<Vec<(FlowKey, FlowEntry)>, EbpfEr
     batch::read_all(table(map)?.fd().as_fd()).map_err(batch_error)
 }
 
+/// Hands every entry of the connection table to `each`, a batch at a time,
+/// without holding the table.
+pub fn each_entry(
+    map: &aya::maps::Map,
+    each: impl FnMut(FlowKey, FlowEntry),
+) -> Result<(), EbpfError> {
+    batch::read_each(table(map)?.fd().as_fd(), each).map_err(batch_error)
+}
+
 /// Deletes `keys` from the connection table; whether each was there.
 fn delete(map: &aya::maps::Map, keys: &[FlowKey]) -> Result<Vec<bool>, EbpfError> {
     batch::delete(table(map)?.fd().as_fd(), keys).map_err(batch_error)
