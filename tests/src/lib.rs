@@ -11,6 +11,7 @@ pub mod clients;
 pub mod cmd;
 pub mod far_end;
 pub mod frames;
+pub mod generator;
 pub mod nat_lab;
 pub mod netns;
 pub mod prereq;

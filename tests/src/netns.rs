@@ -87,6 +87,14 @@ impl Netns {
         }
     }
 
+    /// The MAC address of `interface`, from `ip -o link`.
+    #[must_use]
+    pub fn mac(&self, interface: &str) -> Option<[u8; 6]> {
+        let out = self.ip(&format!("-o link show {interface}"));
+        let text = out.stdout.split("link/ether ").nth(1)?;
+        parse_mac(text.split_whitespace().next()?)
+    }
+
     /// Runs `f` on a thread that has entered this namespace: sockets it
     /// creates belong to the namespace (and stay usable from any thread).
     pub fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -101,6 +109,17 @@ impl Netns {
         .join()
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
+}
+
+/// `02:00:00:00:01:0a` as bytes.
+#[must_use]
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
 }
 
 /// A program started with [`Netns::spawn`]; stopped (by its PID) on drop.
@@ -161,5 +180,18 @@ impl Drop for Process {
         if self.child.is_some() {
             self.terminate();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_mac;
+
+    #[test]
+    fn parses_a_mac() {
+        assert_eq!(parse_mac("02:00:00:00:01:0a"), Some([2, 0, 0, 0, 1, 0x0a]));
+        assert_eq!(parse_mac("02:00:00:00:01"), None);
+        assert_eq!(parse_mac("02:00:00:00:01:0a:ff"), None);
+        assert_eq!(parse_mac("zz:00:00:00:01:0a"), None);
     }
 }

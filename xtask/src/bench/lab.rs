@@ -293,36 +293,8 @@ fn load_dutnet(
     Ok(daemon)
 }
 
-/// The MAC address of `interface` in `ns`, from `ip -o link`.
+/// The MAC address of `interface` in `ns`.
 fn mac_of(ns: &Netns, interface: &str) -> Result<[u8; 6]> {
-    let out = ns.ip(&format!("-o link show {interface}"));
-    let text = out
-        .stdout
-        .split("link/ether ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .with_context(|| format!("no MAC for {interface} in {}", ns.name))?;
-    parse_mac(text).with_context(|| format!("bad MAC {text:?} for {interface}"))
-}
-
-fn parse_mac(text: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = text.split(':');
-    for byte in &mut mac {
-        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_a_mac() {
-        assert_eq!(parse_mac("02:00:00:00:01:0a"), Some([2, 0, 0, 0, 1, 0x0a]));
-        assert_eq!(parse_mac("02:00:00:00:01"), None);
-        assert_eq!(parse_mac("02:00:00:00:01:0a:ff"), None);
-        assert_eq!(parse_mac("zz:00:00:00:01:0a"), None);
-    }
+    ns.mac(interface)
+        .with_context(|| format!("no MAC for {interface} in {}", ns.name))
 }

@@ -8,7 +8,6 @@
 mod connections;
 mod control;
 mod cpu;
-mod generator;
 mod lab;
 mod receiver;
 mod report;
@@ -22,8 +21,10 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use dutnet_tests::prereq;
-use generator::{Flows, Load};
+use dutnet_tests::{
+    generator::{Flows, Load},
+    prereq,
+};
 use lab::{Lab, Path};
 use report::{Metric, Results};
 use serde_json::json;

@@ -9,11 +9,11 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use dutnet_tests::generator::{self, DST_PORT_BASE, DST_PORTS, Load, PacketSocket, Template};
 
 use super::{
     cpu::{self, CpuTimes},
-    generator::{self, DST_PORT_BASE, DST_PORTS, Load, PacketSocket, Template},
-    lab::{LAN_ADDR, Lab},
+    lab::{DUT_ADDR, LAN_ADDR, Lab},
     receiver,
 };
 
@@ -47,7 +47,7 @@ pub fn measure(lab: &Lab, load: Load) -> Result<UdpResult> {
         .dut
         .enter(|| PacketSocket::open("eth0"))
         .context("opening a packet socket on the DUT's NIC")?;
-    let template = Template::new(lab.gateway_mac, lab.dut_mac);
+    let template = Template::new(DUT_ADDR, LAN_ADDR, lab.gateway_mac, lab.dut_mac);
     let done = Arc::new(AtomicBool::new(false));
     // The receiver outlives the sender by its drain time, never by more
     // than this.
@@ -68,7 +68,7 @@ pub fn measure(lab: &Lab, load: Load) -> Result<UdpResult> {
         .name("bench-send".to_owned())
         .spawn(move || -> Result<generator::Sent> {
             cpu::pin_to(SENDER_CPU)?;
-            generator::send(&packet_socket, &template, load)
+            generator::send(&packet_socket, &template, load).context("sendmmsg on the DUT NIC")
         })?;
     let sent = sender.join();
     let cpu_busy = CpuTimes::now().busy_percent_since(before);

@@ -1,20 +1,20 @@
-//! The 64-byte UDP load: frames written straight onto the DUT's NIC with an
-//! `AF_PACKET` socket and `sendmmsg`.
+//! A 64-byte UDP load: frames written straight onto a DUT's NIC with an
+//! `AF_PACKET` socket and `sendmmsg`, for the benchmark and for the tests of
+//! a flooding DUT.
 //!
 //! Writing frames, not datagrams, lets every packet carry any 5-tuple (a new
-//! flow per packet needs 240 000 of them) and keeps the DUT's own UDP stack,
-//! which costs the same on every path, out of the sending core's budget.
-//! Each frame has valid IPv4 and UDP checksums, as a real DUT's would.
+//! flow per packet needs hundreds of thousands of them) and keeps the DUT's
+//! own UDP stack, which costs the same on every path, out of the sending
+//! core's budget. Each frame has valid IPv4 and UDP checksums, as a real
+//! DUT's would. Every load is bounded in packets and in time.
 use std::{
     io,
+    net::Ipv4Addr,
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     time::{Duration, Instant},
 };
 
-use anyhow::{Result, bail};
-use dutnet_tests::frames;
-
-use super::lab::{DUT_ADDR, LAN_ADDR};
+use crate::frames;
 
 /// 64 bytes on the wire with the FCS the veth never carries.
 pub const FRAME_LEN: usize = 60;
@@ -28,6 +28,11 @@ pub const DST_PORTS: u16 = 4;
 const SRC_PORT_BASE: u16 = 1024;
 const SRC_PORTS: u64 = 60_000;
 const BATCH: usize = 64;
+/// The 5-tuples of [`Flows::Scattered`]: every source port from 1024 and
+/// every destination port but 0.
+const SCATTERED_SRC_PORTS: u32 = 65_536 - 1024;
+const SCATTERED_DST_PORTS: u32 = 65_535;
+const SCATTERED: u32 = SCATTERED_SRC_PORTS * SCATTERED_DST_PORTS;
 
 /// Which 5-tuples the packets of one load carry.
 #[derive(Clone, Copy, Debug)]
@@ -39,6 +44,11 @@ pub enum Flows {
     /// Every packet a flow never seen before (source port, then destination
     /// port, change): at most [`Flows::distinct`] packets.
     NewPerPacket,
+    /// Every packet a flow never seen before, in an order no pattern
+    /// predicts, to any destination port: what a flooding or scanning DUT
+    /// sends. `seed` picks the order. About 4.2 billion packets before a
+    /// 5-tuple repeats.
+    Scattered { seed: u32 },
 }
 
 impl Flows {
@@ -52,6 +62,14 @@ impl Flows {
                 port(SRC_PORT_BASE, i % SRC_PORTS),
                 port(DST_PORT_BASE, (i / SRC_PORTS) % u64::from(DST_PORTS)),
             ),
+            Self::Scattered { seed } => {
+                let index = (i % u64::from(SCATTERED)) as u32;
+                let tuple = scatter(index, seed);
+                (
+                    1024 + (tuple % SCATTERED_SRC_PORTS) as u16,
+                    1 + (tuple / SCATTERED_SRC_PORTS) as u16,
+                )
+            }
         }
     }
 
@@ -61,8 +79,28 @@ impl Flows {
             Self::One => 1,
             Self::Cycle(n) => u64::from(n),
             Self::NewPerPacket => SRC_PORTS * u64::from(DST_PORTS),
+            Self::Scattered { .. } => u64::from(SCATTERED),
         }
     }
+}
+
+/// A permutation of `0..SCATTERED`: murmur3's 32-bit finalizer (a bijection
+/// of u32) keyed with `seed`, applied again while the result falls outside
+/// the range ("cycle walking"), which keeps it a bijection of the range.
+fn scatter(index: u32, seed: u32) -> u32 {
+    let mix = |mut h: u32| {
+        h ^= seed;
+        h ^= h >> 16;
+        h = h.wrapping_mul(0x85eb_ca6b);
+        h ^= h >> 13;
+        h = h.wrapping_mul(0xc2b2_ae35);
+        h ^ (h >> 16)
+    };
+    let mut value = mix(index);
+    while value >= SCATTERED {
+        value = mix(value);
+    }
+    value
 }
 
 /// One bounded load: stops after `packets` or after `limit`, whichever first.
@@ -102,8 +140,8 @@ pub struct PacketSocket(OwnedFd);
 
 impl PacketSocket {
     /// Opens a socket on `interface`. Call it inside the interface's network
-    /// namespace ([`dutnet_tests::Netns::enter`]); it can be used from any
-    /// thread after that.
+    /// namespace ([`crate::Netns::enter`]); it can be used from any thread
+    /// after that.
     pub fn open(interface: &str) -> io::Result<Self> {
         let name = std::ffi::CString::new(interface)?;
         // SAFETY: if_nametoindex reads a NUL-terminated string.
@@ -152,7 +190,8 @@ impl PacketSocket {
     }
 }
 
-/// The frame every packet starts from: DUT to LAN host, 18 bytes of payload.
+/// The frame every packet starts from: the DUT's address to the far host's,
+/// 18 bytes of payload.
 #[derive(Clone, Debug)]
 pub struct Template {
     frame: [u8; FRAME_LEN],
@@ -160,16 +199,20 @@ pub struct Template {
 }
 
 impl Template {
-    pub fn new(gateway_mac: [u8; 6], dut_mac: [u8; 6]) -> Self {
-        let mut built = frames::udp((DUT_ADDR, 0), (LAN_ADDR, 0), &[0x5a; PAYLOAD_LEN]);
-        frames::set_macs(&mut built, gateway_mac, dut_mac);
+    /// Frames from `src` (the DUT's address, or any address a DUT may
+    /// claim) to `dst`, sent from `src_mac` to `gateway_mac` (the MAC of the
+    /// exporter's DUT NIC).
+    #[must_use]
+    pub fn new(src: Ipv4Addr, dst: Ipv4Addr, gateway_mac: [u8; 6], src_mac: [u8; 6]) -> Self {
+        let mut built = frames::udp((src, 0), (dst, 0), &[0x5a; PAYLOAD_LEN]);
+        frames::set_macs(&mut built, gateway_mac, src_mac);
         let mut frame = [0u8; FRAME_LEN];
         frame.copy_from_slice(&built[..FRAME_LEN]);
         Self {
             frame,
             pseudo_header: frames::pseudo_header_sum(
-                DUT_ADDR,
-                LAN_ADDR,
+                src,
+                dst,
                 frames::PROTO_UDP,
                 FRAME_LEN - UDP_AT,
             ),
@@ -194,7 +237,10 @@ impl Template {
 /// Sends `load` as fast as the core allows. With veth, the receiving
 /// namespaces process each frame in softirq on this same core, so this
 /// thread's core is where the whole forwarding path is paid.
-pub fn send(socket: &PacketSocket, template: &Template, load: Load) -> Result<Sent> {
+///
+/// # Errors
+/// A `sendmmsg` error other than a full queue (which is waited out).
+pub fn send(socket: &PacketSocket, template: &Template, load: Load) -> io::Result<Sent> {
     let mut batch = vec![[0u8; FRAME_LEN]; BATCH];
     let mut iovecs: Vec<libc::iovec> = batch
         .iter_mut()
@@ -244,7 +290,7 @@ pub fn send(socket: &PacketSocket, template: &Template, load: Load) -> Result<Se
                         std::thread::yield_now();
                         continue;
                     }
-                    _ => bail!("sendmmsg on the DUT NIC: {error}"),
+                    _ => return Err(error),
                 }
             }
             done += usize::try_from(ret).unwrap_or(0);
@@ -264,6 +310,9 @@ mod tests {
 
     use super::*;
 
+    const DUT: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 10);
+    const LAN: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
+
     #[test]
     fn new_flow_load_never_repeats_a_five_tuple() {
         let flows = Flows::NewPerPacket;
@@ -282,14 +331,46 @@ mod tests {
 
     #[test]
     fn frames_carry_valid_checksums_and_the_ports() {
-        let template = Template::new([2, 0, 0, 0, 1, 1], [2, 0, 0, 0, 1, 0x0a]);
+        let template = Template::new(DUT, LAN, [2, 0, 0, 0, 1, 1], [2, 0, 0, 0, 1, 0x0a]);
         let mut frame = [0u8; FRAME_LEN];
         for i in [0, 1, 59_999, 60_000, 239_999] {
             template.write(Flows::NewPerPacket, i, &mut frame);
             let parsed = frames::parse(frames::ip_packet(&frame));
             assert!(parsed.ip_checksum_ok && parsed.l4_checksum_ok, "packet {i}");
             assert_eq!((parsed.sport, parsed.dport), Flows::NewPerPacket.ports(i));
-            assert_eq!((parsed.src, parsed.dst), (DUT_ADDR, LAN_ADDR));
+            assert_eq!((parsed.src, parsed.dst), (DUT, LAN));
         }
+    }
+
+    #[test]
+    fn scattered_load_never_repeats_a_five_tuple_nor_uses_port_zero() {
+        let flows = Flows::Scattered { seed: 7 };
+        let tuples: HashSet<_> = (0..300_000).map(|i| flows.ports(i)).collect();
+        assert_eq!(tuples.len(), 300_000);
+        assert!(tuples.iter().all(|&(s, d)| s >= 1024 && d != 0));
+        // Spread over the whole range, not walking it in order.
+        let dports: HashSet<_> = (0..1000).map(|i| flows.ports(i).1 / 4096).collect();
+        assert_eq!(dports.len(), 16);
+    }
+
+    #[test]
+    fn scatter_is_a_permutation_of_its_range_at_the_top() {
+        // Cycle walking must map the last values into the range too.
+        for index in SCATTERED - 1000..SCATTERED {
+            assert!(scatter(index, 3) < SCATTERED);
+        }
+    }
+
+    #[test]
+    fn frames_carry_the_source_address_they_were_given() {
+        let other = Ipv4Addr::new(192, 168, 100, 11);
+        let template = Template::new(other, LAN, [2, 0, 0, 0, 1, 1], [2, 0, 0, 0, 1, 0x0b]);
+        let mut frame = [0u8; FRAME_LEN];
+        let flows = Flows::Scattered { seed: 1 };
+        template.write(flows, 42, &mut frame);
+        let parsed = frames::parse(frames::ip_packet(&frame));
+        assert!(parsed.ip_checksum_ok && parsed.l4_checksum_ok);
+        assert_eq!((parsed.src, parsed.dst), (other, LAN));
+        assert_eq!((parsed.sport, parsed.dport), flows.ports(42));
     }
 }
