@@ -15,6 +15,7 @@ use dutnet_tests::{
     far_end::TcpEcho,
     frames::{self, PROTO_UDP},
     nat_lab::{DUT_IP, GATEWAY, LAN_IP, Lab, tcp_exchange},
+    netns::Process,
     prereq,
 };
 
@@ -23,20 +24,6 @@ const PROTO_ESP: u8 = 50;
 const PROTO_SCTP: u8 = 132;
 /// RFC 3692's experimental protocol number: nothing tracks it.
 const PROTO_EXPERIMENTAL: u8 = 253;
-
-/// The interface's MAC in `ns`.
-fn mac(ns: &Netns, iface: &str) -> [u8; 6] {
-    let text = ns
-        .exec("cat", &[&format!("/sys/class/net/{iface}/address")])
-        .ok()
-        .stdout;
-    let bytes: Vec<u8> = text
-        .trim()
-        .split(':')
-        .map(|b| u8::from_str_radix(b, 16).unwrap())
-        .collect();
-    bytes.try_into().unwrap()
-}
 
 /// Writes `frames` onto the DUT's `eth0`, as the DUT would send them.
 fn inject(dut: &Netns, frames: &[Vec<u8>]) {
@@ -208,26 +195,9 @@ fn nothing_dut_private_leaves(datapath: &str) {
     // be confused with.
     tcp_exchange(lab.dut(1), SocketAddrV4::new(LAN_IP, 7100), "warm up");
     let capture = lab.topology.path("lan.pcap");
-    let mut tcpdump = lab.lan.spawn(
-        "tcpdump",
-        &[
-            "-i",
-            "eth0",
-            "-nn",
-            "-U",
-            "--immediate-mode",
-            "-w",
-            &capture.to_string_lossy(),
-            "ip",
-        ],
-        &[],
-        lab.topology.path("tcpdump.log"),
-    );
-    cmd::wait_for(Duration::from_secs(5), || {
-        tcpdump.log().contains("listening").then_some(())
-    });
-    let dut_mac = mac(lab.dut(1), "eth0");
-    let gateway_mac = mac(&lab.exporter, "dn-dut1");
+    let mut tcpdump = start_capture(&lab, &lab.lan, &capture, "ip");
+    let dut_mac = lab.dut(1).mac("eth0").expect("the DUT's MAC");
+    let gateway_mac = lab.exporter.mac("dn-dut1").expect("the DUT NIC's MAC");
     let battery = battery(dut_mac, gateway_mac);
     let frames: Vec<Vec<u8>> = battery.iter().map(|(_, f)| f.clone()).collect();
     inject(lab.dut(1), &frames);
@@ -330,44 +300,15 @@ fn a_ttl_1_segment_inside_a_connection_gets_time_exceeded_and_breaks_nothing(dat
 
     let lan_capture = lab.topology.path("lan.pcap");
     let dut_capture = lab.topology.path("dut.pcap");
-    let mut lan_dump = lab.lan.spawn(
-        "tcpdump",
-        &[
-            "-i",
-            "eth0",
-            "-nn",
-            "-U",
-            "--immediate-mode",
-            "-w",
-            &lan_capture.to_string_lossy(),
-            "tcp",
-        ],
-        &[],
-        lab.topology.path("lan-tcpdump.log"),
-    );
-    let mut dut_dump = dut.spawn(
-        "tcpdump",
-        &[
-            "-i",
-            "eth0",
-            "-nn",
-            "-U",
-            "--immediate-mode",
-            "-w",
-            &dut_capture.to_string_lossy(),
-            "icmp",
-        ],
-        &[],
-        lab.topology.path("dut-tcpdump.log"),
-    );
-    for dump in [&lan_dump, &dut_dump] {
-        cmd::wait_for(Duration::from_secs(5), || {
-            dump.log().contains("listening").then_some(())
-        });
-    }
+    let mut lan_dump = start_capture(&lab, &lab.lan, &lan_capture, "tcp");
+    let mut dut_dump = start_capture(&lab, &dut, &dut_capture, "icmp");
     let mut probe = frames::tcp((DUT_IP, local), (LAN_IP, 7200), 0x18, b"probe\n");
     probe = frames::with_ttl(probe, 1);
-    frames::set_macs(&mut probe, mac(&lab.exporter, "dn-dut1"), mac(&dut, "eth0"));
+    frames::set_macs(
+        &mut probe,
+        lab.exporter.mac("dn-dut1").expect("the DUT NIC's MAC"),
+        dut.mac("eth0").expect("the DUT's MAC"),
+    );
     inject(&dut, &[probe]);
     std::thread::sleep(Duration::from_millis(500));
     echo_line(&mut stream, &mut reader, "after");
@@ -413,6 +354,34 @@ fn a_ttl_1_segment_inside_a_connection_gets_time_exceeded_and_breaks_nothing(dat
         "traceroute -T shows no gateway then LAN host:\n{trace}"
     );
     echo_line(&mut stream, &mut reader, "after traceroute");
+}
+
+/// tcpdump on `ns`'s `eth0` writing what matches `filter` to `file`, once
+/// it listens.
+fn start_capture(lab: &Lab, ns: &Netns, file: &std::path::Path, filter: &str) -> Process {
+    let name = file
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let dump = ns.spawn(
+        "tcpdump",
+        &[
+            "-i",
+            "eth0",
+            "-nn",
+            "-U",
+            "--immediate-mode",
+            "-w",
+            &file.to_string_lossy(),
+            filter,
+        ],
+        &[],
+        lab.topology.path(&format!("{name}.log")),
+    );
+    cmd::wait_for(Duration::from_secs(5), || {
+        dump.log().contains("listening").then_some(())
+    })
+    .unwrap_or_else(|| panic!("tcpdump on {} never listened: {}", ns.name, dump.log()));
+    dump
 }
 
 fn capture_text_in(ns: &Netns, capture: &std::path::Path) -> String {
