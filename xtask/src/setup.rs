@@ -30,6 +30,7 @@ const PACKAGES: &[&str] = &[
     "ethtool",
     "traceroute",
     "netcat-openbsd",
+    "nmap",
 ];
 /// Installed when the distribution packages it; nothing depends on it.
 const OPTIONAL_PACKAGES: &[&str] = &["bpftool"];
