@@ -8,7 +8,7 @@
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket},
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    os::fd::{AsRawFd, FromRawFd as _, OwnedFd},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -140,18 +140,19 @@ pub struct TcpEcho {
 impl TcpEcho {
     pub fn start(ns: &Netns, addr: SocketAddrV4) -> Self {
         let listener = ns.enter(move || TcpListener::bind(addr).expect("bind TCP echo"));
-        listener.set_nonblocking(true).expect("nonblocking");
+        // A blocking accept that gives up after POLL (Linux applies
+        // SO_RCVTIMEO to accept) serves a connection as soon as it comes,
+        // so a client can run thousands of them one after the other.
+        set_timeout(&listener, POLL);
         let addr = bound_v4(listener.local_addr());
         let server = Server::start(move |stop, seen| {
             while !stop.load(Ordering::Relaxed) {
                 let Ok((stream, peer)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(20));
                     continue;
                 };
                 record(seen, peer);
                 // One connection at a time is enough for these tests; a
                 // silent client cannot hold the server past the timeout.
-                let _ = stream.set_nonblocking(false);
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
                 let mut line = Vec::new();
                 let mut reader = BufReader::new(&stream);
@@ -231,7 +232,7 @@ pub fn force_buffers(socket: &impl std::os::fd::AsRawFd, bytes: i32) {
     }
 }
 
-fn set_timeout(socket: &OwnedFd, timeout: Duration) {
+fn set_timeout(socket: &impl AsRawFd, timeout: Duration) {
     let tv = libc::timeval {
         tv_sec: timeout.as_secs().try_into().unwrap_or(libc::time_t::MAX),
         tv_usec: libc::suseconds_t::from(timeout.subsec_micros()),

@@ -87,35 +87,75 @@ macro_rules! both_datapaths {
 
 /// An exporter with DUT NICs `dn-dut1..n`, each leading to its own DUT
 /// namespace where the DUT has [`DUT_IP`] statically (all the same), and
-/// the upstream `dn-up` to the LAN host.
+/// the upstream `dn-up` to the LAN host. [`Lab::switched`] puts more DUTs
+/// behind a NIC.
 pub struct Lab {
     pub topology: Topology,
     pub exporter: Netns,
     pub lan: Netns,
+    /// The first DUT of each DUT NIC.
     pub duts: Vec<Netns>,
+    /// Every DUT of each DUT NIC, in address order.
+    behind: Vec<Vec<Netns>>,
     pub daemon: Option<Process>,
+}
+
+/// The address of DUT `k` (from 1) behind one DUT NIC: [`DUT_IP`] and the
+/// addresses after it.
+#[must_use]
+pub fn dut_ip(k: usize) -> Ipv4Addr {
+    let offset = u32::try_from(k - 1).expect("a handful of DUTs");
+    Ipv4Addr::from(u32::from(DUT_IP) + offset)
 }
 
 impl Lab {
     pub fn new(duts: usize) -> Self {
+        Self::switched(&vec![1; duts])
+    }
+
+    /// A lab whose DUT NIC `dn-dut<n>` leads to `per_nic[n-1]` DUTs: a
+    /// single one is wired straight to it, several share a switch
+    /// (namespace `sw<n>`, a bridge), as DUTs on one lab segment do. DUT
+    /// `k` of a NIC has [`dut_ip`]`(k)` (namespace `dut<n>`, then
+    /// `dut<n>-<k>`).
+    pub fn switched(per_nic: &[usize]) -> Self {
         let mut topology = Topology::new();
         let (exporter, lan) = topology.exporter_and_lan();
-        let duts = (1..=duts)
-            .map(|n| {
-                let dut = topology.netns(&format!("dut{n}"));
-                topology.veth((&exporter, &format!("dn-dut{n}")), (&dut, "eth0"));
-                dut.ip(&format!("addr add {DUT_IP}/24 dev eth0"));
+        let mut behind = Vec::new();
+        for (n, &count) in (1..).zip(per_nic) {
+            let nic = format!("dn-dut{n}");
+            let duts: Vec<Netns> = (1..=count)
+                .map(|k| match k {
+                    1 => topology.netns(&format!("dut{n}")),
+                    _ => topology.netns(&format!("dut{n}-{k}")),
+                })
+                .collect();
+            if let [dut] = duts.as_slice() {
+                topology.veth((&exporter, &nic), (dut, "eth0"));
+            } else {
+                let mut ends = vec![(&exporter, nic.as_str())];
+                ends.extend(duts.iter().map(|d| (d, "eth0")));
+                topology.switch(&format!("sw{n}"), &ends);
+            }
+            for (k, dut) in (1..).zip(&duts) {
+                dut.ip(&format!("addr add {}/24 dev eth0", dut_ip(k)));
                 dut.ip(&format!("route add default via {GATEWAY}"));
-                dut
-            })
-            .collect();
+            }
+            behind.push(duts);
+        }
         Self {
             topology,
             exporter,
             lan,
-            duts,
+            duts: behind.iter().filter_map(|d| d.first().cloned()).collect(),
+            behind,
             daemon: None,
         }
+    }
+
+    /// DUT `k` (from 1) of DUT NIC `dn-dut<n>`.
+    pub fn dut_behind(&self, n: usize, k: usize) -> &Netns {
+        &self.behind[n - 1][k - 1]
     }
 
     /// Makes the LAN host a router to a far host ([`FAR_IP`], namespace
@@ -281,24 +321,33 @@ pub fn udp_reply(lab: &Lab, socket: &UdpSocket, server: &UdpEcho, payload: &[u8]
 
 /// One TCP exchange from `ns`: connect, send a line, read the echo; returns
 /// the peer the server saw.
+#[track_caller]
 pub fn tcp_exchange(ns: &Netns, server: SocketAddrV4, line: &str) -> SocketAddr {
+    let line = line.to_owned();
+    ns.enter(move || try_tcp_exchange(server, &line))
+        .unwrap_or_else(|e| panic!("TCP to {server} from {}: {e}", ns.name))
+}
+
+/// [`tcp_exchange`] from the calling thread's namespace (a thread inside
+/// [`Netns::enter`] running many of them), each step waiting at most
+/// [`REPLY_WAIT`]. An answer that is not the echo of `line` is an error too.
+pub fn try_tcp_exchange(server: SocketAddrV4, line: &str) -> std::io::Result<SocketAddr> {
     let request = format!("{line}\n");
-    let reply = ns.enter({
-        let request = request.clone();
-        move || -> std::io::Result<Vec<u8>> {
-            let mut stream = TcpStream::connect_timeout(&server.into(), REPLY_WAIT)?;
-            stream.set_read_timeout(Some(REPLY_WAIT))?;
-            stream.write_all(request.as_bytes())?;
-            let mut reply = Vec::new();
-            stream.read_to_end(&mut reply)?;
-            Ok(reply)
-        }
-    });
-    let reply = reply.unwrap_or_else(|e| panic!("TCP to {server} from {}: {e}", ns.name));
-    let (peer, echoed) = far_end::parse_echo(&reply)
-        .unwrap_or_else(|| panic!("not an echo: {:?}", String::from_utf8_lossy(&reply)));
-    assert_eq!(echoed, request.as_bytes());
-    peer
+    let mut stream = TcpStream::connect_timeout(&server.into(), REPLY_WAIT)?;
+    stream.set_read_timeout(Some(REPLY_WAIT))?;
+    stream.write_all(request.as_bytes())?;
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply)?;
+    match far_end::parse_echo(&reply) {
+        Some((peer, echoed)) if echoed == request.as_bytes() => Ok(peer),
+        _ => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "not the echo of {line:?}: {:?}",
+                String::from_utf8_lossy(&reply)
+            ),
+        )),
+    }
 }
 
 /// Creates Docker's `ip filter FORWARD` chain (forward hook, policy drop)

@@ -76,6 +76,21 @@ impl Topology {
         ns_b.ip(&format!("link set {if_b} up"));
     }
 
+    /// A switch: namespace `<prefix>-<name>` holding bridge `br0`, with one
+    /// port (`p1`, `p2`, ...) per end in `ends`, each a veth to that
+    /// namespace's interface. Returns the switch's namespace.
+    pub fn switch(&mut self, name: &str, ends: &[(&Netns, &str)]) -> Netns {
+        let switch = self.netns(name);
+        switch.ip("link add br0 type bridge");
+        switch.ip("link set br0 up");
+        for (port, end) in (1..).zip(ends) {
+            let port = format!("p{port}");
+            self.veth((&switch, &port), *end);
+            switch.ip(&format!("link set {port} master br0"));
+        }
+        switch
+    }
+
     /// The usual start of a lab: namespace `exporter` whose upstream NIC
     /// `dn-up` (10.99.0.2/24) leads to namespace `lan`, the lab LAN's host
     /// (10.99.0.1/24 on `eth0`). Returns (exporter, lan).

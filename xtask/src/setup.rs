@@ -33,6 +33,8 @@ const PACKAGES: &[&str] = &[
     // `dutnet flows` on the nft datapath names a conntrack command; the
     // test runs it.
     "conntrack",
+    // The scanning-DUT test (flow_pressure.rs).
+    "nmap",
 ];
 /// Installed when the distribution packages it; nothing depends on it.
 const OPTIONAL_PACKAGES: &[&str] = &["bpftool"];
