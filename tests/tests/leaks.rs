@@ -186,11 +186,26 @@ fn leaked(capture: &str) -> Vec<String> {
 }
 
 fn nothing_dut_private_leaves(datapath: &str) {
+    battery_leaks_nothing(datapath, "");
+}
+
+/// In 1:1 mode, a DUT without a public address of its own is masqueraded:
+/// the same battery from it leaks nothing either.
+fn nothing_leaves_from_an_unmapped_dut_in_1to1(datapath: &str) {
+    battery_leaks_nothing(
+        datapath,
+        "nat_mode: 1to1\naddresses:\n  - ip: 192.168.100.20\n    public_ip: 10.99.0.50\n",
+    );
+}
+
+both_datapaths!(nothing_leaves_from_an_unmapped_dut_in_1to1);
+
+fn battery_leaks_nothing(datapath: &str, extra: &str) {
     prereq::require("tcpdump", "tcpdump");
     prereq::require("python3", "python3");
     let mut lab = Lab::new(1);
     let _server = TcpEcho::start(&lab.lan, SocketAddrV4::new(LAN_IP, 7100));
-    lab.load_on(datapath, "");
+    lab.load_on(datapath, extra);
     // A live connection and flows, so errors and punts have something to
     // be confused with.
     tcp_exchange(lab.dut(1), SocketAddrV4::new(LAN_IP, 7100), "warm up");
