@@ -19,6 +19,7 @@ use tokio::{
 use tracing::{debug, info, warn};
 
 use super::protocol::{self, Failure, MAX_LINE, Request, Response};
+use crate::state::private;
 
 /// A request waiting for the daemon, with where its response goes.
 pub type Pending = (Request, oneshot::Sender<Response>);
@@ -96,7 +97,7 @@ fn bind_private(
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| fail("create its directory", e))?;
+    private_directory(dir, group).map_err(|e| fail("make its directory private", e))?;
     let staging = dir.join(format!(".dutnet-sock-{}", std::process::id()));
     // A leftover of an earlier daemon with the same pid (after a reboot).
     let _ = std::fs::remove_dir_all(&staging);
@@ -126,6 +127,18 @@ fn bind_private(
     })();
     let _ = std::fs::remove_dir_all(&staging);
     bound
+}
+
+/// The socket's directory (the run directory, dutnet's own): 0700, or 0710
+/// owned by `group` so its members can reach the socket by name (and list
+/// nothing).
+fn private_directory(dir: &Path, group: Option<u32>) -> io::Result<()> {
+    private::ensure_dir(dir)?;
+    if let Some(gid) = group {
+        std::os::unix::fs::chown(dir, None, Some(gid))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o710))?;
+    }
+    Ok(())
 }
 
 async fn accept_loop(listener: UnixListener, requests: mpsc::Sender<Pending>) {

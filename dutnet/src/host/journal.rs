@@ -21,7 +21,7 @@ use std::{
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::netlink::Ipv4Address;
+use crate::{netlink::Ipv4Address, state::private};
 
 /// The format this dutnet writes, and the newest it reads.
 pub const FORMAT: u32 = 2;
@@ -157,12 +157,9 @@ impl Journal {
             source,
         };
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(fail)?;
+            private::create_dir(dir).map_err(fail)?;
         }
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(path)
+        let file = private::open_file(path, OpenOptions::new().create_new(true).append(true))
             .map_err(fail)?;
         let mut journal = Self {
             path: path.to_owned(),
@@ -260,14 +257,7 @@ impl Journal {
             text.push_str(&serde_json::to_string(entry).map_err(|e| fail(e.into()))?);
             text.push('\n');
         }
-        let tmp = self.path.with_extension("tmp");
-        {
-            let mut file = File::create(&tmp).map_err(fail)?;
-            file.write_all(text.as_bytes()).map_err(fail)?;
-            file.sync_all().map_err(fail)?;
-        }
-        std::fs::rename(&tmp, &self.path).map_err(fail)?;
-        sync_dir(&self.path);
+        private::write_atomically(&self.path, text.as_bytes()).map_err(fail)?;
         self.file = OpenOptions::new()
             .append(true)
             .open(&self.path)
