@@ -41,8 +41,10 @@ fn open(path: &Path) -> Result<File, LockError> {
         path: path.to_owned(),
         source,
     };
+    // Created 0700 when missing; an existing run directory's mode is the
+    // control server's to set (0710 for a socket group), not a lock check's.
     if let Some(dir) = path.parent() {
-        private::ensure_dir(dir).map_err(io)?;
+        private::create_dir(dir).map_err(io)?;
     }
     private::open_file(
         path,
