@@ -4,6 +4,7 @@
 //! [`datapath::ebpf`] (loading, attaching, pinning). Control path: the daemon,
 //! its servers and the host settings it changes, in the other modules.
 pub mod config;
+pub mod connections;
 pub mod control;
 pub mod daemon;
 pub mod datapath;

@@ -387,3 +387,67 @@ fn icmp_in_echos(ns: &Netns) -> u64 {
         .and_then(|(_, value)| value.parse().ok())
         .unwrap()
 }
+
+/// The permission bits of `path` (not following a symbolic link).
+fn mode_of(path: &std::path::Path) -> u32 {
+    std::fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+#[test]
+fn state_files_are_root_only_and_down_after_a_crash_leaves_no_pid_or_socket() {
+    let mut lab = Lab::start();
+    lab.ok(&["add-dns", "nas.lab.local", "10.99.0.7"]);
+    assert!(lab.lease("first").is_some(), "{}", lab.log());
+    let state = lab.topology.path("state");
+    let run = lab.topology.path("run");
+    let network = state.join("networks").join("dn-dut1");
+    let private_files = [
+        state.join("undo.journal"),
+        state.join("runtime").join("dn-dut1.json"),
+        network.join("leases"),
+        run.join("dutnet.pid"),
+        run.join("dutnet.sock"),
+    ];
+    let private_dirs = [
+        state.clone(),
+        state.join("runtime"),
+        state.join("networks"),
+        network.clone(),
+        run.clone(),
+    ];
+    let check = |when: &str| {
+        for file in &private_files {
+            assert_eq!(mode_of(file), 0o600, "{when}: {}", file.display());
+        }
+        for dir in &private_dirs {
+            assert_eq!(mode_of(dir), 0o700, "{when}: {}", dir.display());
+        }
+    };
+    check("as created");
+
+    // What an older dutnet left: the umask's modes. A restart tightens them.
+    for file in &private_files[1..3] {
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    for dir in &private_dirs {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    lab.restart();
+    check("after a restart over loose modes");
+
+    if let Some(mut daemon) = lab.daemon.take() {
+        daemon.kill9();
+    }
+    assert!(run.join("dutnet.pid").exists() && run.join("dutnet.sock").exists());
+    let down = lab.ok(&["down"]);
+    assert!(down.contains("removed the pid and socket files"), "{down}");
+    for stale in ["dutnet.pid", "dutnet.sock"] {
+        assert!(!run.join(stale).exists(), "{stale} left after down: {down}");
+    }
+    let again = lab.ok(&["down"]);
+    assert!(again.contains("nothing to do"), "{again}");
+}

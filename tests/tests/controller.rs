@@ -326,3 +326,108 @@ fn a_second_dutnet_is_refused_while_one_runs() {
     assert!(down.stdout.contains("stopped dutnet"), "{down:#?}");
     assert!(!daemon.is_running());
 }
+
+/// Addresses that exercise every attribute `ip addr add` can set, added to
+/// `dn-dut1` after the lab's plain `10.50.1.7/24` (no broadcast).
+const EXACT_ADDRESSES: [&str; 6] = [
+    // A secondary of the plain address: it must stay behind its primary.
+    "10.50.1.8/24",
+    "172.31.8.1 peer 172.31.8.2/32",
+    "10.60.0.5/24 brd 10.60.0.127 label dn-dut1:lab",
+    "10.61.0.5/24 noprefixroute scope link",
+    "10.62.0.5/24 metric 50",
+    // Finite lifetimes: the kernel counts them down by itself.
+    "10.63.0.5/24 valid_lft 3600 preferred_lft 1800",
+];
+
+/// `ip -j addr show dev IFACE` parsed, with the seconds left of each finite
+/// lifetime taken out (they count down whatever dutnet does, so they are
+/// compared separately) and returned as `(local, valid, preferred)`.
+fn ip_addr_json(ns: &Netns, iface: &str) -> (serde_json::Value, Vec<(String, u64, u64)>) {
+    const FOREVER: u64 = u32::MAX as u64;
+    let out = ns.exec("ip", &["-j", "addr", "show", "dev", iface]).ok();
+    let mut json: serde_json::Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("ip -j is not JSON ({e}): {}", out.stdout));
+    let mut finite = Vec::new();
+    for address in json[0]["addr_info"].as_array_mut().into_iter().flatten() {
+        let valid = address["valid_life_time"].as_u64().unwrap_or(FOREVER);
+        let preferred = address["preferred_life_time"].as_u64().unwrap_or(FOREVER);
+        if valid != FOREVER || preferred != FOREVER {
+            let local = address["local"].as_str().unwrap_or_default().to_owned();
+            finite.push((local, valid, preferred));
+            address["valid_life_time"] = "finite".into();
+            address["preferred_life_time"] = "finite".into();
+        }
+    }
+    (json, finite)
+}
+
+/// The interface is as it was: the same JSON, and each finite lifetime no
+/// longer than before and shorter by no more than the time gone by.
+#[track_caller]
+fn assert_addresses_as_before(
+    lab: &Lab,
+    before: &(serde_json::Value, Vec<(String, u64, u64)>),
+    since: Instant,
+    what: &str,
+    log: &str,
+) {
+    let (json, finite) = ip_addr_json(&lab.exporter, "dn-dut1");
+    assert_eq!(
+        json, before.0,
+        "{what}: `ip -j addr show dev dn-dut1` differs\ndutnet log:\n{log}"
+    );
+    let gone_by = since.elapsed().as_secs() + 1;
+    assert_eq!(finite.len(), before.1.len(), "{what}: {finite:?}");
+    for ((local, valid, preferred), (_, valid_0, preferred_0)) in finite.iter().zip(&before.1) {
+        for (now, then) in [(valid, valid_0), (preferred, preferred_0)] {
+            assert!(
+                now <= then && now + gone_by >= *then,
+                "{what}: {local}'s lifetime is {now} s, was {then} s {gone_by} s ago"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_address_attribute_comes_back_after_sigterm_down_and_reload() {
+    let lab = Lab::new(1);
+    for address in EXACT_ADDRESSES {
+        lab.exporter.ip(&format!("addr add {address} dev dn-dut1"));
+    }
+    let before = ip_addr_json(&lab.exporter, "dn-dut1");
+    let started = Instant::now();
+    let config = lab.config(&masquerade(&["dn-dut1"]));
+
+    let mut daemon = lab.load(&config, "term");
+    lab.wait_taken_over("dn-dut1", &daemon);
+    assert_eq!(daemon.terminate(), Some(0), "{}", daemon.log());
+    assert_addresses_as_before(&lab, &before, started, "after SIGTERM", &daemon.log());
+
+    let mut daemon = lab.load(&config, "kill");
+    lab.wait_taken_over("dn-dut1", &daemon);
+    daemon.kill9();
+    let down = lab.dutnet(&["down"]).ok();
+    assert!(down.stdout.contains("undid"), "{down:#?}");
+    assert_addresses_as_before(
+        &lab,
+        &before,
+        started,
+        "after SIGKILL + down",
+        &daemon.log(),
+    );
+
+    let mut first = lab.load(&config, "reload-first");
+    lab.wait_taken_over("dn-dut1", &first);
+    first.kill9();
+    let mut second = lab.load(&config, "reload-second");
+    lab.wait_taken_over("dn-dut1", &second);
+    assert_eq!(second.terminate(), Some(0), "{}", second.log());
+    assert_addresses_as_before(
+        &lab,
+        &before,
+        started,
+        "after SIGKILL + load + SIGTERM",
+        &second.log(),
+    );
+}

@@ -4,6 +4,11 @@
 //! daemon's loop through a channel, with a oneshot for the reply: the
 //! daemon's state has one owner and requests are applied one at a time,
 //! between reconciles.
+//!
+//! Connections are bounded per client (uid) and in total, and an idle one
+//! is closed after [`CONTROL_LIMITS`]' timeout (see `connections`): a
+//! script that opens many and never sends a request cannot keep
+//! `dutnet status` out.
 use std::{
     io,
     os::unix::fs::{DirBuilderExt as _, PermissionsExt as _},
@@ -19,6 +24,24 @@ use tokio::{
 use tracing::{debug, info, warn};
 
 use super::protocol::{self, Failure, MAX_LINE, Request, Response};
+use crate::{
+    connections::{Admission, ConnectionTable, Limits, Slot},
+    state::private,
+};
+
+/// The bounds of control connections. The CLI sends one request and reads
+/// one reply, in milliseconds; 32 connections per uid and 64 in total
+/// leave room for scripts running many at once, and a connection that
+/// sends no request for 10 s is closed.
+pub const CONTROL_LIMITS: Limits = Limits {
+    total: 64,
+    per_client: 32,
+    idle_timeout: std::time::Duration::from_secs(10),
+};
+
+/// Who is on the other end, for the per-client cap: the uid
+/// (`SO_PEERCRED`); `None` when the kernel does not say.
+type Client = Option<u32>;
 
 /// A request waiting for the daemon, with where its response goes.
 pub type Pending = (Request, oneshot::Sender<Response>);
@@ -96,7 +119,7 @@ fn bind_private(
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| fail("create its directory", e))?;
+    private_directory(dir, group).map_err(|e| fail("make its directory private", e))?;
     let staging = dir.join(format!(".dutnet-sock-{}", std::process::id()));
     // A leftover of an earlier daemon with the same pid (after a reboot).
     let _ = std::fs::remove_dir_all(&staging);
@@ -128,11 +151,48 @@ fn bind_private(
     bound
 }
 
+/// The socket's directory (the run directory, dutnet's own): 0700, or 0710
+/// owned by `group` so its members can reach the socket by name (and list
+/// nothing).
+fn private_directory(dir: &Path, group: Option<u32>) -> io::Result<()> {
+    private::ensure_dir(dir)?;
+    if let Some(gid) = group {
+        std::os::unix::fs::chown(dir, None, Some(gid))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o710))?;
+    }
+    Ok(())
+}
+
 async fn accept_loop(listener: UnixListener, requests: mpsc::Sender<Pending>) {
+    let table = ConnectionTable::new(CONTROL_LIMITS);
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(serve_connection(stream, requests.clone()));
+                let uid = stream.peer_cred().ok().map(|c| c.uid());
+                match table.admit(uid) {
+                    Admission::Admitted {
+                        slot,
+                        closed_for_room,
+                    } => {
+                        if !closed_for_room.is_empty() {
+                            debug!(
+                                ?uid,
+                                "control connections full: closed the longest idle for room"
+                            );
+                        }
+                        let requests = requests.clone();
+                        tokio::spawn(async move {
+                            serve_connection(stream, &slot, requests).await;
+                        });
+                    }
+                    Admission::Refused => {
+                        warn!(
+                            ?uid,
+                            open = table.open(),
+                            "every control connection in the way is busy with a request, closing the new one"
+                        );
+                    }
+                }
             }
             Err(e) => {
                 // EMFILE and the like: wait instead of spinning.
@@ -143,18 +203,32 @@ async fn accept_loop(listener: UnixListener, requests: mpsc::Sender<Pending>) {
     }
 }
 
-/// Answers request lines on one connection until the client closes it.
-async fn serve_connection(stream: UnixStream, requests: mpsc::Sender<Pending>) {
+/// Answers request lines on one connection until the client closes it, it
+/// stays idle too long or it is closed to make room.
+async fn serve_connection(
+    stream: UnixStream,
+    slot: &Slot<Client>,
+    requests: mpsc::Sender<Pending>,
+) {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     loop {
         let mut line = String::new();
         let limit = u64::try_from(MAX_LINE).unwrap_or(u64::MAX);
-        match (&mut reader).take(limit).read_line(&mut line).await {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e) => {
+        // The whole line within the idle timeout: a client trickling bytes
+        // is idle too.
+        match slot
+            .next_request((&mut reader).take(limit).read_line(&mut line))
+            .await
+        {
+            Some(Ok(0)) => return,
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
                 debug!(error = %e, "control connection closed");
+                return;
+            }
+            None => {
+                debug!("control connection idle too long or closed for room");
                 return;
             }
         }

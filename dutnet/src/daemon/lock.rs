@@ -1,10 +1,13 @@
-//! One dutnet per state: the pid file, held under an exclusive flock.
+//! One dutnet per state: the pid file, held under an exclusive flock, in
+//! the run directory (both root's only: 0600 and 0700).
 use std::{
     fs::{File, OpenOptions},
     io::{Read as _, Seek as _, Write as _},
     os::fd::AsRawFd as _,
     path::{Path, PathBuf},
 };
+
+use crate::state::private;
 
 /// The lock of the running daemon; released when dropped (or when the
 /// process dies, however it dies).
@@ -38,16 +41,20 @@ fn open(path: &Path) -> Result<File, LockError> {
         path: path.to_owned(),
         source,
     };
+    // Created 0700 when missing; an existing run directory's mode is the
+    // control server's to set (0710 for a socket group), not a lock check's.
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
+        private::create_dir(dir).map_err(io)?;
     }
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(io)
+    private::open_file(
+        path,
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false),
+    )
+    .map_err(io)
 }
 
 fn try_flock(file: &File) -> bool {

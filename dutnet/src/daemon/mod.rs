@@ -38,7 +38,7 @@ use crate::{
     dns::{DnsConfig, DnsError, DnsServer},
     host::journal::{self, Journal, JournalError, Leftover, UndoStep},
     netlink::{Netlink, NetlinkError, link_events},
-    state::paths::Paths,
+    state::{paths::Paths, private},
 };
 
 /// How often every network is checked even without a netlink event.
@@ -86,6 +86,15 @@ pub enum DaemonError {
     Undo(Vec<String>),
     #[error("dutnet (pid {pid}) did not stop within {seconds} s after SIGTERM")]
     StopTimeout { pid: i32, seconds: u64 },
+    #[error(
+        "{path}: {source}; dutnet keeps its state there readable by root only, so run it as root or point {} elsewhere",
+        crate::state::paths::STATE_DIR_ENV
+    )]
+    StateDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// One network and what runs for it.
@@ -137,6 +146,7 @@ pub async fn run(
     options: RunOptions,
 ) -> Result<(), DaemonError> {
     let _lock = lock::PidLock::acquire(&paths.pid_file())?;
+    make_state_private(&paths)?;
     let netlink = Netlink::connect()?;
     undo_leftover(&paths, &netlink).await?;
     let mut terminate = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
@@ -211,31 +221,77 @@ pub async fn run(
     daemon.stop().await
 }
 
+/// Takes group and other access away from the state directory and what an
+/// older dutnet left in it (lease files, journal, runtime changes).
+fn make_state_private(paths: &Paths) -> Result<(), DaemonError> {
+    let dir = &paths.state_dir;
+    private::ensure_dir(dir)
+        .and_then(|()| private::tighten_tree(dir))
+        .map_err(|source| DaemonError::StateDir {
+            path: dir.clone(),
+            source,
+        })
+}
+
 /// `dutnet down`: stops a running dutnet, or finishes the undo a killed one
-/// left. Returns what it did, for the user.
+/// left and removes its pid and socket files. Returns what it did, for the
+/// user.
 pub async fn down(paths: &Paths) -> Result<String, DaemonError> {
-    if let Holder::Pid(pid) = lock::holder(&paths.pid_file())? {
-        // SAFETY: kill with the pid the running dutnet wrote under its lock.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        const LIMIT: u64 = 30;
-        for _ in 0..LIMIT * 10 {
-            if lock::holder(&paths.pid_file())? == Holder::Nobody {
-                return Ok(format!("stopped dutnet (pid {pid}); it restored the host"));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    // Held while undoing, so no `dutnet load` starts halfway; dropping it
+    // removes the pid file. No pid file: no dutnet ran since the last
+    // clean exit (or reboot), and none is made for nothing.
+    let lock = if paths.pid_file().exists() {
+        match lock::PidLock::acquire(&paths.pid_file()) {
+            Ok(lock) => Some(lock),
+            Err(LockError::Running { pid }) => return stop_running(paths, pid).await,
+            Err(e) => return Err(e.into()),
         }
-        return Err(DaemonError::StopTimeout {
-            pid,
-            seconds: LIMIT,
-        });
-    }
+    } else {
+        None
+    };
     let netlink = Netlink::connect()?;
-    match undo_leftover(paths, &netlink).await? {
-        0 => Ok("nothing to do: dutnet is not running and left nothing behind".to_owned()),
+    let undone = undo_leftover(paths, &netlink).await;
+    let socket = paths.control_socket();
+    let stale_files = lock.is_some() || socket.exists();
+    // Nobody listens: we hold the lock, or there was no pid file.
+    if let Err(e) = std::fs::remove_file(&socket)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        warn!(socket = %socket.display(), error = %e, "removing the stale control socket failed");
+    }
+    drop(lock);
+    let stale = if stale_files {
+        "; removed the pid and socket files it left"
+    } else {
+        ""
+    };
+    match undone? {
+        0 if !stale_files => {
+            Ok("nothing to do: dutnet is not running and left nothing behind".to_owned())
+        }
+        0 => Ok(format!("nothing to undo{stale}")),
         n => Ok(format!(
-            "undid {n} changes left by a dutnet that did not exit cleanly"
+            "undid {n} changes left by a dutnet that did not exit cleanly{stale}"
         )),
     }
+}
+
+/// Asks the running dutnet (`pid`) to stop and waits until it released the
+/// lock: it restores the host itself.
+async fn stop_running(paths: &Paths, pid: i32) -> Result<String, DaemonError> {
+    // SAFETY: kill with the pid the running dutnet wrote under its lock.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    const LIMIT: u64 = 30;
+    for _ in 0..LIMIT * 10 {
+        if lock::holder(&paths.pid_file())? == Holder::Nobody {
+            return Ok(format!("stopped dutnet (pid {pid}); it restored the host"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(DaemonError::StopTimeout {
+        pid,
+        seconds: LIMIT,
+    })
 }
 
 /// Replays a journal left by a dutnet that did not exit cleanly. Returns how

@@ -7,7 +7,7 @@ use crate::{
         journal::{Entry, UndoStep},
         netmgr, sysctl,
     },
-    netlink::Netlink,
+    netlink::{Ipv4Address, Netlink},
 };
 
 /// Undoes `entries` newest first. Best effort: a step that fails is logged and
@@ -40,10 +40,11 @@ pub(super) async fn undo_step(step: &UndoStep, netlink: &Netlink) -> Result<(), 
                 return Ok(());
             };
             netlink
-                .set_ipv4_addresses(link.index, addresses)
+                .replace_ipv4_addresses(link.index, addresses)
                 .await
                 .map_err(|e| e.to_string())?;
-            info!(%interface, ?addresses, "addresses restored");
+            let restored: Vec<_> = addresses.iter().map(Ipv4Address::net).collect();
+            info!(%interface, ?restored, "addresses restored");
         }
         UndoStep::LinkDown { interface } => {
             if let Some(link) = netlink

@@ -11,7 +11,7 @@ use crate::{
         journal::{Journal, UndoStep},
         netmgr, sysctl,
     },
-    netlink::{Link, Netlink},
+    netlink::{Ipv4Address, Link, Netlink},
 };
 
 /// The bring-up step of a network that failed, and why.
@@ -80,7 +80,7 @@ pub async fn apply(
 
     let wanted = [gateway_address(net)];
     let current = netlink
-        .ipv4_addresses(link.index)
+        .exact_ipv4_addresses(link.index)
         .await
         .map_err(|e| fail("reading the DUT interface's addresses")(&e))?;
     journal
@@ -92,9 +92,9 @@ pub async fn apply(
             },
         )
         .map_err(|e| fail("journaling")(&e))?;
-    if current != wanted {
+    if current.iter().map(Ipv4Address::net).ne(wanted) {
         netlink
-            .set_ipv4_addresses(link.index, &wanted)
+            .replace_ipv4_addresses(link.index, &wanted.map(Ipv4Address::with_broadcast))
             .await
             .map_err(|e| fail("setting the gateway address")(&e))?;
         info!(network = %net.name, interface = %net.interface, address = %wanted[0], "gateway address set");

@@ -8,20 +8,27 @@
 //!
 //! Writes are atomic and durable (temp file, fsync, rename, fsync of the
 //! directory): the server writes before it ACKs, so an acknowledged lease
-//! survives a crash or power cut.
+//! survives a crash or power cut. The file is root's only (0600, its
+//! directory 0700 when dutnet creates it): it names every DUT's MAC and host
+//! name.
 
 use std::fs;
-use std::io::Write;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use super::{DhcpError, Lease, format_hex, format_mac};
+use crate::state::private;
 
 /// Reads `path`; a missing file is an empty table. Lines that do not parse
 /// are skipped with a warning (a hand-edited file must not stop the
-/// server); expired leases are dropped later by `LeaseState::new`.
+/// server); expired leases are dropped later by `LeaseState::new`. A file
+/// an older dutnet left readable by others is made private first.
 pub fn load(path: &Path) -> Result<Vec<Lease>, DhcpError> {
+    private::restrict_file(path).map_err(|source| DhcpError::LeaseFile {
+        path: path.to_owned(),
+        source,
+    })?;
     let text = match fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -130,29 +137,13 @@ pub fn save(path: &Path, network: &str, leases: &[Lease]) -> Result<(), DhcpErro
         path: path.to_owned(),
         source,
     };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    fs::create_dir_all(&dir).map_err(err)?;
-    let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = dir.join(tmp_name);
-    let mut f = fs::File::create(&tmp).map_err(err)?;
-    f.write_all(render(network, leases).as_bytes())
-        .map_err(err)?;
-    f.sync_all().map_err(err)?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(err)?;
-    // The rename is only durable once the directory entry is on disk.
-    fs::File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(err)?;
-    Ok(())
+    private::write_atomically(path, render(network, leases).as_bytes()).map_err(err)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     fn tmpdir(name: &str) -> PathBuf {

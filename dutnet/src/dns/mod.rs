@@ -29,6 +29,8 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use self::server::TCP_LIMITS;
+
 use self::cache::Cache;
 use self::forward::Forwarder;
 use self::service::Service;

@@ -1,7 +1,7 @@
 //! The UDP and TCP tasks of one network's DNS server: they move bytes
 //! between the sockets and [`Service::handle`] and enforce resource limits.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,16 +11,21 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::service::{Service, Transport};
+use crate::connections::{Admission, ConnectionTable, Limits, Slot};
 
 /// UDP queries handled at once (most wait on an upstream). Beyond this a
 /// query gets SERVFAIL at once instead of piling up memory and tasks.
 const MAX_UDP_INFLIGHT: usize = 256;
-/// Concurrent TCP connections. A DUT uses TCP only after a TC answer, so
-/// this is generous; beyond it new connections are closed at once.
-const MAX_TCP_CONNECTIONS: usize = 64;
-/// A TCP connection with no new query for this long is closed (RFC 7766
-/// §6.2.3 recommends seconds, not minutes, for servers).
-const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The bounds of TCP connections (see `connections`). A DUT uses TCP only
+/// after a TC answer, so 16 at once per DUT address and 128 per network are
+/// generous; at a cap the longest idle connection makes room. A connection
+/// with no new query for 5 s is closed: RFC 7766 §6.2.3 recommends an idle
+/// timeout "of the order of seconds" for servers.
+pub const TCP_LIMITS: Limits = Limits {
+    total: 128,
+    per_client: 16,
+    idle_timeout: Duration::from_secs(5),
+};
 /// Time allowed to read the rest of a started query or write a reply.
 const TCP_IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest UDP datagram; a query that big gets FORMERR rather than being
@@ -90,7 +95,7 @@ pub async fn run_tcp(
     mut shutdown: watch::Receiver<()>,
     network: String,
 ) {
-    let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+    let table = ConnectionTable::new(TCP_LIMITS);
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -106,17 +111,19 @@ pub async fn run_tcp(
                         continue;
                     }
                 };
-                match Arc::clone(&slots).try_acquire_owned() {
-                    Ok(permit) => {
+                match table.admit(peer.ip()) {
+                    Admission::Admitted { slot, closed_for_room } => {
+                        if !closed_for_room.is_empty() {
+                            tracing::debug!(%network, %peer, closed = ?closed_for_room, "TCP connections full: closed the longest idle for room");
+                        }
                         let service = Arc::clone(&service);
                         let network = network.clone();
                         connections.spawn(async move {
-                            let _permit = permit;
-                            serve_connection(&service, stream, peer, &network).await;
+                            serve_connection(&service, stream, peer, &slot, &network).await;
                         });
                     }
-                    Err(_) => {
-                        tracing::warn!(%network, %peer, "too many TCP connections, closing the new one");
+                    Admission::Refused => {
+                        tracing::warn!(%network, %peer, open = table.open(), "every TCP connection in the way is busy with a query, closing the new one");
                         drop(stream);
                     }
                 }
@@ -127,18 +134,20 @@ pub async fn run_tcp(
 }
 
 /// Several length-prefixed queries per connection (RFC 7766 §6.2.1), answered
-/// in order, until the client closes, goes idle or misbehaves.
+/// in order, until the client closes, goes idle, misbehaves or its
+/// connection is closed to make room.
 async fn serve_connection(
     service: &Service,
     mut stream: TcpStream,
     peer: SocketAddr,
+    slot: &Slot<IpAddr>,
     network: &str,
 ) {
     loop {
         let mut len = [0u8; 2];
-        match tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut len)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) | Err(_) => return,
+        match slot.next_request(stream.read_exact(&mut len)).await {
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return,
         }
         let len = usize::from(u16::from_be_bytes(len));
         if len == 0 {

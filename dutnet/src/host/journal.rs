@@ -6,6 +6,11 @@
 //! one mechanism for both. Each line is JSON; the first names the boot, so a
 //! journal from before a reboot (whose changes the reboot already undid) is
 //! discarded instead of replayed.
+//!
+//! The header also says which format the lines are in ([`FORMAT`]). Format
+//! 1 kept an interface's addresses as `address/prefix` strings; format 2
+//! keeps every attribute ([`Ipv4Address`]). Both are read; a journal of a
+//! newer format is refused rather than half understood.
 use std::{
     collections::HashSet,
     fs::{File, OpenOptions},
@@ -14,16 +19,22 @@ use std::{
 };
 
 use ipnet::Ipv4Net;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::{netlink::Ipv4Address, state::private};
+
+/// The format this dutnet writes, and the newest it reads.
+pub const FORMAT: u32 = 2;
 
 /// How to put back one thing dutnet changed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "undo", rename_all = "snake_case")]
 pub enum UndoStep {
-    /// Give `interface` exactly these IPv4 addresses again.
+    /// Give `interface` exactly these IPv4 addresses again, in this order.
     Ipv4Addresses {
         interface: String,
-        addresses: Vec<Ipv4Net>,
+        #[serde(deserialize_with = "addresses_of_either_format")]
+        addresses: Vec<Ipv4Address>,
     },
     /// Set `interface` administratively down again.
     LinkDown { interface: String },
@@ -75,6 +86,28 @@ impl UndoStep {
     }
 }
 
+/// An address as either format wrote it.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SavedAddress {
+    Exact(Ipv4Address),
+    /// Format 1: `"192.168.1.5/24"`, restored as `ip addr add` would.
+    Plain(Ipv4Net),
+}
+
+fn addresses_of_either_format<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<Ipv4Address>, D::Error> {
+    let saved = Vec::<SavedAddress>::deserialize(deserializer)?;
+    Ok(saved
+        .into_iter()
+        .map(|address| match address {
+            SavedAddress::Exact(exact) => exact,
+            SavedAddress::Plain(net) => Ipv4Address::plain(net),
+        })
+        .collect())
+}
+
 /// One journal line after the header.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
@@ -124,12 +157,9 @@ impl Journal {
             source,
         };
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(fail)?;
+            private::create_dir(dir).map_err(fail)?;
         }
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(path)
+        let file = private::open_file(path, OpenOptions::new().create_new(true).append(true))
             .map_err(fail)?;
         let mut journal = Self {
             path: path.to_owned(),
@@ -138,7 +168,7 @@ impl Journal {
             keys: HashSet::new(),
         };
         let header = Header {
-            dutnet_journal: 1,
+            dutnet_journal: FORMAT,
             boot_id: boot_id(),
             pid: std::process::id(),
         };
@@ -217,7 +247,7 @@ impl Journal {
             source,
         };
         let header = Header {
-            dutnet_journal: 1,
+            dutnet_journal: FORMAT,
             boot_id: boot_id(),
             pid: std::process::id(),
         };
@@ -227,14 +257,7 @@ impl Journal {
             text.push_str(&serde_json::to_string(entry).map_err(|e| fail(e.into()))?);
             text.push('\n');
         }
-        let tmp = self.path.with_extension("tmp");
-        {
-            let mut file = File::create(&tmp).map_err(fail)?;
-            file.write_all(text.as_bytes()).map_err(fail)?;
-            file.sync_all().map_err(fail)?;
-        }
-        std::fs::rename(&tmp, &self.path).map_err(fail)?;
-        sync_dir(&self.path);
+        private::write_atomically(&self.path, text.as_bytes()).map_err(fail)?;
         self.file = OpenOptions::new()
             .append(true)
             .open(&self.path)
@@ -279,6 +302,19 @@ pub fn read_leftover(path: &Path) -> Result<Leftover, JournalError> {
     };
     if header.boot_id != boot_id() {
         return Ok(Leftover::OtherBoot);
+    }
+    if header.dutnet_journal > FORMAT {
+        return Err(JournalError {
+            path: path.to_owned(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "written in format {} by a newer dutnet (this one reads up to {FORMAT}); \
+                     run `dutnet down` with that version to undo it",
+                    header.dutnet_journal
+                ),
+            ),
+        });
     }
     let entries = lines
         .filter_map(|l| serde_json::from_str::<Entry>(l).ok())
@@ -373,6 +409,66 @@ mod tests {
             panic!("journal not found");
         };
         assert_eq!(entries.len(), 1);
+        remove(&path).unwrap();
+    }
+
+    #[test]
+    fn a_format_1_journal_is_still_undone() {
+        let path = temp_path("v1");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let header = format!(
+            "{{\"dutnet_journal\":1,\"boot_id\":\"{}\",\"pid\":42}}",
+            boot_id()
+        );
+        let line = r#"{"network":"lab","undo":"ipv4_addresses","interface":"eth1","addresses":["10.50.1.7/24","172.31.8.2/32"]}"#;
+        std::fs::write(&path, format!("{header}\n{line}\n")).unwrap();
+        let Leftover::Pending { entries, pid } = read_leftover(&path).unwrap() else {
+            panic!("journal not found");
+        };
+        assert_eq!(pid, 42);
+        let UndoStep::Ipv4Addresses { addresses, .. } = &entries[0].step else {
+            panic!("{entries:?}");
+        };
+        assert_eq!(
+            addresses,
+            &[
+                Ipv4Address::plain("10.50.1.7/24".parse().unwrap()),
+                Ipv4Address::plain("172.31.8.2/32".parse().unwrap()),
+            ]
+        );
+        remove(&path).unwrap();
+    }
+
+    #[test]
+    fn exact_addresses_are_kept_and_a_newer_format_is_refused() {
+        let path = temp_path("v2");
+        let mut journal = Journal::create(&path).unwrap();
+        let exact = Ipv4Address {
+            peer: Some("172.31.8.2".parse().unwrap()),
+            label: Some("eth1:p2p".into()),
+            valid_until: Some(99),
+            ..Ipv4Address::plain("172.31.8.1/32".parse().unwrap())
+        };
+        let step = UndoStep::Ipv4Addresses {
+            interface: "eth1".into(),
+            addresses: vec![exact],
+        };
+        journal.record("lab", step.clone()).unwrap();
+        drop(journal);
+        let Leftover::Pending { entries, .. } = read_leftover(&path).unwrap() else {
+            panic!("journal not found");
+        };
+        assert_eq!(entries[0].step, step);
+
+        let text = std::fs::read_to_string(&path).unwrap();
+        let newer = text.replacen(
+            &format!("\"dutnet_journal\":{FORMAT}"),
+            &format!("\"dutnet_journal\":{}", FORMAT + 1),
+            1,
+        );
+        std::fs::write(&path, newer).unwrap();
+        let refused = read_leftover(&path).unwrap_err();
+        assert!(refused.to_string().contains("newer dutnet"), "{refused}");
         remove(&path).unwrap();
     }
 

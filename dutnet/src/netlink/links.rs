@@ -1,14 +1,13 @@
-//! The rtnetlink requests the controller needs, and link/address events.
-use std::net::{IpAddr, Ipv4Addr};
+//! The rtnetlink connection, links, the default route, and link/address
+//! events.
+use std::net::Ipv4Addr;
 
 use futures::{StreamExt as _, TryStreamExt as _, channel::mpsc::UnboundedReceiver};
-use ipnet::Ipv4Net;
 use rtnetlink::{
     Handle, LinkUnspec, RouteMessageBuilder,
     packet_core::NetlinkMessage,
     packet_route::{
         RouteNetlinkMessage,
-        address::{AddressAttribute, AddressMessage},
         link::{LinkAttribute, LinkFlags, LinkMessage},
         route::{RouteAttribute, RouteMessage},
     },
@@ -97,74 +96,6 @@ impl Netlink {
             })
     }
 
-    /// The IPv4 addresses on link `index`.
-    pub async fn ipv4_addresses(&self, index: u32) -> Result<Vec<Ipv4Net>, NetlinkError> {
-        let messages: Vec<AddressMessage> = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| error("list addresses", index, e))?;
-        Ok(messages.iter().filter_map(ipv4_of).collect())
-    }
-
-    /// Adds `address` to link `index`; already present is fine (idempotent).
-    pub async fn add_address(&self, index: u32, address: Ipv4Net) -> Result<(), NetlinkError> {
-        match self
-            .handle
-            .address()
-            .add(index, IpAddr::V4(address.addr()), address.prefix_len())
-            .execute()
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(()),
-            Err(e) => Err(error("add address", address, e)),
-        }
-    }
-
-    /// Removes `address` from link `index`; already absent is fine.
-    pub async fn remove_address(&self, index: u32, address: Ipv4Net) -> Result<(), NetlinkError> {
-        let messages: Vec<AddressMessage> = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .set_address_filter(IpAddr::V4(address.addr()))
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| error("find address", address, e))?;
-        for message in messages.into_iter().filter(|m| ipv4_of(m) == Some(address)) {
-            match self.handle.address().del(message).execute().await {
-                Ok(()) => {}
-                Err(e) if matches!(errno(&e), Some(libc::EADDRNOTAVAIL | libc::ENODEV)) => {}
-                Err(e) => return Err(error("remove address", address, e)),
-            }
-        }
-        Ok(())
-    }
-
-    /// Replaces every IPv4 address of link `index` with exactly `wanted`.
-    pub async fn set_ipv4_addresses(
-        &self,
-        index: u32,
-        wanted: &[Ipv4Net],
-    ) -> Result<(), NetlinkError> {
-        for current in self.ipv4_addresses(index).await? {
-            if !wanted.contains(&current) {
-                self.remove_address(index, current).await?;
-            }
-        }
-        for address in wanted {
-            self.add_address(index, *address).await?;
-        }
-        Ok(())
-    }
-
     /// The IPv4 routes a get-route `request` returns.
     pub(super) async fn ipv4_routes(
         &self,
@@ -224,15 +155,6 @@ fn link_from(message: &LinkMessage) -> Link {
         name,
         up: message.header.flags.contains(LinkFlags::Up),
     }
-}
-
-fn ipv4_of(message: &AddressMessage) -> Option<Ipv4Net> {
-    message.attributes.iter().find_map(|a| match a {
-        AddressAttribute::Address(IpAddr::V4(ip)) => {
-            Ipv4Net::new(*ip, message.header.prefix_len).ok()
-        }
-        _ => None,
-    })
 }
 
 /// A stream that yields whenever a link or an IPv4 address changes (added,

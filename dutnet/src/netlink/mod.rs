@@ -1,5 +1,7 @@
 //! Links, addresses and routes over rtnetlink (no `ip` subprocesses).
+mod addresses;
 mod links;
 mod policy;
 
+pub use addresses::{Ipv4Address, monotonic_now};
 pub use links::{Link, Netlink, NetlinkError, link_events};

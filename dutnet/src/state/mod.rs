@@ -1,3 +1,4 @@
 //! What dutnet keeps outside its own memory.
 pub mod paths;
+pub mod private;
 pub mod runtime;

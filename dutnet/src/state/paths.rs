@@ -6,6 +6,10 @@
 //! `/sys`, so a bpffs mounted there is invisible to a `dutnet stats` started by
 //! another `ip netns exec`. Mount a bpffs somewhere both see (for example under
 //! `/run`) and point `DUTNET_BPFFS` at it.
+//!
+//! Everything under the state and run directories is root's only: files
+//! 0600, directories 0700 (see `state::private`), also what an older dutnet
+//! left there, which `dutnet load` tightens when it starts.
 use std::path::{Path, PathBuf};
 
 /// Where the bpffs that holds dutnet's pins is mounted.
@@ -25,9 +29,11 @@ pub struct Paths {
     /// A bpffs mount point. dutnet mounts a bpffs there if none is (see
     /// `datapath::ebpf::bpffs`).
     pub bpffs: PathBuf,
-    /// Created by `dutnet load` (mode 0755).
+    /// Created by `dutnet load`, mode 0700.
     pub state_dir: PathBuf,
-    /// Created by `dutnet load`; on tmpfs, so emptied by a reboot.
+    /// Created by `dutnet load`, mode 0700 (0710 for the group of
+    /// `--socket-group`, which may reach the socket); on tmpfs, so emptied
+    /// by a reboot.
     pub run_dir: PathBuf,
 }
 
@@ -61,31 +67,36 @@ impl Paths {
         self.pin_dir().join(name)
     }
 
-    /// The undo journal (see `host::journal`). Created by `dutnet load`
-    /// before its first change to the host; removed once everything in it
-    /// was undone (clean exit, or `dutnet down` / the next load after a crash).
+    /// The undo journal (see `host::journal`), mode 0600. Created by
+    /// `dutnet load` before its first change to the host; removed once
+    /// everything in it was undone (clean exit, or `dutnet down` / the next
+    /// load after a crash).
     #[must_use]
     pub fn journal(&self) -> PathBuf {
         self.state_dir.join("undo.journal")
     }
 
-    /// The running daemon's pid file, held under an exclusive flock for its
-    /// whole life: only one dutnet runs per state.
+    /// The running daemon's pid file (mode 0600), held under an exclusive
+    /// flock for its whole life: only one dutnet runs per state. Removed
+    /// when it exits, or by `dutnet down` after a crash.
     #[must_use]
     pub fn pid_file(&self) -> PathBuf {
         self.run_dir.join("dutnet.pid")
     }
 
     /// The control socket (see `control::server`). Created by `dutnet load`
-    /// once every network is up, mode 0600; removed when it exits.
+    /// before the first network comes up, mode 0600 (0660 with
+    /// `--socket-group`); removed when it exits, or by `dutnet down` after
+    /// a crash.
     #[must_use]
     pub fn control_socket(&self) -> PathBuf {
         self.run_dir.join("dutnet.sock")
     }
 
     /// The changes made at run time through the control socket, one file
-    /// per network (see `state::runtime`). Written by the daemon after each
-    /// change, read when it starts, removed by `dutnet down`. Kept under
+    /// per network (see `state::runtime`; directory 0700, files 0600).
+    /// Written by the daemon after each change, read when it starts,
+    /// removed by `dutnet down`. Kept under
     /// the global state directory even when a network has a `state_dir` of
     /// its own, so `dutnet down` finds them without the config file.
     #[must_use]
@@ -93,9 +104,11 @@ impl Paths {
         self.state_dir.join("runtime")
     }
 
-    /// The state directory of one network (its leases): the network's
-    /// `state_dir` when configured, else `<state_dir>/networks/<name>`.
-    /// Created by the network's DHCP server.
+    /// The state directory of one network (its leases, file `leases`, mode
+    /// 0600): the network's `state_dir` when configured, else
+    /// `<state_dir>/networks/<name>`. Created 0700 by the network's DHCP
+    /// server; a configured directory that exists keeps its mode (it may be
+    /// shared), only the lease file in it is made private.
     #[must_use]
     pub fn network_dir(&self, name: &str, configured: Option<&Path>) -> PathBuf {
         configured.map_or_else(

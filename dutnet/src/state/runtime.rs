@@ -6,14 +6,14 @@
 //! the config's own checks again when applied, so a changed config file
 //! cannot receive a saved entry that now conflicts with it.
 use std::{
-    io::{self, Write as _},
+    io,
     net::Ipv4Addr,
     path::{Path, PathBuf},
 };
 
 use serde::{Deserialize, Serialize};
 
-use super::paths::Paths;
+use super::{paths::Paths, private};
 use crate::config::{
     AddressEntry, DnsEntry, Network,
     wire::{AddressWire, DnsEntryWire},
@@ -70,8 +70,8 @@ impl RuntimeChanges {
         }
     }
 
-    /// Writes the changes atomically and durably (temp file, fsync, rename,
-    /// fsync of the directory); no changes left means no file.
+    /// Writes the changes atomically and durably, readable by root only
+    /// (see `state::private`); no changes left means no file.
     pub fn save(&self, path: &Path) -> Result<(), RuntimeFileError> {
         let fail = |e: io::Error| RuntimeFileError {
             path: path.to_owned(),
@@ -83,18 +83,8 @@ impl RuntimeChanges {
                 _ => Ok(()),
             };
         }
-        let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(fail)?;
-        let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_string_pretty(self).map_err(|e| fail(e.into()))?;
-        let mut f = std::fs::File::create(&tmp).map_err(fail)?;
-        f.write_all(text.as_bytes()).map_err(fail)?;
-        f.sync_all().map_err(fail)?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(fail)?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(fail)
+        private::write_atomically(path, text.as_bytes()).map_err(fail)
     }
 
     /// Records that `entry` was added.
