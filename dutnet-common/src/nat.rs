@@ -223,13 +223,23 @@ pub struct FragEntry {
     pub gateway_mac: [u8; 6],
     /// The DUT NIC the datagram's flow belongs to, for counting (host order).
     pub dut_ifindex: u32,
+    /// Bytes of the datagram's payload seen so far, in order from its start
+    /// ([`FRAG_UNTRACKED`] once a fragment came out of order): a later
+    /// fragment starting before it overlaps, and is dropped as the kernel's
+    /// reassembly would (host order).
+    pub covered: u16,
+    pub _pad: u16,
 }
+
+/// [`FragEntry::covered`] of a datagram whose fragments came out of order:
+/// overlaps are no longer looked for.
+pub const FRAG_UNTRACKED: u16 = u16::MAX;
 
 const _: () = assert!(core::mem::size_of::<DutConfig>() == 52);
 const _: () = assert!(core::mem::size_of::<FlowBudget>() == 20);
 const _: () = assert!(core::mem::size_of::<FlowCounts>() == 32);
 const _: () = assert!(core::mem::size_of::<FragKey>() == 16);
-const _: () = assert!(core::mem::size_of::<FragEntry>() == 28);
+const _: () = assert!(core::mem::size_of::<FragEntry>() == 32);
 const _: () = assert!(core::mem::size_of::<Mapping>() == 12);
 const _: () = assert!(core::mem::size_of::<PrivateKey>() == 8);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 20);

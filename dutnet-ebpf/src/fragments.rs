@@ -5,7 +5,7 @@
 //! first is left to the kernel.
 use aya_ebpf::programs::TcContext;
 use dutnet_common::{
-    nat::{FragEntry, FragKey},
+    nat::{FRAG_UNTRACKED, FragEntry, FragKey},
     stats::{drop, punt},
 };
 
@@ -31,26 +31,50 @@ pub fn key(ifindex: u32, ip: &Ipv4) -> FragKey {
     }
 }
 
-/// Notes how the first fragment of a datagram was translated. A full table
-/// evicts the oldest note: at worst the rest of an old datagram goes to the
-/// kernel.
+/// Notes how the first fragment `first` of a datagram was translated. A
+/// full table evicts the oldest note: at worst the rest of an old datagram
+/// goes to the kernel.
 #[inline(always)]
-pub fn remember(key: &FragKey, entry: &FragEntry) {
+pub fn remember(key: &FragKey, mut entry: FragEntry, first: &Ipv4) {
+    entry.covered = first.payload_len();
     let _ = NAT_FRAGS.insert(key, entry, 0);
 }
 
+/// The note of the datagram later fragment `ip` belongs to, and whether the
+/// fragment is acceptable: `Err` (with the note) for one that overlaps what
+/// came before it (an attack on reassembly further on; the kernel drops
+/// them).
 #[inline(always)]
-fn note(ifindex: u32, ip: &Ipv4) -> Option<FragEntry> {
-    // SAFETY: the value is copied out at once.
-    NAT_FRAGS.get_ptr(key(ifindex, ip)).map(|e| unsafe { *e })
+fn note(ifindex: u32, ip: &Ipv4) -> Option<Result<FragEntry, FragEntry>> {
+    let entry = NAT_FRAGS.get_ptr_mut(key(ifindex, ip))?;
+    // SAFETY: valid for this program run; the fragments of one datagram
+    // come one after the other, and a lost update only stops the tracking.
+    unsafe {
+        let covered = (*entry).covered;
+        if covered != FRAG_UNTRACKED {
+            if ip.frag_offset < covered {
+                return Some(Err(*entry));
+            }
+            (*entry).covered = if ip.frag_offset == covered {
+                covered
+                    .saturating_add(ip.payload_len())
+                    .min(FRAG_UNTRACKED - 1)
+            } else {
+                FRAG_UNTRACKED
+            };
+        }
+        Some(Ok(*entry))
+    }
 }
 
 /// A later fragment from a DUT: the source its first fragment got, out of
 /// the same NIC.
 #[inline(always)]
 pub fn follow_outbound(ctx: &TcContext, ifindex: u32, ip: &Ipv4) -> Verdict {
-    let Some(entry) = note(ifindex, ip) else {
-        return verdict::punted(ifindex, punt::FRAGMENT);
+    let entry = match note(ifindex, ip) {
+        Some(Ok(entry)) => entry,
+        Some(Err(_)) => return verdict::dropped(ifindex, drop::MALFORMED),
+        None => return verdict::punted(ifindex, punt::FRAGMENT),
     };
     if ip.ttl <= 1 {
         return verdict::punted(ifindex, punt::TTL_EXPIRED);
@@ -66,7 +90,10 @@ pub fn follow_outbound(ctx: &TcContext, ifindex: u32, ip: &Ipv4) -> Verdict {
 /// got, to the same DUT NIC. `None`: no note, not ours.
 #[inline(always)]
 pub fn follow_inbound(ctx: &TcContext, ifindex: u32, ip: &Ipv4) -> Option<Verdict> {
-    let entry = note(ifindex, ip)?;
+    let entry = match note(ifindex, ip)? {
+        Ok(entry) => entry,
+        Err(entry) => return Some(verdict::dropped(entry.dut_ifindex, drop::MALFORMED)),
+    };
     if ip.ttl <= 1 {
         return Some(verdict::punted(entry.dut_ifindex, punt::TTL_EXPIRED));
     }

@@ -115,14 +115,17 @@ fn remember_fragment(
 ) {
     fragments::remember(
         &fragments::key(ifindex, ip),
-        &FragEntry {
+        FragEntry {
             rewrite_addr: destination,
             out_ifindex: dut_ifindex,
             next_hop: 0,
             dut_mac: flow.map_or([0; 6], |f| f.dut_mac),
             gateway_mac: flow.map_or([0; 6], |f| f.gateway_mac),
             dut_ifindex,
+            covered: 0,
+            _pad: 0,
         },
+        ip,
     );
 }
 

@@ -180,14 +180,17 @@ pub fn handle(ctx: &TcContext) -> Verdict {
 fn remember_fragment(ifindex: u32, ip: &Ipv4, source: u32, out_ifindex: u32, next_hop: u32) {
     fragments::remember(
         &fragments::key(ifindex, ip),
-        &FragEntry {
+        FragEntry {
             rewrite_addr: source,
             out_ifindex,
             next_hop,
             dut_mac: [0; 6],
             gateway_mac: [0; 6],
             dut_ifindex: ifindex,
+            covered: 0,
+            _pad: 0,
         },
+        ip,
     );
 }
 

@@ -39,6 +39,8 @@ pub struct Ipv4 {
     pub is_fragment: bool,
     /// A fragment other than the first: it has no L4 header.
     pub is_later_fragment: bool,
+    /// Where the fragment's payload starts in the datagram's, in bytes.
+    pub frag_offset: u16,
     /// Raw identification field.
     pub id: u16,
     pub tos: u8,
@@ -50,6 +52,11 @@ impl Ipv4 {
 
     pub fn has_options(&self) -> bool {
         self.header_len != IP_LEN
+    }
+
+    /// Bytes of payload after the header.
+    pub fn payload_len(&self) -> u16 {
+        self.total_len.saturating_sub(self.header_len as u16)
     }
 }
 
@@ -89,6 +96,7 @@ pub fn ipv4(ctx: &TcContext) -> Result<(EthHdr, Ipv4), NotIpv4> {
             total_len,
             is_fragment: frags & (IP_MF | IP_OFFSET_MASK) != 0,
             is_later_fragment: frags & IP_OFFSET_MASK != 0,
+            frag_offset: (frags & IP_OFFSET_MASK) << 3,
             id: u16::from_ne_bytes(ip.id),
             tos: ip.tos,
         },

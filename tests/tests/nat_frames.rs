@@ -695,3 +695,44 @@ fn a_closed_connection_is_evicted_before_a_replied_one_and_a_syn_reopens_it() {
         assert_eq!(establish(b, two_dut, reused), port, "same translation");
     });
 }
+
+/// A fragment of datagram `id` from the DUT: the first (a UDP header and
+/// 64 bytes, 72 bytes of payload) at offset 0, else 64 bytes of data at
+/// `offset` 8-byte units.
+fn fragment(id: u16, offset: u16, more: bool) -> Vec<u8> {
+    let mut frame = if offset == 0 {
+        frames::udp((DUT, 40400), (FAR, 53), &[7u8; 64])
+    } else {
+        frames::ipv4(DUT, FAR, frames::PROTO_UDP, &[8u8; 64])
+    };
+    frame[18..20].copy_from_slice(&id.to_be_bytes());
+    from_board(frames::as_fragment(frame, offset, more), BOARD_A, DUT0_MAC)
+}
+
+#[test]
+fn a_fragment_overlapping_what_came_before_is_dropped_an_out_of_order_one_is_not() {
+    with_bench(|b| {
+        let verdict = |frame: Vec<u8>| b.outbound(b.dut0, &frame).verdict;
+        assert_eq!(verdict(fragment(1, 0, true)), TC_ACT_REDIRECT);
+        assert_eq!(
+            verdict(fragment(1, 8, true)),
+            TC_ACT_SHOT,
+            "overlaps bytes 64..72"
+        );
+        assert_eq!(
+            verdict(fragment(1, 9, true)),
+            TC_ACT_REDIRECT,
+            "continues at 72"
+        );
+        assert_eq!(
+            verdict(fragment(1, 9, false)),
+            TC_ACT_SHOT,
+            "a second copy of 72..136"
+        );
+        assert_eq!(dut0_stats(b).counters.drops[drop::MALFORMED], 2);
+        // Out of order (a gap, then the part before it): both go on.
+        assert_eq!(verdict(fragment(2, 0, true)), TC_ACT_REDIRECT);
+        assert_eq!(verdict(fragment(2, 17, false)), TC_ACT_REDIRECT);
+        assert_eq!(verdict(fragment(2, 9, true)), TC_ACT_REDIRECT);
+    });
+}
