@@ -136,6 +136,28 @@ fn battery(dut_mac: [u8; 6], gateway_mac: [u8; 6]) -> Vec<(String, Vec<u8>)> {
         ));
     }
     all.extend(frames::malformed(DUT_IP, lan));
+    // A datagram whose second fragment overlaps its first (bytes 64..72):
+    // the first goes through, the overlapping one must not ("offset 64").
+    let with_id = |mut frame: Vec<u8>| {
+        frame[18..20].copy_from_slice(&0x0bad_u16.to_be_bytes());
+        frame
+    };
+    all.push((
+        "first fragment of an overlapped datagram".into(),
+        frames::as_fragment(
+            with_id(frames::udp((DUT_IP, 6005), (lan, 5005), &[7; 64])),
+            0,
+            true,
+        ),
+    ));
+    all.push((
+        "overlapping fragment".into(),
+        frames::as_fragment(
+            with_id(frames::ipv4(DUT_IP, lan, PROTO_UDP, &[6; 64])),
+            8,
+            false,
+        ),
+    ));
     for (_, frame) in &mut all {
         frames::set_macs(frame, gateway_mac, dut_mac);
     }
@@ -228,7 +250,7 @@ fn battery_leaks_nothing(datapath: &str, extra: &str) {
         // The fast path itself refused these, and said so.
         for (counter, at_least) in [
             ("/drops/vlan_tagged", 1),
-            ("/drops/malformed", 7),
+            ("/drops/malformed", 8),
             ("/drops/spoofed_source", 7),
         ] {
             let n = lab.total(counter);
@@ -242,7 +264,7 @@ fn battery_leaks_nothing(datapath: &str, extra: &str) {
     let leaks = leaked(&seen);
     let malformed_seen: Vec<&str> = seen
         .lines()
-        .filter(|l| l.contains(".5300") || l.contains(".5301"))
+        .filter(|l| l.contains(".5300") || l.contains(".5301") || l.contains("offset 64,"))
         .collect();
     assert!(
         malformed_seen.is_empty(),
