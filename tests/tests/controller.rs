@@ -160,6 +160,52 @@ fn takeover_sets_exactly_the_gateway_and_sigterm_restores_everything() {
     );
 }
 
+/// Closing the SSH session that runs `dutnet load` sends SIGHUP: the
+/// daemon keeps running and serving; SIGQUIT stops it like SIGTERM,
+/// restoring everything.
+#[test]
+fn sighup_never_ends_the_daemon_and_sigquit_restores_the_host() {
+    let lab = Lab::new(1);
+    let before = snapshot(&lab.exporter, &WATCHED);
+    let config = lab.config(&masquerade(&["dn-dut1"]));
+    let mut daemon = lab.load(&config, "load");
+    lab.wait_taken_over("dn-dut1", &daemon);
+    let during = snapshot(&lab.exporter, &WATCHED);
+    // SAFETY: kill with the PID of the daemon this test started.
+    assert_eq!(unsafe { libc::kill(daemon.pid(), libc::SIGHUP) }, 0);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        daemon.is_running(),
+        "SIGHUP ended dutnet:\n{}",
+        daemon.log()
+    );
+    assert_eq!(
+        snapshot(&lab.exporter, &WATCHED),
+        during,
+        "SIGHUP changed the host"
+    );
+    let status = lab.dutnet(&["status"]);
+    assert!(status.success(), "no answer after SIGHUP: {status:#?}");
+    assert!(daemon.log().contains("SIGHUP"), "{}", daemon.log());
+
+    assert_eq!(
+        daemon.signal_and_wait(libc::SIGQUIT, Duration::from_secs(15)),
+        Some(0),
+        "dutnet log:\n{}",
+        daemon.log()
+    );
+    assert_eq!(
+        snapshot(&lab.exporter, &WATCHED),
+        before,
+        "{}",
+        daemon.log()
+    );
+    assert!(
+        !lab.topology.bpffs().join("dutnet").exists(),
+        "pins left after SIGQUIT"
+    );
+}
+
 #[test]
 fn after_sigkill_dutnet_down_restores_the_snapshot() {
     let lab = Lab::new(1);

@@ -149,8 +149,13 @@ pub async fn run(
     make_state_private(&paths)?;
     let netlink = Netlink::connect()?;
     undo_leftover(&paths, &netlink).await?;
+    // Every signal whose default would end the daemon without restoring
+    // the host is caught: TERM, INT and QUIT stop it and restore; HUP (the
+    // SSH session that ran `dutnet load` closed) never ends it.
     let mut terminate = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let mut quit = signal(SignalKind::quit()).map_err(DaemonError::Signals)?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
     let mut events = link_events()?;
     // Before the first change to the host: a failure here has nothing to undo.
     let (control_tx, mut control_rx) = tokio::sync::mpsc::channel(8);
@@ -203,6 +208,10 @@ pub async fn run(
         tokio::select! {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
+            _ = quit.recv() => break,
+            _ = hangup.recv() => {
+                warn!("SIGHUP: dutnet keeps running with the configuration it loaded (reloading a changed file is not supported yet: restart it with SIGTERM and `dutnet load` to apply one)");
+            }
             _ = events.next() => {
                 // A burst (unplug = several messages) is one reconcile.
                 while let Ok(Some(())) = tokio::time::timeout(Duration::from_millis(20), events.next()).await {}
