@@ -60,6 +60,12 @@ pub mod maps {
     /// Hash: [`crate::nat::PrivateKey`] -> flows of that DUT the sweeper
     /// removed (`u64`; only the controller writes).
     pub const DUT_SWEPT: &str = "DUT_SWEPT";
+    /// LRU hash: [`crate::nat::BindingKey`] -> [`crate::nat::Binding`]: the
+    /// mapping a DUT's address and port keeps for every destination while
+    /// a flow uses it (the sweeper removes unused ones). An LRU: losing one
+    /// only costs the next new flow of that port its old external port,
+    /// never a flow.
+    pub const NAT_BINDINGS: &str = "NAT_BINDINGS";
     /// Array of [`crate::nat::FlowKey`]: every network's eviction ring, the
     /// outbound keys of its flows in creation order.
     pub const FLOW_RING: &str = "FLOW_RING";

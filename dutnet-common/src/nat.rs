@@ -117,6 +117,36 @@ pub struct FlowKey {
     pub _pad: [u8; 3],
 }
 
+/// Key of `NAT_BINDINGS`: a DUT's source address and port (or echo
+/// identifier) on its DUT NIC, whatever the destination. Its value is the
+/// external port (network order) the DUT's flows from it get, so every
+/// destination sees the same one: endpoint-independent mapping (RFC 4787
+/// REQ-1, RFC 5382 REQ-1).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BindingKey {
+    /// Host order.
+    pub ifindex: u32,
+    /// Network order.
+    pub src_addr: u32,
+    pub src_port: u16,
+    pub protocol: u8,
+    pub _pad: u8,
+}
+
+/// Value of `NAT_BINDINGS`. The controller's sweeper removes a binding
+/// once no flow uses it any more (and it is older than the sweep), so a
+/// mapping lives exactly as long as its flows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Binding {
+    /// The external port (network order).
+    pub port: u16,
+    pub _pad: [u8; 6],
+    /// `bpf_ktime_get_ns()` when a new flow last took it (host order).
+    pub refreshed_ns: u64,
+}
+
 /// `direction` of a [`FlowEntry`].
 pub mod direction {
     /// From the DUT: translate the source, route out the upstream NIC.
@@ -243,6 +273,8 @@ const _: () = assert!(core::mem::size_of::<FragEntry>() == 32);
 const _: () = assert!(core::mem::size_of::<Mapping>() == 12);
 const _: () = assert!(core::mem::size_of::<PrivateKey>() == 8);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 20);
+const _: () = assert!(core::mem::size_of::<BindingKey>() == 12);
+const _: () = assert!(core::mem::size_of::<Binding>() == 16);
 const _: () = assert!(core::mem::size_of::<FlowEntry>() == 56);
 
 // SAFETY: plain `#[repr(C)]` integers and byte arrays with explicit padding
@@ -255,6 +287,12 @@ unsafe impl aya::Pod for FlowKey {}
 // SAFETY: as above.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for FlowCounts {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for BindingKey {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Binding {}
 // SAFETY: as above.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for FlowEntry {}

@@ -5,11 +5,14 @@ use aya_ebpf::{
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
 };
 use dutnet_common::{
-    nat::{DutConfig, FlowEntry, FlowKey, direction, protocol, tcp_seen},
+    nat::{Binding, BindingKey, DutConfig, FlowEntry, FlowKey, direction, protocol, tcp_seen},
     stats::drop,
 };
 
-use crate::{budget, maps::NAT_FLOWS};
+use crate::{
+    budget,
+    maps::{NAT_BINDINGS, NAT_FLOWS},
+};
 
 /// How many ports of the translation range are tried before giving up on a
 /// new flow. Each try is one hash insert; 32 keep the program's worst case
@@ -77,9 +80,11 @@ pub struct Macs {
 
 /// Creates both directions of a new outbound flow `out` from DUT NIC
 /// `dut_ifindex`, within its DUT's and network's budgets (evicting a flow
-/// to make room when one is full). The DUT's source port (or echo identifier) is kept when no
-/// other flow to the same destination uses it on the external address;
-/// otherwise one is taken from the configured range. Returns the outbound
+/// to make room when one is full). The external port is the one the DUT's
+/// address and port already have (endpoint-independent mapping), else the
+/// DUT's own port (or echo identifier) when no other flow to the same
+/// destination uses it on the external address, else one of the
+/// configured range. Returns the outbound
 /// entry, or why the flow cannot be created (a `stats::drop` reason).
 #[inline(always)]
 pub fn create(
@@ -112,7 +117,7 @@ pub fn create(
         gateway_mac: macs.gateway,
         packets: 0,
     };
-    claim_port(&mut inbound, &in_entry, cfg)?;
+    claim_port(out, &mut inbound, &in_entry, cfg)?;
     let out_entry = FlowEntry {
         last_seen_ns: now,
         peer: inbound,
@@ -143,14 +148,56 @@ pub fn create(
     }
 }
 
-/// Inserts the inbound entry under the DUT's own port if free, else under a
-/// port of the range; `inbound.dst_port` is the port it got.
+/// Inserts the inbound entry under the external port the DUT's address and
+/// port already have for other destinations (endpoint-independent mapping),
+/// else under the DUT's own port if free, else under a port of the range;
+/// `inbound.dst_port` is the port it got, and becomes the binding.
 #[inline(always)]
-fn claim_port(inbound: &mut FlowKey, entry: &FlowEntry, cfg: &DutConfig) -> Result<(), usize> {
-    match NAT_FLOWS.insert(*inbound, entry, u64::from(BPF_NOEXIST)) {
-        Ok(()) => return Ok(()),
-        Err(EEXIST) => {}
-        Err(_) => return Err(drop::TABLE_FULL),
+fn claim_port(
+    out: &FlowKey,
+    inbound: &mut FlowKey,
+    entry: &FlowEntry,
+    cfg: &DutConfig,
+) -> Result<(), usize> {
+    let binding = BindingKey {
+        ifindex: out.ifindex,
+        src_addr: out.src_addr,
+        src_port: out.src_port,
+        protocol: out.protocol,
+        _pad: 0,
+    };
+    // SAFETY: the value is copied out at once.
+    let bound = NAT_BINDINGS.get_ptr(binding).map(|p| unsafe { (*p).port });
+    let claimed = claim(inbound, entry, cfg, bound);
+    if claimed.is_ok() {
+        let value = Binding {
+            port: inbound.dst_port,
+            _pad: [0; 6],
+            refreshed_ns: entry.last_seen_ns,
+        };
+        let _ = NAT_BINDINGS.insert(binding, value, 0);
+    }
+    claimed
+}
+
+/// Tries the bound port, then the DUT's own, then the range.
+#[inline(always)]
+fn claim(
+    inbound: &mut FlowKey,
+    entry: &FlowEntry,
+    cfg: &DutConfig,
+    bound: Option<u16>,
+) -> Result<(), usize> {
+    let own = inbound.dst_port;
+    if let Some(port) = bound {
+        inbound.dst_port = port;
+        if try_insert(inbound, entry)? {
+            return Ok(());
+        }
+        inbound.dst_port = own;
+    }
+    if bound != Some(own) && try_insert(inbound, entry)? {
+        return Ok(());
     }
     let span = u32::from(cfg.port_max.saturating_sub(cfg.port_min)) + 1;
     // A random start spreads new flows over the range instead of piling
@@ -159,13 +206,22 @@ fn claim_port(inbound: &mut FlowKey, entry: &FlowEntry, cfg: &DutConfig) -> Resu
     for i in 0..PORT_TRIES {
         let port = u32::from(cfg.port_min) + (start + i) % span;
         inbound.dst_port = (port as u16).to_be();
-        match NAT_FLOWS.insert(*inbound, entry, u64::from(BPF_NOEXIST)) {
-            Ok(()) => return Ok(()),
-            Err(EEXIST) => {}
-            Err(_) => return Err(drop::TABLE_FULL),
+        if try_insert(inbound, entry)? {
+            return Ok(());
         }
     }
     Err(drop::PORTS_EXHAUSTED)
+}
+
+/// Inserts `entry` under `key` unless the key is taken: `Ok(false)` when it
+/// is, `Err` when the table is full.
+#[inline(always)]
+fn try_insert(key: &FlowKey, entry: &FlowEntry) -> Result<bool, usize> {
+    match NAT_FLOWS.insert(key, entry, u64::from(BPF_NOEXIST)) {
+        Ok(()) => Ok(true),
+        Err(EEXIST) => Ok(false),
+        Err(_) => Err(drop::TABLE_FULL),
+    }
 }
 
 /// The [`tcp_seen`] bits of a TCP flags byte (offset 13 of the header).

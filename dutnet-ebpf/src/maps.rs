@@ -5,7 +5,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuHashMap},
 };
 use dutnet_common::{
-    nat::{DutConfig, FlowCounts, FlowEntry, FlowKey, FragEntry, FragKey, Mapping, PrivateKey},
+    nat::{
+        Binding, BindingKey, DutConfig, FlowCounts, FlowEntry, FlowKey, FragEntry, FragKey,
+        Mapping, PrivateKey,
+    },
     stats::{IfaceCounters, MAX_INTERFACES},
 };
 
@@ -78,3 +81,10 @@ pub static DUT_SWEPT: HashMap<PrivateKey, u64> =
 /// the controller at load time.
 #[map(name = "FLOW_RING")]
 pub static FLOW_RING: Array<FlowKey> = Array::pinned(65536, 0);
+
+/// The external port each DUT (address, port) has, for every destination
+/// (endpoint-independent mapping), while a flow uses it: refreshed by every
+/// new flow from it, removed by the sweeper when no flow uses it. An LRU, so
+/// a burst of new bindings can never fail a flow.
+#[map(name = "NAT_BINDINGS")]
+pub static NAT_BINDINGS: LruHashMap<BindingKey, Binding> = LruHashMap::pinned(65536, 0);

@@ -176,6 +176,10 @@ impl EbpfDatapath {
             by_ifindex.get(&ifindex).copied()
         })?;
         self.count_swept(&report)?;
+        // A mapping lives as long as its flows (RFC 4787 REQ-1's "while the
+        // mapping lives"): the next flow from an unused one starts afresh.
+        let bindings = self.map_mut(maps::NAT_BINDINGS)?;
+        nat_maps::forget_unused_bindings(bindings, &report.bindings, now)?;
         Ok(report)
     }
 

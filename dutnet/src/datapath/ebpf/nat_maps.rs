@@ -6,11 +6,12 @@ use aya::maps::{Array, HashMap, LpmTrie, MapData, lpm_trie::Key};
 use dutnet_common::{
     flow_state::FlowState,
     maps::{
-        DUT_CONFIG, DUT_FLOWS, DUT_SUBNETS, DUT_SWEPT, NAT_1TO1_IN, NAT_1TO1_OUT, NAT_FLOWS,
-        NET_FLOWS, NET_SWEPT,
+        DUT_CONFIG, DUT_FLOWS, DUT_SUBNETS, DUT_SWEPT, NAT_1TO1_IN, NAT_1TO1_OUT, NAT_BINDINGS,
+        NAT_FLOWS, NET_FLOWS, NET_SWEPT,
     },
     nat::{
-        DutConfig, FlowBudget, FlowCounts, FlowEntry, FlowKey, Mapping, PrivateKey, direction, mode,
+        Binding, BindingKey, DutConfig, FlowBudget, FlowCounts, FlowEntry, FlowKey, Mapping,
+        PrivateKey, direction, mode,
     },
 };
 
@@ -168,28 +169,32 @@ pub struct SweepReport {
     pub removed: BTreeMap<PrivateKey, u64>,
     /// Flows kept, per DUT: who holds a full budget.
     pub held: BTreeMap<PrivateKey, u64>,
+    /// The endpoint-independent bindings the kept flows use.
+    pub bindings: std::collections::HashSet<BindingKey>,
 }
 
-/// The connection table's map data (its file descriptor, for batches).
-fn table(map: &aya::maps::Map) -> Result<&MapData, EbpfError> {
+/// A hash map's data (its file descriptor, for batches).
+fn hash_data<'a>(map: &'a aya::maps::Map, name: &'static str) -> Result<&'a MapData, EbpfError> {
     match map {
-        aya::maps::Map::HashMap(data) => Ok(data),
-        _ => Err(map_error(NAT_FLOWS)(aya::maps::MapError::InvalidMapType {
+        aya::maps::Map::HashMap(data) | aya::maps::Map::LruHashMap(data) => Ok(data),
+        _ => Err(map_error(name)(aya::maps::MapError::InvalidMapType {
             map_type: 0,
         })),
     }
 }
 
-fn batch_error(source: std::io::Error) -> EbpfError {
-    map_error(NAT_FLOWS)(aya::maps::MapError::SyscallError(aya::sys::SyscallError {
-        call: "bpf_map_lookup_batch",
-        io_error: source,
-    }))
+fn batch_error(name: &'static str) -> impl Fn(std::io::Error) -> EbpfError {
+    move |source| {
+        map_error(name)(aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+            call: "bpf_map_*_batch",
+            io_error: source,
+        }))
+    }
 }
 
 /// Reads every entry of the connection table, a batch at a time.
 pub fn entries(map: &aya::maps::Map) -> Result<Vec<(FlowKey, FlowEntry)>, EbpfError> {
-    batch::read_all(table(map)?.fd().as_fd()).map_err(batch_error)
+    batch::read_all(hash_data(map, NAT_FLOWS)?.fd().as_fd()).map_err(batch_error(NAT_FLOWS))
 }
 
 /// Hands every entry of the connection table to `each`, a batch at a time,
@@ -198,12 +203,32 @@ pub fn each_entry(
     map: &aya::maps::Map,
     each: impl FnMut(FlowKey, FlowEntry),
 ) -> Result<(), EbpfError> {
-    batch::read_each(table(map)?.fd().as_fd(), each).map_err(batch_error)
+    batch::read_each(hash_data(map, NAT_FLOWS)?.fd().as_fd(), each).map_err(batch_error(NAT_FLOWS))
 }
 
 /// Deletes `keys` from the connection table; whether each was there.
 fn delete(map: &aya::maps::Map, keys: &[FlowKey]) -> Result<Vec<bool>, EbpfError> {
-    batch::delete(table(map)?.fd().as_fd(), keys).map_err(batch_error)
+    batch::delete(hash_data(map, NAT_FLOWS)?.fd().as_fd(), keys).map_err(batch_error(NAT_FLOWS))
+}
+
+/// Removes the endpoint-independent bindings no flow kept by a sweep
+/// uses (`live`), unless a new flow refreshed them at or after
+/// `sweep_start_ns` (it may not be in the sweep's snapshot). Returns how
+/// many went.
+pub fn forget_unused_bindings(
+    map: &aya::maps::Map,
+    live: &std::collections::HashSet<BindingKey>,
+    sweep_start_ns: u64,
+) -> Result<usize, EbpfError> {
+    let fd = hash_data(map, NAT_BINDINGS)?.fd().as_fd();
+    let all: Vec<(BindingKey, Binding)> = batch::read_all(fd).map_err(batch_error(NAT_BINDINGS))?;
+    let unused: Vec<BindingKey> = all
+        .into_iter()
+        .filter(|(key, b)| !live.contains(key) && b.refreshed_ns < sweep_start_ns)
+        .map(|(key, _)| key)
+        .collect();
+    batch::delete(fd, &unused).map_err(batch_error(NAT_BINDINGS))?;
+    Ok(unused.len())
 }
 
 /// Removes every flow of DUT NIC `dut_ifindex` (both halves carry it), when
@@ -279,6 +304,13 @@ pub fn sweep(
         } else {
             *report.active.entry(entry.dut_ifindex).or_default() += 1;
             *report.held.entry(dut_of(key)).or_default() += 1;
+            report.bindings.insert(BindingKey {
+                ifindex: key.ifindex,
+                src_addr: key.src_addr,
+                src_port: key.src_port,
+                protocol: key.protocol,
+                _pad: 0,
+            });
         }
     }
     // Inbound halves whose outbound half is gone, once past the grace.
