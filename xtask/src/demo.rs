@@ -198,5 +198,7 @@ fn install_ctrl_c(stop: &Arc<AtomicBool>) {
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        // The terminal running the demo closed: clean up all the same.
+        libc::signal(libc::SIGHUP, on_signal as *const () as libc::sighandler_t);
     }
 }
