@@ -107,6 +107,8 @@ impl Daemon {
                     mac,
                     hostname,
                     public_ip,
+                    // Boot options come from the config file only.
+                    dhcp_options: None,
                 };
                 let index = self.select_one(network.as_deref())?;
                 self.add_address(index, wire).await
@@ -318,6 +320,7 @@ impl Daemon {
                     mac: mac.0,
                     ip: entry.ip,
                     hostname: entry.hostname.clone(),
+                    options: entry.dhcp_options.clone(),
                 })
                 .map_err(|e| Failure::invalid(e.to_string()))?,
             // No MAC: a 1:1-only entry, never leased to anybody.

@@ -601,6 +601,7 @@ fn dhcp_config(net: &Network, paths: &Paths) -> DhcpConfig {
                     mac: mac.0,
                     ip: a.ip,
                     hostname: a.hostname.clone(),
+                    options: a.dhcp_options.clone(),
                 })
             })
             .collect(),
@@ -614,6 +615,7 @@ fn dhcp_config(net: &Network, paths: &Paths) -> DhcpConfig {
         lease_file: paths
             .network_dir(&net.name, net.state_dir.as_deref())
             .join("leases"),
+        options: net.dhcp_options.clone(),
     }
 }
 
