@@ -12,3 +12,4 @@ pub mod dns;
 pub mod host;
 pub mod netlink;
 pub mod state;
+pub mod tftp;
