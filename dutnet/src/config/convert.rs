@@ -172,6 +172,21 @@ pub(crate) fn build(w: NetworkWire, p: &mut Vec<Problem>) -> Network {
         }
     }
     let dhcp_options = dhcp_options(p, "dhcp_options", w.dhcp_options);
+    let tftp_root = w.tftp_root.and_then(|t| {
+        let path = PathBuf::from(&t);
+        if path.is_absolute() {
+            Some(path)
+        } else {
+            // The daemon's working directory is nobody's business.
+            p.push(Problem::new(
+                "tftp_root",
+                format!(
+                    "`{t}` is a relative path; give the directory from the root, e.g. /srv/tftp"
+                ),
+            ));
+            None
+        }
+    });
     let mut addresses = Vec::new();
     let mut address_paths = Vec::new();
     for (i, a) in w.addresses.into_iter().flatten().enumerate() {
@@ -226,6 +241,7 @@ pub(crate) fn build(w: NetworkWire, p: &mut Vec<Problem>) -> Network {
         nat_flows_per_dut,
         state_dir: w.state_dir.map(PathBuf::from),
         dhcp_options,
+        tftp_root,
     };
 
     // Range rules only with a parsed range; the layout covers subnet and gateway.

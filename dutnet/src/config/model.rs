@@ -54,6 +54,9 @@ pub struct Network {
     /// Boot and extra DHCP options for every DUT of the network.
     #[serde(skip_serializing_if = "DhcpOptions::is_empty")]
     pub dhcp_options: DhcpOptions,
+    /// The directory the network's TFTP server serves; `None`: no TFTP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tftp_root: Option<PathBuf>,
 }
 
 /// The `nat_timeouts` keys and their values: every state but replied UDP.

@@ -130,6 +130,7 @@ pub const NETWORK_FIELDS: &[Field] = &[
     f("nat_flows_per_dut", Kind::UInt),
     f("nat_timeouts", Kind::Mapping(NAT_TIMEOUT_FIELDS)),
     f("dhcp_options", Kind::Mapping(DHCP_OPTION_FIELDS)),
+    f("tftp_root", Kind::Str),
 ];
 
 /// Checks `value` against `fields` and normalizes it in place (numbers where

@@ -1146,3 +1146,13 @@ fn dhcp_option_problems_name_the_full_key_path() {
         "add `mac`",
     );
 }
+
+#[test]
+fn tftp_root_must_be_absolute() {
+    assert_problem(&single("tftp_root: srv/tftp\n"), "tftp_root", "/srv/tftp");
+    let c = load(&single("tftp_root: /srv/tftp\n"));
+    assert_eq!(
+        c.networks[0].tftp_root.as_deref(),
+        Some(std::path::Path::new("/srv/tftp"))
+    );
+}

@@ -39,6 +39,7 @@ pub struct NetworkWire {
     pub nat_flows_per_dut: Option<u64>,
     pub nat_timeouts: Option<NatTimeoutsWire>,
     pub dhcp_options: Option<DhcpOptionsWire>,
+    pub tftp_root: Option<String>,
 }
 
 /// `dhcp_options:` of a network or of an address entry.

@@ -39,6 +39,7 @@ use crate::{
     host::journal::{self, Journal, JournalError, Leftover, UndoStep},
     netlink::{Netlink, NetlinkError, link_events},
     state::paths::Paths,
+    tftp::{TftpConfig, TftpError, TftpServer},
 };
 
 /// How often every network is checked even without a netlink event.
@@ -74,6 +75,12 @@ pub enum DaemonError {
         #[source]
         source: DnsError,
     },
+    #[error("network `{network}`: starting the TFTP server failed: {source}")]
+    Tftp {
+        network: String,
+        #[source]
+        source: TftpError,
+    },
     #[error("network `{network}`: starting the DHCP server failed: {source}")]
     Dhcp {
         network: String,
@@ -99,6 +106,8 @@ struct NetworkRuntime {
     /// The eBPF programs carry it; otherwise the nft table alone does.
     on_ebpf: bool,
     dns: Option<DnsServer>,
+    /// Runs when the network has a `tftp_root`.
+    tftp: Option<TftpServer>,
     dhcp: Option<DhcpServer>,
     waiting_logged: bool,
 }
@@ -167,6 +176,7 @@ pub async fn run(
                 reply_mark: None,
                 on_ebpf: false,
                 dns: None,
+                tftp: None,
                 dhcp: None,
                 waiting_logged: false,
             })
@@ -457,6 +467,21 @@ impl Daemon {
                     source,
                 })?,
         );
+        if let Some(root) = &net.config.tftp_root {
+            net.tftp = Some(
+                TftpServer::start(TftpConfig::new(
+                    &net.config.name,
+                    &net.config.interface,
+                    net.config.gateway_ip,
+                    root.clone(),
+                ))
+                .await
+                .map_err(|source| DaemonError::Tftp {
+                    network: net.config.name.clone(),
+                    source,
+                })?,
+            );
+        }
         if net.config.dhcp.enabled {
             let dhcp = DhcpServer::start(dhcp_config(&net.config, &self.paths))
                 .await
@@ -555,8 +580,11 @@ impl Daemon {
 }
 
 impl NetworkRuntime {
-    /// Stops DHCP and DNS (leases stay persisted).
+    /// Stops DHCP, TFTP and DNS (leases stay persisted).
     async fn stop_servers(&mut self) {
+        if let Some(tftp) = self.tftp.take() {
+            tftp.shutdown().await;
+        }
         if let Some(dhcp) = self.dhcp.take() {
             dhcp.shutdown().await;
         }
