@@ -48,6 +48,7 @@ addresses:
 
 struct Lab {
     topology: Topology,
+    exporter: Netns,
     /// The DUT with its own `addresses` entry.
     board: Netns,
     /// A DUT the network knows nothing about.
@@ -70,6 +71,7 @@ impl Lab {
         let daemon = cli::load(&topology, &exporter, CONFIG);
         Self {
             topology,
+            exporter,
             board,
             other,
             _daemon: daemon,
@@ -152,6 +154,19 @@ fn a_real_client_gets_boot_options_and_the_dut_override_wins() {
     // Asked for, 225 comes as configured (u16 300 = 0x012c).
     let with_225 = lab.udhcpc(&lab.other, &["225"]);
     assert_eq!(get(&with_225, "opt225").as_deref(), Some("012c"));
+
+    // `dutnet status --json` shows the boot configuration.
+    let out = cli::run(&lab.topology, &lab.exporter, &["status", "--json"]).ok();
+    let status: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let boot = &status["networks"][0]["boot"];
+    assert_eq!(boot["dhcp_options"]["boot_file"], "pxelinux.0", "{status}");
+    assert_eq!(boot["dhcp_options"]["options"][1]["value"], 300, "{status}");
+    assert_eq!(boot["duts"][0]["mac"], BOARD_MAC, "{status}");
+    assert_eq!(
+        boot["duts"][0]["dhcp_options"]["boot_file"],
+        "board-a/u-boot.scr"
+    );
+    assert_eq!(boot["tftp_running"], false);
 }
 
 #[test]

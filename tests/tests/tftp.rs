@@ -16,6 +16,7 @@ const BIG: usize = 20 * 1024 * 1024;
 
 struct Lab {
     topology: Topology,
+    exporter: Netns,
     dut: Netns,
     root: PathBuf,
     daemon: Process,
@@ -48,6 +49,7 @@ impl Lab {
         );
         Self {
             topology,
+            exporter,
             dut,
             root,
             daemon,
@@ -96,8 +98,19 @@ fn curl_fetches_20_mb_with_blksize_1468_and_the_sha256_matches() {
     let status = lab.curl("boot/kernel", &out, &["--tftp-blksize", "1468"]);
     assert_eq!(status, Some(0), "{}", lab.daemon.log());
     assert_eq!(lab.sha256(&out), lab.sha256(&lab.root.join("boot/kernel")));
-    let status = lab.daemon.log();
-    assert!(status.contains("TFTP transfer done"), "{status}");
+    // `dutnet status --json` counts it.
+    let out = cli::run(&lab.topology, &lab.exporter, &["status", "--json"]).ok();
+    let status: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let tftp = &status["networks"][0]["boot"]["tftp"];
+    assert_eq!(tftp["transfers_ok"], 1, "{status}");
+    assert_eq!(tftp["bytes_sent"], BIG, "{status}");
+    let text = cli::run(&lab.topology, &lab.exporter, &["status"]).ok();
+    assert!(
+        text.stdout
+            .contains(&format!("1 ok, 0 failed, 0 refused, {BIG} bytes")),
+        "{}",
+        text.stdout
+    );
 }
 
 #[test]

@@ -97,7 +97,7 @@ pub enum TftpError {
 }
 
 /// Counters since start.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TftpCounters {
     /// Transfers that delivered the whole file.
     pub transfers_ok: u64,
