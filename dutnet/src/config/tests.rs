@@ -176,7 +176,16 @@ fn jumpstarter_fixtures_load_unchanged() {
 #[test]
 fn shipped_examples_load() {
     let lab = load(include_str!("../../../examples/lab.yaml"));
-    assert_eq!(lab.networks.len(), 4);
+    assert_eq!(lab.networks.len(), 6);
+    let pxe = &lab.networks[5].dhcp_options;
+    assert_eq!(pxe.boot_rules.len(), 3);
+    assert_eq!(
+        lab.networks[4].addresses[0]
+            .dhcp_options
+            .boot_file
+            .as_deref(),
+        Some("imx8-board/boot.scr.uimg")
+    );
     assert_eq!(lab.networks[0].subnet, lab.networks[1].subnet);
     // The reference shows the defaults: they must be the defaults.
     let bench_a = &lab.networks[0];
