@@ -37,6 +37,9 @@ pub const DEFAULT_MAX_TRANSFERS: usize = 64;
 pub const DEFAULT_RETRANSMIT: Duration = Duration::from_secs(1);
 /// Sends of one window before a transfer is given up (~5 s of silence).
 pub const DEFAULT_ATTEMPTS: u32 = 5;
+/// A 100 MB image at 512-byte lock-step blocks over a 5 ms path takes about
+/// 17 minutes; longer than this is a stuck client.
+pub const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(30 * 60);
 /// The largest request: filename, mode and options (RFC 1350 has no limit;
 /// 512 is what every client fits in).
 const MAX_REQUEST_LEN: usize = 1024;
@@ -68,6 +71,7 @@ impl TftpConfig {
             pacing: Pacing {
                 retransmit: DEFAULT_RETRANSMIT,
                 attempts: DEFAULT_ATTEMPTS,
+                max_duration: DEFAULT_MAX_DURATION,
             },
         }
     }
@@ -335,7 +339,11 @@ impl Transfer {
             }
         };
         let started = std::time::Instant::now();
-        match transfer::send(&sock, &handle, size, &request.options, config.pacing).await {
+        let sending = transfer::send(&sock, &handle, size, &request.options, config.pacing);
+        let outcome = tokio::time::timeout(config.pacing.max_duration, sending)
+            .await
+            .unwrap_or(Err(transfer::Failure::TooSlow));
+        match outcome {
             Ok(bytes) => {
                 counters.ok.fetch_add(1, Ordering::Relaxed);
                 counters.bytes.fetch_add(bytes, Ordering::Relaxed);

@@ -13,9 +13,14 @@ use super::*;
 const FAST: Pacing = Pacing {
     retransmit: Duration::from_millis(100),
     attempts: 3,
+    max_duration: Duration::from_secs(10),
 };
 
 async fn server(dir: &TempDir, max_transfers: usize) -> TftpServer {
+    server_with(dir, max_transfers, FAST).await
+}
+
+async fn server_with(dir: &TempDir, max_transfers: usize, pacing: Pacing) -> TftpServer {
     TftpServer::start(TftpConfig {
         network: "lab".into(),
         interface: None,
@@ -23,7 +28,7 @@ async fn server(dir: &TempDir, max_transfers: usize) -> TftpServer {
         port: 0,
         root: dir.path().to_owned(),
         max_transfers,
-        pacing: FAST,
+        pacing,
     })
     .await
     .unwrap()
@@ -224,4 +229,37 @@ async fn a_silent_client_fails_the_transfer_and_frees_its_slot() {
     let (got, _) = fetch(addr, "f", &[], 512, 1, false).await.unwrap();
     assert_eq!(got.len(), 5000);
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_trickling_client_is_cut_off_at_the_transfer_limit() {
+    let dir = TempDir::new("tftp-trickle");
+    std::fs::write(dir.path().join("f"), content(512 * 100)).unwrap();
+    let pacing = Pacing {
+        max_duration: Duration::from_millis(300),
+        ..FAST
+    };
+    let server = server_with(&dir, 1, pacing).await;
+    let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    sock.send_to(&rrq("f", &[]), server.local_addr())
+        .await
+        .unwrap();
+    // ACK each block after 50 ms: never a retransmission timeout, but 100
+    // blocks take 5 s.
+    let ended = timeout(Duration::from_secs(3), async {
+        loop {
+            let (packet, tid) = recv(&sock).await;
+            if packet[1] == 5 {
+                return String::from_utf8_lossy(&packet[4..packet.len() - 1]).into_owned();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            sock.send_to(&ack(u16::from_be_bytes([packet[2], packet[3]])), tid)
+                .await
+                .unwrap();
+        }
+    })
+    .await
+    .expect("the server ends the transfer");
+    assert_eq!(ended, "transfer took too long");
+    assert_eq!(server.counters().transfers_failed, 1);
 }

@@ -20,6 +20,9 @@ pub struct Pacing {
     pub retransmit: Duration,
     /// Sends of one window (or the OACK) before the transfer is given up.
     pub attempts: u32,
+    /// The whole transfer's limit: a client that ACKs just often enough
+    /// never times out a window, and would hold its slot forever.
+    pub max_duration: Duration,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -28,6 +31,8 @@ pub enum Failure {
     TimedOut {
         block: u64,
     },
+    /// The transfer ran longer than [`Pacing::max_duration`].
+    TooSlow,
     /// The client sent an ERROR (e.g. 8: it refused the options).
     ClientError {
         code: u16,
@@ -167,6 +172,10 @@ pub fn error_for(failure: &Failure) -> Option<Vec<u8>> {
         Failure::TimedOut { .. } => Some(packet::error(
             ErrorCode::NotDefined,
             "timed out waiting for an ACK",
+        )),
+        Failure::TooSlow => Some(packet::error(
+            ErrorCode::NotDefined,
+            "transfer took too long",
         )),
         Failure::Io(_) => Some(packet::error(ErrorCode::NotDefined, "read error")),
         // The client ended it already.
