@@ -139,7 +139,7 @@ impl Action {
 }
 
 /// The options the handler reads; [`parse`] hands only these to dhcproto.
-const USED_OPTIONS: [u8; 9] = [
+const USED_OPTIONS: [u8; 10] = [
     53, // message type
     50, // requested IP address
     54, // server identifier
@@ -149,6 +149,7 @@ const USED_OPTIONS: [u8; 9] = [
     60, // vendor class identifier
     77, // user class
     93, // client system architecture
+    57, // maximum DHCP message size
 ];
 
 /// Decodes a datagram, checking what dhcproto does not: length, op, magic
@@ -216,6 +217,8 @@ pub fn parse(bytes: &[u8]) -> Result<Message, NoReplyReason> {
             // exactly one, so keep the first (the client's preferred).
             93 if value.len() < 2 => continue,
             93 => value = &value[..2],
+            // RFC 2132 9.10: two octets; anything else is ignored (576 holds).
+            57 if value.len() != 2 => continue,
             _ => {}
         }
         written[k] = true;

@@ -11,8 +11,8 @@
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
-use dhcproto::Name;
 use dhcproto::v4::{DhcpOption, Message, OptionCode, UnknownOption};
+use dhcproto::{Encodable, Name};
 use ipnet::Ipv4Net;
 use serde::{Serialize, Serializer};
 
@@ -127,7 +127,15 @@ pub struct ClientFacts {
     pub arch: Option<u16>,
     pub vendor_class: Option<Vec<u8>>,
     pub user_class: Option<Vec<u8>>,
+    /// Option 57: the longest message it accepts, IP and UDP headers included.
+    pub max_message: Option<u16>,
 }
+
+/// RFC 2131 2: every client accepts 576-byte datagrams; a reply longer
+/// than the client's limit may be dropped by its IP stack or its firmware.
+const MIN_MAX_MESSAGE: u16 = 576;
+/// IPv4 (no options) and UDP headers, which option 57 counts (RFC 2132 9.10).
+const IP_UDP_HEADERS: usize = 28;
 
 impl ClientFacts {
     pub fn of(msg: &Message) -> Self {
@@ -151,7 +159,16 @@ impl ClientFacts {
                 Some(DhcpOption::UserClass(v)) => Some(v.clone()),
                 _ => None,
             },
+            max_message: match opts.get(OptionCode::MaxMessageSize) {
+                Some(DhcpOption::MaxMessageSize(n)) => Some(*n),
+                _ => None,
+            },
         }
+    }
+
+    /// The longest DHCP payload this client takes.
+    fn payload_limit(&self) -> usize {
+        usize::from(self.max_message.unwrap_or(0).max(MIN_MAX_MESSAGE)) - IP_UDP_HEADERS
     }
 
     fn wants(&self, code: u8) -> bool {
@@ -318,6 +335,26 @@ impl DhcpOptions {
                 )),
             );
         }
+        self.fit(reply, client);
+    }
+
+    /// Drops configured options, the custom ones first (the last listed
+    /// first), until the reply fits the client's limit. Option 67 goes last:
+    /// the `file` field still names the boot file.
+    fn fit(&self, reply: &mut Message, client: &ClientFacts) {
+        let limit = client.payload_limit();
+        let order = self
+            .custom
+            .iter()
+            .rev()
+            .map(|o| o.code)
+            .chain([121, 119, 43, 42, 66, 26, 67]);
+        for code in order {
+            if reply.to_vec().map_or(0, |b| b.len()) <= limit {
+                return;
+            }
+            reply.opts_mut().remove(OptionCode::from(code));
+        }
     }
 }
 
@@ -457,6 +494,38 @@ mod tests {
             ..ClientFacts::default()
         };
         assert_eq!(both.boot_for(&uefi).0, Some("dut-uefi.efi"));
+    }
+
+    #[test]
+    fn replies_fit_the_client_limit() {
+        let big = |code| CustomOption {
+            code,
+            value: OptionValue::Hex(vec![0xab; 200]),
+        };
+        let options = DhcpOptions {
+            boot_file: Some("pxelinux.0".into()),
+            custom: vec![big(224), big(225), big(226)],
+            ..DhcpOptions::default()
+        };
+        let len = |m: &Message| m.to_vec().map_or(0, |b| b.len());
+        let mut small = Message::default();
+        options.apply(
+            &mut small,
+            &ClientFacts::default(),
+            Ipv4Addr::new(10, 0, 0, 1),
+        );
+        assert!(len(&small) <= 576 - 28, "{}", len(&small));
+        // The first options listed stay, and the boot file.
+        assert!(small.opts().get(OptionCode::from(224)).is_some());
+        assert!(small.opts().get(OptionCode::from(226)).is_none());
+        assert!(small.opts().get(OptionCode::BootfileName).is_some());
+        let mut large = Message::default();
+        let jumbo = ClientFacts {
+            max_message: Some(1500),
+            ..ClientFacts::default()
+        };
+        options.apply(&mut large, &jumbo, Ipv4Addr::new(10, 0, 0, 1));
+        assert!(large.opts().get(OptionCode::from(226)).is_some());
     }
 
     impl CustomOption {
