@@ -13,3 +13,4 @@ pub mod dns;
 pub mod host;
 pub mod netlink;
 pub mod state;
+pub mod tftp;

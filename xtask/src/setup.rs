@@ -35,6 +35,8 @@ const PACKAGES: &[&str] = &[
     "conntrack",
     // The scanning-DUT test (flow_pressure.rs).
     "nmap",
+    // The TFTP client of tests/tftp.rs (`curl tftp://`, --tftp-blksize).
+    "curl",
 ];
 /// Installed when the distribution packages it; nothing depends on it.
 const OPTIONAL_PACKAGES: &[&str] = &["bpftool"];

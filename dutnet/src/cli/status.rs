@@ -1,6 +1,6 @@
 //! `dutnet status`: what each network is doing now.
 use anyhow::Result;
-use dutnet::control::{Reply, Request};
+use dutnet::control::{Reply, Request, protocol::BootStatus};
 
 use super::control::{Common, ask, or_dash, unexpected};
 
@@ -45,6 +45,36 @@ pub fn run(args: &Args) -> Result<()> {
         );
         println!("  addresses   {}", n.addresses);
         println!("  flows       {}", n.flows);
+        if let Some(boot) = &n.boot {
+            print_boot(boot);
+        }
     }
     Ok(())
+}
+
+/// The boot lines: what DHCP hands out for booting, and the TFTP server.
+fn print_boot(boot: &BootStatus) {
+    let field =
+        |v: &serde_json::Value, key: &str| v.get(key).and_then(|x| x.as_str()).map(str::to_owned);
+    let file = field(&boot.dhcp_options, "boot_file");
+    let next = field(&boot.dhcp_options, "next_server");
+    let rules = boot
+        .dhcp_options
+        .get("boot_rules")
+        .and_then(|r| r.as_array())
+        .map_or(0, Vec::len);
+    println!(
+        "  boot        file {}, next-server {}, {rules} rules, {} DUT overrides",
+        or_dash(file.as_ref()),
+        or_dash(next.as_ref()),
+        boot.duts.len()
+    );
+    match (&boot.tftp_root, &boot.tftp) {
+        (None, _) => println!("  tftp        off"),
+        (Some(root), None) => println!("  tftp        {root} (stopped)"),
+        (Some(root), Some(c)) => println!(
+            "  tftp        {root}: {} ok, {} failed, {} refused, {} bytes",
+            c.transfers_ok, c.transfers_failed, c.requests_refused, c.bytes_sent
+        ),
+    }
 }

@@ -171,6 +171,22 @@ pub(crate) fn build(w: NetworkWire, p: &mut Vec<Problem>) -> Network {
             ));
         }
     }
+    let dhcp_options = dhcp_options(p, "dhcp_options", w.dhcp_options);
+    let tftp_root = w.tftp_root.and_then(|t| {
+        let path = PathBuf::from(&t);
+        if path.is_absolute() {
+            Some(path)
+        } else {
+            // The daemon's working directory is nobody's business.
+            p.push(Problem::new(
+                "tftp_root",
+                format!(
+                    "`{t}` is a relative path; give the directory from the root, e.g. /srv/tftp"
+                ),
+            ));
+            None
+        }
+    });
     let mut addresses = Vec::new();
     let mut address_paths = Vec::new();
     for (i, a) in w.addresses.into_iter().flatten().enumerate() {
@@ -224,6 +240,8 @@ pub(crate) fn build(w: NetworkWire, p: &mut Vec<Problem>) -> Network {
         nat_table_size,
         nat_flows_per_dut,
         state_dir: w.state_dir.map(PathBuf::from),
+        dhcp_options,
+        tftp_root,
     };
 
     // Range rules only with a parsed range; the layout covers subnet and gateway.
@@ -297,6 +315,7 @@ fn address(w: AddressWire, p: &mut Vec<Problem>) -> Option<AddressEntry> {
             .map_err(|m| p.push(Problem::new("public_ip", m)))
             .ok()
     });
+    let dhcp_options = dhcp_options(p, "dhcp_options", w.dhcp_options);
     // A bad `mac` or `public_ip` is reported above; the entry stays (without
     // it) so that its other rules are checked in the same run.
     Some(AddressEntry {
@@ -304,6 +323,7 @@ fn address(w: AddressWire, p: &mut Vec<Problem>) -> Option<AddressEntry> {
         mac,
         hostname: w.hostname,
         public_ip,
+        dhcp_options,
     })
 }
 
@@ -447,6 +467,17 @@ fn check(p: &mut Vec<Problem>, key: &str, r: Result<(), String>) {
     if let Err(m) = r {
         p.push(Problem::new(key, m));
     }
+}
+
+fn dhcp_options(
+    p: &mut Vec<Problem>,
+    key: &str,
+    w: Option<super::wire::DhcpOptionsWire>,
+) -> crate::dhcp::DhcpOptions {
+    let mut own = Vec::new();
+    let options = super::dhcp_options::build(w.unwrap_or_default(), &mut own);
+    p.extend(own.into_iter().map(|q| prefix(key, q)));
+    options
 }
 
 fn prefix(path: &str, q: Problem) -> Problem {

@@ -7,6 +7,7 @@
 //! jumpstarter exporter file as is; see `docs/config.md`. Loading reports every
 //! problem at once, each with its key path, the bad value and the fix.
 mod convert;
+mod dhcp_options;
 pub mod duration;
 mod error;
 mod model;

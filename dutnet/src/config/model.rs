@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize, Serializer, ser::SerializeMap};
 
 use super::duration;
 use crate::datapath::expiry::FlowTimeouts;
+use crate::dhcp::DhcpOptions;
 
 /// One isolated network behind one DUT NIC.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -50,6 +51,12 @@ pub struct Network {
     /// Flows one DUT (one source address) may hold of those.
     pub nat_flows_per_dut: u32,
     pub state_dir: Option<PathBuf>,
+    /// Boot and extra DHCP options for every DUT of the network.
+    #[serde(skip_serializing_if = "DhcpOptions::is_empty")]
+    pub dhcp_options: DhcpOptions,
+    /// The directory the network's TFTP server serves; `None`: no TFTP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tftp_root: Option<PathBuf>,
 }
 
 /// The `nat_timeouts` keys and their values: every state but replied UDP.
@@ -153,6 +160,9 @@ pub struct AddressEntry {
     pub mac: Option<MacAddr>,
     pub hostname: Option<String>,
     pub public_ip: Option<Ipv4Addr>,
+    /// This DUT's DHCP options, over the network's (needs `mac`).
+    #[serde(skip_serializing_if = "DhcpOptions::is_empty")]
+    pub dhcp_options: DhcpOptions,
 }
 
 /// A custom DNS record the network's resolver answers.

@@ -48,6 +48,38 @@ pub const ADDRESS_FIELDS: &[Field] = &[
     f("mac", Kind::Str),
     f("hostname", Kind::Str),
     f("public_ip", Kind::Str),
+    f("dhcp_options", Kind::Mapping(DHCP_OPTION_FIELDS)),
+];
+
+pub const STATIC_ROUTE_FIELDS: &[Field] = &[f("destination", Kind::Str), f("gateway", Kind::Str)];
+
+/// The value's kind depends on `type`; [`super::dhcp_options`] checks it.
+pub const CUSTOM_OPTION_FIELDS: &[Field] = &[
+    f("code", Kind::UInt),
+    f("type", Kind::Str),
+    f("value", Kind::Any),
+];
+
+pub const BOOT_RULE_FIELDS: &[Field] = &[
+    f("arch", Kind::Str),
+    f("vendor_class", Kind::Str),
+    f("user_class", Kind::Str),
+    f("boot_file", Kind::Str),
+    f("next_server", Kind::Str),
+];
+
+/// `dhcp_options`, of a network or of one address entry.
+pub const DHCP_OPTION_FIELDS: &[Field] = &[
+    f("next_server", Kind::Str),
+    f("boot_file", Kind::Str),
+    f("tftp_server_name", Kind::Str),
+    f("vendor_specific", Kind::Str),
+    f("ntp_servers", Kind::StrList),
+    f("domain_search", Kind::StrList),
+    f("mtu", Kind::UInt),
+    f("static_routes", Kind::Table(STATIC_ROUTE_FIELDS)),
+    f("options", Kind::Table(CUSTOM_OPTION_FIELDS)),
+    f("boot_rules", Kind::Table(BOOT_RULE_FIELDS)),
 ];
 
 pub const DNS_ENTRY_FIELDS: &[Field] = &[f("hostname", Kind::Str), f("ip", Kind::Str)];
@@ -97,6 +129,8 @@ pub const NETWORK_FIELDS: &[Field] = &[
     f("nat_table_size", Kind::UInt),
     f("nat_flows_per_dut", Kind::UInt),
     f("nat_timeouts", Kind::Mapping(NAT_TIMEOUT_FIELDS)),
+    f("dhcp_options", Kind::Mapping(DHCP_OPTION_FIELDS)),
+    f("tftp_root", Kind::Str),
 ];
 
 /// Checks `value` against `fields` and normalizes it in place (numbers where

@@ -176,7 +176,16 @@ fn jumpstarter_fixtures_load_unchanged() {
 #[test]
 fn shipped_examples_load() {
     let lab = load(include_str!("../../../examples/lab.yaml"));
-    assert_eq!(lab.networks.len(), 4);
+    assert_eq!(lab.networks.len(), 6);
+    let pxe = &lab.networks[5].dhcp_options;
+    assert_eq!(pxe.boot_rules.len(), 3);
+    assert_eq!(
+        lab.networks[4].addresses[0]
+            .dhcp_options
+            .boot_file
+            .as_deref(),
+        Some("imx8-board/boot.scr.uimg")
+    );
     assert_eq!(lab.networks[0].subnet, lab.networks[1].subnet);
     // The reference shows the defaults: they must be the defaults.
     let bench_a = &lab.networks[0];
@@ -950,6 +959,7 @@ fn entry(ip4: Ipv4Addr, mac: Option<[u8; 6]>, hostname: Option<&str>) -> Address
         mac: mac.map(MacAddr),
         hostname: hostname.map(str::to_owned),
         public_ip: None,
+        dhcp_options: Default::default(),
     }
 }
 
@@ -1072,4 +1082,86 @@ proptest! {
     fn random_bytes_never_panic(text in "\\PC{0,200}") {
         let _ = parse_str(&text);
     }
+}
+
+// ---- dhcp_options ---------------------------------------------------------
+
+const BOOT_NETWORK: &str = r#"interface: eth2
+dhcp_options:
+  next_server: 192.168.100.1
+  boot_file: pxelinux.0
+  vendor_specific: "01:02"
+  options:
+    - {code: 224, type: u16, value: 300}
+    - {code: 225, type: hex, value: "0a:0b"}
+  boot_rules:
+    - {arch: efi_x64, vendor_class: PXEClient, boot_file: grubx64.efi}
+addresses:
+  - ip: 192.168.100.10
+    mac: 02:00:00:00:00:10
+    dhcp_options:
+      boot_file: board1/boot.scr
+"#;
+
+#[test]
+fn dhcp_options_load_per_network_and_per_entry() {
+    let c = load(BOOT_NETWORK);
+    let n = &c.networks[0];
+    assert_eq!(n.dhcp_options.boot_file.as_deref(), Some("pxelinux.0"));
+    assert_eq!(n.dhcp_options.boot_rules[0].arch, Some(7));
+    assert_eq!(
+        n.addresses[0].dhcp_options.boot_file.as_deref(),
+        Some("board1/boot.scr")
+    );
+}
+
+#[test]
+fn normalized_dhcp_options_load_again() {
+    let original = &load(BOOT_NETWORK).networks[0];
+    let text = serde_yaml::to_string(original).unwrap_or_default();
+    let printed: serde_yaml::Value = serde_yaml::from_str(&text).unwrap_or_default();
+    let mut again = serde_yaml::Mapping::new();
+    again.insert("interface".into(), "eth2".into());
+    for key in ["dhcp_options", "addresses"] {
+        again.insert(key.into(), printed[key].clone());
+    }
+    let reloaded = &load(&serde_yaml::to_string(&again).unwrap_or_default()).networks[0];
+    assert_eq!(reloaded.dhcp_options, original.dhcp_options);
+    assert_eq!(reloaded.addresses, original.addresses);
+}
+
+#[test]
+fn dhcp_option_problems_name_the_full_key_path() {
+    assert_problem(
+        &single("dhcp_options:\n  options:\n    - {code: 224, type: u8, value: 300}\n"),
+        "dhcp_options.options[0].value",
+        "0 to 255",
+    );
+    assert_problem(
+        &single("dhcp_options:\n  mtu: 1500\n  boot_fle: x\n"),
+        "dhcp_options.boot_fle",
+        "did you mean `boot_file`?",
+    );
+    assert_problem(
+        &single(
+            "addresses:\n  - ip: 192.168.100.10\n    mac: 02:00:00:00:00:10\n    dhcp_options:\n      next_server: nope\n",
+        ),
+        "addresses[0].dhcp_options.next_server",
+        "not an IPv4 address",
+    );
+    assert_problem(
+        &single("addresses:\n  - ip: 192.168.100.10\n    dhcp_options:\n      boot_file: x\n"),
+        "addresses[0].dhcp_options",
+        "add `mac`",
+    );
+}
+
+#[test]
+fn tftp_root_must_be_absolute() {
+    assert_problem(&single("tftp_root: srv/tftp\n"), "tftp_root", "/srv/tftp");
+    let c = load(&single("tftp_root: /srv/tftp\n"));
+    assert_eq!(
+        c.networks[0].tftp_root.as_deref(),
+        Some(std::path::Path::new("/srv/tftp"))
+    );
 }

@@ -87,6 +87,12 @@ pub(crate) fn check_address(
             ),
         ));
     }
+    if entry.mac.is_none() && !entry.dhcp_options.is_empty() {
+        p.push(Problem::new(
+            "dhcp_options",
+            "applies to the DUT with this entry's MAC; add `mac`, or move the options to the network's `dhcp_options`",
+        ));
+    }
     if let Some(name) = &entry.hostname
         && let Err(why) = names::check_hostname(name)
     {

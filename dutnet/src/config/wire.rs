@@ -38,6 +38,51 @@ pub struct NetworkWire {
     pub nat_table_size: Option<u64>,
     pub nat_flows_per_dut: Option<u64>,
     pub nat_timeouts: Option<NatTimeoutsWire>,
+    pub dhcp_options: Option<DhcpOptionsWire>,
+    pub tftp_root: Option<String>,
+}
+
+/// `dhcp_options:` of a network or of an address entry.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DhcpOptionsWire {
+    pub next_server: Option<String>,
+    pub boot_file: Option<String>,
+    pub tftp_server_name: Option<String>,
+    pub vendor_specific: Option<String>,
+    pub ntp_servers: Option<Vec<String>>,
+    pub domain_search: Option<Vec<String>>,
+    pub mtu: Option<u64>,
+    pub static_routes: Option<Vec<StaticRouteWire>>,
+    pub options: Option<Vec<CustomOptionWire>>,
+    pub boot_rules: Option<Vec<BootRuleWire>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticRouteWire {
+    pub destination: Option<String>,
+    pub gateway: Option<String>,
+}
+
+/// `{code: 224, type: u16, value: 300}`: the value's YAML kind depends on `type`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomOptionWire {
+    pub code: Option<u64>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub value: Option<serde_yaml::Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootRuleWire {
+    pub arch: Option<String>,
+    pub vendor_class: Option<String>,
+    pub user_class: Option<String>,
+    pub boot_file: Option<String>,
+    pub next_server: Option<String>,
 }
 
 /// `nat_timeouts:`, idle timeouts by flow state. No `udp`: replied UDP is the
@@ -62,6 +107,7 @@ pub struct AddressWire {
     pub hostname: Option<String>,
     /// An IPv4 address or a host name resolved when the config is loaded.
     pub public_ip: Option<String>,
+    pub dhcp_options: Option<DhcpOptionsWire>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -82,7 +128,8 @@ pub enum DurationWire {
 #[cfg(test)]
 mod tests {
     use super::super::schema::{
-        ADDRESS_FIELDS, DNS_ENTRY_FIELDS, Field, Kind, NAT_TIMEOUT_FIELDS, NETWORK_FIELDS,
+        ADDRESS_FIELDS, BOOT_RULE_FIELDS, CUSTOM_OPTION_FIELDS, DHCP_OPTION_FIELDS,
+        DNS_ENTRY_FIELDS, Field, Kind, NAT_TIMEOUT_FIELDS, NETWORK_FIELDS, STATIC_ROUTE_FIELDS,
     };
     use super::*;
 
@@ -124,6 +171,22 @@ mod tests {
         assert_eq!(
             keys_of(&NatTimeoutsWire::default()),
             schema_keys(NAT_TIMEOUT_FIELDS)
+        );
+        assert_eq!(
+            keys_of(&DhcpOptionsWire::default()),
+            schema_keys(DHCP_OPTION_FIELDS)
+        );
+        assert_eq!(
+            keys_of(&StaticRouteWire::default()),
+            schema_keys(STATIC_ROUTE_FIELDS)
+        );
+        assert_eq!(
+            keys_of(&CustomOptionWire::default()),
+            schema_keys(CUSTOM_OPTION_FIELDS)
+        );
+        assert_eq!(
+            keys_of(&BootRuleWire::default()),
+            schema_keys(BOOT_RULE_FIELDS)
         );
     }
 }

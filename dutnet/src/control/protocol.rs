@@ -10,6 +10,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use serde::{Deserialize, Serialize};
 
+use crate::tftp::TftpCounters;
+
 /// The protocol version this build speaks. A daemon answers a request of
 /// another version with [`FailureKind::Invalid`].
 pub const VERSION: u32 = 1;
@@ -224,6 +226,30 @@ pub struct NetworkStatus {
     pub dns_entries: usize,
     /// Flows in the NAT table for this DUT interface.
     pub flows: u64,
+    /// Network boot; `None` when the network configures none (and from a
+    /// dutnet older than network boot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<BootStatus>,
+}
+
+/// The network-boot configuration of one network and its TFTP server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootStatus {
+    /// The network's `dhcp_options`, as the config file's keys.
+    pub dhcp_options: serde_json::Value,
+    /// The `addresses` entries with their own `dhcp_options`.
+    pub duts: Vec<DutBoot>,
+    pub tftp_root: Option<String>,
+    pub tftp_running: bool,
+    /// Since the TFTP server started; `None` while it does not run.
+    pub tftp: Option<TftpCounters>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DutBoot {
+    pub ip: Ipv4Addr,
+    pub mac: Option<String>,
+    pub dhcp_options: serde_json::Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -24,8 +24,8 @@ use crate::{
     control::{
         Failure, Reply, Request, Response,
         protocol::{
-            DnsRecord, LeaseInfo, Mapping, NetworkDns, NetworkLeases, NetworkNat, NetworkStatus,
-            PortRange,
+            BootStatus, DnsRecord, DutBoot, LeaseInfo, Mapping, NetworkDns, NetworkLeases,
+            NetworkNat, NetworkStatus, PortRange,
         },
         server::Pending,
     },
@@ -107,6 +107,8 @@ impl Daemon {
                     mac,
                     hostname,
                     public_ip,
+                    // Boot options come from the config file only.
+                    dhcp_options: None,
                 };
                 let index = self.select_one(network.as_deref())?;
                 self.add_address(index, wire).await
@@ -252,6 +254,7 @@ impl Daemon {
             addresses: c.addresses.len(),
             dns_entries: c.dns_entries.len(),
             flows: self.active_flows(&c.interface),
+            boot: boot_status(net),
         }
     }
 
@@ -318,6 +321,7 @@ impl Daemon {
                     mac: mac.0,
                     ip: entry.ip,
                     hostname: entry.hostname.clone(),
+                    options: entry.dhcp_options.clone(),
                 })
                 .map_err(|e| Failure::invalid(e.to_string()))?,
             // No MAC: a 1:1-only entry, never leased to anybody.
@@ -666,4 +670,30 @@ fn describe(entry: &AddressEntry) -> String {
     } else {
         format!("{} ({})", entry.ip, parts.join(", "))
     }
+}
+
+/// The network's boot options and TFTP server, when it has any.
+fn boot_status(net: &NetworkRuntime) -> Option<BootStatus> {
+    let c = &net.config;
+    let as_json = |o: &crate::dhcp::DhcpOptions| serde_json::to_value(o).unwrap_or_default();
+    let duts: Vec<DutBoot> = c
+        .addresses
+        .iter()
+        .filter(|a| !a.dhcp_options.is_empty())
+        .map(|a| DutBoot {
+            ip: a.ip,
+            mac: a.mac.map(|m| m.to_string()),
+            dhcp_options: as_json(&a.dhcp_options),
+        })
+        .collect();
+    if c.dhcp_options.is_empty() && duts.is_empty() && c.tftp_root.is_none() {
+        return None;
+    }
+    Some(BootStatus {
+        dhcp_options: as_json(&c.dhcp_options),
+        duts,
+        tftp_root: c.tftp_root.as_ref().map(|p| p.display().to_string()),
+        tftp_running: net.tftp.is_some(),
+        tftp: net.tftp.as_ref().map(|t| t.counters()),
+    })
 }

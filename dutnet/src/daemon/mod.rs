@@ -39,6 +39,7 @@ use crate::{
     host::journal::{self, Journal, JournalError, Leftover, UndoStep},
     netlink::{Netlink, NetlinkError, link_events},
     state::{paths::Paths, private},
+    tftp::{TftpConfig, TftpError, TftpServer},
 };
 
 /// How often every network is checked even without a netlink event.
@@ -74,6 +75,12 @@ pub enum DaemonError {
         #[source]
         source: DnsError,
     },
+    #[error("network `{network}`: starting the TFTP server failed: {source}")]
+    Tftp {
+        network: String,
+        #[source]
+        source: TftpError,
+    },
     #[error("network `{network}`: starting the DHCP server failed: {source}")]
     Dhcp {
         network: String,
@@ -108,6 +115,8 @@ struct NetworkRuntime {
     /// The eBPF programs carry it; otherwise the nft table alone does.
     on_ebpf: bool,
     dns: Option<DnsServer>,
+    /// Runs when the network has a `tftp_root`.
+    tftp: Option<TftpServer>,
     dhcp: Option<DhcpServer>,
     waiting_logged: bool,
 }
@@ -182,6 +191,7 @@ pub async fn run(
                 reply_mark: None,
                 on_ebpf: false,
                 dns: None,
+                tftp: None,
                 dhcp: None,
                 waiting_logged: false,
             })
@@ -522,6 +532,21 @@ impl Daemon {
                     source,
                 })?,
         );
+        if let Some(root) = &net.config.tftp_root {
+            net.tftp = Some(
+                TftpServer::start(TftpConfig::new(
+                    &net.config.name,
+                    &net.config.interface,
+                    net.config.gateway_ip,
+                    root.clone(),
+                ))
+                .await
+                .map_err(|source| DaemonError::Tftp {
+                    network: net.config.name.clone(),
+                    source,
+                })?,
+            );
+        }
         if net.config.dhcp.enabled {
             let dhcp = DhcpServer::start(dhcp_config(&net.config, &self.paths))
                 .await
@@ -620,8 +645,11 @@ impl Daemon {
 }
 
 impl NetworkRuntime {
-    /// Stops DHCP and DNS (leases stay persisted).
+    /// Stops DHCP, TFTP and DNS (leases stay persisted).
     async fn stop_servers(&mut self) {
+        if let Some(tftp) = self.tftp.take() {
+            tftp.shutdown().await;
+        }
         if let Some(dhcp) = self.dhcp.take() {
             dhcp.shutdown().await;
         }
@@ -666,6 +694,7 @@ fn dhcp_config(net: &Network, paths: &Paths) -> DhcpConfig {
                     mac: mac.0,
                     ip: a.ip,
                     hostname: a.hostname.clone(),
+                    options: a.dhcp_options.clone(),
                 })
             })
             .collect(),
@@ -679,6 +708,7 @@ fn dhcp_config(net: &Network, paths: &Paths) -> DhcpConfig {
         lease_file: paths
             .network_dir(&net.name, net.state_dir.as_deref())
             .join("leases"),
+        options: net.dhcp_options.clone(),
     }
 }
 

@@ -8,8 +8,9 @@ use std::time::SystemTime;
 use dhcproto::v4::{DhcpOption, Flags, HType, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Decoder};
 
-use super::DhcpConfig;
 use super::leases::{Client, LeaseState};
+use super::options::ClientFacts;
+use super::{DhcpConfig, StaticLease};
 
 /// The fixed BOOTP header before the magic cookie (RFC 2131 figure 1).
 const HEADER_LEN: usize = 236;
@@ -138,12 +139,17 @@ impl Action {
 }
 
 /// The options the handler reads; [`parse`] hands only these to dhcproto.
-const USED_OPTIONS: [u8; 5] = [
+const USED_OPTIONS: [u8; 10] = [
     53, // message type
     50, // requested IP address
     54, // server identifier
     61, // client identifier
     12, // hostname
+    55, // parameter request list
+    60, // vendor class identifier
+    77, // user class
+    93, // client system architecture
+    57, // maximum DHCP message size
 ];
 
 /// Decodes a datagram, checking what dhcproto does not: length, op, magic
@@ -193,20 +199,29 @@ pub fn parse(bytes: &[u8]) -> Result<Message, NoReplyReason> {
         }
     }
     let mut clean = bytes[..HEADER_LEN + 4].to_vec();
+    let mut written = [false; USED_OPTIONS.len()];
     for (k, code) in USED_OPTIONS.iter().enumerate() {
         if !present[k] {
             continue;
         }
-        let value = &data[k];
+        let mut value = data[k].as_slice();
         match code {
             53 if value.len() != 1 => return Err(NoReplyReason::BadOption { code: *code }),
             50 | 54 if value.len() != 4 => return Err(NoReplyReason::BadOption { code: *code }),
             // A hostname is a nicety: a bad one is ignored, not fatal,
             // so the DUT still gets its address.
             12 if value.is_empty() || std::str::from_utf8(value).is_err() => continue,
-            61 if value.is_empty() => continue,
+            // Boot matching and the request list are niceties too.
+            61 | 55 | 60 | 77 if value.is_empty() => continue,
+            // RFC 4578 2.1 allows a list of architectures; dhcproto reads
+            // exactly one, so keep the first (the client's preferred).
+            93 if value.len() < 2 => continue,
+            93 => value = &value[..2],
+            // RFC 2132 9.10: two octets; anything else is ignored (576 holds).
+            57 if value.len() != 2 => continue,
             _ => {}
         }
+        written[k] = true;
         // Re-split into instances of at most 255 bytes (RFC 3396).
         for chunk in value.chunks(255) {
             clean.push(*code);
@@ -217,7 +232,7 @@ pub fn parse(bytes: &[u8]) -> Result<Message, NoReplyReason> {
     clean.push(255);
     let msg = Message::decode(&mut Decoder::new(&clean)).map_err(|_| NoReplyReason::Undecodable)?;
     for (k, code) in USED_OPTIONS.iter().enumerate() {
-        if present[k]
+        if written[k]
             && *code != 12
             && *code != 61
             && msg.opts().get(OptionCode::from(*code)).is_none()
@@ -311,7 +326,7 @@ fn handle_inner(
         MessageType::Request => request(&req, now, state, config),
         MessageType::Decline => decline(&req, now, state, config),
         MessageType::Release => release(&req, state, config),
-        MessageType::Inform => inform(&req, config),
+        MessageType::Inform => inform(&req, state, config),
         other => Err(NoReplyReason::UnexpectedMessageType {
             code: u8::from(other),
         }),
@@ -329,17 +344,8 @@ fn discover(
         .choose(&req.client, req.requested, now, config)
         .ok_or(NoReplyReason::Exhausted)?;
     state.offer(&req.client, ip, now);
-    let hostname = state
-        .static_for_mac(&req.client.mac)
-        .and_then(|s| s.hostname.clone());
-    let reply = reply(
-        req.msg,
-        MessageType::Offer,
-        ip,
-        hostname.as_deref(),
-        true,
-        config,
-    );
+    let dut = state.static_for_mac(&req.client.mac);
+    let reply = reply(req.msg, MessageType::Offer, ip, dut, true, config);
     Ok((reply, reply_destination(req.msg, ip), ReplyKind::Offer))
 }
 
@@ -385,17 +391,8 @@ fn request(
         now,
         config.lease_time,
     );
-    let hostname = state
-        .static_for_mac(&req.client.mac)
-        .and_then(|s| s.hostname.clone());
-    let reply = reply(
-        req.msg,
-        MessageType::Ack,
-        ip,
-        hostname.as_deref(),
-        true,
-        config,
-    );
+    let dut = state.static_for_mac(&req.client.mac);
+    let reply = reply(req.msg, MessageType::Ack, ip, dut, true, config);
     Ok((reply, reply_destination(req.msg, ip), ReplyKind::Ack))
 }
 
@@ -430,15 +427,20 @@ fn release(req: &Request<'_>, state: &mut LeaseState, config: &DhcpConfig) -> Ou
 }
 
 /// RFC 2131 4.3.5: options only, no yiaddr, no lease time.
-fn inform(req: &Request<'_>, config: &DhcpConfig) -> Outcome {
+/// A known DUT still gets its own boot options, not its host name.
+fn inform(req: &Request<'_>, state: &LeaseState, config: &DhcpConfig) -> Outcome {
+    let dut = state.static_for_mac(&req.client.mac);
     let mut reply = reply(
         req.msg,
         MessageType::Ack,
         Ipv4Addr::UNSPECIFIED,
-        None,
+        dut,
         false,
         config,
     );
+    if dut.is_some_and(|d| d.hostname.is_some()) {
+        reply.opts_mut().remove(OptionCode::Hostname);
+    }
     reply.set_yiaddr(Ipv4Addr::UNSPECIFIED);
     let ciaddr = req.msg.ciaddr();
     let destination = if ciaddr.is_unspecified() || req.msg.flags().broadcast() {
@@ -489,14 +491,17 @@ fn skeleton(request: &Message, msg_type: MessageType, config: &DhcpConfig) -> Me
     reply
 }
 
+/// A configured reply. `dut`: the client's static lease, whose host name
+/// and options it gets.
 fn reply(
     request: &Message,
     msg_type: MessageType,
     yiaddr: Ipv4Addr,
-    hostname: Option<&str>,
+    dut: Option<&StaticLease>,
     with_lease: bool,
     config: &DhcpConfig,
 ) -> Message {
+    let hostname = dut.and_then(|d| d.hostname.as_deref());
     let mut reply = skeleton(request, msg_type, config);
     reply.set_yiaddr(yiaddr);
     if msg_type == MessageType::Ack {
@@ -522,6 +527,14 @@ fn reply(
         // RFC 2131 4.4.5 defaults: T1 = 0.5, T2 = 0.875 of the lease.
         opts.insert(DhcpOption::Renewal(secs / 2));
         opts.insert(DhcpOption::Rebinding((u64::from(secs) * 7 / 8) as u32));
+    }
+    let client = ClientFacts::of(request);
+    match dut.filter(|d| !d.options.is_empty()) {
+        Some(d) => d
+            .options
+            .overlay(&config.options)
+            .apply(&mut reply, &client, config.server_ip),
+        None => config.options.apply(&mut reply, &client, config.server_ip),
     }
     reply
 }

@@ -503,6 +503,7 @@ mod tests {
                 mac: [2, 0, 0, 0, 0, 2],
                 ip: ip(100),
                 hostname: None,
+                options: Default::default(),
             },
             &c,
         )
@@ -521,6 +522,7 @@ mod tests {
                     mac: [2, 0, 0, 0, 0, 3],
                     ip: ip(100),
                     hostname: None,
+                    options: Default::default(),
                 },
                 &c,
             )
@@ -531,7 +533,8 @@ mod tests {
                 StaticLease {
                     mac: [2, 0, 0, 0, 0, 3],
                     ip: Ipv4Addr::new(10, 0, 0, 1),
-                    hostname: None
+                    hostname: None,
+                    options: Default::default(),
                 },
                 &c
             ),

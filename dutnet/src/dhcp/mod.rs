@@ -15,6 +15,7 @@
 
 pub mod handler;
 pub mod leases;
+pub mod options;
 pub mod server;
 pub mod socket;
 pub mod store;
@@ -25,6 +26,7 @@ use std::time::{Duration, SystemTime};
 
 pub use handler::{Action, Destination, NoReplyReason, ReplyKind, handle, parse};
 pub use leases::LeaseState;
+pub use options::DhcpOptions;
 pub use server::DhcpServer;
 
 /// Everything one DHCP server needs, already validated by the config layer
@@ -47,6 +49,9 @@ pub struct DhcpConfig {
     pub reserved: Vec<Ipv4Addr>,
     /// Where leases persist across restarts; its directory is created if missing.
     pub lease_file: PathBuf,
+    /// Boot and extra options for every client; a static lease's own
+    /// options win over these.
+    pub options: DhcpOptions,
 }
 
 /// A fixed address for one MAC.
@@ -56,6 +61,8 @@ pub struct StaticLease {
     pub ip: Ipv4Addr,
     /// Sent to the client as option 12 and published with its lease.
     pub hostname: Option<String>,
+    /// This DUT's options, over the network's.
+    pub options: DhcpOptions,
 }
 
 /// An address bound to a client (acknowledged, not merely offered).
@@ -258,9 +265,11 @@ pub(crate) mod testutil {
                 mac: [0x02, 0, 0, 0, 0, 0x99],
                 ip: Ipv4Addr::new(192, 168, 50, 10),
                 hostname: Some("board-a".into()),
+                options: Default::default(),
             }],
             reserved: vec![Ipv4Addr::new(192, 168, 50, 101)],
             lease_file: PathBuf::from("/nonexistent/leases"),
+            options: Default::default(),
         }
     }
 

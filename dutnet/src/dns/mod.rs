@@ -18,7 +18,7 @@ pub mod forward;
 pub mod handler;
 mod server;
 mod service;
-mod socket;
+pub(crate) mod socket;
 pub mod zone;
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};

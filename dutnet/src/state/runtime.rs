@@ -95,6 +95,8 @@ impl RuntimeChanges {
             mac: entry.mac.map(|m| m.to_string()),
             hostname: entry.hostname.clone(),
             public_ip: entry.public_ip.map(|p| p.to_string()),
+            // The control socket adds no DHCP options.
+            dhcp_options: None,
         });
     }
 

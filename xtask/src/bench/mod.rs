@@ -5,6 +5,7 @@
 //!
 //! Only ratios between paths measured in the same run mean much: both ends
 //! of every load run on this machine's cores, next to whatever else runs.
+mod boot;
 mod connections;
 mod control;
 mod cpu;
@@ -58,6 +59,8 @@ enum Part {
     Data,
     /// DHCP, DNS, bring-up and memory.
     Control,
+    /// TFTP throughput against tftpd-hpa.
+    Boot,
 }
 
 /// How much load each metric gets: every load is bounded in count and time.
@@ -132,6 +135,7 @@ pub fn run(args: &Args) -> Result<()> {
         ("ss", "iproute2"),
         ("dnsmasq", "dnsmasq"),
         ("udhcpc", "udhcpc"),
+        ("curl", "curl"),
     ] {
         prereq::require(program, package);
     }
@@ -147,6 +151,7 @@ pub fn run(args: &Args) -> Result<()> {
     let wants = |part| args.parts.is_empty() || args.parts.contains(&part);
     let mut results = Results::default();
     let mut control_results = control::report::ControlResults::default();
+    let mut boot_results = boot::BootResults::default();
     let mut ebpf_stats = serde_json::Value::Null;
     for run in 0..runs {
         for path in Path::ALL
@@ -169,6 +174,21 @@ pub fn run(args: &Args) -> Result<()> {
                 &mut control_results,
             );
         }
+        if wants(Part::Boot) {
+            eprintln!("\n==> run {}/{runs}: network boot", run + 1);
+            for server in boot::Server::ALL {
+                match boot::measure(server, &dutnet, run, Duration::from_secs(120)) {
+                    Ok(rate) => {
+                        eprintln!("    TFTP 20 MiB, {server:?}: {rate:.1} MiB/s");
+                        boot_results.add(server, rate);
+                    }
+                    Err(error) => {
+                        eprintln!("    TFTP 20 MiB, {server:?} FAILED: {error:#}");
+                        boot_results.fail(server, format!("{error:#}"));
+                    }
+                }
+            }
+        }
     }
     let load_after = load_average();
 
@@ -178,6 +198,9 @@ pub fn run(args: &Args) -> Result<()> {
     }
     if wants(Part::Control) {
         table.push_str(&format!("\n{}", control_results.markdown(runs)));
+    }
+    if wants(Part::Boot) {
+        table.push_str(&format!("\n{}", boot_results.markdown(runs)));
     }
     let header = format!(
         "dutnet bench ({} run{}, {}): kernel {}, {} cores, load average before {load_before}, after {load_after}\n\n",
@@ -202,6 +225,7 @@ pub fn run(args: &Args) -> Result<()> {
     });
     let mut json = results.json(runs, args.quick, context);
     json["control_plane"] = control_results.json();
+    json["network_boot"] = boot_results.json();
     std::fs::write(
         out_dir.join("bench.json"),
         serde_json::to_string_pretty(&json)?,

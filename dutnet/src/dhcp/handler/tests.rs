@@ -748,3 +748,142 @@ proptest! {
         run_any(&bytes[..cut.index(bytes.len() + 1)]);
     }
 }
+
+mod boot_options {
+    use super::*;
+    use crate::dhcp::options::{BootRule, CustomOption, DhcpOptions, OptionValue};
+
+    const STATIC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x99];
+    const TFTP: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 5);
+
+    fn boot_fixture() -> Fixture {
+        let mut f = Fixture::new();
+        f.config.options = DhcpOptions {
+            next_server: Some(TFTP),
+            boot_file: Some("pxelinux.0".into()),
+            mtu: Some(1400),
+            custom: vec![CustomOption {
+                code: 224,
+                value: OptionValue::String("lab".into()),
+            }],
+            boot_rules: vec![BootRule {
+                arch: Some(7),
+                vendor_class: None,
+                user_class: None,
+                boot_file: "grubx64.efi".into(),
+                next_server: None,
+            }],
+            ..DhcpOptions::default()
+        };
+        f.config.static_leases[0].options = DhcpOptions {
+            boot_file: Some("board-a/u-boot.scr".into()),
+            ..DhcpOptions::default()
+        };
+        f.state = LeaseState::new(&f.config, vec![], t0());
+        f
+    }
+
+    fn asking(m: Message, codes: &[u8]) -> Message {
+        with(
+            m,
+            DhcpOption::ParameterRequestList(codes.iter().map(|c| OptionCode::from(*c)).collect()),
+        )
+    }
+
+    fn file(m: &Message) -> Option<&[u8]> {
+        m.fname()
+    }
+
+    #[test]
+    fn siaddr_and_file_always_options_only_when_asked() {
+        let mut f = boot_fixture();
+        let action = f.run(&asking(discover(mac(1)), &[1, 3, 6]));
+        let m = reply(&action, ReplyKind::Offer);
+        assert_eq!(m.siaddr(), TFTP);
+        assert_eq!(file(m), Some(&b"pxelinux.0"[..]));
+        assert!(m.opts().get(OptionCode::BootfileName).is_none());
+        assert!(m.opts().get(OptionCode::InterfaceMtu).is_none());
+        assert!(m.opts().get(OptionCode::from(224)).is_none());
+
+        let action = f.run(&asking(discover(mac(2)), &[1, 26, 67, 224]));
+        let m = reply(&action, ReplyKind::Offer);
+        assert_eq!(
+            m.opts().get(OptionCode::BootfileName),
+            Some(&DhcpOption::BootfileName(b"pxelinux.0".to_vec()))
+        );
+        assert_eq!(
+            m.opts().get(OptionCode::InterfaceMtu),
+            Some(&DhcpOption::InterfaceMtu(1400))
+        );
+        // Through the wire and back: option 224 carries the string.
+        let bytes = m.to_vec().unwrap();
+        let needle = [224u8, 3, b'l', b'a', b'b'];
+        assert!(bytes.windows(5).any(|w| w == needle));
+    }
+
+    #[test]
+    fn no_request_list_gets_everything_configured() {
+        let mut f = boot_fixture();
+        let action = f.run(&discover(mac(1)));
+        let m = reply(&action, ReplyKind::Offer);
+        assert!(m.opts().get(OptionCode::InterfaceMtu).is_some());
+        assert!(m.opts().get(OptionCode::BootfileName).is_some());
+    }
+
+    #[test]
+    fn uefi_client_gets_the_uefi_file() {
+        let mut f = boot_fixture();
+        let uefi = with(
+            discover(mac(1)),
+            DhcpOption::ClientSystemArchitecture(7u16.into()),
+        );
+        let m = reply(&f.run(&uefi), ReplyKind::Offer).clone();
+        assert_eq!(file(&m), Some(&b"grubx64.efi"[..]));
+        let bios = with(
+            discover(mac(2)),
+            DhcpOption::ClientSystemArchitecture(0u16.into()),
+        );
+        let m = reply(&f.run(&bios), ReplyKind::Offer).clone();
+        assert_eq!(file(&m), Some(&b"pxelinux.0"[..]));
+    }
+
+    #[test]
+    fn dut_override_wins_in_offer_ack_and_inform() {
+        let mut f = boot_fixture();
+        let offer = reply(&f.run(&discover(STATIC_MAC)), ReplyKind::Offer).clone();
+        assert_eq!(file(&offer), Some(&b"board-a/u-boot.scr"[..]));
+        // The network's other values still apply.
+        assert_eq!(offer.siaddr(), TFTP);
+        let ack = f.run(&select(STATIC_MAC, offer.yiaddr(), SERVER));
+        assert_eq!(
+            file(reply(&ack, ReplyKind::Ack)),
+            Some(&b"board-a/u-boot.scr"[..])
+        );
+        let mut inform = msg(MessageType::Inform, STATIC_MAC);
+        inform.set_ciaddr(offer.yiaddr());
+        let m = reply(&f.run(&inform), ReplyKind::InformAck).clone();
+        assert_eq!(file(&m), Some(&b"board-a/u-boot.scr"[..]));
+        assert!(m.opts().get(OptionCode::Hostname).is_none());
+    }
+
+    #[test]
+    fn boot_file_without_next_server_points_at_the_gateway() {
+        let mut f = boot_fixture();
+        f.config.options.next_server = None;
+        let m = reply(&f.run(&discover(mac(1))), ReplyKind::Offer).clone();
+        assert_eq!(m.siaddr(), SERVER);
+    }
+
+    #[test]
+    fn multi_arch_and_empty_boot_hints_still_parse() {
+        let mut m = discover(mac(1)).to_vec().unwrap();
+        // Replace the end option by 93 (two architectures), empty 60 and 77.
+        m.pop();
+        m.extend_from_slice(&[93, 4, 0, 7, 0, 0, 60, 0, 77, 0, 55, 0, 255]);
+        let parsed = parse(&m).unwrap();
+        let facts = ClientFacts::of(&parsed);
+        assert_eq!(facts.arch, Some(7));
+        assert_eq!(facts.vendor_class, None);
+        assert_eq!(facts.requested, None);
+    }
+}

@@ -159,7 +159,7 @@ pub fn measure(dutnet: &FsPath, run: usize, budget: ControlBudget, results: &mut
 
 /// Starts `dutnet load <config>` in `exporter` and waits for "dutnet is up".
 /// Returns the daemon and how long that took from the spawn.
-fn start_dutnet(
+pub(super) fn start_dutnet(
     topology: &Topology,
     exporter: &Netns,
     dutnet: &FsPath,
@@ -230,7 +230,7 @@ fn poll<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
 }
 
 /// True when something in `ns` listens on UDP `port`.
-fn listens_udp(ns: &Netns, port: u16) -> bool {
+pub(super) fn listens_udp(ns: &Netns, port: u16) -> bool {
     let ss = ns.exec("ss", &["-Hlun", &format!("sport = :{port}")]);
     !ss.stdout.trim().is_empty()
 }
