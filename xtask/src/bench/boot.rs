@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use dutnet_tests::{Netns, Topology, cmd};
 use serde_json::json;
 
@@ -49,9 +49,10 @@ impl Server {
 
 /// MiB/s of one fetch of the file, sha256 checked.
 pub fn measure(server: Server, dutnet: &FsPath, run: usize, limit: Duration) -> Result<f64> {
-    if server == Server::TftpdHpa && !on_path(TFTPD) {
-        bail!("{TFTPD} not found: install the Debian package tftpd-hpa to compare");
-    }
+    let tftpd = match server {
+        Server::TftpdHpa => Some(tftpd_hpa()?),
+        Server::Dutnet => None,
+    };
     let mut topology = Topology::with_prefix(&format!("dnbench-tf{}{run}", server.tag()));
     let exporter = topology.netns("exporter");
     let dut = topology.netns("dut");
@@ -74,8 +75,9 @@ pub fn measure(server: Server, dutnet: &FsPath, run: usize, limit: Duration) -> 
             exporter.ip(&format!("addr add {GATEWAY}/24 dev dn-dut1"));
             let address = format!("{GATEWAY}:69");
             let root_arg = root.display().to_string();
+            let tftpd = tftpd.context("tftpd-hpa's path")?;
             let process = exporter.spawn(
-                TFTPD,
+                &tftpd.to_string_lossy(),
                 &[
                     "--listen",
                     "--foreground",
@@ -128,9 +130,52 @@ fn fetch(dut: &Netns, out: &FsPath, limit: Duration) -> Result<Duration> {
     Ok(took)
 }
 
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+fn on_path(program: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(program))
+            .find(|path| path.is_file())
+    })
+}
+
+/// tftpd-hpa's daemon: the installed one, else one unpacked from Debian's
+/// package under target/tools. Installing the package would start a
+/// host-wide TFTP service on port 69; unpacking it starts nothing.
+fn tftpd_hpa() -> Result<std::path::PathBuf> {
+    if let Some(path) = on_path(TFTPD) {
+        return Ok(path);
+    }
+    let tools = FsPath::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask has no parent directory")?
+        .join("target/tools/tftpd-hpa");
+    let unpacked = tools.join("usr/sbin").join(TFTPD);
+    if unpacked.is_file() {
+        return Ok(unpacked);
+    }
+    std::fs::create_dir_all(&tools)?;
+    crate::run::checked(
+        std::process::Command::new("apt-get")
+            .args(["download", "tftpd-hpa"])
+            .current_dir(&tools),
+    )
+    .context("apt-get download tftpd-hpa (run `apt-get update` first if it is not found)")?;
+    let deb = std::fs::read_dir(&tools)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .context("apt-get download left no .deb")?;
+    crate::run::checked(
+        std::process::Command::new("dpkg")
+            .arg("-x")
+            .arg(&deb)
+            .arg(&tools),
+    )?;
+    if unpacked.is_file() {
+        Ok(unpacked)
+    } else {
+        bail!("the tftpd-hpa package has no {}", unpacked.display())
+    }
 }
 
 /// The network-boot table's samples.
