@@ -10,6 +10,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use serde::{Deserialize, Serialize};
 
+use super::counters::InterfaceCounters;
+
 /// The protocol version this build speaks. A daemon answers a request of
 /// another version with [`FailureKind::Invalid`].
 pub const VERSION: u32 = 1;
@@ -92,6 +94,8 @@ pub enum Request {
         #[serde(default)]
         network: Option<String>,
     },
+    /// The eBPF datapath's counters of every DUT interface.
+    Stats,
     /// The connection table (`conntrack -L` for dutnet's fast path).
     Flows {
         #[serde(default)]
@@ -180,6 +184,14 @@ pub enum Reply {
         /// cannot be listed.
         #[serde(default)]
         ruleset: Option<String>,
+    },
+    Stats {
+        /// `ebpf` when the eBPF programs run (for some networks at least),
+        /// `nft` when every network is on the nftables datapath.
+        datapath: String,
+        /// One entry per DUT interface the eBPF programs are attached to,
+        /// named as the daemon sees it.
+        interfaces: Vec<InterfaceCounters>,
     },
     Flows {
         /// Flows of the networks on the eBPF datapath, by network, then the

@@ -23,6 +23,7 @@ use crate::{
     },
     control::{
         Failure, Reply, Request, Response,
+        counters::InterfaceCounters,
         protocol::{
             DnsRecord, LeaseInfo, Mapping, NetworkDns, NetworkLeases, NetworkNat, NetworkStatus,
             PortRange,
@@ -152,7 +153,38 @@ impl Daemon {
                 Ok(Reply::NatRules { networks, ruleset })
             }
             Request::Flows { network, limit } => self.flows(network.as_deref(), limit),
+            Request::Stats => self.stats(),
         }
+    }
+
+    /// The counters with the daemon's own interface names (a client in
+    /// another namespace would resolve the ifindexes to other interfaces).
+    pub(super) fn stats(&self) -> Outcome {
+        let Some(datapath) = &self.datapath else {
+            return Ok(Reply::Stats {
+                datapath: "nft".to_owned(),
+                interfaces: Vec::new(),
+            });
+        };
+        let stats = datapath.stats().map_err(|e| {
+            Failure::failed(format!(
+                "reading the eBPF counters failed: {e}; see the daemon's log"
+            ))
+        })?;
+        let network_of = |name: Option<&String>| {
+            self.networks
+                .iter()
+                .find(|n| Some(&n.config.interface) == name)
+                .map(|n| n.config.name.clone())
+        };
+        let interfaces = stats
+            .iter()
+            .map(|s| InterfaceCounters::new(s, network_of(s.name.as_ref())))
+            .collect();
+        Ok(Reply::Stats {
+            datapath: "ebpf".to_owned(),
+            interfaces,
+        })
     }
 
     fn find_network(&self, name: &str) -> Result<usize, Failure> {

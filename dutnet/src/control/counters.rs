@@ -1,0 +1,165 @@
+//! The datapath's counters as the control socket carries them, and back.
+//!
+//! The JSON shape is the one `dutnet stats --json` has always printed (one
+//! object per DUT interface, reasons by name), so scripts that read it see
+//! the same fields whether the numbers came from the daemon or the pins.
+use std::collections::BTreeMap;
+
+use dutnet_common::stats::{DirCounters, IfaceCounters, drop, punt};
+use serde::{Deserialize, Serialize};
+
+use crate::datapath::InterfaceStats;
+
+/// Packets and bytes one way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Traffic {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// The counters of one DUT interface the eBPF datapath is attached to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceCounters {
+    /// Its name in the daemon's network namespace (`None`: it is gone).
+    pub interface: Option<String>,
+    pub ifindex: u32,
+    /// The network it belongs to (`None` for `dutnet attach`).
+    #[serde(default)]
+    pub network: Option<String>,
+    pub from_dut: Traffic,
+    pub to_dut: Traffic,
+    pub nat_out: Traffic,
+    pub nat_in: Traffic,
+    pub active_flows: u64,
+    pub flow_budget: u32,
+    pub evictions: u64,
+    pub new_flows: u64,
+    /// By reason ([`punt::NAMES`]); every reason is present.
+    pub punts: BTreeMap<String, u64>,
+    /// By reason ([`drop::NAMES`]); every reason is present.
+    pub drops: BTreeMap<String, u64>,
+}
+
+impl From<DirCounters> for Traffic {
+    fn from(d: DirCounters) -> Self {
+        Self {
+            packets: d.packets,
+            bytes: d.bytes,
+        }
+    }
+}
+
+impl From<Traffic> for DirCounters {
+    fn from(t: Traffic) -> Self {
+        Self {
+            packets: t.packets,
+            bytes: t.bytes,
+        }
+    }
+}
+
+fn by_name(names: &[&str], values: &[u64]) -> BTreeMap<String, u64> {
+    names
+        .iter()
+        .zip(values)
+        .map(|(name, n)| ((*name).to_owned(), *n))
+        .collect()
+}
+
+/// The values in `names` order; a reason this build does not know is
+/// dropped, one the daemon did not send counts 0.
+fn by_index<const N: usize>(names: &[&str; N], values: &BTreeMap<String, u64>) -> [u64; N] {
+    core::array::from_fn(|i| values.get(names[i]).copied().unwrap_or(0))
+}
+
+impl InterfaceCounters {
+    /// `stats` as sent, labelled with its network.
+    #[must_use]
+    pub fn new(stats: &InterfaceStats, network: Option<String>) -> Self {
+        let c = stats.counters;
+        Self {
+            interface: stats.name.clone(),
+            ifindex: stats.ifindex,
+            network,
+            from_dut: c.ingress.into(),
+            to_dut: c.egress.into(),
+            nat_out: c.nat_out.into(),
+            nat_in: c.nat_in.into(),
+            active_flows: stats.active_flows,
+            flow_budget: stats.flow_budget,
+            evictions: stats.evictions,
+            new_flows: c.new_flows,
+            punts: by_name(&punt::NAMES, &c.punts),
+            drops: by_name(&drop::NAMES, &c.drops),
+        }
+    }
+
+    /// Back to the datapath's shape (for tables and rates).
+    #[must_use]
+    pub fn to_stats(&self) -> InterfaceStats {
+        InterfaceStats {
+            ifindex: self.ifindex,
+            name: self.interface.clone(),
+            counters: IfaceCounters {
+                ingress: self.from_dut.into(),
+                egress: self.to_dut.into(),
+                nat_out: self.nat_out.into(),
+                nat_in: self.nat_in.into(),
+                new_flows: self.new_flows,
+                punts: by_index(&punt::NAMES, &self.punts),
+                drops: by_index(&drop::NAMES, &self.drops),
+            },
+            active_flows: self.active_flows,
+            flow_budget: self.flow_budget,
+            evictions: self.evictions,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_survive_the_trip_and_keep_the_stats_json_fields() {
+        let mut counters = IfaceCounters {
+            ingress: DirCounters {
+                packets: 3,
+                bytes: 300,
+            },
+            ..IfaceCounters::default()
+        };
+        counters.drops[drop::TABLE_FULL] = 7;
+        counters.punts[punt::MTU] = 2;
+        let stats = InterfaceStats {
+            ifindex: 9,
+            name: Some("dn-dut1".into()),
+            counters,
+            active_flows: 4,
+            flow_budget: 64,
+            evictions: 1,
+        };
+        let wire = InterfaceCounters::new(&stats, Some("lab".into()));
+        let json = serde_json::to_value(&wire).unwrap();
+        for field in [
+            "interface",
+            "ifindex",
+            "from_dut",
+            "to_dut",
+            "nat_out",
+            "nat_in",
+            "active_flows",
+            "flow_budget",
+            "evictions",
+            "new_flows",
+            "punts",
+            "drops",
+        ] {
+            assert!(json.get(field).is_some(), "{field} missing from {json}");
+        }
+        assert_eq!(json["drops"]["table_full"], 7);
+        assert_eq!(json["from_dut"]["bytes"], 300);
+        let back: InterfaceCounters = serde_json::from_value(json).unwrap();
+        assert_eq!(back.to_stats(), stats);
+    }
+}
