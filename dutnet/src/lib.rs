@@ -10,5 +10,6 @@ pub mod datapath;
 pub mod dhcp;
 pub mod dns;
 pub mod host;
+pub mod metrics;
 pub mod netlink;
 pub mod state;

@@ -35,6 +35,9 @@ const PACKAGES: &[&str] = &[
     "conntrack",
     // The scanning-DUT test (flow_pressure.rs).
     "nmap",
+    // tests/metrics.rs parses the /metrics exposition with the official
+    // Python client's OpenMetrics parser.
+    "python3-prometheus-client",
 ];
 /// Installed when the distribution packages it; nothing depends on it.
 const OPTIONAL_PACKAGES: &[&str] = &["bpftool"];

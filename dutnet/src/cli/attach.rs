@@ -81,6 +81,8 @@ fn answer(datapath: &EbpfDatapath, request: &Request) -> Response {
                 .iter()
                 .map(|s| InterfaceCounters::new(s, None))
                 .collect(),
+            networks: Vec::new(),
+            uptime_seconds: 0,
         }),
         Err(e) => Response::Error(Failure::failed(format!("reading the counters failed: {e}"))),
     }

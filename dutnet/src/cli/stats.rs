@@ -7,7 +7,10 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Result;
 use dutnet::{
-    control::{Reply, Request, counters::InterfaceCounters},
+    control::{
+        Reply, Request,
+        counters::{InterfaceCounters, NetworkCounters},
+    },
     datapath::{
         InterfaceStats, ebpf, nft,
         rates::{self, InterfaceRates},
@@ -54,6 +57,8 @@ const NFT_ONLY: &str = "dutnet runs on the nftables datapath only: no eBPF count
 /// One reading of the counters.
 struct Reading {
     interfaces: Vec<InterfaceCounters>,
+    /// Each network's DHCP and DNS counters (none offline).
+    networks: Vec<NetworkCounters>,
     /// `--offline`: how long ago the pins were made, and where they are.
     offline: Option<(Duration, String)>,
 }
@@ -110,7 +115,11 @@ fn watch(args: &Args) -> Result<()> {
 
 fn print(args: &Args, reading: &Reading, rates: Option<&[InterfaceRates]>) -> Result<()> {
     if args.json {
-        let mut out = json!({ "datapath": "ebpf", "interfaces": reading.interfaces });
+        let mut out = json!({
+            "datapath": "ebpf",
+            "interfaces": reading.interfaces,
+            "networks": reading.networks,
+        });
         if let Some((age, pins)) = &reading.offline {
             out["offline"] = json!({ "pins": pins, "pinned_seconds_ago": age.as_secs() });
         }
@@ -151,8 +160,13 @@ fn read(args: &Args) -> Result<Option<Reading>> {
             say_nft_only(args)?;
             Ok(None)
         }
-        Reply::Stats { interfaces, .. } => Ok(Some(Reading {
+        Reply::Stats {
             interfaces,
+            networks,
+            ..
+        } => Ok(Some(Reading {
+            interfaces,
+            networks,
             offline: None,
         })),
         other => Err(unexpected(&other)),
@@ -175,6 +189,7 @@ fn read_pins(args: &Args, paths: &Paths) -> Result<Option<Reading>> {
             .iter()
             .map(|s| InterfaceCounters::new(s, None))
             .collect(),
+        networks: Vec::new(),
         offline: Some((age, paths.pin_dir().display().to_string())),
     }))
 }

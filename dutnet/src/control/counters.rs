@@ -8,7 +8,11 @@ use std::collections::BTreeMap;
 use dutnet_common::stats::{DirCounters, IfaceCounters, drop, punt};
 use serde::{Deserialize, Serialize};
 
-use crate::datapath::InterfaceStats;
+use crate::{
+    datapath::InterfaceStats,
+    dhcp::{DhcpCounters, message_type},
+    dns::DnsCounters,
+};
 
 /// Packets and bytes one way.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +116,86 @@ impl InterfaceCounters {
             active_flows: self.active_flows,
             flow_budget: self.flow_budget,
             evictions: self.evictions,
+        }
+    }
+}
+
+/// What one network's servers counted since they started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkCounters {
+    pub network: String,
+    pub interface: String,
+    /// `ebpf`, `nft`, or `none` while the interface is absent.
+    pub datapath: String,
+    /// `None` when its DHCP server does not run.
+    pub dhcp: Option<DhcpStats>,
+    /// `None` when its DNS server does not run.
+    pub dns: Option<DnsStats>,
+}
+
+/// A DHCP server's pool and counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DhcpStats {
+    /// Bound leases (static ones included).
+    pub leases: u64,
+    /// Addresses of the dynamic range (`dhcp_range_start`..=`dhcp_range_end`).
+    pub pool_size: u64,
+    /// Client messages by type ([`message_type::NAMES`]).
+    pub received: BTreeMap<String, u64>,
+    pub offers: u64,
+    pub acks: u64,
+    pub naks: u64,
+    /// DISCOVERs left unanswered because the pool was full.
+    pub exhausted: u64,
+    /// Packets that did not parse.
+    pub malformed: u64,
+}
+
+impl DhcpStats {
+    #[must_use]
+    pub fn new(counters: &DhcpCounters, leases: u64, pool_size: u64) -> Self {
+        Self {
+            leases,
+            pool_size,
+            received: by_name(&message_type::NAMES, &counters.received),
+            offers: counters.offers,
+            acks: counters.acks,
+            naks: counters.naks,
+            exhausted: counters.exhausted,
+            malformed: counters.dropped_malformed,
+        }
+    }
+}
+
+/// A DNS server's counters: every query once in `queries`, then once by
+/// where its answer came from, or by the error it got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsStats {
+    pub queries: u64,
+    pub local_answers: u64,
+    pub cache_hits: u64,
+    /// Sent to the upstream servers.
+    pub forwarded: u64,
+    /// Dead upstreams show here first.
+    pub servfail: u64,
+    pub formerr: u64,
+    pub notimp: u64,
+    pub refused: u64,
+    pub malformed: u64,
+}
+
+impl From<DnsCounters> for DnsStats {
+    fn from(c: DnsCounters) -> Self {
+        Self {
+            queries: c.queries,
+            local_answers: c.local_answers,
+            cache_hits: c.cache_hits,
+            forwarded: c.forwarded,
+            servfail: c.servfail,
+            formerr: c.formerr,
+            notimp: c.notimp,
+            refused: c.refused,
+            malformed: c.dropped_malformed,
         }
     }
 }

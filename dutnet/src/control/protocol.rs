@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use serde::{Deserialize, Serialize};
 
-use super::counters::InterfaceCounters;
+use super::counters::{InterfaceCounters, NetworkCounters};
 
 /// The protocol version this build speaks. A daemon answers a request of
 /// another version with [`FailureKind::Invalid`].
@@ -192,6 +192,12 @@ pub enum Reply {
         /// One entry per DUT interface the eBPF programs are attached to,
         /// named as the daemon sees it.
         interfaces: Vec<InterfaceCounters>,
+        /// Each network's DHCP and DNS counters (empty from `dutnet attach`).
+        #[serde(default)]
+        networks: Vec<NetworkCounters>,
+        /// Seconds since the daemon started.
+        #[serde(default)]
+        uptime_seconds: u64,
     },
     Flows {
         /// Flows of the networks on the eBPF datapath, by network, then the

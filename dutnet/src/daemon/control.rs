@@ -23,7 +23,7 @@ use crate::{
     },
     control::{
         Failure, Reply, Request, Response,
-        counters::InterfaceCounters,
+        counters::{DhcpStats, InterfaceCounters, NetworkCounters},
         protocol::{
             DnsRecord, LeaseInfo, Mapping, NetworkDns, NetworkLeases, NetworkNat, NetworkStatus,
             PortRange,
@@ -158,12 +158,17 @@ impl Daemon {
     }
 
     /// The counters with the daemon's own interface names (a client in
-    /// another namespace would resolve the ifindexes to other interfaces).
+    /// another namespace would resolve the ifindexes to other interfaces),
+    /// and each network's DHCP and DNS counters.
     pub(super) fn stats(&self) -> Outcome {
+        let networks = self.networks.iter().map(network_counters).collect();
+        let uptime_seconds = self.started.elapsed().as_secs();
         let Some(datapath) = &self.datapath else {
             return Ok(Reply::Stats {
                 datapath: "nft".to_owned(),
                 interfaces: Vec::new(),
+                networks,
+                uptime_seconds,
             });
         };
         let stats = datapath.stats().map_err(|e| {
@@ -184,6 +189,8 @@ impl Daemon {
         Ok(Reply::Stats {
             datapath: "ebpf".to_owned(),
             interfaces,
+            networks,
+            uptime_seconds,
         })
     }
 
@@ -670,6 +677,28 @@ fn dns_entries(net: &NetworkRuntime) -> NetworkDns {
         network: net.config.name.clone(),
         entries,
         hosts,
+    }
+}
+
+fn network_counters(net: &NetworkRuntime) -> NetworkCounters {
+    let c = &net.config;
+    let pool_size = u64::from(u32::from(c.dhcp.range_end))
+        .saturating_sub(u64::from(u32::from(c.dhcp.range_start)))
+        + 1;
+    NetworkCounters {
+        network: c.name.clone(),
+        interface: c.interface.clone(),
+        datapath: match (net.ifindex, net.on_ebpf) {
+            (None, _) => "none",
+            (Some(_), true) => "ebpf",
+            (Some(_), false) => "nft",
+        }
+        .to_owned(),
+        dhcp: net.dhcp.as_ref().map(|dhcp| {
+            let leases = u64::try_from(dhcp.leases().len()).unwrap_or(u64::MAX);
+            DhcpStats::new(&dhcp.counters(), leases, pool_size)
+        }),
+        dns: net.dns.as_ref().map(|dns| dns.counters().into()),
     }
 }
 
