@@ -11,7 +11,7 @@ use std::{
 use dutnet_tests::{
     cli,
     clients::Dhclient,
-    nat_lab::{LAN_IP, Lab, network_yaml},
+    nat_lab::{DUT_IP, GATEWAY, LAN_IP, Lab, network_yaml},
     prereq,
 };
 
@@ -76,6 +76,7 @@ fn parse_with_the_python_client(lab: &Lab, text: &str) -> usize {
 fn a_scrape_shows_dut_traffic_and_dhcp_renewals_and_parses() {
     prereq::require("dhclient", "isc-dhcp-client");
     prereq::require("ping", "iputils-ping");
+    prereq::require("dig", "dnsutils");
     assert!(
         std::path::Path::new(SYSTEM_PYTHON).is_file(),
         "{SYSTEM_PYTHON} is missing: run `cargo xtask setup` (python3-prometheus-client)"
@@ -114,6 +115,18 @@ fn a_scrape_shows_dut_traffic_and_dhcp_renewals_and_parses() {
         &["-c", "5", "-i", "0.2", "-W", "2", &LAN_IP.to_string()],
     );
     assert!(ping.success(), "{ping:#?}\n{}", lab.report());
+    // A reverse lookup of the DUT, answered by dutnet from its zone.
+    let dig = lab.duts[0].exec(
+        "dig",
+        &[
+            "+time=3",
+            "+tries=1",
+            &format!("@{GATEWAY}"),
+            "-x",
+            &DUT_IP.to_string(),
+        ],
+    );
+    assert!(dig.success(), "{dig:#?}\n{}", lab.log());
     // A second run remembers the lease: a REQUEST for the same address.
     let renew = client.run();
     assert!(renew.success(), "{renew:#?}\n{}", lab.log());
@@ -152,6 +165,13 @@ fn a_scrape_shows_dut_traffic_and_dhcp_renewals_and_parses() {
             r#"dutnet_network_datapath{network="dut1",datapath="ebpf"}"#
         ),
         1,
+        "{after}"
+    );
+    assert!(
+        value(
+            &after,
+            r#"dutnet_dns_queries_by_type_total{network="dut1",type="ptr"}"#
+        ) >= 1,
         "{after}"
     );
     assert!(after.contains("dutnet_build_info{version="), "{after}");

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     datapath::InterfaceStats,
     dhcp::{DhcpCounters, message_type},
-    dns::DnsCounters,
+    dns::{DnsCounters, query_type},
 };
 
 /// Packets and bytes one way.
@@ -169,9 +169,12 @@ impl DhcpStats {
 
 /// A DNS server's counters: every query once in `queries`, then once by
 /// where its answer came from, or by the error it got.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DnsStats {
     pub queries: u64,
+    /// Queries by question type ([`query_type::NAMES`]).
+    #[serde(default)]
+    pub by_type: BTreeMap<String, u64>,
     pub local_answers: u64,
     pub cache_hits: u64,
     /// Sent to the upstream servers.
@@ -188,6 +191,7 @@ impl From<DnsCounters> for DnsStats {
     fn from(c: DnsCounters) -> Self {
         Self {
             queries: c.queries,
+            by_type: by_name(&query_type::NAMES, &c.by_type),
             local_answers: c.local_answers,
             cache_hits: c.cache_hits,
             forwarded: c.forwarded,

@@ -41,6 +41,7 @@ struct Families {
     dhcp_exhausted: Counters,
     dhcp_malformed: Counters,
     dns_queries: Counters,
+    dns_queries_by_type: Counters,
     dns_answers: Counters,
     dns_errors: Counters,
 }
@@ -119,6 +120,11 @@ impl Families {
             "dns_queries",
             "DNS queries received",
             self.dns_queries.clone(),
+        );
+        r.register(
+            "dns_queries_by_type",
+            "DNS queries by question type (a, aaaa, ptr, srv, txt, mx, cname, https, other)",
+            self.dns_queries_by_type.clone(),
         );
         r.register(
             "dns_answers",
@@ -211,6 +217,11 @@ impl Families {
         }
         if let Some(dns) = &n.dns {
             self.dns_queries.get_or_create(&base).inc_by(dns.queries);
+            for (kind, count) in &dns.by_type {
+                self.dns_queries_by_type
+                    .get_or_create(&with("type", kind))
+                    .inc_by(*count);
+            }
             for (source, count) in [
                 ("local", dns.local_answers),
                 ("cache", dns.cache_hits),
