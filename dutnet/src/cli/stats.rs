@@ -100,8 +100,15 @@ fn watch(args: &Args) -> Result<()> {
         std::thread::sleep(period);
         // A daemon that stops ends the watch with its error (exit code 5),
         // not with its last numbers left on screen as if current.
-        let Some(now) = read(args)? else {
-            return Ok(());
+        let now = match read(args) {
+            Ok(Some(now)) => now,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                if !args.json {
+                    print!("\x1b[H\x1b[2J");
+                }
+                return Err(e);
+            }
         };
         let rates = rates::between(&before.stats(), &now.stats(), args.interval);
         if !args.json {

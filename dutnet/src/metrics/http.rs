@@ -117,14 +117,14 @@ async fn read_head(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        if head.len() >= MAX_REQUEST {
-            return Ok(None);
-        }
         let n = stream.read(&mut buf).await?;
         if n == 0 {
             return Ok(None);
         }
         head.extend_from_slice(buf.get(..n).unwrap_or_default());
+        if head.len() > MAX_REQUEST {
+            return Ok(None);
+        }
     }
     Ok(Some(head))
 }
@@ -248,5 +248,14 @@ mod tests {
         assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
         assert!(answer.contains("dutnet_uptime_seconds 42"), "{answer}");
         assert!(answer.ends_with("# EOF\n"), "{answer}");
+
+        // A head that never ends is cut at MAX_REQUEST, without asking the
+        // daemon.
+        let mut stream = TcpStream::connect(server.addr()).await.unwrap();
+        let endless = vec![b'x'; MAX_REQUEST + 1];
+        stream.write_all(&endless).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
     }
 }
