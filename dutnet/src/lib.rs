@@ -11,6 +11,7 @@ pub mod datapath;
 pub mod dhcp;
 pub mod dns;
 pub mod host;
+pub mod metrics;
 pub mod netlink;
 pub mod state;
 pub mod tftp;

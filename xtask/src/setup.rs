@@ -37,6 +37,9 @@ const PACKAGES: &[&str] = &[
     "nmap",
     // The TFTP client of tests/tftp.rs (`curl tftp://`, --tftp-blksize).
     "curl",
+    // tests/metrics.rs parses the /metrics exposition with the official
+    // Python client's OpenMetrics parser.
+    "python3-prometheus-client",
 ];
 /// Installed when the distribution packages it; nothing depends on it.
 const OPTIONAL_PACKAGES: &[&str] = &["bpftool"];

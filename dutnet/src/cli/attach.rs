@@ -2,6 +2,9 @@
 //! developer's verb: no NAT, no forwarding, every packet passes).
 use anyhow::{Context as _, Result};
 use dutnet::{
+    control::{
+        Failure, Reply, Request, Response, counters::InterfaceCounters, server::ControlServer,
+    },
     datapath::{Datapath as _, DutNetwork, FlowLimits, NatPlan, ebpf::EbpfDatapath},
     state::paths::Paths,
 };
@@ -34,24 +37,53 @@ pub fn run(args: &Args) -> Result<()> {
             return Err(e.into());
         }
     }
-    info!(interfaces = ?args.interfaces, "attached; stop with Ctrl-C or SIGTERM");
-    wait_for_shutdown_signal().context("waiting for a signal")?;
+    let served = serve_stats_until_signal(&datapath, &args.interfaces);
     datapath.shutdown()?;
-    Ok(())
+    served
 }
 
-fn wait_for_shutdown_signal() -> std::io::Result<()> {
+/// Answers `dutnet stats` on the control socket (the only verb that means
+/// something here) until SIGINT or SIGTERM.
+fn serve_stats_until_signal(datapath: &EbpfDatapath, interfaces: &[String]) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()?;
+        .build()
+        .context("starting the runtime")?;
     runtime.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+        let mut term = signal(SignalKind::terminate()).context("waiting for SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("waiting for SIGINT")?;
+        let (requests, mut pending) = tokio::sync::mpsc::channel(8);
+        let _control = ControlServer::start(&Paths::from_env().control_socket(), requests, None)?;
+        info!(?interfaces, "attached; stop with Ctrl-C or SIGTERM");
+        loop {
+            tokio::select! {
+                _ = term.recv() => return Ok(()),
+                _ = int.recv() => return Ok(()),
+                Some((request, reply)) = pending.recv() => {
+                    let _ = reply.send(answer(datapath, &request));
+                }
+            }
         }
-        Ok(())
     })
+}
+
+fn answer(datapath: &EbpfDatapath, request: &Request) -> Response {
+    if *request != Request::Stats {
+        return Response::Error(Failure::invalid(
+            "`dutnet attach` only counts packets and answers `dutnet stats`; run `dutnet load FILE` for the other verbs",
+        ));
+    }
+    match datapath.stats() {
+        Ok(stats) => Response::Ok(Reply::Stats {
+            datapath: "ebpf".to_owned(),
+            interfaces: stats
+                .iter()
+                .map(|s| InterfaceCounters::new(s, None))
+                .collect(),
+            networks: Vec::new(),
+            uptime_seconds: 0,
+        }),
+        Err(e) => Response::Error(Failure::failed(format!("reading the counters failed: {e}"))),
+    }
 }

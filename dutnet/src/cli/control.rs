@@ -12,7 +12,7 @@ use dutnet::{
 pub const EXIT_NOT_FOUND: u8 = 3;
 /// The daemon refused the request: nothing was changed.
 pub const EXIT_INVALID: u8 = 4;
-/// There is no daemon to ask.
+/// There is no daemon to ask (nor, for `stats --offline`, any pins).
 pub const EXIT_NOT_RUNNING: u8 = 5;
 
 /// `--network` and `--json`, on every verb that asks the daemon.
@@ -39,6 +39,10 @@ pub fn ask(common: &Common, request: &Request) -> Result<Option<Reply>> {
 
 /// The exit code for an error from a verb.
 pub fn exit_code(error: &anyhow::Error) -> ExitCode {
+    // `stats --offline` with nothing pinned: no dutnet ran here either.
+    if let Some(dutnet::datapath::ebpf::EbpfError::NotRunning { .. }) = error.downcast_ref() {
+        return ExitCode::from(EXIT_NOT_RUNNING);
+    }
     let Some(client) = error.downcast_ref::<ClientError>() else {
         return ExitCode::FAILURE;
     };

@@ -20,6 +20,11 @@ pub struct Args {
     /// default only root may (0600).
     #[arg(long, value_name = "GROUP")]
     socket_group: Option<String>,
+    /// Serve Prometheus metrics on http://ADDR:PORT/metrics, overriding
+    /// the file's `metrics_listen` (off by default; a loopback address
+    /// keeps it to the exporter, e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// The gid of group `name`.
@@ -54,6 +59,7 @@ pub fn run(args: &Args) -> Result<()> {
     daemon::check_datapaths(&loaded.networks)?;
     let options = daemon::RunOptions {
         socket_group: args.socket_group.as_deref().map(group_id).transpose()?,
+        metrics_listen: args.metrics_listen.or(loaded.metrics_listen),
     };
     for note in &loaded.notes {
         info!("{note}");

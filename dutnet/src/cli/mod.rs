@@ -42,7 +42,8 @@ enum Command {
     Load(load::Args),
     /// Stop the running dutnet, or undo what a killed one left behind.
     Down(down::Args),
-    /// Show per-interface packet and byte counters of the running datapath.
+    /// Show the running daemon's per-interface packet and byte counters
+    /// (exit code 5 when none runs; `--offline` reads the pins instead).
     Stats(stats::Args),
     /// Show each network: interface, addresses, upstream, NAT, DHCP, DNS.
     Status(status::Args),

@@ -1,14 +1,26 @@
 //! `dutnet stats`: the datapath's counters, for people and for scripts.
+//!
+//! The numbers come from the daemon, which names the interfaces as it sees
+//! them; with no daemon there are no numbers (exit code 5). `--offline`
+//! reads the pins instead, for a post-mortem.
+use std::time::{Duration, SystemTime};
+
 use anyhow::Result;
 use dutnet::{
+    control::{
+        Reply, Request,
+        counters::{InterfaceCounters, NetworkCounters},
+    },
     datapath::{
         InterfaceStats, ebpf, nft,
         rates::{self, InterfaceRates},
     },
     state::paths::Paths,
 };
-use dutnet_common::stats::{DirCounters, drop, punt};
+use dutnet_common::stats::{drop, punt};
 use serde_json::json;
+
+use super::control::unexpected;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -24,6 +36,10 @@ pub struct Args {
     /// Seconds between readings for `--rates` and `--watch` (0.1 to 3600).
     #[arg(long, default_value_t = 1.0, value_parser = interval)]
     interval: f64,
+    /// Read the pinned maps instead of asking the daemon (after a crash):
+    /// the numbers may be frozen and the names are this namespace's.
+    #[arg(long)]
+    offline: bool,
 }
 
 fn interval(text: &str) -> Result<f64, String> {
@@ -38,36 +54,63 @@ fn interval(text: &str) -> Result<f64, String> {
 /// What `dutnet stats` says when no eBPF program runs but dutnet does.
 const NFT_ONLY: &str = "dutnet runs on the nftables datapath only: no eBPF counters; `nft list table ip dutnet` shows its rules and counters";
 
+/// One reading of the counters.
+struct Reading {
+    interfaces: Vec<InterfaceCounters>,
+    /// Each network's DHCP and DNS counters (none offline).
+    networks: Vec<NetworkCounters>,
+    /// `--offline`: how long ago the pins were made, and where they are.
+    offline: Option<(Duration, String)>,
+}
+
+impl Reading {
+    fn stats(&self) -> Vec<InterfaceStats> {
+        self.interfaces
+            .iter()
+            .map(InterfaceCounters::to_stats)
+            .collect()
+    }
+}
+
 pub fn run(args: &Args) -> Result<()> {
     if args.watch {
         return watch(args);
     }
-    let Some(stats) = read(args)? else {
+    let Some(reading) = read(args)? else {
         return Ok(());
     };
     if !args.rates {
-        return print(args, &stats, None);
+        return print(args, &reading, None);
     }
-    std::thread::sleep(std::time::Duration::from_secs_f64(args.interval));
+    std::thread::sleep(Duration::from_secs_f64(args.interval));
     let Some(later) = read(args)? else {
         return Ok(());
     };
-    let rates = rates::between(&stats, &later, args.interval);
+    let rates = rates::between(&reading.stats(), &later.stats(), args.interval);
     print(args, &later, Some(&rates[..]))
 }
 
 /// `--watch`: the table and the rates, refreshed in place.
 fn watch(args: &Args) -> Result<()> {
-    let period = std::time::Duration::from_secs_f64(args.interval);
+    let period = Duration::from_secs_f64(args.interval);
     let Some(mut before) = read(args)? else {
         return Ok(());
     };
     loop {
         std::thread::sleep(period);
-        let Some(now) = read(args)? else {
-            return Ok(());
+        // A daemon that stops ends the watch with its error (exit code 5),
+        // not with its last numbers left on screen as if current.
+        let now = match read(args) {
+            Ok(Some(now)) => now,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                if !args.json {
+                    print!("\x1b[H\x1b[2J");
+                }
+                return Err(e);
+            }
         };
-        let rates = rates::between(&before, &now, args.interval);
+        let rates = rates::between(&before.stats(), &now.stats(), args.interval);
         if !args.json {
             // Home the cursor and clear the screen: refresh in place.
             print!("\x1b[H\x1b[2J");
@@ -77,9 +120,16 @@ fn watch(args: &Args) -> Result<()> {
     }
 }
 
-fn print(args: &Args, stats: &[InterfaceStats], rates: Option<&[InterfaceRates]>) -> Result<()> {
+fn print(args: &Args, reading: &Reading, rates: Option<&[InterfaceRates]>) -> Result<()> {
     if args.json {
-        let mut out = to_json(stats);
+        let mut out = json!({
+            "datapath": "ebpf",
+            "interfaces": reading.interfaces,
+            "networks": reading.networks,
+        });
+        if let Some((age, pins)) = &reading.offline {
+            out["offline"] = json!({ "pins": pins, "pinned_seconds_ago": age.as_secs() });
+        }
         if let (Some(rates), Some(list)) = (rates, out["interfaces"].as_array_mut()) {
             for entry in list {
                 let ifindex = entry["ifindex"].as_u64();
@@ -90,30 +140,75 @@ fn print(args: &Args, stats: &[InterfaceStats], rates: Option<&[InterfaceRates]>
         }
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        print!("{}", table(stats));
+        if let Some((age, pins)) = &reading.offline {
+            println!(
+                "offline: read from the pins in {pins}, made {}s ago; a daemon that died since left them frozen, and the names are this namespace's",
+                age.as_secs()
+            );
+        }
+        let stats = reading.stats();
+        print!("{}", table(&stats));
         if let Some(rates) = rates {
-            print!("{}", rate_table(stats, rates));
+            print!("{}", rate_table(&stats, rates));
         }
     }
     Ok(())
 }
 
 /// The counters, or `None` after telling the user the nft datapath runs.
-fn read(args: &Args) -> Result<Option<Vec<InterfaceStats>>> {
-    let stats = match ebpf::read_pinned(&Paths::from_env()) {
+fn read(args: &Args) -> Result<Option<Reading>> {
+    let paths = Paths::from_env();
+    if args.offline {
+        return read_pins(args, &paths);
+    }
+    let reply = dutnet::control::request(&paths.control_socket(), &Request::Stats)?;
+    match reply {
+        Reply::Stats { datapath, .. } if datapath == "nft" => {
+            say_nft_only(args)?;
+            Ok(None)
+        }
+        Reply::Stats {
+            interfaces,
+            networks,
+            ..
+        } => Ok(Some(Reading {
+            interfaces,
+            networks,
+            offline: None,
+        })),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn read_pins(args: &Args, paths: &Paths) -> Result<Option<Reading>> {
+    let stats = match ebpf::read_pinned(paths) {
         Ok(stats) => stats,
         Err(ebpf::EbpfError::NotRunning { .. }) if nft::table_exists() => {
-            if args.json {
-                let out = json!({ "datapath": "nft", "interfaces": [], "note": NFT_ONLY });
-                println!("{}", serde_json::to_string_pretty(&out)?);
-            } else {
-                println!("{NFT_ONLY}");
-            }
+            say_nft_only(args)?;
             return Ok(None);
         }
         Err(e) => return Err(e.into()),
     };
-    Ok(Some(stats))
+    let since = ebpf::pinned_since(paths)?;
+    let age = SystemTime::now().duration_since(since).unwrap_or_default();
+    Ok(Some(Reading {
+        interfaces: stats
+            .iter()
+            .map(|s| InterfaceCounters::new(s, None))
+            .collect(),
+        networks: Vec::new(),
+        offline: Some((age, paths.pin_dir().display().to_string())),
+    }))
+}
+
+fn say_nft_only(args: &Args) -> Result<()> {
+    if args.json {
+        let out = json!({ "datapath": "nft", "interfaces": [], "note": NFT_ONLY });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("{NFT_ONLY}");
+    }
+    Ok(())
 }
 
 fn rate_table(stats: &[InterfaceStats], rates: &[InterfaceRates]) -> String {
@@ -138,39 +233,6 @@ fn rate_table(stats: &[InterfaceStats], rates: &[InterfaceRates]) -> String {
         ));
     }
     out
-}
-
-fn to_json(stats: &[InterfaceStats]) -> serde_json::Value {
-    let dir = |d: DirCounters| json!({ "packets": d.packets, "bytes": d.bytes });
-    let by_reason =
-        |names: &[&str], values: &[u64]| -> serde_json::Map<String, serde_json::Value> {
-            names
-                .iter()
-                .zip(values)
-                .map(|(name, n)| ((*name).to_owned(), json!(n)))
-                .collect()
-        };
-    let interfaces: Vec<_> = stats
-        .iter()
-        .map(|s| {
-            let c = s.counters;
-            json!({
-                "interface": s.name,
-                "ifindex": s.ifindex,
-                "from_dut": dir(c.ingress),
-                "to_dut": dir(c.egress),
-                "nat_out": dir(c.nat_out),
-                "nat_in": dir(c.nat_in),
-                "active_flows": s.active_flows,
-                "flow_budget": s.flow_budget,
-                "evictions": s.evictions,
-                "new_flows": c.new_flows,
-                "punts": by_reason(&punt::NAMES, &c.punts),
-                "drops": by_reason(&drop::NAMES, &c.drops),
-            })
-        })
-        .collect();
-    json!({ "interfaces": interfaces })
 }
 
 /// `reason=count` for the non-zero ones, `-` when there are none.

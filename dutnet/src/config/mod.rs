@@ -35,6 +35,10 @@ pub use validate::{MIN_LEASE_TIME, MIN_NAT_TIMEOUT, MIN_UDP_TIMEOUT, NAT_TABLE_S
 pub struct LoadedConfig {
     pub networks: Vec<Network>,
     pub notes: Vec<String>,
+    /// `metrics_listen:` at the top of the file: where the Prometheus
+    /// endpoint listens (`None`: no endpoint). A setting of the daemon, not
+    /// of a network, so one per file whatever its shape.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Reads and validates a config file.

@@ -5,6 +5,8 @@
 //! 3. a jumpstarter exporter file, unchanged: every `export.<name>` whose
 //!    `type` ends with `DutNetwork` is a network named `<name>`, its `config:`
 //!    the mapping; the rest of the file is the exporter's business.
+use std::net::SocketAddr;
+
 use serde_yaml::{Mapping, Value};
 
 use super::{
@@ -45,6 +47,7 @@ pub fn load(text: &str) -> Result<LoadedConfig, ConfigError> {
         .map_err(|e| ConfigError::single("", format!("bad YAML merge key (`<<`): {e}")))?;
     let mut problems = Vec::new();
     let mut notes = Vec::new();
+    let metrics_listen = take_metrics_listen(&mut root, &mut problems);
     let pending = split(root, &mut problems, &mut notes);
 
     let mut networks = Vec::new();
@@ -92,7 +95,31 @@ pub fn load(text: &str) -> Result<LoadedConfig, ConfigError> {
     // Faulty networks take part too (with defaults for what did not parse),
     // so one run reports cross-network clashes alongside their own problems.
     problems.extend(validate::check_across(&networks, &paths));
-    ConfigError::from_problems(problems).map(|()| LoadedConfig { networks, notes })
+    ConfigError::from_problems(problems).map(|()| LoadedConfig {
+        networks,
+        notes,
+        metrics_listen,
+    })
+}
+
+/// The top-level `metrics_listen` key, taken out of the file before its
+/// shape is read (it sits beside `networks:`, `export:` or a single
+/// network's keys alike).
+fn take_metrics_listen(root: &mut Value, problems: &mut Vec<Problem>) -> Option<SocketAddr> {
+    let value = root.as_mapping_mut()?.remove("metrics_listen")?;
+    match value.as_str().map(str::parse::<SocketAddr>) {
+        Some(Ok(addr)) => Some(addr),
+        _ => {
+            problems.push(Problem::new(
+                "metrics_listen",
+                format!(
+                    "expected ADDR:PORT such as \"127.0.0.1:9464\", found {}",
+                    schema::describe(&value)
+                ),
+            ));
+            None
+        }
+    }
 }
 
 fn split(root: Value, problems: &mut Vec<Problem>, notes: &mut Vec<String>) -> Vec<Pending> {

@@ -1165,3 +1165,22 @@ fn tftp_root_must_be_absolute() {
         Some(std::path::Path::new("/srv/tftp"))
     );
 }
+
+#[test]
+fn metrics_listen_is_a_top_level_key_of_every_shape() {
+    let single = load("interface: eth1\nmetrics_listen: \"127.0.0.1:9464\"\n");
+    assert_eq!(
+        single.metrics_listen,
+        Some("127.0.0.1:9464".parse().unwrap())
+    );
+    assert_eq!(single.networks.len(), 1);
+    let list =
+        load("metrics_listen: \"[::1]:9464\"\nnetworks:\n  - name: a\n    interface: eth1\n");
+    assert_eq!(list.metrics_listen, Some("[::1]:9464".parse().unwrap()));
+    assert_eq!(load("interface: eth1\n").metrics_listen, None);
+    assert_problem(
+        "interface: eth1\nmetrics_listen: 9464\n",
+        "metrics_listen",
+        "ADDR:PORT",
+    );
+}

@@ -5,11 +5,13 @@
 //! - [`server`]: the listener in the daemon; it only moves requests to the
 //!   daemon's loop and replies back, so the daemon stays the single owner of
 //!   its state (the handlers are in `daemon::control`);
+//! - [`counters`]: the datapath's counters as `stats` carries them;
 //! - [`client`]: what the CLI uses: connect, send one request, read the reply.
 //!
 //! Access control is the socket's mode: 0600, owned by the user that runs
 //! the daemon (root), so only root can change a network at run time.
 pub mod client;
+pub mod counters;
 pub mod protocol;
 pub mod server;
 

@@ -10,6 +10,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use serde::{Deserialize, Serialize};
 
+use super::counters::{InterfaceCounters, NetworkCounters};
 use crate::tftp::TftpCounters;
 
 /// The protocol version this build speaks. A daemon answers a request of
@@ -94,6 +95,8 @@ pub enum Request {
         #[serde(default)]
         network: Option<String>,
     },
+    /// The eBPF datapath's counters of every DUT interface.
+    Stats,
     /// The connection table (`conntrack -L` for dutnet's fast path).
     Flows {
         #[serde(default)]
@@ -182,6 +185,20 @@ pub enum Reply {
         /// cannot be listed.
         #[serde(default)]
         ruleset: Option<String>,
+    },
+    Stats {
+        /// `ebpf` when the eBPF programs run (for some networks at least),
+        /// `nft` when every network is on the nftables datapath.
+        datapath: String,
+        /// One entry per DUT interface the eBPF programs are attached to,
+        /// named as the daemon sees it.
+        interfaces: Vec<InterfaceCounters>,
+        /// Each network's DHCP and DNS counters (empty from `dutnet attach`).
+        #[serde(default)]
+        networks: Vec<NetworkCounters>,
+        /// Seconds since the daemon started.
+        #[serde(default)]
+        uptime_seconds: u64,
     },
     Flows {
         /// Flows of the networks on the eBPF datapath, by network, then the

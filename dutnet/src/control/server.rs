@@ -251,7 +251,9 @@ async fn serve_connection(
     }
 }
 
-async fn forward(request: Request, requests: &mpsc::Sender<Pending>) -> Response {
+/// Hands `request` to the daemon's loop and waits for its response (the
+/// metrics endpoint asks the same way a control connection does).
+pub async fn forward(request: Request, requests: &mpsc::Sender<Pending>) -> Response {
     let stopping = || {
         Response::Error(Failure::failed(
             "dutnet is stopping; run the command again once it is back up",

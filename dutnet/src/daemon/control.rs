@@ -23,6 +23,7 @@ use crate::{
     },
     control::{
         Failure, Reply, Request, Response,
+        counters::{DhcpStats, InterfaceCounters, NetworkCounters},
         protocol::{
             BootStatus, DnsRecord, DutBoot, LeaseInfo, Mapping, NetworkDns, NetworkLeases,
             NetworkNat, NetworkStatus, PortRange,
@@ -154,7 +155,45 @@ impl Daemon {
                 Ok(Reply::NatRules { networks, ruleset })
             }
             Request::Flows { network, limit } => self.flows(network.as_deref(), limit),
+            Request::Stats => self.stats(),
         }
+    }
+
+    /// The counters with the daemon's own interface names (a client in
+    /// another namespace would resolve the ifindexes to other interfaces),
+    /// and each network's DHCP and DNS counters.
+    pub(super) fn stats(&self) -> Outcome {
+        let networks = self.networks.iter().map(network_counters).collect();
+        let uptime_seconds = self.started.elapsed().as_secs();
+        let Some(datapath) = &self.datapath else {
+            return Ok(Reply::Stats {
+                datapath: "nft".to_owned(),
+                interfaces: Vec::new(),
+                networks,
+                uptime_seconds,
+            });
+        };
+        let stats = datapath.stats().map_err(|e| {
+            Failure::failed(format!(
+                "reading the eBPF counters failed: {e}; see the daemon's log"
+            ))
+        })?;
+        let network_of = |name: Option<&String>| {
+            self.networks
+                .iter()
+                .find(|n| Some(&n.config.interface) == name)
+                .map(|n| n.config.name.clone())
+        };
+        let interfaces = stats
+            .iter()
+            .map(|s| InterfaceCounters::new(s, network_of(s.name.as_ref())))
+            .collect();
+        Ok(Reply::Stats {
+            datapath: "ebpf".to_owned(),
+            interfaces,
+            networks,
+            uptime_seconds,
+        })
     }
 
     fn find_network(&self, name: &str) -> Result<usize, Failure> {
@@ -642,6 +681,28 @@ fn dns_entries(net: &NetworkRuntime) -> NetworkDns {
         network: net.config.name.clone(),
         entries,
         hosts,
+    }
+}
+
+fn network_counters(net: &NetworkRuntime) -> NetworkCounters {
+    let c = &net.config;
+    let pool_size = u64::from(u32::from(c.dhcp.range_end))
+        .saturating_sub(u64::from(u32::from(c.dhcp.range_start)))
+        + 1;
+    NetworkCounters {
+        network: c.name.clone(),
+        interface: c.interface.clone(),
+        datapath: match (net.ifindex, net.on_ebpf) {
+            (None, _) => "none",
+            (Some(_), true) => "ebpf",
+            (Some(_), false) => "nft",
+        }
+        .to_owned(),
+        dhcp: net.dhcp.as_ref().map(|dhcp| {
+            let leases = u64::try_from(dhcp.leases().len()).unwrap_or(u64::MAX);
+            DhcpStats::new(&dhcp.counters(), leases, pool_size)
+        }),
+        dns: net.dns.as_ref().map(|dns| dns.counters().into()),
     }
 }
 

@@ -37,6 +37,7 @@ use crate::{
     dhcp::{DhcpConfig, DhcpError, DhcpServer, StaticLease},
     dns::{DnsConfig, DnsError, DnsServer},
     host::journal::{self, Journal, JournalError, Leftover, UndoStep},
+    metrics::{MetricsError, MetricsServer},
     netlink::{Netlink, NetlinkError, link_events},
     state::{paths::Paths, private},
     tftp::{TftpConfig, TftpError, TftpServer},
@@ -61,6 +62,8 @@ pub enum DaemonError {
     Nft(#[from] NftError),
     #[error(transparent)]
     Control(#[from] ControlError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     #[error(transparent)]
     Select(#[from] SelectError),
     #[error(transparent)]
@@ -137,6 +140,8 @@ struct Daemon {
     coexistence_failing: bool,
     /// Networks whose flow budget is full, warned about once a minute.
     pressure: pressure::PressureWatch,
+    /// When `dutnet load` started (uptime in `stats` and the metrics).
+    started: std::time::Instant,
 }
 
 /// `dutnet load`: brings every network up and runs until SIGINT/SIGTERM, then
@@ -147,6 +152,8 @@ pub struct RunOptions {
     /// The group (gid) whose members may use the control socket besides
     /// root.
     pub socket_group: Option<u32>,
+    /// Where the Prometheus endpoint listens (`None`: off).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 pub async fn run(
@@ -168,6 +175,12 @@ pub async fn run(
     let mut events = link_events()?;
     // Before the first change to the host: a failure here has nothing to undo.
     let (control_tx, mut control_rx) = tokio::sync::mpsc::channel(8);
+    // Scrapes ask the loop for `stats` through the control channel, like
+    // `dutnet stats` does through the socket.
+    let _metrics = match options.metrics_listen {
+        Some(addr) => Some(MetricsServer::start(addr, control_tx.clone()).await?),
+        None => None,
+    };
     let _control = ControlServer::start(&paths.control_socket(), control_tx, options.socket_group)?;
 
     let journal = Journal::create(&paths.journal())?;
@@ -182,6 +195,7 @@ pub async fn run(
         coexistence: coexist::Coexistence::default(),
         coexistence_failing: false,
         pressure: pressure::PressureWatch::default(),
+        started: std::time::Instant::now(),
         networks: config
             .networks
             .into_iter()

@@ -78,9 +78,29 @@ pub struct Lease {
     pub is_static: bool,
 }
 
+/// The client message types counted in [`DhcpCounters::received`].
+pub mod message_type {
+    pub const DISCOVER: usize = 0;
+    pub const REQUEST: usize = 1;
+    pub const DECLINE: usize = 2;
+    pub const RELEASE: usize = 3;
+    pub const INFORM: usize = 4;
+    /// A server's message type (OFFER, ACK, ...) or one RFC 2132 does not
+    /// define: never answered.
+    pub const OTHER: usize = 5;
+    pub const COUNT: usize = 6;
+    /// Names, as metrics label them.
+    pub const NAMES: [&str; COUNT] = [
+        "discover", "request", "decline", "release", "inform", "other",
+    ];
+}
+
 /// A snapshot of the server's counters since start.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DhcpCounters {
+    /// Well-formed messages by the client's message type (option 53),
+    /// indexed by [`message_type`], answered or not.
+    pub received: [u64; message_type::COUNT],
     /// Well-formed requests the handler looked at.
     pub requests: u64,
     pub offers: u64,

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use super::handler::{self, Action, Destination, NoReplyReason, ReplyKind};
 use super::leases::LeaseState;
+use super::message_type;
 use super::socket::{DhcpSocket, SERVER_PORT};
 use super::{DhcpConfig, DhcpCounters, DhcpError, Lease, StaticLease, format_mac, store};
 
@@ -251,6 +252,7 @@ async fn process(
             return None;
         }
     };
+    c.received[received_type(&msg)].fetch_add(1, Ordering::Relaxed);
     let (action, snapshot) = {
         let mut st = shared.state();
         let action = handler::handle(&msg, SystemTime::now(), &mut st, &shared.config);
@@ -336,6 +338,19 @@ fn format_mac_of(msg: &dhcproto::v4::Message) -> String {
     "?".to_owned()
 }
 
+/// Where `msg` counts in [`Counters::received`].
+fn received_type(msg: &dhcproto::v4::Message) -> usize {
+    use dhcproto::v4::MessageType;
+    match msg.opts().msg_type() {
+        Some(MessageType::Discover) => message_type::DISCOVER,
+        Some(MessageType::Request) => message_type::REQUEST,
+        Some(MessageType::Decline) => message_type::DECLINE,
+        Some(MessageType::Release) => message_type::RELEASE,
+        Some(MessageType::Inform) => message_type::INFORM,
+        _ => message_type::OTHER,
+    }
+}
+
 fn count_no_reply(c: &Counters, reason: NoReplyReason) {
     let counter = match reason {
         r if r.is_malformed() => &c.dropped_malformed,
@@ -361,6 +376,7 @@ fn count_no_reply(c: &Counters, reason: NoReplyReason) {
 
 #[derive(Debug, Default)]
 struct Counters {
+    received: [AtomicU64; message_type::COUNT],
     requests: AtomicU64,
     offers: AtomicU64,
     acks: AtomicU64,
@@ -379,6 +395,7 @@ impl Counters {
     fn snapshot(&self) -> DhcpCounters {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         DhcpCounters {
+            received: std::array::from_fn(|i| g(&self.received[i])),
             requests: g(&self.requests),
             offers: g(&self.offers),
             acks: g(&self.acks),

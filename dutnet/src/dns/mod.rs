@@ -90,10 +90,39 @@ pub enum DnsError {
     },
 }
 
+/// The query types counted in [`DnsCounters::by_type`]: what DUTs ask
+/// for, in a fixed set so a DUT asking odd types cannot grow it.
+pub mod query_type {
+    use hickory_proto::rr::RecordType;
+
+    pub const NAMES: [&str; 9] = [
+        "a", "aaaa", "ptr", "srv", "txt", "mx", "cname", "https", "other",
+    ];
+    pub const COUNT: usize = NAMES.len();
+
+    /// The index of `record_type` in [`NAMES`].
+    #[must_use]
+    pub fn index(record_type: RecordType) -> usize {
+        match record_type {
+            RecordType::A => 0,
+            RecordType::AAAA => 1,
+            RecordType::PTR => 2,
+            RecordType::SRV => 3,
+            RecordType::TXT => 4,
+            RecordType::MX => 5,
+            RecordType::CNAME => 6,
+            RecordType::HTTPS => 7,
+            _ => COUNT - 1,
+        }
+    }
+}
+
 /// Counters since start. Every query counts once in `queries` and once in
 /// the rcode bucket it ended in, if any; drops are not queries.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DnsCounters {
+    /// Queries with a question, by its type (indexed by [`query_type`]).
+    pub by_type: [u64; query_type::COUNT],
     /// Queries received (well-formed enough to answer).
     pub queries: u64,
     /// Answered from the zone (custom entries, DUT hostnames, PTRs).

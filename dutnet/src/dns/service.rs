@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use hickory_proto::op::{Message, ResponseCode};
 use tokio::time::Instant;
 
-use super::DnsCounters;
 use super::cache::{Cache, CacheKey};
 use super::forward::Forwarder;
 use super::handler::{self, DropReason, Inbound, LocalAnswer};
 use super::zone::Zone;
+use super::{DnsCounters, query_type};
 
 /// The transport a query came in on, which sets the reply size limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +24,7 @@ pub enum Transport {
 
 #[derive(Debug, Default)]
 struct Counters {
+    by_type: [AtomicU64; query_type::COUNT],
     queries: AtomicU64,
     local_answers: AtomicU64,
     forwarded: AtomicU64,
@@ -90,6 +91,7 @@ impl Service {
         let c = &self.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         DnsCounters {
+            by_type: std::array::from_fn(|i| get(&c.by_type[i])),
             queries: get(&c.queries),
             local_answers: get(&c.local_answers),
             forwarded: get(&c.forwarded),
@@ -141,6 +143,9 @@ impl Service {
             Inbound::Query(query) => query,
         };
         bump(&self.counters.queries);
+        if let Some(question) = handler::question(&query) {
+            bump(&self.counters.by_type[query_type::index(question.query_type())]);
+        }
 
         if let LocalAnswer::Answer(reply) = handler::answer_local(&query, &self.zone()) {
             bump(&self.counters.local_answers);

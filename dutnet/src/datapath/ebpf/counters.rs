@@ -64,8 +64,19 @@ pub fn collect(ebpf: &aya::Ebpf) -> Result<Vec<InterfaceStats>, EbpfError> {
     )
 }
 
-/// Reads the counters a running dutnet pinned under `paths`: what
-/// `dutnet stats` shows, from any process that sees the same bpffs.
+/// When the counters under `paths` were pinned (the daemon that loaded
+/// them started then; pins a killed daemon left stay with that time).
+pub fn pinned_since(paths: &Paths) -> Result<std::time::SystemTime, EbpfError> {
+    let path = paths.pinned_map(IFACE_STATS);
+    // bpffs stamps an inode with its creation time and never touches it.
+    path.symlink_metadata()
+        .and_then(|m| m.modified())
+        .map_err(|_| EbpfError::NotRunning { path })
+}
+
+/// Reads the counters pinned under `paths` without asking the daemon
+/// (`dutnet stats --offline`): names are this namespace's, and the numbers
+/// are frozen if the daemon died.
 pub fn read_pinned(paths: &Paths) -> Result<Vec<InterfaceStats>, EbpfError> {
     let path = paths.pinned_map(IFACE_STATS);
     if path.symlink_metadata().is_err() {

@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 pub use self::{
     attach::{TC_ATTACH_ENV, TcAttachMode, tcx_program_names},
     budgets::Capacity,
-    counters::read_pinned,
+    counters::{pinned_since, read_pinned},
     error::EbpfError,
     flow_list::{Flow, FlowListing},
     nat_maps::SweepReport,
