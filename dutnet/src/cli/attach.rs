@@ -18,6 +18,20 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> Result<()> {
+    // The handlers come first: a SIGTERM sent as soon as the programs show
+    // up must detach them, not kill the process with them attached.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let signals = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let _entered = runtime.enter();
+        (
+            signal(SignalKind::terminate()).context("waiting for SIGTERM")?,
+            signal(SignalKind::interrupt()).context("waiting for SIGINT")?,
+        )
+    };
     // Counting only: no flows, but each interface needs its (smallest) place.
     let limits = vec![FlowLimits::new(1); args.interfaces.len()];
     let mut datapath = EbpfDatapath::load(&Paths::from_env(), &limits)?;
@@ -37,22 +51,20 @@ pub fn run(args: &Args) -> Result<()> {
             return Err(e.into());
         }
     }
-    let served = serve_stats_until_signal(&datapath, &args.interfaces);
+    let served = serve_stats_until_signal(&runtime, signals, &datapath, &args.interfaces);
     datapath.shutdown()?;
     served
 }
 
 /// Answers `dutnet stats` on the control socket (the only verb that means
 /// something here) until SIGINT or SIGTERM.
-fn serve_stats_until_signal(datapath: &EbpfDatapath, interfaces: &[String]) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+fn serve_stats_until_signal(
+    runtime: &tokio::runtime::Runtime,
+    (mut term, mut int): (tokio::signal::unix::Signal, tokio::signal::unix::Signal),
+    datapath: &EbpfDatapath,
+    interfaces: &[String],
+) -> Result<()> {
     runtime.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).context("waiting for SIGTERM")?;
-        let mut int = signal(SignalKind::interrupt()).context("waiting for SIGINT")?;
         let (requests, mut pending) = tokio::sync::mpsc::channel(8);
         let _control = ControlServer::start(&Paths::from_env().control_socket(), requests, None)?;
         info!(?interfaces, "attached; stop with Ctrl-C or SIGTERM");
