@@ -111,6 +111,12 @@ fn curl_fetches_20_mb_with_blksize_1468_and_the_sha256_matches() {
         "{}",
         text.stdout
     );
+    // ...and so does `dutnet stats --json`, per network.
+    let out = cli::run(&lab.topology, &lab.exporter, &["stats", "--json"]).ok();
+    let stats: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let tftp = &stats["networks"][0]["tftp"];
+    assert_eq!(tftp["transfers_ok"], 1, "{stats}");
+    assert_eq!(tftp["bytes_sent"], BIG, "{stats}");
 }
 
 #[test]

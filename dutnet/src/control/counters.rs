@@ -131,6 +131,9 @@ pub struct NetworkCounters {
     pub dhcp: Option<DhcpStats>,
     /// `None` when its DNS server does not run.
     pub dns: Option<DnsStats>,
+    /// `None` when it serves no `tftp_root`.
+    #[serde(default)]
+    pub tftp: Option<crate::tftp::TftpCounters>,
 }
 
 /// A DHCP server's pool and counters.

@@ -703,6 +703,7 @@ fn network_counters(net: &NetworkRuntime) -> NetworkCounters {
             DhcpStats::new(&dhcp.counters(), leases, pool_size)
         }),
         dns: net.dns.as_ref().map(|dns| dns.counters().into()),
+        tftp: net.tftp.as_ref().map(|t| t.counters()),
     }
 }
 

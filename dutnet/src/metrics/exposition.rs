@@ -44,6 +44,8 @@ struct Families {
     dns_queries_by_type: Counters,
     dns_answers: Counters,
     dns_errors: Counters,
+    tftp_transfers: Counters,
+    tftp_bytes: Counters,
 }
 
 impl Families {
@@ -135,6 +137,16 @@ impl Families {
             "dns_errors",
             "DNS error answers, by rcode (servfail: upstreams failing)",
             self.dns_errors.clone(),
+        );
+        r.register(
+            "tftp_transfers",
+            "TFTP requests by outcome (ok, failed, refused)",
+            self.tftp_transfers.clone(),
+        );
+        r.register(
+            "tftp_bytes",
+            "File bytes of the finished TFTP transfers",
+            self.tftp_bytes.clone(),
         );
     }
 
@@ -242,6 +254,18 @@ impl Families {
                     .inc_by(count);
             }
         }
+        if let Some(tftp) = &n.tftp {
+            for (outcome, count) in [
+                ("ok", tftp.transfers_ok),
+                ("failed", tftp.transfers_failed),
+                ("refused", tftp.requests_refused),
+            ] {
+                self.tftp_transfers
+                    .get_or_create(&with("outcome", outcome))
+                    .inc_by(count);
+            }
+            self.tftp_bytes.get_or_create(&base).inc_by(tftp.bytes_sent);
+        }
     }
 }
 
@@ -317,6 +341,11 @@ mod tests {
             datapath: "ebpf".into(),
             dhcp: Some(DhcpStats::new(&dhcp, 1, 101)),
             dns: None,
+            tftp: Some(crate::tftp::TftpCounters {
+                transfers_ok: 2,
+                bytes_sent: 4096,
+                ..Default::default()
+            }),
         };
         let text = render(
             &[InterfaceCounters::new(&stats, Some("lab".into()))],
@@ -328,6 +357,8 @@ mod tests {
             r#"dutnet_drops_total{network="lab",interface="dn-dut1",reason="table_full"} 3"#,
             r#"dutnet_flow_budget{network="lab",interface="dn-dut1"} 64"#,
             r#"dutnet_dhcp_received_total{network="lab",type="request"} 5"#,
+            r#"dutnet_tftp_transfers_total{network="lab",outcome="ok"} 2"#,
+            r#"dutnet_tftp_bytes_total{network="lab"} 4096"#,
             r#"dutnet_dhcp_replies_total{network="lab",type="nak"} 1"#,
             r#"dutnet_dhcp_pool_size{network="lab"} 101"#,
             r#"dutnet_network_datapath{network="lab",datapath="ebpf"} 1"#,
