@@ -14,7 +14,9 @@ use dutnet_tests::{Netns, Topology, cmd, netns::Process};
 pub const DUT_ADDR: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 10);
 pub const LAN_ADDR: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 pub const UPSTREAM_ADDR: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
-/// Flows dutnet may hold: above what one lab's load creates (see `udp_load`).
+/// Flows dutnet may hold: above what one lab's load creates (see `udp_load`),
+/// all of them for the lab's one DUT (`nat_flows_per_dut`; its default, half,
+/// would evict during the new-flow load of the full run).
 pub const NAT_TABLE_SIZE: u32 = 262_144;
 
 /// The DUT's public address on the 1:1 paths (an alias on `dn-up`).
@@ -270,6 +272,7 @@ fn load_dutnet(
     dhcp_enabled: false
     dns_servers: [\"10.99.0.1\"]
     nat_table_size: {NAT_TABLE_SIZE}
+    nat_flows_per_dut: {NAT_TABLE_SIZE}
 "
         ),
     )?;
