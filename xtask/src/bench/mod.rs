@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: the data path (plain routing, nft masquerade and
 //! 1:1, dutnet's eBPF masquerade and 1:1, dutnet on nft) side by side, each
-//! on a fresh lab, then the control plane (DHCP and DNS against dnsmasq,
+//! on a fresh lab, then a flood past a full flow table on the masquerading
+//! paths, each on a fresh lab too, then the control plane (DHCP and DNS against dnsmasq,
 //! bring-up time and memory), in one run.
 //!
 //! Only ratios between paths measured in the same run mean much: both ends
@@ -9,6 +10,7 @@ mod connections;
 mod control;
 mod cpu;
 mod lab;
+mod overflow;
 mod receiver;
 mod report;
 mod rtt;
@@ -25,7 +27,8 @@ use dutnet_tests::{
     generator::{Flows, Load},
     prereq,
 };
-use lab::{Lab, Path};
+use lab::{Lab, Options, Path};
+use overflow::OverflowBudget;
 use report::{Metric, Results};
 use serde_json::json;
 
@@ -71,6 +74,8 @@ struct Budget {
     round_trips: u32,
     rtt_limit: Duration,
     tcp_seconds: u32,
+    /// The flood past a full table: it lasts `udp_limit`.
+    overflow: OverflowBudget,
 }
 
 impl Budget {
@@ -83,6 +88,11 @@ impl Budget {
                 round_trips: 1_000,
                 rtt_limit: Duration::from_secs(2),
                 tcp_seconds: 1,
+                overflow: OverflowBudget {
+                    packets: 2_000_000,
+                    limit: Duration::from_secs(1),
+                    fill_limit: Duration::from_secs(5),
+                },
             }
         } else {
             Self {
@@ -92,6 +102,11 @@ impl Budget {
                 round_trips: 20_000,
                 rtt_limit: Duration::from_secs(15),
                 tcp_seconds: 10,
+                overflow: OverflowBudget {
+                    packets: 20_000_000,
+                    limit: Duration::from_secs(10),
+                    fill_limit: Duration::from_secs(20),
+                },
             }
         }
     }
@@ -148,16 +163,32 @@ pub fn run(args: &Args) -> Result<()> {
     let mut results = Results::default();
     let mut control_results = control::report::ControlResults::default();
     let mut ebpf_stats = serde_json::Value::Null;
+    let mut overflow_tables = serde_json::Map::new();
+    let selected =
+        |p: &Path| wants(Part::Data) && (args.paths.is_empty() || args.paths.contains(p));
+    let conntrack_max = if overflow::PATHS.iter().any(selected) {
+        Some(overflow::conntrack_max()?)
+    } else {
+        None
+    };
     for run in 0..runs {
-        for path in Path::ALL
-            .into_iter()
-            .filter(|p| wants(Part::Data) && (args.paths.is_empty() || args.paths.contains(p)))
-        {
+        for path in Path::ALL.into_iter().filter(selected) {
             eprintln!("\n==> run {}/{runs}: {}", run + 1, path.title());
             let lab = Lab::build(path, run, &dutnet)?;
             measure_path(&lab, budget, &mut results)?;
             if let Some(stats) = lab.dutnet_stats(&dutnet) {
                 ebpf_stats = stats;
+            }
+        }
+        if let Some(capacity) = conntrack_max {
+            for path in overflow::PATHS.into_iter().filter(selected) {
+                eprintln!(
+                    "\n==> run {}/{runs}: {}, flood past a full table",
+                    run + 1,
+                    path.title()
+                );
+                let table = measure_overflow(path, run, &dutnet, capacity, budget, &mut results)?;
+                overflow_tables.insert(format!("{}_run{}", path.key(), run + 1), table);
             }
         }
         if wants(Part::Control) {
@@ -199,6 +230,8 @@ pub fn run(args: &Args) -> Result<()> {
         "load_average_before": load_before,
         "load_average_after": load_after,
         "dutnet_stats_last_ebpf_lab": ebpf_stats,
+        "nf_conntrack_max": conntrack_max,
+        "overflow_tables": overflow_tables,
     });
     let mut json = results.json(runs, args.quick, context);
     json["control_plane"] = control_results.json();
@@ -277,6 +310,128 @@ fn measure_path(lab: &Lab, budget: Budget, results: &mut Results) -> Result<()> 
     results.add(Metric::UdpNewFlows, path, fresh.rate);
     results.add(Metric::CostNewFlows, path, fresh.cpu_ns_per_packet);
     Ok(())
+}
+
+/// The flood past a full table on a fresh lab of `path` with a second DUT;
+/// returns what the table held and did, for the JSON.
+fn measure_overflow(
+    path: Path,
+    run: usize,
+    dutnet: &FsPath,
+    capacity: u64,
+    budget: Budget,
+    results: &mut Results,
+) -> Result<serde_json::Value> {
+    // dutnet's table as big as conntrack's, and all of it for the one DUT
+    // (conntrack has no per-source share either).
+    let table = u32::try_from(capacity)
+        .unwrap_or(u32::MAX)
+        .clamp(1024, 4 << 20);
+    let options = Options {
+        tag: "o",
+        nat_table_size: table,
+        nat_flows_per_dut: table,
+        second_dut: true,
+    };
+    let lab = Lab::build_with(path, run, dutnet, options)?;
+    let capacity = u64::from(table).min(capacity);
+    let flood = match overflow::measure(&lab, dutnet, capacity, budget.overflow) {
+        Ok(flood) => flood,
+        Err(error) => {
+            eprintln!("    flood past a full table FAILED: {error:#}");
+            for metric in [
+                Metric::UdpOverflow,
+                Metric::CostOverflow,
+                Metric::RttP99Overflow,
+            ] {
+                results.fail(metric, path, format!("{error:#}"));
+            }
+            return Ok(serde_json::Value::Null);
+        }
+    };
+    eprintln!(
+        "    64-byte UDP, new flows past a full table: {:.0} kpps delivered ({} of {} sent at {:.0} kpps)",
+        flood.rate / 1e3,
+        flood.delivered,
+        flood.sent,
+        flood.offered / 1e3
+    );
+    results.add(Metric::UdpOverflow, path, flood.rate);
+    match flood.cpu_ns_per_packet {
+        Some(ns) => results.add(Metric::CostOverflow, path, ns),
+        None => results.fail(
+            Metric::CostOverflow,
+            path,
+            "no flood packet reached the LAN host".to_owned(),
+        ),
+    }
+    match &flood.rtt {
+        Ok(rtt) => {
+            eprintln!(
+                "    second DUT's UDP round trip meanwhile: p50 {:.1} µs, p99 {:.1} µs, {} lost of {}",
+                rtt.p50_us, rtt.p99_us, rtt.lost, rtt.probes
+            );
+            results.add(Metric::RttP99Overflow, path, rtt.p99_us);
+        }
+        Err(error) => {
+            eprintln!("    second DUT's UDP round trip FAILED: {error}");
+            results.fail(Metric::RttP99Overflow, path, error.clone());
+        }
+    }
+    let (before, after) = (flood.before, flood.after);
+    let state = match path {
+        Path::EbpfMasquerade => format!(
+            "{} of {capacity} flows held before, {} after; {} evicted, {} refused (table_full + dut_flow_limit)",
+            before.held,
+            after.held,
+            after.evictions - before.evictions.min(after.evictions),
+            after.refused - before.refused.min(after.refused),
+        ),
+        _ => {
+            let refused = if path == Path::DutnetNft {
+                format!(
+                    ", {} refused by dutnet's ct count budget",
+                    after.refused - before.refused.min(after.refused)
+                )
+            } else {
+                String::new()
+            };
+            format!(
+                "conntrack held {} of {capacity} before, {} after; early_drop {}, drop {}{refused}",
+                before.held,
+                after.held,
+                after.early_drop - before.early_drop.min(after.early_drop),
+                after.conntrack_drop - before.conntrack_drop.min(after.conntrack_drop),
+            )
+        }
+    };
+    let state = if before.held < capacity * 99 / 100 {
+        format!(
+            "the table never filled: {} flows held after {} s of filling, so the flood did not overflow it; {state}",
+            before.held,
+            budget.overflow.fill_limit.as_secs()
+        )
+    } else {
+        state
+    };
+    eprintln!("    during the flood: {state}");
+    let lost = flood.rtt.as_ref().map_or(0, |r| r.lost);
+    results.note(format!(
+        "flood past a full table on {} (run {}): {state}; the second DUT lost {lost} round trips",
+        path.title(),
+        run + 1
+    ));
+    Ok(json!({
+        "capacity": capacity,
+        "sent": flood.sent,
+        "delivered": flood.delivered,
+        "before_flood": before.json(),
+        "after_flood": after.json(),
+        "second_dut_rtt": flood.rtt.as_ref().ok().map(|r| json!({
+            "p50_us": r.p50_us, "p99_us": r.p99_us, "lost": r.lost, "probes": r.probes,
+        })),
+        "dutnet_stats_after": flood.dutnet_stats,
+    }))
 }
 
 fn report_udp(what: &str, result: udp::UdpResult) {

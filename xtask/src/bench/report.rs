@@ -22,6 +22,9 @@ pub enum Metric {
     TcpPerPacket,
     TcpFourStreams,
     TcpConnections,
+    UdpOverflow,
+    CostOverflow,
+    RttP99Overflow,
 }
 
 /// What a metric must reach for the claim to hold.
@@ -38,7 +41,8 @@ enum Target {
 }
 
 impl Metric {
-    pub const ALL: [Self; 13] = [
+    /// Every metric, for the JSON.
+    pub const ALL: [Self; 16] = [
         Self::UdpOneFlow,
         Self::UdpTenThousandFlows,
         Self::UdpNewFlows,
@@ -52,6 +56,9 @@ impl Metric {
         Self::TcpPerPacket,
         Self::TcpFourStreams,
         Self::TcpConnections,
+        Self::UdpOverflow,
+        Self::CostOverflow,
+        Self::RttP99Overflow,
     ];
 
     pub fn key(self) -> &'static str {
@@ -69,6 +76,9 @@ impl Metric {
             Self::TcpPerPacket => "tcp_1_stream_no_gso_gbps",
             Self::TcpFourStreams => "tcp_4_streams_gso_gbps",
             Self::TcpConnections => "tcp_connections_per_s",
+            Self::UdpOverflow => "udp64_table_overflow_delivered_pps",
+            Self::CostOverflow => "udp64_table_overflow_sender_cpu_ns_per_delivered_packet",
+            Self::RttP99Overflow => "udp_rtt_p99_us_second_dut_during_overflow",
         }
     }
 
@@ -87,13 +97,19 @@ impl Metric {
             Self::TcpPerPacket => "TCP 1 stream, GSO/TSO off (Gbit/s)",
             Self::TcpFourStreams => "TCP 4 streams, GSO/TSO on (Gbit/s)",
             Self::TcpConnections => "TCP connect/request/response/close (per s)",
+            Self::UdpOverflow => "64-byte UDP, new flows past a full table, delivered (kpps)",
+            Self::CostOverflow => "sending core's CPU per delivered packet, table overflow (ns)",
+            Self::RttP99Overflow => "second DUT's UDP round trip p99 during that flood (µs)",
         }
     }
 
     /// Stored value → displayed value (packets/s are shown in kpps).
     fn display_scale(self) -> f64 {
         match self {
-            Self::UdpOneFlow | Self::UdpTenThousandFlows | Self::UdpNewFlows => 1e-3,
+            Self::UdpOneFlow
+            | Self::UdpTenThousandFlows
+            | Self::UdpNewFlows
+            | Self::UdpOverflow => 1e-3,
             _ => 1.0,
         }
     }
@@ -101,9 +117,9 @@ impl Metric {
     fn target(self) -> Option<Target> {
         match self {
             Self::UdpOneFlow | Self::UdpTenThousandFlows => Some(Target::TimesNft(1.4)),
-            Self::UdpNewFlows => Some(Target::TimesNft(2.0)),
+            Self::UdpNewFlows | Self::UdpOverflow => Some(Target::TimesNft(2.0)),
             Self::CostOneFlow | Self::CostTenThousandFlows => Some(Target::CheaperThanNft(1.4)),
-            Self::CostNewFlows => Some(Target::CheaperThanNft(2.0)),
+            Self::CostNewFlows | Self::CostOverflow => Some(Target::CheaperThanNft(2.0)),
             Self::RttP99 => Some(Target::NotAboveNft),
             Self::TcpPerPacket | Self::TcpConnections => Some(Target::NotBelowRouting),
             _ => None,
@@ -143,6 +159,8 @@ pub struct Results {
     samples: BTreeMap<(Metric, Path), Vec<f64>>,
     /// Why a measurement gave no number (the path broke the load).
     failures: BTreeMap<(Metric, Path), String>,
+    /// Lines for under the table (what the tables held after a flood).
+    notes: Vec<String>,
 }
 
 impl Results {
@@ -153,6 +171,11 @@ impl Results {
     /// Records that `metric` could not be measured on `path`, and why.
     pub fn fail(&mut self, metric: Metric, path: Path, reason: String) {
         self.failures.insert((metric, path), reason);
+    }
+
+    /// A line for under the table.
+    pub fn note(&mut self, text: String) {
+        self.notes.push(text);
     }
 
     pub fn spread(&self, metric: Metric, path: Path) -> Option<Spread> {
@@ -237,13 +260,14 @@ impl Results {
         out
     }
 
-    /// Every failure, one line each, for under the table.
+    /// Every failure and note, one line each, for under the table.
     pub fn failure_notes(&self) -> String {
         self.failures
             .iter()
             .map(|((metric, path), reason)| {
                 format!("- {} on {}: {reason}\n", metric.title(), path.title())
             })
+            .chain(self.notes.iter().map(|note| format!("- {note}\n")))
             .collect()
     }
 
@@ -281,6 +305,7 @@ impl Results {
             "quick": quick,
             "metrics": metrics,
             "failures": failures,
+            "notes": self.notes,
             "context": extra,
         })
     }
