@@ -137,6 +137,8 @@ pub struct Options {
     /// `nat_flows_per_dut`: the whole budget by default, as the DUT is alone
     /// on its network (and conntrack gives one source the whole table).
     pub nat_flows_per_dut: u32,
+    /// Idle timeouts other than dutnet's defaults.
+    pub timeouts: Option<Timeouts>,
     /// A second DUT on a network of its own (`dn-dut2`, 192.168.101.0/24).
     pub second_dut: bool,
 }
@@ -147,8 +149,43 @@ impl Default for Options {
             tag: "",
             nat_table_size: NAT_TABLE_SIZE,
             nat_flows_per_dut: NAT_TABLE_SIZE,
+            timeouts: None,
             second_dut: false,
         }
+    }
+}
+
+/// Timeouts that keep a DUT's unanswered UDP flows in the table for `long`
+/// while the shortest timeout of any state is `shortest` (which sets the
+/// sweep interval, `dutnet/src/daemon/nat.rs::sweep_interval`).
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// `nat_timeouts.unreplied` and `udp_timeout`, as dutnet writes durations.
+    pub long: &'static str,
+    /// `nat_timeouts.icmp`, `tcp_syn` and `tcp_close`, in seconds: the
+    /// shortest of all (the others' defaults are 2 min and more).
+    pub shortest: u32,
+}
+
+impl Timeouts {
+    /// Every half of the shortest timeout, at most once a second and at
+    /// least every 10 s: dutnet's rule (docs/config.md, "NAT timeouts").
+    pub fn sweep_interval(self) -> Duration {
+        (Duration::from_secs(self.shortest.into()) / 2)
+            .clamp(Duration::from_secs(1), Duration::from_secs(10))
+    }
+
+    fn yaml(self) -> String {
+        let Self { long, shortest } = self;
+        format!(
+            "    udp_timeout: {long}
+    nat_timeouts:
+      unreplied: {long}
+      icmp: {shortest}s
+      tcp_syn: {shortest}s
+      tcp_close: {shortest}s
+"
+        )
     }
 }
 
@@ -276,6 +313,11 @@ impl Lab {
         Ok(())
     }
 
+    /// The PID of this lab's dutnet (dutnet's paths only).
+    pub fn daemon_pid(&self) -> Option<i32> {
+        self.daemon.as_ref().map(Process::pid)
+    }
+
     /// `dutnet stats --json` of this lab's daemon (eBPF path only).
     pub fn dutnet_stats(&self, dutnet: &FsPath) -> Option<serde_json::Value> {
         self.daemon.as_ref()?;
@@ -344,6 +386,9 @@ fn load_dutnet(
     nat_flows_per_dut: {nat_flows_per_dut}
 "
     );
+    if let Some(timeouts) = options.timeouts {
+        yaml.push_str(&timeouts.yaml());
+    }
     if options.second_dut {
         // Its own network and budget (dutnet's default 65 536), masquerade
         // whatever the first network does.

@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: the data path (plain routing, nft masquerade and
 //! 1:1, dutnet's eBPF masquerade and 1:1, dutnet on nft) side by side, each
 //! on a fresh lab, then a flood past a full flow table on the masquerading
-//! paths, each on a fresh lab too, then the control plane (DHCP and DNS against dnsmasq,
+//! paths and the sweeper's cost on a table of a million flows, each on a
+//! fresh lab too, then the control plane (DHCP and DNS against dnsmasq,
 //! bring-up time and memory), in one run.
 //!
 //! Only ratios between paths measured in the same run mean much: both ends
@@ -14,6 +15,7 @@ mod overflow;
 mod receiver;
 mod report;
 mod rtt;
+mod sweep;
 mod tcp;
 mod udp;
 
@@ -31,6 +33,7 @@ use lab::{Lab, Options, Path};
 use overflow::OverflowBudget;
 use report::{Metric, Results};
 use serde_json::json;
+use sweep::SweepBudget;
 
 use crate::run;
 
@@ -76,6 +79,7 @@ struct Budget {
     tcp_seconds: u32,
     /// The flood past a full table: it lasts `udp_limit`.
     overflow: OverflowBudget,
+    sweep: SweepBudget,
 }
 
 impl Budget {
@@ -93,6 +97,13 @@ impl Budget {
                     limit: Duration::from_secs(1),
                     fill_limit: Duration::from_secs(5),
                 },
+                // Every 3 s: one interval empty, three sweeps, 12 s.
+                sweep: SweepBudget {
+                    flows: 200_000,
+                    fill_limit: Duration::from_secs(5),
+                    timeouts: sweep::timeouts(6),
+                    sweeps: 3,
+                },
             }
         } else {
             Self {
@@ -106,6 +117,14 @@ impl Budget {
                     packets: 20_000_000,
                     limit: Duration::from_secs(10),
                     fill_limit: Duration::from_secs(20),
+                },
+                // Every 10 s (all timeouts 20 s or more): one interval
+                // empty, three sweeps, 40 s.
+                sweep: SweepBudget {
+                    flows: 1_000_000,
+                    fill_limit: Duration::from_secs(40),
+                    timeouts: sweep::timeouts(20),
+                    sweeps: 3,
                 },
             }
         }
@@ -191,6 +210,10 @@ pub fn run(args: &Args) -> Result<()> {
                 overflow_tables.insert(format!("{}_run{}", path.key(), run + 1), table);
             }
         }
+        if selected(&Path::EbpfMasquerade) {
+            eprintln!("\n==> run {}/{runs}: the sweeper", run + 1);
+            measure_sweeper(run, &dutnet, budget.sweep, &mut results)?;
+        }
         if wants(Part::Control) {
             eprintln!("\n==> run {}/{runs}: control plane", run + 1);
             control::measure(
@@ -205,7 +228,12 @@ pub fn run(args: &Args) -> Result<()> {
 
     let mut table = String::new();
     if wants(Part::Data) {
-        table = format!("{}\n{}", results.markdown(runs), results.failure_notes());
+        table = format!(
+            "{}\n{}\n{}",
+            results.markdown(runs),
+            results.failure_notes(),
+            results.sweeper_markdown(runs)
+        );
     }
     if wants(Part::Control) {
         table.push_str(&format!("\n{}", control_results.markdown(runs)));
@@ -332,6 +360,7 @@ fn measure_overflow(
         nat_table_size: table,
         nat_flows_per_dut: table,
         second_dut: true,
+        ..Options::default()
     };
     let lab = Lab::build_with(path, run, dutnet, options)?;
     let capacity = u64::from(table).min(capacity);
@@ -432,6 +461,51 @@ fn measure_overflow(
         })),
         "dutnet_stats_after": flood.dutnet_stats,
     }))
+}
+
+/// The sweeper's cost on a fresh eBPF masquerade lab of a big table.
+fn measure_sweeper(
+    run: usize,
+    dutnet: &FsPath,
+    budget: SweepBudget,
+    results: &mut Results,
+) -> Result<()> {
+    let path = Path::EbpfMasquerade;
+    let lab = Lab::build_with(path, run, dutnet, budget.options())?;
+    match sweep::measure(&lab, dutnet, budget) {
+        Ok(sweep) => {
+            eprintln!(
+                "    sweeper: {} flows ({} after), every {} s: {:.1} ms of CPU per sweep, {:.2} % of one core over {:.1} s ({:.2} % with the table empty)",
+                sweep.flows,
+                sweep.flows_after,
+                sweep.interval.as_secs(),
+                sweep.ms_per_sweep(),
+                sweep.core_percent(),
+                sweep.window.as_secs_f64(),
+                sweep.idle_core_percent(),
+            );
+            if sweep.flows < budget.flows * 9 / 10 {
+                results.note(format!(
+                    "the sweeper (run {}): the table held {} of the {} flows sent",
+                    run + 1,
+                    sweep.flows,
+                    budget.flows
+                ));
+            }
+            results.add(Metric::SweepFlows, path, sweep.flows as f64);
+            results.add(Metric::SweepInterval, path, sweep.interval.as_secs_f64());
+            results.add(Metric::SweepCpuPerSweep, path, sweep.ms_per_sweep());
+            results.add(Metric::SweepCoreShare, path, sweep.core_percent());
+            results.add(Metric::SweepIdleCoreShare, path, sweep.idle_core_percent());
+        }
+        Err(error) => {
+            eprintln!("    sweeper FAILED: {error:#}");
+            for metric in Metric::SWEEPER {
+                results.fail(metric, path, format!("{error:#}"));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn report_udp(what: &str, result: udp::UdpResult) {

@@ -25,6 +25,11 @@ pub enum Metric {
     UdpOverflow,
     CostOverflow,
     RttP99Overflow,
+    SweepFlows,
+    SweepInterval,
+    SweepCpuPerSweep,
+    SweepCoreShare,
+    SweepIdleCoreShare,
 }
 
 /// What a metric must reach for the claim to hold.
@@ -42,7 +47,7 @@ enum Target {
 
 impl Metric {
     /// Every metric, for the JSON.
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 21] = [
         Self::UdpOneFlow,
         Self::UdpTenThousandFlows,
         Self::UdpNewFlows,
@@ -59,7 +64,26 @@ impl Metric {
         Self::UdpOverflow,
         Self::CostOverflow,
         Self::RttP99Overflow,
+        Self::SweepFlows,
+        Self::SweepInterval,
+        Self::SweepCpuPerSweep,
+        Self::SweepCoreShare,
+        Self::SweepIdleCoreShare,
     ];
+
+    /// The rows of the sweeper's table (dutnet's eBPF masquerade only); the
+    /// others are the data-path table's.
+    pub const SWEEPER: [Self; 5] = [
+        Self::SweepFlows,
+        Self::SweepInterval,
+        Self::SweepCpuPerSweep,
+        Self::SweepCoreShare,
+        Self::SweepIdleCoreShare,
+    ];
+
+    fn in_data_table(self) -> bool {
+        !Self::SWEEPER.contains(&self)
+    }
 
     pub fn key(self) -> &'static str {
         match self {
@@ -79,6 +103,11 @@ impl Metric {
             Self::UdpOverflow => "udp64_table_overflow_delivered_pps",
             Self::CostOverflow => "udp64_table_overflow_sender_cpu_ns_per_delivered_packet",
             Self::RttP99Overflow => "udp_rtt_p99_us_second_dut_during_overflow",
+            Self::SweepFlows => "sweeper_flows",
+            Self::SweepInterval => "sweeper_interval_s",
+            Self::SweepCpuPerSweep => "sweeper_cpu_ms_per_sweep",
+            Self::SweepCoreShare => "sweeper_daemon_cpu_percent_of_one_core",
+            Self::SweepIdleCoreShare => "sweeper_daemon_cpu_percent_of_one_core_table_empty",
         }
     }
 
@@ -100,6 +129,11 @@ impl Metric {
             Self::UdpOverflow => "64-byte UDP, new flows past a full table, delivered (kpps)",
             Self::CostOverflow => "sending core's CPU per delivered packet, table overflow (ns)",
             Self::RttP99Overflow => "second DUT's UDP round trip p99 during that flood (µs)",
+            Self::SweepFlows => "flows in the table",
+            Self::SweepInterval => "sweep interval (s)",
+            Self::SweepCpuPerSweep => "daemon CPU per sweep (ms)",
+            Self::SweepCoreShare => "daemon CPU, share of one core (%)",
+            Self::SweepIdleCoreShare => "the same with the table empty (%)",
         }
     }
 
@@ -231,7 +265,7 @@ impl Results {
             Path::ALL.map(Path::title).join(" | "),
             "---:|".repeat(Path::ALL.len()),
         );
-        for metric in Metric::ALL {
+        for metric in Metric::ALL.into_iter().filter(|m| m.in_data_table()) {
             let cells: Vec<String> = Path::ALL
                 .iter()
                 .map(|p| {
@@ -256,6 +290,37 @@ impl Results {
                 ratio(Path::Ebpf1to1, Path::Nft1to1),
                 self.verdict(metric),
             ));
+        }
+        out
+    }
+
+    /// The sweeper's table, dutnet's eBPF masquerade only (empty when it
+    /// was not measured).
+    pub fn sweeper_markdown(&self, runs: usize) -> String {
+        let path = Path::EbpfMasquerade;
+        if Metric::SWEEPER
+            .iter()
+            .all(|m| self.spread(*m, path).is_none() && !self.failures.contains_key(&(*m, path)))
+        {
+            return String::new();
+        }
+        let spread_note = if runs > 1 {
+            format!("median of {runs} runs (min–max)")
+        } else {
+            "1 run".to_owned()
+        };
+        let mut out = format!(
+            "| the sweeper, {} ({spread_note}) | value |\n|---|---:|\n",
+            path.title()
+        );
+        for metric in Metric::SWEEPER {
+            let text = match cell(self.spread(metric, path), metric.display_scale(), runs) {
+                text if text == "–" && self.failures.contains_key(&(metric, path)) => {
+                    "**fails**".to_owned()
+                }
+                text => text,
+            };
+            out.push_str(&format!("| {} | {text} |\n", metric.title()));
         }
         out
     }
@@ -380,5 +445,34 @@ mod tests {
         );
         let row = table.lines().find(|l| l.contains(", 1 flow")).unwrap();
         assert!(row.contains("1.10×") && row.contains("**missed**"), "{row}");
+        assert!(!table.contains("sweep"), "{table}");
+        assert_eq!(results.sweeper_markdown(1), "");
+    }
+
+    #[test]
+    fn the_sweeper_has_its_own_table() {
+        let mut results = Results::default();
+        results.add(Metric::SweepFlows, Path::EbpfMasquerade, 1_000_000.0);
+        results.add(Metric::SweepCpuPerSweep, Path::EbpfMasquerade, 412.4);
+        results.fail(
+            Metric::SweepCoreShare,
+            Path::EbpfMasquerade,
+            "dutnet exited".to_owned(),
+        );
+        let table = results.sweeper_markdown(1);
+        assert!(
+            table.contains("| flows in the table | 1000000 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| daemon CPU per sweep (ms) | 412 |"),
+            "{table}"
+        );
+        assert!(table.contains("| sweep interval (s) | – |"), "{table}");
+        assert!(
+            table.contains("| daemon CPU, share of one core (%) | **fails** |"),
+            "{table}"
+        );
+        assert!(!results.markdown(1).contains("flows in the table"));
     }
 }
