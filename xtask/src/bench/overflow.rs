@@ -29,14 +29,15 @@ use super::{
 /// conntrack on nft 1:1, the nft masquerade case again.
 pub const PATHS: [Path; 3] = [Path::NftMasquerade, Path::EbpfMasquerade, Path::DutnetNft];
 
-/// The seeds of the fill and of the flood: two orders of the 4.2 billion
-/// 5-tuples, so the flood's flows are not the fill's (a flood packet meets a
-/// filled flow with a probability of the table size over 4.2 billion).
-const FILL_SEED: u32 = 0x0f11;
-const FLOOD_SEED: u32 = 0xf100d;
-/// Flows sent beyond the table's size to be sure it is full before the
-/// flood: a few of the fill's packets may be lost on the way.
-const FILL_MARGIN: u64 = 8;
+/// One order of the 4.2 billion 5-tuples for the fill's slices and the
+/// flood, each going on where the last stopped (`Flows::ScatteredFrom`): no
+/// flood packet is a filled flow.
+const SEED: u32 = 0x0f11;
+/// The fill goes in slices of an eighth of the table, one more than fills
+/// it (a few packets may be lost on the way), each with its share of the
+/// fill's time: a path that cannot fill its table in time shows it in the
+/// first slice and is not given the rest.
+const FILL_SLICES: u32 = 9;
 /// After the flood, the LAN host's NIC is read once this has passed.
 const DRAIN: Duration = Duration::from_millis(200);
 /// The second DUT probes once a millisecond, a steady small flow of its own,
@@ -138,25 +139,39 @@ pub fn measure(
     let Some(dut2) = lab.dut2.as_ref() else {
         bail!("{}: an overflow lab needs its second DUT", lab.path.title());
     };
-    let fill = udp::send_only(
-        lab,
-        Load {
-            flows: Flows::Scattered { seed: FILL_SEED },
-            packets: capacity + capacity / FILL_MARGIN,
-            limit: budget.fill_limit,
-        },
-    )?;
+    let slice = capacity.div_ceil(u64::from(FILL_SLICES - 1));
+    let (mut filled, mut fill_time) = (0, Duration::ZERO);
+    for k in 0..FILL_SLICES {
+        let sent = udp::send_only(
+            lab,
+            Load {
+                flows: Flows::ScatteredFrom {
+                    seed: SEED,
+                    first: u64::from(k) * slice,
+                },
+                packets: slice,
+                limit: budget.fill_limit / FILL_SLICES,
+            },
+        )?;
+        filled += sent.packets;
+        fill_time += sent.elapsed;
+        if sent.packets < slice {
+            break;
+        }
+    }
     let before = table_state(lab, dutnet);
     eprintln!(
-        "    table filled: {} flows sent in {:.1} s, {} held of {capacity}",
-        fill.packets,
-        fill.elapsed.as_secs_f64(),
+        "    table filled: {filled} flows sent in {:.1} s, {} held of {capacity}",
+        fill_time.as_secs_f64(),
         before.held
     );
 
     let rx_before = lan_rx_packets(lab)?;
     let flood = Load {
-        flows: Flows::Scattered { seed: FLOOD_SEED },
+        flows: Flows::ScatteredFrom {
+            seed: SEED,
+            first: u64::from(FILL_SLICES) * slice,
+        },
         packets: budget.packets,
         limit: budget.limit,
     };
