@@ -39,7 +39,7 @@ use crate::run;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A short smoke run (a few seconds per metric, under 90 s in all).
+    /// A short smoke run (a few seconds per metric, under 2 min in all).
     #[arg(long)]
     quick: bool,
     /// Repeat every path this many times; the table shows min/median/max.
