@@ -47,8 +47,15 @@ pub enum Flows {
     /// Every packet a flow never seen before, in an order no pattern
     /// predicts, to any destination port: what a flooding or scanning DUT
     /// sends. `seed` picks the order. About 4.2 billion packets before a
-    /// 5-tuple repeats.
+    /// 5-tuple repeats. Two seeds' orders are not independent (the seed is
+    /// mixed into the packet's index), so two loads with different seeds may
+    /// share most of their 5-tuples: use [`Flows::ScatteredFrom`] for loads
+    /// that must not.
     Scattered { seed: u32 },
+    /// [`Flows::Scattered`] from its packet `first` on: a load that goes on
+    /// where an earlier one of the same seed stopped (a table fill, then a
+    /// flood) never repeats the earlier one's 5-tuples.
+    ScatteredFrom { seed: u32, first: u64 },
 }
 
 impl Flows {
@@ -70,6 +77,7 @@ impl Flows {
                     1 + (tuple / SCATTERED_SRC_PORTS) as u16,
                 )
             }
+            Self::ScatteredFrom { seed, first } => Self::Scattered { seed }.ports(first + i),
         }
     }
 
@@ -79,7 +87,7 @@ impl Flows {
             Self::One => 1,
             Self::Cycle(n) => u64::from(n),
             Self::NewPerPacket => SRC_PORTS * u64::from(DST_PORTS),
-            Self::Scattered { .. } => u64::from(SCATTERED),
+            Self::Scattered { .. } | Self::ScatteredFrom { .. } => u64::from(SCATTERED),
         }
     }
 }
@@ -351,6 +359,22 @@ mod tests {
         // Spread over the whole range, not walking it in order.
         let dports: HashSet<_> = (0..1000).map(|i| flows.ports(i).1 / 4096).collect();
         assert_eq!(dports.len(), 16);
+    }
+
+    #[test]
+    fn scattered_from_goes_on_where_an_earlier_load_stopped() {
+        let (seed, first) = (0x0f11, 40_000);
+        let fill: HashSet<_> = (0..first)
+            .map(|i| Flows::Scattered { seed }.ports(i))
+            .collect();
+        let flood = Flows::ScatteredFrom { seed, first };
+        assert_eq!(flood.ports(0), Flows::Scattered { seed }.ports(first));
+        assert!((0..100_000).all(|i| !fill.contains(&flood.ports(i))));
+        // What ScatteredFrom is for: another seed walks mostly the same
+        // 5-tuples (the seed is mixed into the index).
+        let other = Flows::Scattered { seed: seed + 1 };
+        let shared = (0..first).filter(|&i| fill.contains(&other.ports(i)));
+        assert!(shared.count() > 30_000);
     }
 
     #[test]

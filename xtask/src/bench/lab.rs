@@ -3,10 +3,11 @@
 //! ```text
 //! dut  eth0 192.168.100.10/24 ── dn-dut1 192.168.100.1/24  exporter
 //!                                dn-up   10.99.0.2/24   ── eth0 10.99.0.1/24  lan
+//! dut2 eth0 192.168.101.10/24 ── dn-dut2 192.168.101.1/24  (overflow labs only)
 //! ```
 //! Only the exporter differs between paths. Each lab has its own prefix and
 //! is removed when dropped (also on a panic).
-use std::{net::Ipv4Addr, path::Path as FsPath, time::Duration};
+use std::{fmt::Write as _, net::Ipv4Addr, path::Path as FsPath, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
 use dutnet_tests::{Netns, Topology, cmd, netns::Process};
@@ -14,8 +15,12 @@ use dutnet_tests::{Netns, Topology, cmd, netns::Process};
 pub const DUT_ADDR: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 10);
 pub const LAN_ADDR: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 pub const UPSTREAM_ADDR: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
-/// Flows dutnet may hold: above what one lab's load creates (see `udp_load`).
+/// Flows dutnet may hold: above what one lab's load creates (see `udp_load`),
+/// all of them for the lab's one DUT (`nat_flows_per_dut`; its default, half,
+/// would evict during the new-flow load of the full run).
 pub const NAT_TABLE_SIZE: u32 = 262_144;
+/// The second DUT of an overflow lab, on a network of its own.
+pub const DUT2_ADDR: Ipv4Addr = Ipv4Addr::new(192, 168, 101, 10);
 
 /// The DUT's public address on the 1:1 paths (an alias on `dn-up`).
 pub const PUBLIC_ADDR: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 50);
@@ -103,6 +108,10 @@ const NFT_MASQUERADE: &str = r#"table ip nat {
 }
 "#;
 
+/// The rule jumpstarter adds for a second DutNetwork (192.168.101.0/24).
+const NFT_MASQUERADE_DUT2: &str = r#"add rule ip nat postrouting oifname "dn-up" ip saddr 192.168.101.0/24 masquerade
+"#;
+
 /// jumpstarter's 1:1 NAT for one DUT: DNAT of its public address in,
 /// SNAT to it out (the public address is an alias on the upstream NIC).
 const NFT_ONE_TO_ONE: &str = r"table ip nat {
@@ -117,11 +126,76 @@ const NFT_ONE_TO_ONE: &str = r"table ip nat {
 }
 ";
 
+/// How a lab differs from the path's usual one.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Namespace prefix part that keeps this lab apart from the path's
+    /// other labs ("" for the usual one).
+    pub tag: &'static str,
+    /// `nat_table_size` of the DUT's network (dutnet's paths).
+    pub nat_table_size: u32,
+    /// `nat_flows_per_dut`: the whole budget by default, as the DUT is alone
+    /// on its network (and conntrack gives one source the whole table).
+    pub nat_flows_per_dut: u32,
+    /// Idle timeouts other than dutnet's defaults.
+    pub timeouts: Option<Timeouts>,
+    /// A second DUT on a network of its own (`dn-dut2`, 192.168.101.0/24).
+    pub second_dut: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            tag: "",
+            nat_table_size: NAT_TABLE_SIZE,
+            nat_flows_per_dut: NAT_TABLE_SIZE,
+            timeouts: None,
+            second_dut: false,
+        }
+    }
+}
+
+/// Timeouts that keep a DUT's unanswered UDP flows in the table for `long`
+/// while the shortest timeout of any state is `shortest` (which sets the
+/// sweep interval, `dutnet/src/daemon/nat.rs::sweep_interval`).
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// `nat_timeouts.unreplied` and `udp_timeout`, as dutnet writes durations.
+    pub long: &'static str,
+    /// `nat_timeouts.icmp`, `tcp_syn` and `tcp_close`, in seconds: the
+    /// shortest of all (the others' defaults are 2 min and more).
+    pub shortest: u32,
+}
+
+impl Timeouts {
+    /// Every half of the shortest timeout, at most once a second and at
+    /// least every 10 s: dutnet's rule (docs/config.md, "NAT timeouts").
+    pub fn sweep_interval(self) -> Duration {
+        (Duration::from_secs(self.shortest.into()) / 2)
+            .clamp(Duration::from_secs(1), Duration::from_secs(10))
+    }
+
+    fn yaml(self) -> String {
+        let Self { long, shortest } = self;
+        format!(
+            "    udp_timeout: {long}
+    nat_timeouts:
+      unreplied: {long}
+      icmp: {shortest}s
+      tcp_syn: {shortest}s
+      tcp_close: {shortest}s
+"
+        )
+    }
+}
+
 /// A built lab. Field order matters: dutnet stops before the namespaces go.
 pub struct Lab {
     pub path: Path,
     daemon: Option<Process>,
     pub dut: Netns,
+    /// The second DUT ([`Options::second_dut`]).
+    pub dut2: Option<Netns>,
     pub exporter: Netns,
     pub lan: Netns,
     /// MAC of the exporter's DUT NIC: the destination of generated frames.
@@ -133,14 +207,33 @@ pub struct Lab {
 }
 
 impl Lab {
-    /// Builds the lab for `path`; `dutnet` is the binary for the eBPF path.
+    /// Builds the usual lab for `path`; `dutnet` is the binary for
+    /// dutnet's paths.
     pub fn build(path: Path, run: usize, dutnet: &FsPath) -> Result<Self> {
-        let mut topology = Topology::with_prefix(&format!("dnbench-{}{run}", path.tag()));
+        Self::build_with(path, run, dutnet, Options::default())
+    }
+
+    /// Builds the lab for `path` as `options` say.
+    pub fn build_with(path: Path, run: usize, dutnet: &FsPath, options: Options) -> Result<Self> {
+        let mut topology =
+            Topology::with_prefix(&format!("dnbench-{}{}{run}", options.tag, path.tag()));
         let dut = topology.netns("dut");
         let (exporter, lan) = topology.exporter_and_lan();
         topology.veth((&exporter, "dn-dut1"), (&dut, "eth0"));
         dut.ip("addr add 192.168.100.10/24 dev eth0");
         dut.ip("route add default via 192.168.100.1");
+        let dut2 = options.second_dut.then(|| {
+            let dut2 = topology.netns("dut2");
+            topology.veth((&exporter, "dn-dut2"), (&dut2, "eth0"));
+            dut2.ip(&format!("addr add {DUT2_ADDR}/24 dev eth0"));
+            dut2.ip("route add default via 192.168.101.1");
+            dut2
+        });
+        let dut2_subnet = |exporter: &Netns| {
+            if dut2.is_some() {
+                exporter.ip("addr add 192.168.101.1/24 dev dn-dut2");
+            }
+        };
 
         let mut dutnet_env = Vec::new();
         let mut daemon = None;
@@ -149,16 +242,24 @@ impl Lab {
                 forwarding(&exporter);
                 exporter.ip("addr add 192.168.100.1/24 dev dn-dut1");
                 lan.ip("route add 192.168.100.0/24 via 10.99.0.2");
+                if dut2.is_some() {
+                    dut2_subnet(&exporter);
+                    lan.ip("route add 192.168.101.0/24 via 10.99.0.2");
+                }
             }
             Path::NftMasquerade | Path::Nft1to1 => {
                 forwarding(&exporter);
                 exporter.ip("addr add 192.168.100.1/24 dev dn-dut1");
-                let (file, rules) = if path == Path::Nft1to1 {
+                dut2_subnet(&exporter);
+                let (file, mut rules) = if path == Path::Nft1to1 {
                     exporter.ip(&format!("addr add {PUBLIC_ADDR}/24 dev dn-up"));
-                    ("one-to-one.nft", NFT_ONE_TO_ONE)
+                    ("one-to-one.nft", NFT_ONE_TO_ONE.to_owned())
                 } else {
-                    ("masquerade.nft", NFT_MASQUERADE)
+                    ("masquerade.nft", NFT_MASQUERADE.to_owned())
                 };
+                if dut2.is_some() {
+                    rules.push_str(NFT_MASQUERADE_DUT2);
+                }
                 let file = topology.path(file);
                 std::fs::write(&file, rules)?;
                 exporter.exec("nft", &["-f", &file.to_string_lossy()]).ok();
@@ -171,6 +272,7 @@ impl Lab {
                     dutnet,
                     &dutnet_env,
                     path,
+                    options,
                 )?);
             }
         }
@@ -180,6 +282,7 @@ impl Lab {
             path,
             daemon,
             dut,
+            dut2,
             exporter,
             lan,
             gateway_mac,
@@ -194,18 +297,25 @@ impl Lab {
     /// One ping through the path: resolves the neighbours the load will use
     /// and proves the path works before anything is measured.
     fn check_reachable(&self) -> Result<()> {
-        let ping = self
-            .dut
-            .exec("ping", &["-c", "2", "-i", "0.2", "-W", "2", "10.99.0.1"]);
-        if !ping.success() {
-            bail!(
-                "{}: the DUT cannot ping the LAN host through the exporter:\n{}{}",
-                self.path.title(),
-                ping.stdout,
-                self.daemon_log()
-            );
+        for (name, dut) in
+            std::iter::once(("DUT", &self.dut)).chain(self.dut2.as_ref().map(|d| ("second DUT", d)))
+        {
+            let ping = dut.exec("ping", &["-c", "2", "-i", "0.2", "-W", "2", "10.99.0.1"]);
+            if !ping.success() {
+                bail!(
+                    "{}: the {name} cannot ping the LAN host through the exporter:\n{}{}",
+                    self.path.title(),
+                    ping.stdout,
+                    self.daemon_log()
+                );
+            }
         }
         Ok(())
+    }
+
+    /// The PID of this lab's dutnet (dutnet's paths only).
+    pub fn daemon_pid(&self) -> Option<i32> {
+        self.daemon.as_ref().map(Process::pid)
     }
 
     /// `dutnet stats --json` of this lab's daemon (eBPF path only).
@@ -250,17 +360,20 @@ fn load_dutnet(
     dutnet: &FsPath,
     env: &[(&'static str, String)],
     path: Path,
+    options: Options,
 ) -> Result<Process> {
     let nat = if path == Path::Ebpf1to1 {
         format!("nat_mode: 1to1\n    addresses: [{{ip: {DUT_ADDR}, public_ip: {PUBLIC_ADDR}}}]")
     } else {
         "nat_mode: masquerade".to_owned()
     };
-    let config = topology.path("bench.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "networks:
+    let Options {
+        nat_table_size,
+        nat_flows_per_dut,
+        ..
+    } = options;
+    let mut yaml = format!(
+        "networks:
   - name: bench
     interface: dn-dut1
     subnet: 192.168.100.0/24
@@ -269,10 +382,31 @@ fn load_dutnet(
     {nat}
     dhcp_enabled: false
     dns_servers: [\"10.99.0.1\"]
-    nat_table_size: {NAT_TABLE_SIZE}
+    nat_table_size: {nat_table_size}
+    nat_flows_per_dut: {nat_flows_per_dut}
 "
-        ),
-    )?;
+    );
+    if let Some(timeouts) = options.timeouts {
+        yaml.push_str(&timeouts.yaml());
+    }
+    if options.second_dut {
+        // Its own network and budget (dutnet's default 65 536), masquerade
+        // whatever the first network does.
+        let _ = write!(
+            yaml,
+            "  - name: bench2
+    interface: dn-dut2
+    subnet: 192.168.101.0/24
+    gateway_ip: 192.168.101.1
+    upstream_interface: dn-up
+    nat_mode: masquerade
+    dhcp_enabled: false
+    dns_servers: [\"10.99.0.1\"]
+"
+        );
+    }
+    let config = topology.path("bench.yaml");
+    std::fs::write(&config, yaml)?;
     let config = config.to_string_lossy();
     let mut args = vec!["load", config.as_ref()];
     if path == Path::DutnetNft {

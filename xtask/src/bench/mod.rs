@@ -1,6 +1,8 @@
 //! `cargo xtask bench`: the data path (plain routing, nft masquerade and
 //! 1:1, dutnet's eBPF masquerade and 1:1, dutnet on nft) side by side, each
-//! on a fresh lab, then the control plane (DHCP and DNS against dnsmasq,
+//! on a fresh lab, then a flood past a full flow table on the masquerading
+//! paths and the sweeper's cost on a table of a million flows, each on a
+//! fresh lab too, then the control plane (DHCP and DNS against dnsmasq,
 //! bring-up time and memory), in one run.
 //!
 //! Only ratios between paths measured in the same run mean much: both ends
@@ -10,9 +12,11 @@ mod connections;
 mod control;
 mod cpu;
 mod lab;
+mod overflow;
 mod receiver;
 mod report;
 mod rtt;
+mod sweep;
 mod tcp;
 mod udp;
 
@@ -26,15 +30,17 @@ use dutnet_tests::{
     generator::{Flows, Load},
     prereq,
 };
-use lab::{Lab, Path};
+use lab::{Lab, Options, Path};
+use overflow::OverflowBudget;
 use report::{Metric, Results};
 use serde_json::json;
+use sweep::SweepBudget;
 
 use crate::run;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A short smoke run (a few seconds per metric, under 90 s in all).
+    /// A short smoke run (a few seconds per metric, under 2 min in all).
     #[arg(long)]
     quick: bool,
     /// Repeat every path this many times; the table shows min/median/max.
@@ -74,6 +80,9 @@ struct Budget {
     round_trips: u32,
     rtt_limit: Duration,
     tcp_seconds: u32,
+    /// The flood past a full table: it lasts `udp_limit`.
+    overflow: OverflowBudget,
+    sweep: SweepBudget,
 }
 
 impl Budget {
@@ -86,6 +95,18 @@ impl Budget {
                 round_trips: 1_000,
                 rtt_limit: Duration::from_secs(2),
                 tcp_seconds: 1,
+                overflow: OverflowBudget {
+                    packets: 2_000_000,
+                    limit: Duration::from_secs(1),
+                    fill_limit: Duration::from_secs(9),
+                },
+                // Every 3 s: one interval empty, three sweeps, 12 s.
+                sweep: SweepBudget {
+                    flows: 200_000,
+                    fill_limit: Duration::from_secs(5),
+                    timeouts: sweep::timeouts(6),
+                    sweeps: 3,
+                },
             }
         } else {
             Self {
@@ -95,6 +116,19 @@ impl Budget {
                 round_trips: 20_000,
                 rtt_limit: Duration::from_secs(15),
                 tcp_seconds: 10,
+                overflow: OverflowBudget {
+                    packets: 20_000_000,
+                    limit: Duration::from_secs(10),
+                    fill_limit: Duration::from_secs(27),
+                },
+                // Every 10 s (all timeouts 20 s or more): one interval
+                // empty, three sweeps, 40 s.
+                sweep: SweepBudget {
+                    flows: 1_000_000,
+                    fill_limit: Duration::from_secs(40),
+                    timeouts: sweep::timeouts(20),
+                    sweeps: 3,
+                },
             }
         }
     }
@@ -153,17 +187,37 @@ pub fn run(args: &Args) -> Result<()> {
     let mut control_results = control::report::ControlResults::default();
     let mut boot_results = boot::BootResults::default();
     let mut ebpf_stats = serde_json::Value::Null;
+    let mut overflow_tables = serde_json::Map::new();
+    let selected =
+        |p: &Path| wants(Part::Data) && (args.paths.is_empty() || args.paths.contains(p));
+    let conntrack_max = if overflow::PATHS.iter().any(selected) {
+        Some(overflow::conntrack_max()?)
+    } else {
+        None
+    };
     for run in 0..runs {
-        for path in Path::ALL
-            .into_iter()
-            .filter(|p| wants(Part::Data) && (args.paths.is_empty() || args.paths.contains(p)))
-        {
+        for path in Path::ALL.into_iter().filter(selected) {
             eprintln!("\n==> run {}/{runs}: {}", run + 1, path.title());
             let lab = Lab::build(path, run, &dutnet)?;
             measure_path(&lab, budget, &mut results)?;
             if let Some(stats) = lab.dutnet_stats(&dutnet) {
                 ebpf_stats = stats;
             }
+        }
+        if let Some(capacity) = conntrack_max {
+            for path in overflow::PATHS.into_iter().filter(selected) {
+                eprintln!(
+                    "\n==> run {}/{runs}: {}, flood past a full table",
+                    run + 1,
+                    path.title()
+                );
+                let table = measure_overflow(path, run, &dutnet, capacity, budget, &mut results)?;
+                overflow_tables.insert(format!("{}_run{}", path.key(), run + 1), table);
+            }
+        }
+        if selected(&Path::EbpfMasquerade) {
+            eprintln!("\n==> run {}/{runs}: the sweeper", run + 1);
+            measure_sweeper(run, &dutnet, budget.sweep, &mut results)?;
         }
         if wants(Part::Control) {
             eprintln!("\n==> run {}/{runs}: control plane", run + 1);
@@ -194,7 +248,12 @@ pub fn run(args: &Args) -> Result<()> {
 
     let mut table = String::new();
     if wants(Part::Data) {
-        table = format!("{}\n{}", results.markdown(runs), results.failure_notes());
+        table = format!(
+            "{}\n{}\n{}",
+            results.markdown(runs),
+            results.failure_notes(),
+            results.sweeper_markdown(runs)
+        );
     }
     if wants(Part::Control) {
         table.push_str(&format!("\n{}", control_results.markdown(runs)));
@@ -222,6 +281,8 @@ pub fn run(args: &Args) -> Result<()> {
         "load_average_before": load_before,
         "load_average_after": load_after,
         "dutnet_stats_last_ebpf_lab": ebpf_stats,
+        "nf_conntrack_max": conntrack_max,
+        "overflow_tables": overflow_tables,
     });
     let mut json = results.json(runs, args.quick, context);
     json["control_plane"] = control_results.json();
@@ -300,6 +361,174 @@ fn measure_path(lab: &Lab, budget: Budget, results: &mut Results) -> Result<()> 
     report_udp("new flow per packet", fresh);
     results.add(Metric::UdpNewFlows, path, fresh.rate);
     results.add(Metric::CostNewFlows, path, fresh.cpu_ns_per_packet);
+    Ok(())
+}
+
+/// The flood past a full table on a fresh lab of `path` with a second DUT;
+/// returns what the table held and did, for the JSON.
+fn measure_overflow(
+    path: Path,
+    run: usize,
+    dutnet: &FsPath,
+    capacity: u64,
+    budget: Budget,
+    results: &mut Results,
+) -> Result<serde_json::Value> {
+    // dutnet's table as big as conntrack's, and all of it for the one DUT
+    // (conntrack has no per-source share either).
+    let table = u32::try_from(capacity)
+        .unwrap_or(u32::MAX)
+        .clamp(1024, 4 << 20);
+    let options = Options {
+        tag: "o",
+        nat_table_size: table,
+        nat_flows_per_dut: table,
+        second_dut: true,
+        ..Options::default()
+    };
+    let lab = Lab::build_with(path, run, dutnet, options)?;
+    let capacity = u64::from(table).min(capacity);
+    let flood = match overflow::measure(&lab, dutnet, capacity, budget.overflow) {
+        Ok(flood) => flood,
+        Err(error) => {
+            eprintln!("    flood past a full table FAILED: {error:#}");
+            for metric in [
+                Metric::UdpOverflow,
+                Metric::CostOverflow,
+                Metric::RttP99Overflow,
+            ] {
+                results.fail(metric, path, format!("{error:#}"));
+            }
+            return Ok(serde_json::Value::Null);
+        }
+    };
+    eprintln!(
+        "    64-byte UDP, new flows past a full table: {:.0} kpps delivered ({} of {} sent at {:.0} kpps)",
+        flood.rate / 1e3,
+        flood.delivered,
+        flood.sent,
+        flood.offered / 1e3
+    );
+    results.add(Metric::UdpOverflow, path, flood.rate);
+    match flood.cpu_ns_per_packet {
+        Some(ns) => results.add(Metric::CostOverflow, path, ns),
+        None => results.fail(
+            Metric::CostOverflow,
+            path,
+            "no flood packet reached the LAN host".to_owned(),
+        ),
+    }
+    match &flood.rtt {
+        Ok(rtt) => {
+            eprintln!(
+                "    second DUT's UDP round trip meanwhile: p50 {:.1} µs, p99 {:.1} µs, {} lost of {}",
+                rtt.p50_us, rtt.p99_us, rtt.lost, rtt.probes
+            );
+            results.add(Metric::RttP99Overflow, path, rtt.p99_us);
+        }
+        Err(error) => {
+            eprintln!("    second DUT's UDP round trip FAILED: {error}");
+            results.fail(Metric::RttP99Overflow, path, error.clone());
+        }
+    }
+    let (before, after) = (flood.before, flood.after);
+    let state = match path {
+        Path::EbpfMasquerade => format!(
+            "{} of {capacity} flows held before, {} after; {} evicted, {} refused (table_full + dut_flow_limit)",
+            before.held,
+            after.held,
+            after.evictions - before.evictions.min(after.evictions),
+            after.refused - before.refused.min(after.refused),
+        ),
+        _ => {
+            let refused = if path == Path::DutnetNft {
+                format!(
+                    ", {} refused by dutnet's ct count budget",
+                    after.refused - before.refused.min(after.refused)
+                )
+            } else {
+                String::new()
+            };
+            format!(
+                "conntrack held {} of {capacity} before, {} after; early_drop {}, drop {}{refused}",
+                before.held,
+                after.held,
+                after.early_drop - before.early_drop.min(after.early_drop),
+                after.conntrack_drop - before.conntrack_drop.min(after.conntrack_drop),
+            )
+        }
+    };
+    if before.held < capacity * 99 / 100 {
+        // A number, but not of an overflow: the cell says so.
+        let reason = format!(
+            "the table never filled ({} of {capacity} flows after the fill), so the flood did not overflow it",
+            before.held
+        );
+        results.fail(Metric::UdpOverflow, path, reason.clone());
+        results.fail(Metric::CostOverflow, path, reason);
+    }
+    eprintln!("    during the flood: {state}");
+    let lost = flood.rtt.as_ref().map_or(0, |r| r.lost);
+    results.note(format!(
+        "flood past a full table on {} (run {}): {state}; the second DUT lost {lost} round trips",
+        path.title(),
+        run + 1
+    ));
+    Ok(json!({
+        "capacity": capacity,
+        "sent": flood.sent,
+        "delivered": flood.delivered,
+        "before_flood": before.json(),
+        "after_flood": after.json(),
+        "second_dut_rtt": flood.rtt.as_ref().ok().map(|r| json!({
+            "p50_us": r.p50_us, "p99_us": r.p99_us, "lost": r.lost, "probes": r.probes,
+        })),
+        "dutnet_stats_after": flood.dutnet_stats,
+    }))
+}
+
+/// The sweeper's cost on a fresh eBPF masquerade lab of a big table.
+fn measure_sweeper(
+    run: usize,
+    dutnet: &FsPath,
+    budget: SweepBudget,
+    results: &mut Results,
+) -> Result<()> {
+    let path = Path::EbpfMasquerade;
+    let lab = Lab::build_with(path, run, dutnet, budget.options())?;
+    match sweep::measure(&lab, dutnet, budget) {
+        Ok(sweep) => {
+            eprintln!(
+                "    sweeper: {} flows ({} after), every {} s: {:.1} ms of CPU per sweep, {:.2} % of one core over {:.1} s ({:.2} % with the table empty)",
+                sweep.flows,
+                sweep.flows_after,
+                sweep.interval.as_secs(),
+                sweep.ms_per_sweep(),
+                sweep.core_percent(),
+                sweep.window.as_secs_f64(),
+                sweep.idle_core_percent(),
+            );
+            if sweep.flows < budget.flows * 9 / 10 {
+                results.note(format!(
+                    "the sweeper (run {}): the table held {} of the {} flows sent",
+                    run + 1,
+                    sweep.flows,
+                    budget.flows
+                ));
+            }
+            results.add(Metric::SweepFlows, path, sweep.flows as f64);
+            results.add(Metric::SweepInterval, path, sweep.interval.as_secs_f64());
+            results.add(Metric::SweepCpuPerSweep, path, sweep.ms_per_sweep());
+            results.add(Metric::SweepCoreShare, path, sweep.core_percent());
+            results.add(Metric::SweepIdleCoreShare, path, sweep.idle_core_percent());
+        }
+        Err(error) => {
+            eprintln!("    sweeper FAILED: {error:#}");
+            for metric in Metric::SWEEPER {
+                results.fail(metric, path, format!("{error:#}"));
+            }
+        }
+    }
     Ok(())
 }
 

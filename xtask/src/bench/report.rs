@@ -22,6 +22,14 @@ pub enum Metric {
     TcpPerPacket,
     TcpFourStreams,
     TcpConnections,
+    UdpOverflow,
+    CostOverflow,
+    RttP99Overflow,
+    SweepFlows,
+    SweepInterval,
+    SweepCpuPerSweep,
+    SweepCoreShare,
+    SweepIdleCoreShare,
 }
 
 /// What a metric must reach for the claim to hold.
@@ -38,7 +46,8 @@ enum Target {
 }
 
 impl Metric {
-    pub const ALL: [Self; 13] = [
+    /// Every metric, for the JSON.
+    pub const ALL: [Self; 21] = [
         Self::UdpOneFlow,
         Self::UdpTenThousandFlows,
         Self::UdpNewFlows,
@@ -52,7 +61,29 @@ impl Metric {
         Self::TcpPerPacket,
         Self::TcpFourStreams,
         Self::TcpConnections,
+        Self::UdpOverflow,
+        Self::CostOverflow,
+        Self::RttP99Overflow,
+        Self::SweepFlows,
+        Self::SweepInterval,
+        Self::SweepCpuPerSweep,
+        Self::SweepCoreShare,
+        Self::SweepIdleCoreShare,
     ];
+
+    /// The rows of the sweeper's table (dutnet's eBPF masquerade only); the
+    /// others are the data-path table's.
+    pub const SWEEPER: [Self; 5] = [
+        Self::SweepFlows,
+        Self::SweepInterval,
+        Self::SweepCpuPerSweep,
+        Self::SweepCoreShare,
+        Self::SweepIdleCoreShare,
+    ];
+
+    fn in_data_table(self) -> bool {
+        !Self::SWEEPER.contains(&self)
+    }
 
     pub fn key(self) -> &'static str {
         match self {
@@ -69,6 +100,14 @@ impl Metric {
             Self::TcpPerPacket => "tcp_1_stream_no_gso_gbps",
             Self::TcpFourStreams => "tcp_4_streams_gso_gbps",
             Self::TcpConnections => "tcp_connections_per_s",
+            Self::UdpOverflow => "udp64_table_overflow_delivered_pps",
+            Self::CostOverflow => "udp64_table_overflow_sender_cpu_ns_per_delivered_packet",
+            Self::RttP99Overflow => "udp_rtt_p99_us_second_dut_during_overflow",
+            Self::SweepFlows => "sweeper_flows",
+            Self::SweepInterval => "sweeper_interval_s",
+            Self::SweepCpuPerSweep => "sweeper_cpu_ms_per_sweep",
+            Self::SweepCoreShare => "sweeper_daemon_cpu_percent_of_one_core",
+            Self::SweepIdleCoreShare => "sweeper_daemon_cpu_percent_of_one_core_table_empty",
         }
     }
 
@@ -87,13 +126,24 @@ impl Metric {
             Self::TcpPerPacket => "TCP 1 stream, GSO/TSO off (Gbit/s)",
             Self::TcpFourStreams => "TCP 4 streams, GSO/TSO on (Gbit/s)",
             Self::TcpConnections => "TCP connect/request/response/close (per s)",
+            Self::UdpOverflow => "64-byte UDP, new flows past a full table, delivered (kpps)",
+            Self::CostOverflow => "sending core's CPU per delivered packet, table overflow (ns)",
+            Self::RttP99Overflow => "second DUT's UDP round trip p99 during that flood (µs)",
+            Self::SweepFlows => "flows in the table",
+            Self::SweepInterval => "sweep interval (s)",
+            Self::SweepCpuPerSweep => "daemon CPU per sweep (ms)",
+            Self::SweepCoreShare => "daemon CPU, share of one core (%)",
+            Self::SweepIdleCoreShare => "the same with the table empty (%)",
         }
     }
 
     /// Stored value → displayed value (packets/s are shown in kpps).
     fn display_scale(self) -> f64 {
         match self {
-            Self::UdpOneFlow | Self::UdpTenThousandFlows | Self::UdpNewFlows => 1e-3,
+            Self::UdpOneFlow
+            | Self::UdpTenThousandFlows
+            | Self::UdpNewFlows
+            | Self::UdpOverflow => 1e-3,
             _ => 1.0,
         }
     }
@@ -101,9 +151,9 @@ impl Metric {
     fn target(self) -> Option<Target> {
         match self {
             Self::UdpOneFlow | Self::UdpTenThousandFlows => Some(Target::TimesNft(1.4)),
-            Self::UdpNewFlows => Some(Target::TimesNft(2.0)),
+            Self::UdpNewFlows | Self::UdpOverflow => Some(Target::TimesNft(2.0)),
             Self::CostOneFlow | Self::CostTenThousandFlows => Some(Target::CheaperThanNft(1.4)),
-            Self::CostNewFlows => Some(Target::CheaperThanNft(2.0)),
+            Self::CostNewFlows | Self::CostOverflow => Some(Target::CheaperThanNft(2.0)),
             Self::RttP99 => Some(Target::NotAboveNft),
             Self::TcpPerPacket | Self::TcpConnections => Some(Target::NotBelowRouting),
             _ => None,
@@ -143,6 +193,8 @@ pub struct Results {
     samples: BTreeMap<(Metric, Path), Vec<f64>>,
     /// Why a measurement gave no number (the path broke the load).
     failures: BTreeMap<(Metric, Path), String>,
+    /// Lines for under the table (what the tables held after a flood).
+    notes: Vec<String>,
 }
 
 impl Results {
@@ -153,6 +205,11 @@ impl Results {
     /// Records that `metric` could not be measured on `path`, and why.
     pub fn fail(&mut self, metric: Metric, path: Path, reason: String) {
         self.failures.insert((metric, path), reason);
+    }
+
+    /// A line for under the table.
+    pub fn note(&mut self, text: String) {
+        self.notes.push(text);
     }
 
     pub fn spread(&self, metric: Metric, path: Path) -> Option<Spread> {
@@ -208,7 +265,7 @@ impl Results {
             Path::ALL.map(Path::title).join(" | "),
             "---:|".repeat(Path::ALL.len()),
         );
-        for metric in Metric::ALL {
+        for metric in Metric::ALL.into_iter().filter(|m| m.in_data_table()) {
             let cells: Vec<String> = Path::ALL
                 .iter()
                 .map(|p| {
@@ -237,13 +294,45 @@ impl Results {
         out
     }
 
-    /// Every failure, one line each, for under the table.
+    /// The sweeper's table, dutnet's eBPF masquerade only (empty when it
+    /// was not measured).
+    pub fn sweeper_markdown(&self, runs: usize) -> String {
+        let path = Path::EbpfMasquerade;
+        if Metric::SWEEPER
+            .iter()
+            .all(|m| self.spread(*m, path).is_none() && !self.failures.contains_key(&(*m, path)))
+        {
+            return String::new();
+        }
+        let spread_note = if runs > 1 {
+            format!("median of {runs} runs (min–max)")
+        } else {
+            "1 run".to_owned()
+        };
+        let mut out = format!(
+            "| the sweeper, {} ({spread_note}) | value |\n|---|---:|\n",
+            path.title()
+        );
+        for metric in Metric::SWEEPER {
+            let text = match cell(self.spread(metric, path), metric.display_scale(), runs) {
+                text if text == "–" && self.failures.contains_key(&(metric, path)) => {
+                    "**fails**".to_owned()
+                }
+                text => text,
+            };
+            out.push_str(&format!("| {} | {text} |\n", metric.title()));
+        }
+        out
+    }
+
+    /// Every failure and note, one line each, for under the table.
     pub fn failure_notes(&self) -> String {
         self.failures
             .iter()
             .map(|((metric, path), reason)| {
                 format!("- {} on {}: {reason}\n", metric.title(), path.title())
             })
+            .chain(self.notes.iter().map(|note| format!("- {note}\n")))
             .collect()
     }
 
@@ -281,6 +370,7 @@ impl Results {
             "quick": quick,
             "metrics": metrics,
             "failures": failures,
+            "notes": self.notes,
             "context": extra,
         })
     }
@@ -355,5 +445,34 @@ mod tests {
         );
         let row = table.lines().find(|l| l.contains(", 1 flow")).unwrap();
         assert!(row.contains("1.10×") && row.contains("**missed**"), "{row}");
+        assert!(!table.contains("sweep"), "{table}");
+        assert_eq!(results.sweeper_markdown(1), "");
+    }
+
+    #[test]
+    fn the_sweeper_has_its_own_table() {
+        let mut results = Results::default();
+        results.add(Metric::SweepFlows, Path::EbpfMasquerade, 1_000_000.0);
+        results.add(Metric::SweepCpuPerSweep, Path::EbpfMasquerade, 412.4);
+        results.fail(
+            Metric::SweepCoreShare,
+            Path::EbpfMasquerade,
+            "dutnet exited".to_owned(),
+        );
+        let table = results.sweeper_markdown(1);
+        assert!(
+            table.contains("| flows in the table | 1000000 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| daemon CPU per sweep (ms) | 412 |"),
+            "{table}"
+        );
+        assert!(table.contains("| sweep interval (s) | – |"), "{table}");
+        assert!(
+            table.contains("| daemon CPU, share of one core (%) | **fails** |"),
+            "{table}"
+        );
+        assert!(!results.markdown(1).contains("flows in the table"));
     }
 }

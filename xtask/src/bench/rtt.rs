@@ -11,6 +11,8 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
+use dutnet_tests::Netns;
+
 use super::{
     cpu,
     lab::{LAN_ADDR, Lab},
@@ -30,10 +32,40 @@ pub struct RttResult {
     pub p50_us: f64,
     pub p99_us: f64,
     pub lost: u32,
+    /// Probes sent, warm-up included: what they add to the LAN NIC's count.
+    pub probes: u32,
 }
+
+/// Where the client and the echo server run, and how often the client asks.
+#[derive(Clone, Copy, Debug)]
+pub struct Probe {
+    pub client_cpu: usize,
+    pub echo_cpu: usize,
+    /// A probe goes at most this often (zero: as soon as the last came back).
+    pub every: Duration,
+}
+
+/// The round trip of the bench's own row: back to back, client on the
+/// sending core, echo on the other.
+const BACK_TO_BACK: Probe = Probe {
+    client_cpu: 0,
+    echo_cpu: 1,
+    every: Duration::ZERO,
+};
 
 /// `round_trips` echoes (plus a warm-up), stopping at `limit` in any case.
 pub fn measure(lab: &Lab, round_trips: u32, limit: Duration) -> Result<RttResult> {
+    measure_from(lab, &lab.dut, BACK_TO_BACK, round_trips, limit)
+}
+
+/// The same from `dut` (a namespace of `lab`), as `probe` says.
+pub fn measure_from(
+    lab: &Lab,
+    dut: &Netns,
+    probe: Probe,
+    round_trips: u32,
+    limit: Duration,
+) -> Result<RttResult> {
     let server = lab
         .lan
         .enter(|| -> std::io::Result<UdpSocket> {
@@ -42,8 +74,7 @@ pub fn measure(lab: &Lab, round_trips: u32, limit: Duration) -> Result<RttResult
             Ok(socket)
         })
         .context("binding the echo server in the LAN namespace")?;
-    let client = lab
-        .dut
+    let client = dut
         .enter(|| -> std::io::Result<UdpSocket> {
             let socket = UdpSocket::bind("0.0.0.0:0")?;
             socket.connect(SocketAddrV4::new(LAN_ADDR, ECHO_PORT))?;
@@ -55,7 +86,7 @@ pub fn measure(lab: &Lab, round_trips: u32, limit: Duration) -> Result<RttResult
     let echo = {
         let stop = Arc::clone(&stop);
         std::thread::spawn(move || -> Result<()> {
-            cpu::pin_to(1)?;
+            cpu::pin_to(probe.echo_cpu)?;
             let mut buffer = [0u8; 256];
             while !stop.load(Ordering::Relaxed) {
                 if let Ok((n, from)) = server.recv_from(&mut buffer) {
@@ -65,15 +96,18 @@ pub fn measure(lab: &Lab, round_trips: u32, limit: Duration) -> Result<RttResult
             Ok(())
         })
     };
-    let samples = std::thread::spawn(move || -> Result<(Vec<f64>, u32)> {
-        cpu::pin_to(0)?;
-        ping_pong(&client, round_trips, limit)
+    let samples = std::thread::spawn(move || -> Result<Pong> {
+        cpu::pin_to(probe.client_cpu)?;
+        ping_pong(&client, round_trips, limit, probe.every)
     })
     .join();
     stop.store(true, Ordering::Relaxed);
     let _ = echo.join();
-    let (mut samples, lost) =
-        samples.map_err(|_| anyhow::anyhow!("the round-trip thread panicked"))??;
+    let Pong {
+        mut samples,
+        lost,
+        probes,
+    } = samples.map_err(|_| anyhow::anyhow!("the round-trip thread panicked"))??;
     if samples.is_empty() {
         anyhow::bail!("{}: no UDP echo came back", lab.path.title());
     }
@@ -82,22 +116,42 @@ pub fn measure(lab: &Lab, round_trips: u32, limit: Duration) -> Result<RttResult
         p50_us: percentile(&samples, 50.0),
         p99_us: percentile(&samples, 99.0),
         lost,
+        probes,
     })
 }
 
-fn ping_pong(client: &UdpSocket, round_trips: u32, limit: Duration) -> Result<(Vec<f64>, u32)> {
+/// What the client saw: samples in µs, probes lost and sent.
+struct Pong {
+    samples: Vec<f64>,
+    lost: u32,
+    probes: u32,
+}
+
+fn ping_pong(
+    client: &UdpSocket,
+    round_trips: u32,
+    limit: Duration,
+    every: Duration,
+) -> Result<Pong> {
     let started = Instant::now();
     let mut samples = Vec::with_capacity(round_trips as usize);
     let mut lost = 0;
+    let mut probes = 0;
     let mut payload = [0u8; PAYLOAD_LEN];
     let mut reply = [0u8; 256];
+    let mut next = started;
     for seq in 0..WARM_UP + round_trips {
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
         if started.elapsed() >= limit {
             break;
         }
         payload[..4].copy_from_slice(&seq.to_be_bytes());
         let sent_at = Instant::now();
+        next = sent_at + every;
         client.send(&payload)?;
+        probes += 1;
         // A late reply to an earlier probe is skipped, not taken for this one.
         let answered = loop {
             match client.recv(&mut reply) {
@@ -112,7 +166,11 @@ fn ping_pong(client: &UdpSocket, round_trips: u32, limit: Duration) -> Result<(V
             _ => {}
         }
     }
-    Ok((samples, lost))
+    Ok(Pong {
+        samples,
+        lost,
+        probes,
+    })
 }
 
 /// Nearest-rank percentile of sorted `samples`.

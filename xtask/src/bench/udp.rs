@@ -18,8 +18,8 @@ use super::{
 };
 
 /// Core of the generator (and so of the forwarding path) and of the receiver.
-const SENDER_CPU: usize = 0;
-const RECEIVER_CPU: usize = 1;
+pub const SENDER_CPU: usize = 0;
+pub const RECEIVER_CPU: usize = 1;
 
 /// The outcome of one load.
 #[derive(Clone, Copy, Debug)]
@@ -101,4 +101,22 @@ pub fn measure(lab: &Lab, load: Load) -> Result<UdpResult> {
         cpu_busy,
         cpu_ns_per_packet: sent.cpu.as_nanos() as f64 / received.packets as f64,
     })
+}
+
+/// Sends `load` from the DUT's NIC on the sending core, with nothing
+/// listening for it: a table fill or a flood counted elsewhere.
+pub fn send_only(lab: &Lab, load: Load) -> Result<generator::Sent> {
+    let packet_socket = lab
+        .dut
+        .enter(|| PacketSocket::open("eth0"))
+        .context("opening a packet socket on the DUT's NIC")?;
+    let template = Template::new(DUT_ADDR, LAN_ADDR, lab.gateway_mac, lab.dut_mac);
+    std::thread::Builder::new()
+        .name("bench-send".to_owned())
+        .spawn(move || -> Result<generator::Sent> {
+            cpu::pin_to(SENDER_CPU)?;
+            generator::send(&packet_socket, &template, load).context("sendmmsg on the DUT NIC")
+        })?
+        .join()
+        .map_err(|_| anyhow::anyhow!("the sender thread panicked"))?
 }
