@@ -214,7 +214,6 @@ pub fn fallback_network(network: &Network, upstream: Option<String>) -> Fallback
         subnet: network.subnet,
         upstream_interface: upstream,
         public: public_addresses(network),
-        flows: flow_limits(network),
     }
 }
 

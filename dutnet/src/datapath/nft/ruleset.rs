@@ -3,7 +3,7 @@ use std::{fmt::Write as _, ops::RangeInclusive};
 
 use ipnet::Ipv4Net;
 
-use crate::datapath::{FlowLimits, PublicAddress};
+use crate::datapath::PublicAddress;
 
 /// The family and name of dutnet's table.
 pub const TABLE: &str = "ip dutnet";
@@ -18,9 +18,6 @@ pub struct FallbackNetwork {
     pub upstream_interface: Option<String>,
     /// 1:1 mappings.
     pub public: Vec<PublicAddress>,
-    /// The most connections the network, and one DUT of it, may have in
-    /// the kernel's conntrack table.
-    pub flows: FlowLimits,
 }
 
 /// The whole table: `nft -f` input that creates it from nothing (the caller
@@ -36,35 +33,17 @@ pub fn ruleset(networks: &[FallbackNetwork], ports: Option<&RangeInclusive<u16>>
     let mut drops = String::new();
     let mut snat = String::new();
     let mut dnat = String::new();
-    let mut sets = String::new();
     let mut guard = String::new();
     let dut_subnets = networks
         .iter()
         .map(|n| n.subnet.trunc().to_string())
         .collect::<Vec<_>>()
         .join(", ");
-    for (index, n) in networks.iter().enumerate() {
+    for n in networks {
         let dut = quote(&n.dut_interface);
         let comment = quote(&format!("dutnet network {}", n.name));
         if let Some(upstream) = &n.upstream_interface {
             let up = quote(upstream);
-            // The kernel's conntrack is one table for the whole exporter:
-            // a DUT, or a network, over its budget gets no new connection
-            // (nft counts, it cannot evict; docs/flow-table.md).
-            let _ = writeln!(
-                sets,
-                "  set flows_dut_{index} {{ type ipv4_addr; size 65535; flags dynamic; }}\n  set flows_net_{index} {{ type ifname; size 1; flags dynamic; }}"
-            );
-            let _ = writeln!(
-                accepts,
-                "    iifname {dut} oifname {up} ct state new add @flows_dut_{index} {{ ip saddr ct count over {} }} counter drop comment {comment}",
-                n.flows.per_dut
-            );
-            let _ = writeln!(
-                accepts,
-                "    iifname {dut} oifname {up} ct state new add @flows_net_{index} {{ iifname ct count over {} }} counter drop comment {comment}",
-                n.flows.flows
-            );
             // From the DUT subnet only: a spoofed source falls to the
             // isolation drop below.
             let _ = writeln!(
@@ -137,7 +116,7 @@ pub fn ruleset(networks: &[FallbackNetwork], ports: Option<&RangeInclusive<u16>>
     }
     format!(
         "table {TABLE} {{
-{sets}  chain forward {{
+  chain forward {{
     type filter hook forward priority filter; policy accept;
 {accepts}{drops}  }}
   chain prerouting {{
@@ -168,7 +147,7 @@ mod tests {
     use super::*;
 
     /// How an isolation drop rule reads (`oifname "dn-dut1" counter drop`),
-    /// unlike a budget's (`... ct count over N } counter drop`).
+    /// unlike the leak guard's (`ip saddr ... counter drop`).
     const ISOLATION_DROP: &str = "\" counter drop";
 
     fn net(name: &str, dut: &str, upstream: Option<&str>) -> FallbackNetwork {
@@ -178,7 +157,6 @@ mod tests {
             subnet: "192.168.100.0/24".parse().unwrap(),
             upstream_interface: upstream.map(str::to_owned),
             public: Vec::new(),
-            flows: FlowLimits::new(4096),
         }
     }
 
@@ -202,19 +180,6 @@ mod tests {
         let accept = text.find("accept comment").unwrap();
         let drop = text.find(ISOLATION_DROP).unwrap();
         assert!(accept < drop, "{text}");
-    }
-
-    #[test]
-    fn new_connections_over_a_dut_or_network_budget_are_refused_before_the_accept() {
-        let text = ruleset(&[net("a", "dn-dut1", Some("dn-up"))], None);
-        let per_dut = text
-            .find("add @flows_dut_0 { ip saddr ct count over 2048 } counter drop")
-            .unwrap_or_else(|| panic!("{text}"));
-        let per_network = text
-            .find("add @flows_net_0 { iifname ct count over 4096 } counter drop")
-            .unwrap_or_else(|| panic!("{text}"));
-        let accept = text.find(r#"ip saddr 192.168.100.0/24 accept"#).unwrap();
-        assert!(per_dut < accept && per_network < accept, "{text}");
     }
 
     #[test]
