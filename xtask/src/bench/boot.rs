@@ -76,6 +76,12 @@ pub fn measure(server: Server, dutnet: &FsPath, run: usize, limit: Duration) -> 
             let address = format!("{GATEWAY}:69");
             let root_arg = root.display().to_string();
             let tftpd = tftpd.context("tftpd-hpa's path")?;
+            // An unpacked tftpd-hpa finds libwrap beside it.
+            let libraries = tftpd
+                .ancestors()
+                .nth(2)
+                .map(|root| root.join("lib/x86_64-linux-gnu").display().to_string())
+                .unwrap_or_default();
             let process = exporter.spawn(
                 &tftpd.to_string_lossy(),
                 &[
@@ -86,7 +92,7 @@ pub fn measure(server: Server, dutnet: &FsPath, run: usize, limit: Duration) -> 
                     "--secure",
                     &root_arg,
                 ],
-                &[],
+                &[("LD_LIBRARY_PATH", libraries)],
                 topology.path("tftpd.log"),
             );
             if cmd::wait_for(Duration::from_secs(5), || {
@@ -154,23 +160,26 @@ fn tftpd_hpa() -> Result<std::path::PathBuf> {
         return Ok(unpacked);
     }
     std::fs::create_dir_all(&tools)?;
+    // The daemon and the TCP wrappers library it links.
     crate::run::checked(
         std::process::Command::new("apt-get")
-            .args(["download", "tftpd-hpa"])
+            .args(["download", "tftpd-hpa", "libwrap0"])
             .current_dir(&tools),
     )
     .context("apt-get download tftpd-hpa (run `apt-get update` first if it is not found)")?;
-    let deb = std::fs::read_dir(&tools)?
+    let debs: Vec<_> = std::fs::read_dir(&tools)?
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .context("apt-get download left no .deb")?;
-    crate::run::checked(
-        std::process::Command::new("dpkg")
-            .arg("-x")
-            .arg(&deb)
-            .arg(&tools),
-    )?;
+        .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+        .collect();
+    for deb in debs {
+        crate::run::checked(
+            std::process::Command::new("dpkg")
+                .arg("-x")
+                .arg(&deb)
+                .arg(&tools),
+        )?;
+    }
     if unpacked.is_file() {
         Ok(unpacked)
     } else {
