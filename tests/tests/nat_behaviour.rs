@@ -48,6 +48,12 @@ fn a_duts_port_keeps_one_external_port_for_every_destination_and_strangers_are_f
     let a_at_y = udp_exchange(&lab, &a, &y, b"a to y");
     assert_eq!(a_at_y.port(), DUT_PORT, "A's own binding");
 
+    // Hairpinning through the masquerade address (RFC 4787 REQ-9) is
+    // refused on purpose: A reaching B's external port reaches the
+    // exporter itself, never B (docs/flow-table.md).
+    a.send_to(b"hairpin", SocketAddrV4::new(EXPORTER_UP, b_at_x.port()))
+        .unwrap();
+
     // A LAN address B never sent to gets nothing through to it.
     let stranger = lab.lan.enter(move || {
         std::net::UdpSocket::bind(SocketAddrV4::new(STRANGER, 9999)).expect("bind the stranger")
@@ -58,7 +64,7 @@ fn a_duts_port_keeps_one_external_port_for_every_destination_and_strangers_are_f
     let mut buf = [0u8; 64];
     assert!(
         b.recv(&mut buf).is_err(),
-        "a stranger reached B through {target}: {:?}",
+        "a stranger or a hairpin reached B through {target}: {:?}",
         String::from_utf8_lossy(&buf)
     );
 }
