@@ -255,11 +255,7 @@ impl Results {
     /// The Markdown table: one row per metric, one column per path, the
     /// ratios and the target.
     pub fn markdown(&self, runs: usize) -> String {
-        let spread_note = if runs > 1 {
-            format!("median of {runs} runs (min–max)")
-        } else {
-            "1 run".to_owned()
-        };
+        let spread_note = spread_note(runs);
         let mut out = format!(
             "| metric ({spread_note}) | {} | eBPF / nft | eBPF / routing | eBPF 1:1 / nft 1:1 | target |\n|---|{}---:|---:|---:|---|\n",
             Path::ALL.map(Path::title).join(" | "),
@@ -304,11 +300,7 @@ impl Results {
         {
             return String::new();
         }
-        let spread_note = if runs > 1 {
-            format!("median of {runs} runs (min–max)")
-        } else {
-            "1 run".to_owned()
-        };
+        let spread_note = spread_note(runs);
         let mut out = format!(
             "| the sweeper, {} ({spread_note}) | value |\n|---|---:|\n",
             path.title()
@@ -377,6 +369,16 @@ impl Results {
 }
 
 /// Samples with their min, median and max (None without samples).
+/// What a table's cells are: the one run, or the median and spread of
+/// several.
+pub fn spread_note(runs: usize) -> String {
+    if runs > 1 {
+        format!("median of {runs} runs (min–max)")
+    } else {
+        "1 run".to_owned()
+    }
+}
+
 pub fn samples_json(samples: &[f64]) -> Option<serde_json::Value> {
     let spread = Spread::of(samples)?;
     Some(json!({

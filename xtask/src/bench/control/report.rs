@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use super::Server;
-use crate::bench::report::{Spread, cell, samples_json};
+use crate::bench::report::{Spread, cell, samples_json, spread_note};
 
 /// One row of the control-plane table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -127,11 +127,7 @@ impl ControlResults {
         if self.samples.is_empty() && self.failures.is_empty() {
             return String::new();
         }
-        let spread_note = if runs > 1 {
-            format!("median of {runs} runs (min–max)")
-        } else {
-            "1 run".to_owned()
-        };
+        let spread_note = spread_note(runs);
         let mut out = format!(
             "| control plane ({spread_note}) | dutnet | dnsmasq | dnsmasq --no-ping | dutnet / dnsmasq | dutnet / dnsmasq --no-ping | target |\n|---|---:|---:|---:|---:|---:|---|\n"
         );
