@@ -5,14 +5,14 @@
 //! dhclient or udhcpc wrote, or the reply a raw DHCP client received.
 use std::{
     collections::BTreeSet,
-    net::{Ipv4Addr, UdpSocket},
+    net::Ipv4Addr,
     path::PathBuf,
     time::{Duration, Instant},
 };
 
 use dhcproto::{
-    Decodable as _, Encodable as _,
-    v4::{DhcpOption, Flags, Message, MessageType, Opcode},
+    Encodable as _,
+    v4::{DhcpOption, Message, MessageType},
 };
 use dutnet_tests::{
     Netns, Topology, cli,
@@ -21,6 +21,11 @@ use dutnet_tests::{
     netns::Process,
     prereq,
 };
+
+#[path = "common/raw_dhcp.rs"]
+mod raw_dhcp;
+
+use raw_dhcp::{RawClient, request};
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 1);
 
@@ -197,104 +202,6 @@ impl Drop for Lab {
     }
 }
 
-/// A client that speaks DHCP from the test: a UDP socket on port 68 bound to
-/// the DUT NIC, broadcasting requests with the broadcast flag set (the DUT
-/// has no address to receive a unicast reply on).
-struct RawClient {
-    sock: UdpSocket,
-}
-
-impl RawClient {
-    fn open(ns: &Netns, iface: &str) -> Self {
-        let iface = iface.to_owned();
-        let sock = ns.enter(move || {
-            dutnet::dhcp::socket::bind_to_device(&iface, 68).expect("client socket on port 68")
-        });
-        sock.set_nonblocking(false).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        Self { sock }
-    }
-
-    fn send(&self, bytes: &[u8]) {
-        self.sock
-            .send_to(bytes, (Ipv4Addr::BROADCAST, 67))
-            .expect("send to port 67");
-    }
-
-    /// Every reply for `xid` that arrives within `wait`.
-    fn replies(&self, xid: u32, wait: Duration) -> Vec<Message> {
-        let deadline = Instant::now() + wait;
-        let mut buf = [0u8; 1500];
-        let mut replies = Vec::new();
-        while Instant::now() < deadline {
-            if let Ok((n, _)) = self.sock.recv_from(&mut buf)
-                && let Ok(msg) = Message::from_bytes(&buf[..n])
-                && msg.opcode() == Opcode::BootReply
-                && msg.xid() == xid
-            {
-                replies.push(msg);
-            }
-        }
-        replies
-    }
-
-    /// Sends `msg` and returns the first reply (of type `expect`) in 2 s.
-    fn exchange(&self, msg: &Message, expect: MessageType) -> Message {
-        self.send(&msg.to_vec().unwrap());
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline {
-            if let Some(reply) = self
-                .replies(msg.xid(), Duration::from_millis(100))
-                .into_iter()
-                .next()
-            {
-                assert_eq!(reply.opts().msg_type(), Some(expect), "{reply:?}");
-                return reply;
-            }
-        }
-        panic!("no {expect:?} for {msg:?}");
-    }
-
-    /// DISCOVER then REQUEST: the address the server bound to `mac`.
-    fn lease(&self, mac: [u8; 6]) -> Ipv4Addr {
-        let offer = self.exchange(
-            &request(mac, MessageType::Discover, &[]),
-            MessageType::Offer,
-        );
-        let ack = self.exchange(
-            &request(
-                mac,
-                MessageType::Request,
-                &[
-                    DhcpOption::RequestedIpAddress(offer.yiaddr()),
-                    DhcpOption::ServerIdentifier(SERVER),
-                ],
-            ),
-            MessageType::Ack,
-        );
-        assert_eq!(ack.yiaddr(), offer.yiaddr());
-        ack.yiaddr()
-    }
-}
-
-/// A client message from `mac` with a fresh xid and the broadcast flag.
-fn request(mac: [u8; 6], kind: MessageType, options: &[DhcpOption]) -> Message {
-    let mut msg = Message::new(
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        &mac,
-    );
-    msg.set_flags(Flags::default().set_broadcast());
-    msg.opts_mut().insert(DhcpOption::MessageType(kind));
-    for option in options {
-        msg.opts_mut().insert(option.clone());
-    }
-    msg
-}
-
 /// The MAC of client NIC `c<i>`.
 fn client_mac(i: usize) -> [u8; 6] {
     let [hi, lo] = u16::try_from(i).unwrap().to_be_bytes();
@@ -376,7 +283,7 @@ fn renew_keeps_the_address_and_release_frees_it() {
 fn a_declined_address_is_not_offered_again() {
     let (lab, sw) = Lab::one_network(100, 110, 2);
     let raw = RawClient::open(&sw, "c0");
-    let declined = raw.lease(raw_mac(1));
+    let declined = raw.lease(raw_mac(1), SERVER);
     assert_eq!(declined, ip(100));
     let decline = request(
         raw_mac(1),
@@ -496,8 +403,8 @@ fn two_hundred_clients_on_one_bridge_get_unique_addresses_within_30s() {
 fn an_exhausted_range_gives_no_offer_and_one_warning() {
     let (lab, sw) = Lab::one_network(100, 101, 2);
     let raw = RawClient::open(&sw, "c0");
-    assert_eq!(raw.lease(raw_mac(1)), ip(100));
-    assert_eq!(raw.lease(raw_mac(2)), ip(101));
+    assert_eq!(raw.lease(raw_mac(1), SERVER), ip(100));
+    assert_eq!(raw.lease(raw_mac(2), SERVER), ip(101));
     let record = lab.topology.path("udhcpc.events");
     let script = lab.topology.path("udhcpc.sh");
     clients::udhcpc_script(&script, &record, false);

@@ -3,20 +3,18 @@
 //! hands every answer to its script as environment variables, which the
 //! script only records; a raw dhcproto client sets option 93 the way PXE
 //! firmware does.
-use std::{
-    collections::BTreeMap,
-    net::{Ipv4Addr, UdpSocket},
-    path::Path,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
 
-use dhcproto::{
-    Decodable as _, Encodable as _,
-    v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode},
-};
+use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode};
 use dutnet_tests::{Netns, Topology, cli, netns::Process, prereq};
 
-const SERVER: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 1);
+// Only DISCOVER/OFFER of it here (`lease` is dhcp.rs's).
+#[allow(dead_code)]
+#[path = "common/raw_dhcp.rs"]
+mod raw_dhcp;
+
+use raw_dhcp::{RawClient, request};
+
 const NEXT_SERVER: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 5);
 const BOARD_MAC: &str = "02:00:00:00:0a:01";
 
@@ -172,15 +170,10 @@ fn a_real_client_gets_boot_options_and_the_dut_override_wins() {
 #[test]
 fn a_uefi_client_gets_the_uefi_file_and_a_bios_client_the_bios_file() {
     let lab = Lab::start();
-    let sock = lab.other.enter(|| {
-        dutnet::dhcp::socket::bind_to_device("eth0", 68).expect("client socket on port 68")
-    });
-    sock.set_nonblocking(false).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(50)))
-        .unwrap();
+    let client = RawClient::open(&lab.other, "eth0");
     for (last, arch, file) in [(1u8, 7u16, "grubx64.efi"), (2, 0, "pxelinux.0")] {
         let offer = offer(
-            &sock,
+            &client,
             [0x02, 0, 0, 0x09, 0, last],
             &[
                 DhcpOption::ClientSystemArchitecture(arch.into()),
@@ -205,38 +198,10 @@ fn a_uefi_client_gets_the_uefi_file_and_a_bios_client_the_bios_file() {
     }
 }
 
-/// Broadcasts a DISCOVER from `mac` with `options`; the OFFER within 3 s.
-fn offer(sock: &UdpSocket, mac: [u8; 6], options: &[DhcpOption]) -> Message {
-    let mut msg = Message::new(
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        &mac,
-    );
-    msg.set_flags(Flags::default().set_broadcast());
-    msg.opts_mut()
-        .insert(DhcpOption::MessageType(MessageType::Discover));
-    for option in options {
-        msg.opts_mut().insert(option.clone());
-    }
-    let bytes = msg.to_vec().unwrap();
-    let mut buf = [0u8; 1500];
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let mut next_send = Instant::now();
-    while Instant::now() < deadline {
-        if Instant::now() >= next_send {
-            sock.send_to(&bytes, (Ipv4Addr::BROADCAST, 67)).unwrap();
-            next_send = Instant::now() + Duration::from_secs(1);
-        }
-        if let Ok((n, _)) = sock.recv_from(&mut buf)
-            && let Ok(reply) = Message::from_bytes(&buf[..n])
-            && reply.opcode() == Opcode::BootReply
-            && reply.xid() == msg.xid()
-        {
-            assert_eq!(reply.opts().msg_type(), Some(MessageType::Offer));
-            return reply;
-        }
-    }
-    panic!("no OFFER for {mac:02x?} from {SERVER}");
+/// Broadcasts a DISCOVER from `mac` with `options`; the OFFER.
+fn offer(client: &RawClient, mac: [u8; 6], options: &[DhcpOption]) -> Message {
+    client.exchange(
+        &request(mac, MessageType::Discover, options),
+        MessageType::Offer,
+    )
 }
