@@ -242,7 +242,6 @@ fn test_run_counts_a_frame_and_passes_it_unchanged() {
                 gateway: Ipv4Addr::new(192, 168, 100, 1),
                 subnet: "192.168.100.0/24".parse().unwrap(),
                 nat: NatPlan::Disabled,
-                public: Vec::new(),
                 reply_mark: 0,
                 flows: FlowLimits::new(16),
             })

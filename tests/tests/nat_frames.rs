@@ -65,17 +65,28 @@ impl Bench {
     }
 }
 
-fn network(iface: &str) -> DutNetwork {
+/// A masquerade network on `iface`; 1:1 when `public` maps any DUT.
+fn network(iface: &str, public: Vec<PublicAddress>) -> DutNetwork {
+    let upstream = "up0".to_owned();
+    let nat = if public.is_empty() {
+        NatPlan::Masquerade {
+            upstream,
+            external: EXTERNAL,
+            ports: NAT_PORTS,
+        }
+    } else {
+        NatPlan::OneToOne {
+            upstream,
+            external: EXTERNAL,
+            ports: NAT_PORTS,
+            public,
+        }
+    };
     DutNetwork {
         iface: iface.to_owned(),
         gateway: GATEWAY,
         subnet: "192.168.100.0/24".parse().unwrap(),
-        nat: NatPlan::Masquerade {
-            upstream: "up0".to_owned(),
-            external: EXTERNAL,
-            ports: NAT_PORTS,
-        },
-        public: Vec::new(),
+        nat,
         reply_mark: 0,
         flows: FlowLimits::new(1024),
     }
@@ -115,15 +126,17 @@ fn with_bench(test: impl FnOnce(&Bench) + Send + 'static) {
     };
     run.enter(move || {
         let mut datapath = EbpfDatapath::load(&paths, &[FlowLimits::new(1024); 2]).unwrap();
-        let mut dut0 = network("dut0");
-        dut0.public.push(PublicAddress {
-            private: MAPPED,
-            public: PUBLIC,
-        });
+        let dut0 = network(
+            "dut0",
+            vec![PublicAddress {
+                private: MAPPED,
+                public: PUBLIC,
+            }],
+        );
         datapath.attach(&dut0).unwrap();
-        datapath.attach(&network("dut1")).unwrap();
+        datapath.attach(&network("dut1", Vec::new())).unwrap();
         let index = |name: &str| dutnet::datapath::interface_index(name).unwrap();
-        let bench = Bench {
+        let mut bench = Bench {
             dut0: index("dut0"),
             dut1: index("dut1"),
             up0: index("up0"),

@@ -41,7 +41,6 @@ pub fn run(args: &Args) -> Result<()> {
             gateway: std::net::Ipv4Addr::UNSPECIFIED,
             subnet: ipnet::Ipv4Net::default(),
             nat: NatPlan::Disabled,
-            public: Vec::new(),
             reply_mark: 0,
             flows: FlowLimits::new(1),
         };

@@ -4,14 +4,17 @@
 //! conntrack entries, and the reply says how to list them.
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::Daemon;
+use super::supervisor::Daemon;
 use crate::{
     config::{NatMode, Network},
     control::{
         Failure, Reply,
         protocol::{FlowInfo, FlowsElsewhere, flow_limit},
     },
-    datapath::ebpf::{Flow, FlowListing},
+    datapath::{
+        Carrier, Datapath as _,
+        ebpf::{Flow, FlowListing},
+    },
 };
 use dutnet_common::nat::protocol;
 
@@ -34,22 +37,24 @@ impl Daemon {
                 // Forwards nothing: no flows on either datapath.
                 continue;
             }
-            if !net.on_ebpf {
-                elsewhere.push(in_conntrack(&net.config));
-            } else if let Some(ifindex) = net.ifindex {
-                on_ebpf.insert(ifindex, (index, net.config.name.as_str()));
+            match self.datapath.planned(&net.config.interface) {
+                Carrier::Ebpf(_) => {
+                    if let Some(ifindex) = net.ifindex() {
+                        on_ebpf.insert(ifindex, (index, net.config.name.as_str()));
+                    }
+                }
+                _ => elsewhere.push(in_conntrack(&net.config)),
             }
         }
-        let listing = match &self.datapath {
-            Some(datapath) if !on_ebpf.is_empty() => {
-                let ifindexes: BTreeSet<u32> = on_ebpf.keys().copied().collect();
-                datapath.flows(&ifindexes, limit).map_err(|e| {
-                    Failure::failed(format!(
-                        "reading the connection table failed: {e}; try again, and see the dutnet log if it persists"
-                    ))
-                })?
-            }
-            _ => FlowListing::default(),
+        let listing = if on_ebpf.is_empty() {
+            FlowListing::default()
+        } else {
+            let ifindexes: BTreeSet<u32> = on_ebpf.keys().copied().collect();
+            self.datapath.flows(&ifindexes, limit).map_err(|e| {
+                Failure::failed(format!(
+                    "reading the connection table failed: {e}; try again, and see the dutnet log if it persists"
+                ))
+            })?
         };
         let mut flows: Vec<(usize, &str, &Flow)> = listing
             .flows

@@ -1,5 +1,5 @@
 //! From a network's configuration to what the datapath does for it.
-use std::time::Duration;
+use std::{net::Ipv4Addr, ops::RangeInclusive, time::Duration};
 
 use ipnet::Ipv4Net;
 
@@ -7,7 +7,6 @@ use crate::{
     config::{NatMode, Network},
     datapath::{
         DutNetwork, FlowLimits, NatPlan, PublicAddress, expiry::FlowTimeouts, nft::FallbackNetwork,
-        ports::PortPlan,
     },
     host::journal::{Journal, UndoStep},
     netlink::{Link, Netlink},
@@ -38,49 +37,47 @@ pub fn timeouts(network: &Network) -> FlowTimeouts {
     network.nat_timeouts
 }
 
-/// The datapath's view of `network`, whose DUT interface was taken over with
-/// `upstream` resolved. The masquerade address is the upstream's first IPv4
-/// address.
-pub async fn dut_network(
+/// The datapath's view of `network`: NAT through `upstream` (resolved at
+/// takeover; `None` when NAT is disabled), hiding DUTs behind `external`
+/// (the upstream's first IPv4 address, when it has one) with source ports
+/// from `ports`.
+pub fn dut_network(
     network: &Network,
     upstream: Option<&Link>,
-    netlink: &Netlink,
-    ports: &PortPlan,
+    external: Option<Ipv4Addr>,
+    ports: RangeInclusive<u16>,
     reply_mark: Option<u32>,
 ) -> Result<DutNetwork, String> {
-    let nat = match (network.nat_mode, upstream) {
-        (NatMode::Disabled, _) => NatPlan::Disabled,
-        // 1:1 entries are translated by their own issue; until then every
-        // DUT is masqueraded.
-        (NatMode::Masquerade | NatMode::OneToOne, Some(upstream)) => {
-            let addresses = netlink
-                .ipv4_addresses(upstream.index)
-                .await
-                .map_err(|e| e.to_string())?;
-            let external = addresses.first().map(|a| a.addr()).ok_or_else(|| {
-                format!(
-                    "the upstream interface `{}` has no IPv4 address to masquerade behind; \
-                     give it one or set `upstream_interface`",
-                    upstream.name
-                )
-            })?;
-            NatPlan::Masquerade {
-                upstream: upstream.name.clone(),
-                external,
-                ports: ports.fast_path.clone(),
-            }
-        }
-        (NatMode::Masquerade | NatMode::OneToOne, None) => {
+    let upstream = match (network.nat_mode, upstream) {
+        (NatMode::Disabled, _) => None,
+        (_, Some(upstream)) => Some(upstream.name.clone()),
+        (_, None) => {
             return Err(
                 "no upstream interface to masquerade through; set `upstream_interface`".to_owned(),
             );
         }
     };
+    // No address: the kernel's masquerade (nft) picks one per packet; the
+    // fast path refuses to attach, saying so.
+    let external = external.unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let nat = match (network.nat_mode, upstream) {
+        (NatMode::Masquerade, Some(upstream)) => NatPlan::Masquerade {
+            upstream,
+            external,
+            ports,
+        },
+        (NatMode::OneToOne, Some(upstream)) => NatPlan::OneToOne {
+            upstream,
+            external,
+            ports,
+            public: public_addresses(network),
+        },
+        _ => NatPlan::Disabled,
+    };
     Ok(DutNetwork {
         iface: network.interface.clone(),
         gateway: network.gateway_ip,
         subnet: network.subnet,
-        public: public_addresses(network),
         reply_mark: reply_mark.unwrap_or(0),
         flows: flow_limits(network),
         nat,

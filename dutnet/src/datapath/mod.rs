@@ -1,13 +1,19 @@
 //! The packet path, behind one seam.
 //!
-//! The daemon talks to the [`Datapath`] trait; the eBPF programs are one
-//! implementation (the fast path), nftables will be the other (the fallback).
-//! `detach` undoes exactly what `attach` did.
+//! The daemon talks to the [`Datapath`] trait and never asks which backend
+//! runs: [`Datapaths`] owns the loaded eBPF programs (the fast path), the
+//! nftables table (the fallback, and what the fast path punts) and the port
+//! plan, and sends each network to the backend chosen for it.
 pub mod ebpf;
 pub mod expiry;
+#[cfg(test)]
+pub mod fake;
 pub mod nft;
+mod owner;
 pub mod ports;
 pub mod rates;
+
+pub use self::owner::Datapaths;
 
 use std::{net::Ipv4Addr, ops::RangeInclusive};
 
@@ -60,9 +66,6 @@ pub struct DutNetwork {
     pub gateway: Ipv4Addr,
     pub subnet: Ipv4Net,
     pub nat: NatPlan,
-    /// DUTs with a public address of their own (1:1 NAT); the others are
-    /// masqueraded.
-    pub public: Vec<PublicAddress>,
     /// Non-zero: the mark for what this NIC hands to the stack (policy
     /// routing sends the exporter's replies back out of this NIC).
     pub reply_mark: u32,
@@ -77,32 +80,171 @@ pub struct PublicAddress {
     pub public: Ipv4Addr,
 }
 
-/// How a DUT network reaches the world.
+/// How a DUT network reaches the world: the config's `nat_mode`, with what
+/// the host resolved for it. The same three modes as the programs'
+/// `dutnet_common::nat::mode`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NatPlan {
+    /// Nothing is forwarded: DHCP and DNS on an isolated segment.
+    Disabled,
     /// DUT connections leave from `external` (the upstream interface's
-    /// address), with ports from `ports` when the DUT's own is taken.
+    /// address; unspecified when it has none, which the nft datapath's
+    /// kernel masquerade copes with and the fast path refuses), with ports
+    /// from `ports` when the DUT's own is taken.
     Masquerade {
         upstream: String,
         external: Ipv4Addr,
         ports: RangeInclusive<u16>,
     },
-    /// Nothing is forwarded: DHCP and DNS on an isolated segment.
-    Disabled,
+    /// DUTs listed in `public` leave from and are reachable at their own
+    /// public address; the others are masqueraded as above.
+    OneToOne {
+        upstream: String,
+        external: Ipv4Addr,
+        ports: RangeInclusive<u16>,
+        public: Vec<PublicAddress>,
+    },
 }
 
-/// What the daemon needs from a datapath.
+impl NatPlan {
+    /// The interface DUT traffic leaves through (`None`: NAT disabled).
+    #[must_use]
+    pub fn upstream(&self) -> Option<&str> {
+        match self {
+            Self::Disabled => None,
+            Self::Masquerade { upstream, .. } | Self::OneToOne { upstream, .. } => Some(upstream),
+        }
+    }
+
+    /// The 1:1 mappings (empty unless 1:1).
+    #[must_use]
+    pub fn public(&self) -> &[PublicAddress] {
+        match self {
+            Self::OneToOne { public, .. } => public,
+            Self::Disabled | Self::Masquerade { .. } => &[],
+        }
+    }
+
+    /// Mutable 1:1 mappings; `None` unless 1:1 (a runtime change of a
+    /// masquerade network has nowhere to go).
+    pub fn public_mut(&mut self) -> Option<&mut Vec<PublicAddress>> {
+        match self {
+            Self::OneToOne { public, .. } => Some(public),
+            Self::Disabled | Self::Masquerade { .. } => None,
+        }
+    }
+}
+
+/// A runtime change of one 1:1 mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PublicChange {
+    Add(PublicAddress),
+    Remove(PublicAddress),
+}
+
+/// Why a datapath could not do what the daemon asked; each says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    /// Boxed: aya's errors are large, and this one travels up every
+    /// `Result` of the daemon.
+    #[error(transparent)]
+    Ebpf(Box<ebpf::EbpfError>),
+    #[error("updating dutnet's nftables table failed: {0}")]
+    Nft(#[from] nft::NftError),
+    #[error("a 1:1 mapping needs `nat_mode: 1to1`, and the network on {iface} does not use it")]
+    NotOneToOne { iface: String },
+    #[error("{iface} is not a DUT interface of this datapath")]
+    Unknown { iface: String },
+}
+
+impl From<ebpf::EbpfError> for DatapathError {
+    fn from(e: ebpf::EbpfError) -> Self {
+        Self::Ebpf(Box::new(e))
+    }
+}
+
+/// How a DUT network's traffic is carried, for `dutnet status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Carrier {
+    /// Not carried (its interface is missing, or not attached yet).
+    None,
+    /// The eBPF programs, attached this way.
+    Ebpf(ebpf::TcAttachMode),
+    /// The nftables table alone.
+    Nft,
+}
+
+impl Carrier {
+    /// `ebpf`, `nft` or `none`: the backend without the attach detail.
+    #[must_use]
+    pub fn backend(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Ebpf(_) => "ebpf",
+            Self::Nft => "nft",
+        }
+    }
+}
+
+impl std::fmt::Display for Carrier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Ebpf(ebpf::TcAttachMode::Tcx) => f.write_str("ebpf (tcx)"),
+            Self::Ebpf(ebpf::TcAttachMode::Netlink) => f.write_str("ebpf (netlink)"),
+            other => f.write_str(other.backend()),
+        }
+    }
+}
+
+/// The translation ranges a NAT network's flows get (`dutnet nat-rules`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NatPorts {
+    /// The fast path's masquerade range (eBPF networks).
+    pub fast_path: Option<RangeInclusive<u16>>,
+    /// The kernel masquerade's range beside a fast path (what it punts).
+    pub kernel: Option<RangeInclusive<u16>>,
+}
+
+/// What the daemon needs from a datapath. Interfaces are DUT interfaces,
+/// by name (one network each). `detach` undoes exactly what `attach` did.
 pub trait Datapath {
-    type Error: std::error::Error + Send + Sync + 'static;
+    /// Starts carrying `network`, whose DUT interface exists. Does nothing
+    /// if it is carried already.
+    fn attach(&mut self, network: &DutNetwork) -> Result<(), DatapathError>;
 
-    /// Starts handling the traffic of a DUT network.
-    fn attach(&mut self, network: &DutNetwork) -> Result<(), Self::Error>;
+    /// Stops carrying `iface` (also when the interface has vanished).
+    fn detach(&mut self, iface: &str) -> Result<(), DatapathError>;
 
-    /// Stops handling `iface`, removing everything `attach` added to it.
-    fn detach(&mut self, iface: &str) -> Result<(), Self::Error>;
+    /// A 1:1 mapping of `iface`'s network added or removed at run time.
+    fn set_public(&mut self, iface: &str, change: PublicChange) -> Result<(), DatapathError>;
 
-    /// Current counters of every attached interface.
-    fn stats(&self) -> Result<Vec<InterfaceStats>, Self::Error>;
+    /// Removes idle flows, by each DUT interface's `timeouts`.
+    fn sweep(
+        &mut self,
+        timeouts: &dyn Fn(&str) -> Option<expiry::FlowTimeouts>,
+    ) -> Result<ebpf::SweepReport, DatapathError>;
+
+    /// How `iface`'s network is carried now.
+    fn carrier(&self, iface: &str) -> Carrier;
+
+    /// How `iface`'s network is carried once attached (its backend).
+    fn planned(&self, iface: &str) -> Carrier;
+
+    /// The ranges masquerade translates `iface`'s flows into.
+    fn nat_ports(&self, iface: &str) -> NatPorts;
+
+    /// Counters of every interface on the fast path (empty without one).
+    fn stats(&self) -> Result<Vec<InterfaceStats>, DatapathError>;
+
+    /// The fast path's flows of DUT NICs `dut_ifindexes`: at most `limit`.
+    fn flows(
+        &self,
+        dut_ifindexes: &std::collections::BTreeSet<u32>,
+        limit: usize,
+    ) -> Result<ebpf::FlowListing, DatapathError>;
+
+    /// Detaches everything and releases what the datapath holds.
+    fn shutdown(&mut self) -> Result<(), DatapathError>;
 }
 
 /// The name of interface `ifindex` in this network namespace, if it exists.

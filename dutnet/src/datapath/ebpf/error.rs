@@ -18,6 +18,17 @@ pub enum EbpfError {
         source: io::Error,
     },
     #[error(
+        "the upstream interface `{upstream}` has no IPv4 address to masquerade behind; give it one or set `upstream_interface`"
+    )]
+    NoMasqueradeAddress { upstream: String },
+    #[error(
+        "cannot read the possible CPUs (/sys/devices/system/cpu/possible), which sizes the per-CPU counters: {source}; mount sysfs at /sys"
+    )]
+    PossibleCpus {
+        #[source]
+        source: io::Error,
+    },
+    #[error(
         "loading dutnet's eBPF programs failed: {source}; dutnet needs root (CAP_BPF and CAP_NET_ADMIN) and a kernel with BTF (>= 5.10), or `datapath: nft`"
     )]
     Load {

@@ -32,8 +32,8 @@ pub use self::{
     nat_maps::SweepReport,
 };
 use super::{
-    Datapath, DutNetwork, FlowLimits, InterfaceStats, NatPlan, PublicAddress, expiry::FlowTimeouts,
-    interface_index,
+    Carrier, Datapath, DatapathError, DutNetwork, FlowLimits, InterfaceStats, NatPlan, NatPorts,
+    PublicAddress, PublicChange, expiry::FlowTimeouts, interface_index,
 };
 use crate::state::paths::Paths;
 
@@ -160,41 +160,6 @@ impl EbpfDatapath {
         self.attached.keys().map(String::as_str)
     }
 
-    /// Removes idle flows (see [`nat_maps::sweep`]); `timeouts` gives each
-    /// attached DUT interface's, by ifindex.
-    pub fn sweep(
-        &mut self,
-        timeouts: impl Fn(&str) -> Option<FlowTimeouts>,
-    ) -> Result<SweepReport, EbpfError> {
-        let by_ifindex: BTreeMap<u32, FlowTimeouts> = self
-            .attached
-            .iter()
-            .filter_map(|(iface, a)| timeouts(iface).map(|t| (a.ifindex, t)))
-            .collect();
-        let now = nat_maps::monotonic_now_ns();
-        let report = nat_maps::sweep(self.map_mut(maps::NAT_FLOWS)?, now, |ifindex| {
-            by_ifindex.get(&ifindex).copied()
-        })?;
-        self.count_swept(&report)?;
-        // A mapping lives as long as its flows (RFC 4787 REQ-1's "while the
-        // mapping lives"): the next flow from an unused one starts afresh.
-        let bindings = self.map_mut(maps::NAT_BINDINGS)?;
-        nat_maps::forget_unused_bindings(bindings, &report.bindings, now)?;
-        Ok(report)
-    }
-
-    /// The flows of DUT NICs `dut_ifindexes`: at most `limit` of them, and
-    /// how many there are (see [`flow_list`]).
-    pub fn flows(
-        &self,
-        dut_ifindexes: &BTreeSet<u32>,
-        limit: usize,
-    ) -> Result<FlowListing, EbpfError> {
-        let name = maps::NAT_FLOWS;
-        let map = self.ebpf.map(name).ok_or(EbpfError::MissingMap { name })?;
-        flow_list::list(map, dut_ifindexes, limit, nat_maps::monotonic_now_ns())
-    }
-
     /// Gives the programs the sweeper's new totals, so the flows it removed
     /// leave their DUT's and network's budgets.
     fn count_swept(&mut self, report: &SweepReport) -> Result<(), EbpfError> {
@@ -225,21 +190,6 @@ impl EbpfDatapath {
             nat_maps::set_swept(self.map_mut(maps::NET_SWEPT)?, slot, total)?;
         }
         Ok(())
-    }
-
-    /// Detaches from every interface and removes the pins.
-    pub fn shutdown(mut self) -> Result<(), EbpfError> {
-        let ifaces: Vec<String> = self.attached.keys().cloned().collect();
-        let mut first_error = None;
-        for iface in ifaces {
-            if let Err(e) = self.detach(&iface) {
-                warn!(%iface, error = %e, "detach failed");
-                first_error.get_or_insert(e);
-            }
-        }
-        drop(self.ebpf);
-        remove_pin_dir(&self.paths)?;
-        first_error.map_or(Ok(()), Err)
     }
 
     /// Two maps of the object at once.
@@ -382,10 +332,8 @@ impl EbpfDatapath {
         budget: dutnet_common::nat::FlowBudget,
     ) -> Result<(), EbpfError> {
         // The counters entry exists before the programs run: they only update.
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| EbpfError::PinDir {
-            path: "/sys/devices/system/cpu/possible".into(),
-            source: e,
-        })?;
+        let cpus =
+            aya::util::nr_cpus().map_err(|(_, source)| EbpfError::PossibleCpus { source })?;
         let zeroes = aya::maps::PerCpuValues::try_from(vec![IfaceCounters::default(); cpus])
             .map_err(|e| EbpfError::Map {
                 name: maps::IFACE_STATS,
@@ -397,9 +345,9 @@ impl EbpfDatapath {
                 name: maps::IFACE_STATS,
                 source,
             })?;
-        let upstream_ifindex = match &network.nat {
-            NatPlan::Masquerade { upstream, .. } => self.use_upstream(upstream, &network.iface)?,
-            NatPlan::Disabled => 0,
+        let upstream_ifindex = match network.nat.upstream() {
+            Some(upstream) => self.use_upstream(upstream, &network.iface)?,
+            None => 0,
         };
         // The network's counts start from zero before its programs run.
         let (net_flows, net_swept) = self.two_maps(maps::NET_FLOWS, maps::NET_SWEPT)?;
@@ -407,9 +355,9 @@ impl EbpfDatapath {
         self.swept.remove(&budget.slot);
         let config = nat_maps::dut_config(network, upstream_ifindex, budget);
         nat_maps::set_dut_config(self.map_mut(maps::DUT_CONFIG)?, ifindex, config)?;
-        if matches!(network.nat, NatPlan::Masquerade { .. }) {
+        if network.nat.upstream().is_some() {
             nat_maps::set_subnet(self.map_mut(maps::DUT_SUBNETS)?, network, ifindex)?;
-            for public in &network.public {
+            for public in network.nat.public() {
                 self.check_public_is_free(public, &network.iface)?;
                 nat_maps::set_mapping(
                     &mut self.one_to_one_out,
@@ -425,7 +373,12 @@ impl EbpfDatapath {
     /// A public address belongs to one DUT only.
     fn check_public_is_free(&self, public: &PublicAddress, iface: &str) -> Result<(), EbpfError> {
         let owner = self.attached.iter().find(|(other, a)| {
-            other.as_str() != iface && a.network.public.iter().any(|p| p.public == public.public)
+            other.as_str() != iface
+                && a.network
+                    .nat
+                    .public()
+                    .iter()
+                    .any(|p| p.public == public.public)
         });
         match owner {
             Some((other, _)) => Err(EbpfError::PublicAddressTaken {
@@ -436,70 +389,11 @@ impl EbpfDatapath {
         }
     }
 
-    /// Gives DUT `public.private` on attached DUT interface `iface` the
-    /// public address `public.public`, at once (a runtime change).
-    pub fn add_public(&mut self, iface: &str, public: PublicAddress) -> Result<(), EbpfError> {
-        self.check_public_is_free(&public, iface)?;
-        let attachment = self.attachment_mut(iface)?;
-        if !matches!(attachment.network.nat, NatPlan::Masquerade { .. }) {
-            return Err(EbpfError::NatDisabled {
-                iface: iface.to_owned(),
-            });
-        }
-        let ifindex = attachment.ifindex;
-        let budget = attachment.budget;
-        let first = attachment.network.public.is_empty();
-        if !attachment.network.public.contains(&public) {
-            attachment.network.public.push(public);
-        }
-        let network = attachment.network.clone();
-        nat_maps::set_mapping(
-            &mut self.one_to_one_out,
-            &mut self.one_to_one_in,
-            ifindex,
-            public,
-        )?;
-        if first {
-            // The programs look 1:1 mappings up only in 1:1 mode.
-            let config = nat_maps::dut_config(&network, self.upstream_ifindex(iface), budget);
-            nat_maps::set_dut_config(self.map_mut(maps::DUT_CONFIG)?, ifindex, config)?;
-        }
-        Ok(())
-    }
-
-    /// Takes DUT `public.private`'s public address away, at once.
-    pub fn remove_public(&mut self, iface: &str, public: PublicAddress) -> Result<(), EbpfError> {
-        let attachment = self.attachment_mut(iface)?;
-        attachment.network.public.retain(|p| *p != public);
-        let ifindex = attachment.ifindex;
-        nat_maps::remove_mapping(
-            &mut self.one_to_one_out,
-            &mut self.one_to_one_in,
-            ifindex,
-            public,
-        )
-    }
-
-    fn attachment_mut(&mut self, iface: &str) -> Result<&mut Attachment, EbpfError> {
-        self.attached
-            .get_mut(iface)
-            .ok_or_else(|| EbpfError::NotAttached {
-                iface: iface.to_owned(),
-            })
-    }
-
-    fn upstream_ifindex(&self, iface: &str) -> u32 {
-        self.upstreams
-            .values()
-            .find(|u| u.users.contains(iface))
-            .map_or(0, |u| u.ifindex)
-    }
-
     /// Removes what [`Self::configure`] wrote, keeping the subnet guarded
     /// while another network with the same subnet is attached.
     fn unconfigure(&mut self, network: &DutNetwork, ifindex: u32) -> Result<(), EbpfError> {
         nat_maps::remove_dut_config(self.map_mut(maps::DUT_CONFIG)?, ifindex)?;
-        for public in &network.public {
+        for public in network.nat.public() {
             nat_maps::remove_mapping(
                 &mut self.one_to_one_out,
                 &mut self.one_to_one_in,
@@ -507,14 +401,14 @@ impl EbpfDatapath {
                 *public,
             )?;
         }
-        if let NatPlan::Masquerade { upstream, .. } = &network.nat {
+        if let Some(upstream) = network.nat.upstream() {
             let twin = self
                 .attached
                 .values()
                 .find(|a| {
                     a.ifindex != ifindex
                         && a.network.subnet == network.subnet
-                        && matches!(a.network.nat, NatPlan::Masquerade { .. })
+                        && a.network.nat.upstream().is_some()
                 })
                 .map(|a| a.ifindex);
             let subnets = self.map_mut(maps::DUT_SUBNETS)?;
@@ -522,7 +416,7 @@ impl EbpfDatapath {
                 Some(other) => nat_maps::set_subnet(subnets, network, other)?,
                 None => nat_maps::remove_subnet(subnets, network)?,
             }
-            self.release_upstream(&upstream.clone(), &network.iface)?;
+            self.release_upstream(upstream, &network.iface)?;
         }
         if let Err(e) = self.stats_map()?.remove(&ifindex) {
             debug!(iface = %network.iface, error = %e, "counters entry already gone");
@@ -532,9 +426,80 @@ impl EbpfDatapath {
 }
 
 impl Datapath for EbpfDatapath {
-    type Error = EbpfError;
+    fn attach(&mut self, network: &DutNetwork) -> Result<(), DatapathError> {
+        Ok(self.attach_network(network)?)
+    }
 
-    fn attach(&mut self, network: &DutNetwork) -> Result<(), EbpfError> {
+    fn detach(&mut self, iface: &str) -> Result<(), DatapathError> {
+        Ok(self.detach_network(iface)?)
+    }
+
+    fn set_public(&mut self, iface: &str, change: PublicChange) -> Result<(), DatapathError> {
+        Ok(self.change_public(iface, change)?)
+    }
+
+    fn sweep(
+        &mut self,
+        timeouts: &dyn Fn(&str) -> Option<FlowTimeouts>,
+    ) -> Result<SweepReport, DatapathError> {
+        Ok(self.sweep_idle(timeouts)?)
+    }
+
+    fn carrier(&self, iface: &str) -> Carrier {
+        if self.attached.contains_key(iface) {
+            Carrier::Ebpf(self.mode)
+        } else {
+            Carrier::None
+        }
+    }
+
+    fn planned(&self, _iface: &str) -> Carrier {
+        Carrier::Ebpf(self.mode)
+    }
+
+    fn nat_ports(&self, iface: &str) -> NatPorts {
+        let fast_path = self.attached.get(iface).and_then(|a| match &a.network.nat {
+            NatPlan::Disabled => None,
+            NatPlan::Masquerade { ports, .. } | NatPlan::OneToOne { ports, .. } => {
+                Some(ports.clone())
+            }
+        });
+        NatPorts {
+            fast_path,
+            kernel: None,
+        }
+    }
+
+    fn stats(&self) -> Result<Vec<InterfaceStats>, DatapathError> {
+        Ok(counters::collect(&self.ebpf)?)
+    }
+
+    fn flows(
+        &self,
+        dut_ifindexes: &BTreeSet<u32>,
+        limit: usize,
+    ) -> Result<FlowListing, DatapathError> {
+        Ok(self.list_flows(dut_ifindexes, limit)?)
+    }
+
+    /// Detaches from every interface and removes the pins (the object
+    /// itself goes when the datapath is dropped).
+    fn shutdown(&mut self) -> Result<(), DatapathError> {
+        let ifaces: Vec<String> = self.attached.keys().cloned().collect();
+        let mut first_error = None;
+        for iface in ifaces {
+            if let Err(e) = self.detach_network(&iface) {
+                warn!(%iface, error = %e, "detach failed");
+                first_error.get_or_insert(e);
+            }
+        }
+        remove_pin_dir(&self.paths)?;
+        first_error.map_or(Ok(()), |e| Err(e.into()))
+    }
+}
+
+impl EbpfDatapath {
+    fn attach_network(&mut self, network: &DutNetwork) -> Result<(), EbpfError> {
         let iface = network.iface.as_str();
         if self.attached.contains_key(iface) {
             return Ok(());
@@ -543,6 +508,18 @@ impl Datapath for EbpfDatapath {
             iface: iface.to_owned(),
             source,
         })?;
+        if let NatPlan::Masquerade {
+            upstream, external, ..
+        }
+        | NatPlan::OneToOne {
+            upstream, external, ..
+        } = &network.nat
+            && external.is_unspecified()
+        {
+            return Err(EbpfError::NoMasqueradeAddress {
+                upstream: upstream.clone(),
+            });
+        }
         let budget = self.budgets.place(iface, network.flows)?;
         if let Err(e) = self.configure(network, ifindex, budget) {
             let _ = self.unconfigure(network, ifindex);
@@ -574,7 +551,7 @@ impl Datapath for EbpfDatapath {
         }
     }
 
-    fn detach(&mut self, iface: &str) -> Result<(), EbpfError> {
+    fn detach_network(&mut self, iface: &str) -> Result<(), EbpfError> {
         let Attachment {
             ifindex,
             network,
@@ -588,9 +565,13 @@ impl Datapath for EbpfDatapath {
                 iface: iface.to_owned(),
             })?;
         self.detach_links(iface, links);
-        if added_clsact {
-            attach::remove_clsact(ifindex)?;
-        }
+        // The qdisc of a NIC that vanished may fail to go; the maps must be
+        // cleaned all the same, so that error is returned last.
+        let clsact = if added_clsact {
+            attach::remove_clsact(ifindex)
+        } else {
+            Ok(())
+        };
         self.unconfigure(&network, ifindex)?;
         // Its flows go with it, and its DUTs' counts.
         nat_maps::forget_interface(self.map_mut(maps::NAT_FLOWS)?, ifindex)?;
@@ -598,11 +579,86 @@ impl Datapath for EbpfDatapath {
         nat_maps::forget_duts(dut_flows, dut_swept, ifindex)?;
         self.dut_swept.retain(|dut, _| dut.dut_ifindex != ifindex);
         info!(%iface, "eBPF programs detached");
-        Ok(())
+        clsact
     }
 
-    fn stats(&self) -> Result<Vec<InterfaceStats>, EbpfError> {
-        counters::collect(&self.ebpf)
+    /// Removes idle flows (see [`nat_maps::sweep`]); `timeouts` gives each
+    /// attached DUT interface's, by ifindex.
+    fn sweep_idle(
+        &mut self,
+        timeouts: &dyn Fn(&str) -> Option<FlowTimeouts>,
+    ) -> Result<SweepReport, EbpfError> {
+        let by_ifindex: BTreeMap<u32, FlowTimeouts> = self
+            .attached
+            .iter()
+            .filter_map(|(iface, a)| timeouts(iface).map(|t| (a.ifindex, t)))
+            .collect();
+        let now = nat_maps::monotonic_now_ns();
+        let report = nat_maps::sweep(self.map_mut(maps::NAT_FLOWS)?, now, |ifindex| {
+            by_ifindex.get(&ifindex).copied()
+        })?;
+        self.count_swept(&report)?;
+        // A mapping lives as long as its flows (RFC 4787 REQ-1's "while the
+        // mapping lives"): the next flow from an unused one starts afresh.
+        let bindings = self.map_mut(maps::NAT_BINDINGS)?;
+        nat_maps::forget_unused_bindings(bindings, &report.bindings, now)?;
+        Ok(report)
+    }
+
+    /// The flows of DUT NICs `dut_ifindexes`: at most `limit` of them, and
+    /// how many there are (see [`flow_list`]).
+    fn list_flows(
+        &self,
+        dut_ifindexes: &BTreeSet<u32>,
+        limit: usize,
+    ) -> Result<FlowListing, EbpfError> {
+        let name = maps::NAT_FLOWS;
+        let map = self.ebpf.map(name).ok_or(EbpfError::MissingMap { name })?;
+        flow_list::list(map, dut_ifindexes, limit, nat_maps::monotonic_now_ns())
+    }
+
+    /// Adds or removes one 1:1 mapping of attached DUT interface `iface`,
+    /// at once (a runtime change). The programs of a 1:1 network
+    /// masquerade the DUTs without a mapping, so the mode never changes.
+    fn change_public(&mut self, iface: &str, change: PublicChange) -> Result<(), EbpfError> {
+        if let PublicChange::Add(public) = change {
+            self.check_public_is_free(&public, iface)?;
+        }
+        let attachment = self
+            .attached
+            .get_mut(iface)
+            .ok_or_else(|| EbpfError::NotAttached {
+                iface: iface.to_owned(),
+            })?;
+        let ifindex = attachment.ifindex;
+        let Some(mappings) = attachment.network.nat.public_mut() else {
+            return Err(EbpfError::NatDisabled {
+                iface: iface.to_owned(),
+            });
+        };
+        match change {
+            PublicChange::Add(public) => {
+                nat_maps::set_mapping(
+                    &mut self.one_to_one_out,
+                    &mut self.one_to_one_in,
+                    ifindex,
+                    public,
+                )?;
+                if !mappings.contains(&public) {
+                    mappings.push(public);
+                }
+            }
+            PublicChange::Remove(public) => {
+                mappings.retain(|p| *p != public);
+                nat_maps::remove_mapping(
+                    &mut self.one_to_one_out,
+                    &mut self.one_to_one_in,
+                    ifindex,
+                    public,
+                )?;
+            }
+        }
+        Ok(())
     }
 }
 

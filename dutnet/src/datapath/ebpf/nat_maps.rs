@@ -43,13 +43,13 @@ fn wire(addr: Ipv4Addr) -> u32 {
 /// The `DUT_CONFIG` value for `network`, whose flows are held to `budget`.
 pub fn dut_config(network: &DutNetwork, upstream_ifindex: u32, budget: FlowBudget) -> DutConfig {
     let (external, ports, nat_mode) = match &network.nat {
+        NatPlan::Disabled => (0, 0..=0, mode::DISABLED),
         NatPlan::Masquerade {
             external, ports, ..
-        } if network.public.is_empty() => (wire(*external), ports.clone(), mode::MASQUERADE),
-        NatPlan::Masquerade {
+        } => (wire(*external), ports.clone(), mode::MASQUERADE),
+        NatPlan::OneToOne {
             external, ports, ..
         } => (wire(*external), ports.clone(), mode::ONE_TO_ONE),
-        NatPlan::Disabled => (0, 0..=0, mode::DISABLED),
     };
     DutConfig {
         gateway_addr: wire(network.gateway),

@@ -11,8 +11,10 @@
 pub mod docker;
 mod ruleset;
 mod run;
+mod table;
 
 pub use self::{
     ruleset::{FallbackNetwork, TABLE, ruleset},
     run::{NftError, delete_table, list_table, replace_table, table_exists},
+    table::NftTable,
 };

@@ -1,0 +1,608 @@
+//! One network, as an object of its own: its config (file plus runtime
+//! changes), the DUT interface it took over with the upstream resolved
+//! then, and its servers. `reconfigure` brings it to the desired state
+//! after any event, `deconfigure` takes it down; runtime changes go through
+//! the same context, so a re-plugged NIC comes back with them.
+use std::{net::Ipv4Addr, time::UNIX_EPOCH};
+
+use tracing::{info, warn};
+
+use super::{
+    DaemonError,
+    exporter::{Exporter, TakenOver},
+    nat,
+    servers::{Servers, static_hosts, static_lease},
+    takeover::gateway_address,
+};
+use crate::{
+    config::{
+        AddressEntry, DnsEntry, NatMode, Network,
+        wire::{AddressWire, DnsEntryWire},
+    },
+    control::{
+        Failure, Reply,
+        protocol::{BootStatus, DnsRecord, DutBoot, LeaseInfo, NetworkDns, NetworkStatus},
+    },
+    datapath::{Datapath, PublicAddress, PublicChange},
+    dhcp::{Lease, format_mac},
+    state::{
+        paths::Paths,
+        runtime::{self, RuntimeChanges},
+    },
+};
+
+/// A network and what runs for it.
+pub struct NetworkContext {
+    pub config: Network,
+    /// The mark of what its DUT NIC hands the stack, when another network
+    /// shares its subnet.
+    pub reply_mark: Option<u32>,
+    /// Its DUT interface while taken over, with the upstream found then.
+    taken: Option<TakenOver>,
+    pub servers: Servers,
+    waiting_logged: bool,
+    /// Where "my leases changed" goes (DUT hostnames for DNS).
+    lease_changes: tokio::sync::mpsc::UnboundedSender<String>,
+}
+
+/// A runtime change applied: the reply, and whether a 1:1 mapping changed
+/// (other tables' drop-policy chains then need the new accepts).
+pub struct Applied {
+    pub reply: Reply,
+    pub public_changed: bool,
+}
+
+impl NetworkContext {
+    pub fn new(
+        config: Network,
+        reply_mark: Option<u32>,
+        lease_changes: tokio::sync::mpsc::UnboundedSender<String>,
+    ) -> Self {
+        Self {
+            config,
+            reply_mark,
+            taken: None,
+            servers: Servers::default(),
+            waiting_logged: false,
+            lease_changes,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The DUT interface's index while it is taken over.
+    pub fn ifindex(&self) -> Option<u32> {
+        self.taken.as_ref().map(|t| t.link.index)
+    }
+
+    /// Brings the network to its desired state: after a re-plug the
+    /// interface is new (new index), so everything bound to it is redone;
+    /// a vanished one is deconfigured until it comes back.
+    pub async fn reconfigure(
+        &mut self,
+        exporter: &mut impl Exporter,
+        datapath: &mut dyn Datapath,
+        paths: &Paths,
+    ) -> Result<(), DaemonError> {
+        let Some(taken) = exporter.take_over(&self.config).await? else {
+            if self.taken.is_some() {
+                warn!(network = %self.config.name, interface = %self.config.interface, "DUT interface disappeared; waiting for it to come back");
+                self.deconfigure(datapath).await;
+            } else if !self.waiting_logged {
+                warn!(network = %self.config.name, interface = %self.config.interface, "DUT interface does not exist yet; waiting for it");
+            }
+            self.waiting_logged = true;
+            return Ok(());
+        };
+        self.waiting_logged = false;
+        if self.ifindex() == Some(taken.link.index) {
+            return Ok(());
+        }
+        if self.taken.is_some() {
+            info!(network = %self.config.name, interface = %self.config.interface, "DUT interface is back; configuring it again");
+        }
+        // Sockets bound to the old interface (SO_BINDTODEVICE) died with
+        // it, and so did its links.
+        self.deconfigure(datapath).await;
+        if let Some(mark) = self.reply_mark {
+            exporter
+                .route_replies(&self.config, mark, taken.link.index)
+                .await?;
+        }
+        let external = match &taken.upstream {
+            Some(upstream) => exporter.masquerade_address(upstream).await?,
+            None => None,
+        };
+        let plan = nat::dut_network(
+            &self.config,
+            taken.upstream.as_ref(),
+            external,
+            datapath
+                .nat_ports(&self.config.interface)
+                .fast_path
+                .unwrap_or(0..=0),
+            self.reply_mark,
+        )
+        .map_err(|message| DaemonError::Nat {
+            network: self.config.name.clone(),
+            message,
+        })?;
+        datapath
+            .attach(&plan)
+            .map_err(|source| DaemonError::Attach {
+                network: self.config.name.clone(),
+                source,
+            })?;
+        // On either datapath the exporter answers ARP for 1:1 public
+        // addresses (on nft the `ip dutnet` table translates them).
+        if let Err(e) = exporter
+            .add_public_aliases(&self.config, taken.upstream.as_ref())
+            .await
+        {
+            self.detach(datapath);
+            return Err(e);
+        }
+        self.servers = match exporter.start_servers(&self.config, paths).await {
+            Ok(servers) => servers,
+            Err(e) => {
+                self.detach(datapath);
+                return Err(e);
+            }
+        };
+        if let Some(dhcp) = &self.servers.dhcp {
+            forward_lease_changes(dhcp, &self.config.name, self.lease_changes.clone());
+        }
+        self.servers.publish_lease_hostnames();
+        info!(
+            network = %self.config.name,
+            interface = %self.config.interface,
+            gateway = %gateway_address(&self.config),
+            upstream = taken.upstream.as_ref().map_or("-", |u| u.name.as_str()),
+            nat = mode_name(self.config.nat_mode),
+            datapath = %datapath.carrier(&self.config.interface),
+            "network up"
+        );
+        self.taken = Some(taken);
+        Ok(())
+    }
+
+    /// Stops the servers and detaches the datapath (the host changes stay
+    /// journaled until the daemon exits).
+    pub async fn deconfigure(&mut self, datapath: &mut dyn Datapath) {
+        self.servers.stop().await;
+        self.detach(datapath);
+        self.taken = None;
+    }
+
+    fn detach(&self, datapath: &mut dyn Datapath) {
+        if datapath.carrier(&self.config.interface) != crate::datapath::Carrier::None
+            && let Err(e) = datapath.detach(&self.config.interface)
+        {
+            warn!(network = %self.config.name, error = %e, "detaching the datapath");
+        }
+    }
+
+    /// Adds an address entry at run time: checked with the file's rules,
+    /// saved, then applied live; a failure changes nothing.
+    pub async fn add_address(
+        &mut self,
+        wire: AddressWire,
+        exporter: &mut impl Exporter,
+        datapath: &mut dyn Datapath,
+        paths: &Paths,
+    ) -> Result<Applied, Failure> {
+        let entry = AddressEntry::try_from(wire)
+            .and_then(|e| self.config.check_new_address(&e).map(|()| e))
+            .map_err(|e| Failure::invalid(runtime::one_line(&e)))?;
+        if let Some(public) = entry.public_ip
+            && self.config.nat_mode != NatMode::OneToOne
+        {
+            return Err(Failure::invalid(format!(
+                "public_ip {public} needs nat_mode 1to1, and network `{}` uses {}; leave out --public-ip",
+                self.config.name,
+                mode_name(self.config.nat_mode)
+            )));
+        }
+        let previous = self.save_changes(paths, |c| c.add_address(&entry))?;
+        self.config.addresses.push(entry.clone());
+        if let Err(failure) = self.apply_address(&entry, exporter, datapath).await {
+            self.config.addresses.retain(|a| a.ip != entry.ip);
+            if let (Some(dhcp), Some(_)) = (&self.servers.dhcp, entry.mac) {
+                let _ = dhcp.remove_static(entry.ip);
+            }
+            self.restore_changes(paths, &previous);
+            return Err(failure);
+        }
+        self.servers.publish_static_hosts(&self.config);
+        let name = self.config.name.clone();
+        info!(network = %name, ip = %entry.ip, mac = ?entry.mac, hostname = ?entry.hostname, public_ip = ?entry.public_ip, "address added at run time");
+        Ok(Applied {
+            reply: Reply::Done {
+                message: format!("added {} to network `{name}`", describe(&entry)),
+                network: name,
+            },
+            public_changed: entry.public_ip.is_some(),
+        })
+    }
+
+    /// Makes a new entry (already in the config) take effect.
+    async fn apply_address(
+        &mut self,
+        entry: &AddressEntry,
+        exporter: &mut impl Exporter,
+        datapath: &mut dyn Datapath,
+    ) -> Result<(), Failure> {
+        match (&self.servers.dhcp, static_lease(entry)) {
+            (Some(dhcp), Some(lease)) => dhcp
+                .add_static(lease)
+                .map_err(|e| Failure::invalid(e.to_string()))?,
+            // No MAC: a 1:1-only entry, never leased to anybody.
+            (Some(dhcp), None) => dhcp.set_reserved(entry.ip, true),
+            (None, _) => {}
+        }
+        let Some(public) = entry.public_ip else {
+            return Ok(());
+        };
+        let mapping = PublicAddress {
+            private: entry.ip,
+            public,
+        };
+        datapath
+            .set_public(&self.config.interface, PublicChange::Add(mapping))
+            .map_err(|e| Failure::invalid(e.to_string()))?;
+        // The alias makes the exporter answer ARP for the public address;
+        // a missing interface gets it when it comes back.
+        if let Some(taken) = &self.taken
+            && let Err(e) = exporter
+                .add_public_aliases(&self.config, taken.upstream.as_ref())
+                .await
+        {
+            if let Err(undo) =
+                datapath.set_public(&self.config.interface, PublicChange::Remove(mapping))
+            {
+                warn!(network = %self.config.name, error = %undo, "undoing a 1:1 mapping");
+            }
+            return Err(Failure::failed(format!(
+                "adding the public address {public} failed: {e}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Removes an address entry at run time (saved first).
+    pub async fn remove_address(
+        &mut self,
+        ip: &str,
+        exporter: &mut impl Exporter,
+        datapath: &mut dyn Datapath,
+        paths: &Paths,
+    ) -> Result<Applied, Failure> {
+        let ip: Ipv4Addr = ip.parse().map_err(|_| {
+            Failure::invalid(format!(
+                "`{ip}` is not an IPv4 address; write e.g. 192.168.100.50"
+            ))
+        })?;
+        let Some(position) = self.config.addresses.iter().position(|a| a.ip == ip) else {
+            return Err(Failure::not_found(format!(
+                "network `{}` has no address entry {ip}; `dutnet status` counts them, `dutnet leases` lists the leases",
+                self.config.name
+            )));
+        };
+        self.save_changes(paths, |c| c.remove_address(ip))?;
+        let entry = self.config.addresses.remove(position);
+        match (&self.servers.dhcp, entry.mac) {
+            // Not found: the server never had it (it was down); fine.
+            (Some(dhcp), Some(_)) => drop(dhcp.remove_static(ip)),
+            (Some(dhcp), None) => dhcp.set_reserved(ip, false),
+            (None, _) => {}
+        }
+        let public_changed = entry.public_ip.is_some() && self.config.nat_mode == NatMode::OneToOne;
+        if let (Some(public), true) = (entry.public_ip, public_changed) {
+            let mapping = PublicAddress {
+                private: entry.ip,
+                public,
+            };
+            if let Err(e) =
+                datapath.set_public(&self.config.interface, PublicChange::Remove(mapping))
+            {
+                warn!(network = %self.config.name, error = %e, "removing a 1:1 mapping failed");
+            }
+            // One that was there before dutnet stays.
+            exporter
+                .remove_public_alias(&self.config.name, public)
+                .await;
+        }
+        self.servers.publish_static_hosts(&self.config);
+        let name = self.config.name.clone();
+        info!(network = %name, %ip, "address removed at run time");
+        Ok(Applied {
+            reply: Reply::Done {
+                message: format!("removed {} from network `{name}`", describe(&entry)),
+                network: name,
+            },
+            public_changed,
+        })
+    }
+
+    /// Adds a DNS entry at run time (saved first).
+    pub fn add_dns(
+        &mut self,
+        hostname: String,
+        ip: String,
+        paths: &Paths,
+    ) -> Result<Reply, Failure> {
+        let wire = DnsEntryWire {
+            hostname: Some(hostname),
+            ip: Some(ip),
+        };
+        let entry = DnsEntry::try_from(wire)
+            .and_then(|e| self.config.check_new_dns_entry(&e).map(|()| e))
+            .map_err(|e| Failure::invalid(runtime::one_line(&e)))?;
+        let previous = self.save_changes(paths, |c| c.add_dns(&entry))?;
+        if let Some(dns) = &self.servers.dns
+            && let Err(e) = dns.add_entry(&entry.hostname, entry.ip)
+        {
+            self.restore_changes(paths, &previous);
+            return Err(Failure::invalid(e.to_string()));
+        }
+        self.config.dns_entries.push(entry.clone());
+        let name = self.config.name.clone();
+        info!(network = %name, hostname = %entry.hostname, ip = %entry.ip, "DNS entry added at run time");
+        Ok(Reply::Done {
+            message: format!(
+                "{} now resolves to {} in network `{name}`",
+                entry.hostname, entry.ip
+            ),
+            network: name,
+        })
+    }
+
+    /// Removes a DNS entry at run time (saved first).
+    pub fn remove_dns(&mut self, hostname: &str, paths: &Paths) -> Result<Reply, Failure> {
+        let wanted = hostname.trim_end_matches('.');
+        let Some(position) = self.config.dns_entries.iter().position(|d| {
+            d.hostname
+                .trim_end_matches('.')
+                .eq_ignore_ascii_case(wanted)
+        }) else {
+            return Err(Failure::not_found(format!(
+                "network `{}` has no DNS entry `{hostname}`; see `dutnet dns-entries`",
+                self.config.name
+            )));
+        };
+        let stored = self.config.dns_entries[position].hostname.clone();
+        self.save_changes(paths, |c| c.remove_dns(&stored))?;
+        self.config.dns_entries.remove(position);
+        if let Some(dns) = &self.servers.dns
+            && let Err(e) = dns.remove_entry(&stored)
+        {
+            warn!(network = %self.config.name, hostname = %stored, error = %e, "DNS server had no such entry");
+        }
+        let name = self.config.name.clone();
+        info!(network = %name, hostname = %stored, "DNS entry removed at run time");
+        Ok(Reply::Done {
+            message: format!("removed the DNS entry {stored} from network `{name}`"),
+            network: name,
+        })
+    }
+
+    /// What `dutnet status` shows of this network.
+    pub async fn status(
+        &self,
+        exporter: &impl Exporter,
+        datapath: &dyn Datapath,
+        active_flows: u64,
+    ) -> NetworkStatus {
+        let c = &self.config;
+        let upstream = match &self.taken {
+            Some(taken) => taken.upstream.clone(),
+            None => exporter.resolve_upstream(c).await,
+        };
+        NetworkStatus {
+            name: c.name.clone(),
+            interface: c.interface.clone(),
+            interface_up: self.taken.is_some(),
+            gateway: gateway_address(c).to_string(),
+            subnet: c.subnet.to_string(),
+            upstream: upstream.map(|l| l.name),
+            nat_mode: mode_name(c.nat_mode).to_owned(),
+            datapath: datapath.carrier(&c.interface).to_string(),
+            dhcp_enabled: c.dhcp.enabled,
+            dhcp_running: self.servers.dhcp.is_some(),
+            dns_running: self.servers.dns.is_some(),
+            leases: self.servers.leases().len(),
+            addresses: c.addresses.len(),
+            dns_entries: c.dns_entries.len(),
+            flows: active_flows,
+            boot: self.boot_status(),
+        }
+    }
+
+    /// The leases, as the control socket shows them.
+    pub fn lease_infos(&self) -> Vec<LeaseInfo> {
+        self.servers
+            .leases()
+            .iter()
+            .map(|l| self.lease_info(l))
+            .collect()
+    }
+
+    /// The lease of `mac`, if it has one.
+    pub fn lease_of(&self, mac: [u8; 6]) -> Option<LeaseInfo> {
+        self.servers
+            .leases()
+            .iter()
+            .find(|l| l.mac == mac)
+            .map(|l| self.lease_info(l))
+    }
+
+    fn lease_info(&self, lease: &Lease) -> LeaseInfo {
+        LeaseInfo {
+            network: self.config.name.clone(),
+            mac: format_mac(&lease.mac),
+            ip: lease.ip,
+            hostname: lease.hostname.clone(),
+            expires: lease
+                .expires
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            is_static: lease.is_static,
+        }
+    }
+
+    /// The DNS entries and the DUT host names (static, then leased).
+    pub fn dns_records(&self) -> NetworkDns {
+        let record = |(hostname, ip): (String, Ipv4Addr)| DnsRecord { hostname, ip };
+        let entries = match &self.servers.dns {
+            Some(dns) => dns.entries().into_iter().map(record).collect(),
+            None => self
+                .config
+                .dns_entries
+                .iter()
+                .map(|d| record((d.hostname.clone(), d.ip)))
+                .collect(),
+        };
+        let mut hosts: Vec<DnsRecord> =
+            static_hosts(&self.config).into_iter().map(record).collect();
+        let now = std::time::SystemTime::now();
+        for lease in self.servers.leases() {
+            if let Some(hostname) = lease.hostname
+                && lease.expires > now
+                && !hosts
+                    .iter()
+                    .any(|h| h.hostname.eq_ignore_ascii_case(&hostname))
+            {
+                hosts.push(DnsRecord {
+                    hostname,
+                    ip: lease.ip,
+                });
+            }
+        }
+        NetworkDns {
+            network: self.config.name.clone(),
+            entries,
+            hosts,
+        }
+    }
+
+    /// The network's boot options and TFTP server, when it has any.
+    fn boot_status(&self) -> Option<BootStatus> {
+        let c = &self.config;
+        let as_json = |o: &crate::dhcp::DhcpOptions| serde_json::to_value(o).unwrap_or_default();
+        let duts: Vec<DutBoot> = c
+            .addresses
+            .iter()
+            .filter(|a| !a.dhcp_options.is_empty())
+            .map(|a| DutBoot {
+                ip: a.ip,
+                mac: a.mac.map(|m| m.to_string()),
+                dhcp_options: as_json(&a.dhcp_options),
+            })
+            .collect();
+        if c.dhcp_options.is_empty() && duts.is_empty() && c.tftp_root.is_none() {
+            return None;
+        }
+        let tftp = self.servers.tftp.as_ref();
+        Some(BootStatus {
+            dhcp_options: as_json(&c.dhcp_options),
+            duts,
+            tftp_root: c.tftp_root.as_ref().map(|p| p.display().to_string()),
+            tftp_running: tftp.is_some(),
+            tftp: tftp.map(|t| t.counters()),
+        })
+    }
+
+    /// Re-applies the changes an earlier run saved, before anything starts.
+    pub fn restore_runtime_changes(&mut self, paths: &Paths) {
+        let path = runtime::file(paths, &self.config.name);
+        let changes = match RuntimeChanges::load(&path) {
+            Ok(changes) => changes,
+            Err(e) => {
+                warn!(network = %self.config.name, error = %e, "ignoring saved runtime changes");
+                return;
+            }
+        };
+        if changes == RuntimeChanges::default() {
+            return;
+        }
+        for skipped in changes.apply_to(&mut self.config) {
+            warn!(network = %self.config.name, "{skipped}; not applied");
+        }
+        info!(network = %self.config.name, file = %path.display(), "runtime changes of the last run applied");
+    }
+
+    /// Saves `change` applied to the network's saved changes; returns the
+    /// changes before it, to put back if applying fails.
+    fn save_changes(
+        &self,
+        paths: &Paths,
+        change: impl FnOnce(&mut RuntimeChanges),
+    ) -> Result<RuntimeChanges, Failure> {
+        let path = runtime::file(paths, &self.config.name);
+        let fail = |e: runtime::RuntimeFileError| {
+            Failure::failed(format!(
+                "{e}; nothing was changed (check the state directory)"
+            ))
+        };
+        let previous = RuntimeChanges::load(&path).map_err(fail)?;
+        let mut changes = previous.clone();
+        change(&mut changes);
+        changes.save(&path).map_err(fail)?;
+        Ok(previous)
+    }
+
+    fn restore_changes(&self, paths: &Paths, previous: &RuntimeChanges) {
+        let path = runtime::file(paths, &self.config.name);
+        if let Err(e) = previous.save(&path) {
+            warn!(error = %e, "restoring the saved runtime changes failed");
+        }
+    }
+}
+
+/// Turns a DHCP server's lease updates into "network `name` changed"
+/// messages for the supervisor; ends when the server stops.
+fn forward_lease_changes(
+    dhcp: &crate::dhcp::DhcpServer,
+    name: &str,
+    changes: tokio::sync::mpsc::UnboundedSender<String>,
+) {
+    let mut leases = dhcp.subscribe();
+    let name = name.to_owned();
+    tokio::spawn(async move {
+        while leases.changed().await.is_ok() {
+            if changes.send(name.clone()).is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// `192.168.100.50 (mac 02:.., hostname x, public 10.0.0.5)`.
+fn describe(entry: &AddressEntry) -> String {
+    let mut parts = Vec::new();
+    if let Some(mac) = entry.mac {
+        parts.push(format!("mac {mac}"));
+    }
+    if let Some(hostname) = &entry.hostname {
+        parts.push(format!("hostname {hostname}"));
+    }
+    if let Some(public) = entry.public_ip {
+        parts.push(format!("public {public}"));
+    }
+    if parts.is_empty() {
+        entry.ip.to_string()
+    } else {
+        format!("{} ({})", entry.ip, parts.join(", "))
+    }
+}
+
+/// The config's name of `mode`.
+pub fn mode_name(mode: NatMode) -> &'static str {
+    match mode {
+        NatMode::Masquerade => "masquerade",
+        NatMode::OneToOne => "1to1",
+        NatMode::Disabled => "disabled",
+    }
+}

@@ -1,0 +1,341 @@
+//! The supervisor: brings every network up, then one `select!` loop routes
+//! signals, link events, ticks, lease changes and control requests to the
+//! network they concern, until a stop signal restores the host.
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{debug, error, info, warn};
+
+use super::{
+    BREAK_EBPF_ENV, DaemonError, RunOptions, coexist, exporter::SystemExporter, lock,
+    make_state_private, nat, network::NetworkContext, pressure, restore, select, takeover,
+    undo_leftover,
+};
+use crate::{
+    config::{DatapathChoice, LoadedConfig, NatMode, Network},
+    control::server::ControlServer,
+    datapath::{
+        Datapath as _, Datapaths,
+        ebpf::EbpfDatapath,
+        nft::{self, FallbackNetwork},
+        ports,
+    },
+    host::journal::{Journal, UndoStep},
+    metrics::MetricsServer,
+    netlink::{Netlink, link_events},
+    state::paths::Paths,
+};
+
+/// How often every network is checked even without a netlink event.
+const RECONCILE_TICK: Duration = Duration::from_secs(1);
+
+/// The running daemon: the host, the datapath and every network.
+pub(super) struct Daemon {
+    pub(super) paths: Paths,
+    pub(super) exporter: SystemExporter,
+    pub(super) datapath: Datapaths,
+    pub(super) networks: Vec<NetworkContext>,
+    /// The other tables' drop-policy forward chains opened for DUT traffic.
+    coexistence: coexist::Coexistence,
+    /// The last look for such chains failed (warned once, not every tick).
+    coexistence_failing: bool,
+    /// Networks whose flow budget is full, warned about once a minute.
+    pressure: pressure::PressureWatch,
+    /// When `dutnet load` started (uptime in `stats` and the metrics).
+    pub(super) started: std::time::Instant,
+}
+
+/// `dutnet load`: brings every network up and runs until SIGINT/SIGTERM,
+/// then restores everything it changed.
+pub async fn run(
+    config: LoadedConfig,
+    paths: Paths,
+    options: RunOptions,
+) -> Result<(), DaemonError> {
+    let _lock = lock::PidLock::acquire(&paths.pid_file())?;
+    make_state_private(&paths)?;
+    let netlink = Netlink::connect()?;
+    undo_leftover(&paths, &netlink).await?;
+    // Every signal whose default would end the daemon without restoring
+    // the host is caught: TERM, INT and QUIT stop it and restore; HUP (the
+    // SSH session that ran `dutnet load` closed) never ends it.
+    let mut terminate = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let mut quit = signal(SignalKind::quit()).map_err(DaemonError::Signals)?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    let mut events = link_events()?;
+    // Before the first change to the host: a failure here has nothing to undo.
+    let (control_tx, mut control_rx) = tokio::sync::mpsc::channel(8);
+    // Scrapes ask the loop for `stats` through the control channel, like
+    // `dutnet stats` does through the socket.
+    let _metrics = match options.metrics_listen {
+        Some(addr) => Some(MetricsServer::start(addr, control_tx.clone()).await?),
+        None => None,
+    };
+    let _control = ControlServer::start(&paths.control_socket(), control_tx, options.socket_group)?;
+
+    let (lease_changes, mut lease_changed) = tokio::sync::mpsc::unbounded_channel();
+    let mut networks: Vec<NetworkContext> = config
+        .networks
+        .into_iter()
+        .map(|config| NetworkContext::new(config, None, lease_changes.clone()))
+        .collect();
+    for net in &mut networks {
+        net.restore_runtime_changes(&paths);
+    }
+    let configs: Vec<&Network> = networks.iter().map(|n| &n.config).collect();
+    let marks = nat::reply_marks(&configs);
+    for (net, mark) in networks.iter_mut().zip(marks) {
+        net.reply_mark = mark;
+    }
+    let mut exporter = SystemExporter {
+        netlink,
+        journal: Journal::create(&paths.journal())?,
+    };
+    let (datapath, coexistence) = match start_datapaths(&networks, &paths, &mut exporter).await {
+        Ok(started) => started,
+        Err(e) => {
+            error!(error = %e, "bring-up failed; restoring the host");
+            undo_journal(exporter).await?;
+            return Err(e);
+        }
+    };
+    let mut daemon = Daemon {
+        paths,
+        exporter,
+        datapath,
+        networks,
+        coexistence,
+        coexistence_failing: false,
+        pressure: pressure::PressureWatch::default(),
+        started: std::time::Instant::now(),
+    };
+    if let Err(e) = daemon.bring_up().await {
+        error!(error = %e, "bring-up failed; restoring the host");
+        daemon.stop().await?;
+        return Err(e);
+    }
+    info!(networks = daemon.networks.len(), "dutnet is up");
+
+    let mut tick = tokio::time::interval(RECONCILE_TICK);
+    let mut sweep = tokio::time::interval(nat::sweep_interval(
+        daemon.networks.iter().map(|n| &n.config),
+    ));
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            _ = quit.recv() => break,
+            _ = hangup.recv() => {
+                warn!("SIGHUP: dutnet keeps running with the configuration it loaded (reloading a changed file is not supported yet: restart it with SIGTERM and `dutnet load` to apply one)");
+            }
+            _ = events.next() => {
+                // A burst (unplug = several messages) is one reconcile.
+                while let Ok(Some(())) = tokio::time::timeout(Duration::from_millis(20), events.next()).await {}
+                daemon.reconcile_all().await;
+            }
+            _ = tick.tick() => {
+                daemon.reconcile_all().await;
+                daemon.revisit_foreign_chains();
+            }
+            _ = sweep.tick() => daemon.sweep_flows(),
+            Some(name) = lease_changed.recv() => daemon.publish_lease_hostnames(&name),
+            Some(pending) = control_rx.recv() => daemon.serve_control(pending).await,
+        }
+    }
+    info!("stopping: restoring the host");
+    daemon.stop().await
+}
+
+/// Chooses each network's datapath, loads the eBPF programs unless every
+/// network runs on nft, installs the nftables table and opens other
+/// tables' drop-policy chains; every host change journaled first.
+async fn start_datapaths(
+    networks: &[NetworkContext],
+    paths: &Paths,
+    exporter: &mut SystemExporter,
+) -> Result<(Datapaths, coexist::Coexistence), DaemonError> {
+    exporter.journal.record(
+        "",
+        UndoStep::PinDir {
+            path: paths.pin_dir(),
+        },
+    )?;
+    let ports = ports::plan_for_host()?;
+    let configs: Vec<&Network> = networks.iter().map(|n| &n.config).collect();
+    let flow_limits: Vec<_> = configs
+        .iter()
+        .filter(|n| n.datapath != DatapathChoice::Nft)
+        .map(|n| nat::flow_limits(n))
+        .collect();
+    // `auto` networks fall back to nft when the programs cannot load (one
+    // warning).
+    let selection = select::select(&configs, || {
+        if select::ebpf_broken_for_test() {
+            return Err(format!(
+                "{BREAK_EBPF_ENV}=1 is set (a test hook that fails the eBPF load); unset it"
+            ));
+        }
+        EbpfDatapath::load(paths, &flow_limits).map_err(|e| e.to_string())
+    })?;
+    if let Some(reason) = &selection.fallback_reason {
+        warn!(error = %reason, "the eBPF datapath cannot load, so every `datapath: auto` network runs on the nftables datapath (same behaviour, slower: every packet crosses netfilter); to fix, run dutnet as root on a kernel >= 5.10 with BTF (CONFIG_DEBUG_INFO_BTF=y), or set `datapath: nft` to choose it and silence this warning");
+    }
+    let mut views = Vec::new();
+    for (net, on_ebpf) in configs.iter().zip(&selection.on_ebpf) {
+        info!(network = %net.name, datapath = if *on_ebpf { "ebpf" } else { "nft" }, "datapath chosen");
+        views.push((fallback_view(net, &exporter.netlink).await?, *on_ebpf));
+    }
+    exporter.journal.record(
+        "",
+        UndoStep::NftTable {
+            table: nft::TABLE.to_owned(),
+        },
+    )?;
+    let datapath = Datapaths::new(selection.ebpf, views, ports);
+    datapath.install()?;
+    info!(table = nft::TABLE, "fallback nftables rules installed");
+    let mut coexistence = coexist::Coexistence::default();
+    coexistence.open_all(datapath.table_networks(), &mut exporter.journal)?;
+    Ok((datapath, coexistence))
+}
+
+/// `network` as the nftables table holds it. Its rules name interfaces, so
+/// they hold across re-plugs: a configured upstream is used by name (it may
+/// appear later); the default route's is resolved now.
+async fn fallback_view(
+    network: &Network,
+    netlink: &Netlink,
+) -> Result<FallbackNetwork, DaemonError> {
+    let upstream = match &network.upstream_interface {
+        Some(name) if network.nat_mode != NatMode::Disabled => Some(name.clone()),
+        _ => takeover::resolve_upstream(network, netlink)
+            .await
+            .map_err(|message| DaemonError::Nat {
+                network: network.name.clone(),
+                message,
+            })?
+            .map(|link| link.name),
+    };
+    Ok(nat::fallback_network(network, upstream))
+}
+
+/// Undoes what the journal holds (a bring-up that failed before the daemon
+/// existed).
+async fn undo_journal(exporter: SystemExporter) -> Result<(), DaemonError> {
+    let SystemExporter { netlink, journal } = exporter;
+    let problems = restore::undo(journal.entries(), &netlink).await;
+    journal.finish()?;
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(DaemonError::Undo(problems))
+    }
+}
+
+impl Daemon {
+    /// Takes every present interface over. Any failure but a missing
+    /// interface aborts (the caller restores the host).
+    async fn bring_up(&mut self) -> Result<(), DaemonError> {
+        for net in &mut self.networks {
+            net.reconfigure(&mut self.exporter, &mut self.datapath, &self.paths)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn reconcile_all(&mut self) {
+        for net in &mut self.networks {
+            if let Err(e) = net
+                .reconfigure(&mut self.exporter, &mut self.datapath, &self.paths)
+                .await
+            {
+                error!(error = %e, "reconcile failed; retrying on the next event");
+            }
+        }
+    }
+
+    /// Opens drop-policy forward chains created (or recreated) since the
+    /// start: Docker started or restarted after dutnet.
+    fn revisit_foreign_chains(&mut self) {
+        match self.coexistence.revisit(&mut self.exporter.journal) {
+            Ok(_) => self.coexistence_failing = false,
+            Err(e) if !self.coexistence_failing => {
+                self.coexistence_failing = true;
+                warn!(error = %e, "looking for new drop-policy forward chains failed; retrying every tick");
+            }
+            Err(e) => debug!(error = %e, "looking for new drop-policy forward chains failed again"),
+        }
+    }
+
+    /// After a runtime 1:1 change: the drop-policy chains get the new
+    /// accepts (`ct status dnat` for a network's first mapping).
+    pub(super) fn reopen_foreign_chains(&mut self) {
+        if let Err(e) = self
+            .coexistence
+            .open_all(self.datapath.table_networks(), &mut self.exporter.journal)
+        {
+            warn!(error = %e, "updating the accept rules in drop-policy forward chains failed");
+        }
+    }
+
+    /// Removes idle NAT flows.
+    fn sweep_flows(&mut self) {
+        let networks = &self.networks;
+        let timeouts = |iface: &str| {
+            networks
+                .iter()
+                .find(|n| n.config.interface == iface)
+                .map(|n| nat::timeouts(&n.config))
+        };
+        let report = match self.datapath.sweep(&timeouts) {
+            Ok(report) => report,
+            Err(e) => {
+                warn!(error = %e, "sweeping NAT flows failed; retrying on the next sweep");
+                return;
+            }
+        };
+        if report.expired > 0 {
+            debug!(expired = report.expired, active = ?report.active, "NAT flows swept");
+        }
+        match self.datapath.stats() {
+            Ok(stats) if !stats.is_empty() => {
+                let names: Vec<_> = networks
+                    .iter()
+                    .map(|n| pressure::NetworkName {
+                        name: &n.config.name,
+                        iface: &n.config.interface,
+                    })
+                    .collect();
+                self.pressure
+                    .observe(&names, &stats, &report, std::time::Instant::now());
+            }
+            Ok(_) => {}
+            Err(e) => debug!(error = %e, "reading counters after a sweep"),
+        }
+    }
+
+    /// Hands the hostnames DUTs sent in their DHCP requests to the DNS
+    /// server of network `name`.
+    fn publish_lease_hostnames(&self, name: &str) {
+        if let Some(net) = self.networks.iter().find(|n| n.name() == name) {
+            net.servers.publish_lease_hostnames();
+        }
+    }
+
+    /// Stops the servers and the datapath, then undoes the journal.
+    async fn stop(mut self) -> Result<(), DaemonError> {
+        for net in &mut self.networks {
+            net.servers.stop().await;
+        }
+        if let Err(e) = self.datapath.shutdown() {
+            warn!(error = %e, "datapath shutdown");
+        }
+        let result = undo_journal(self.exporter).await;
+        if result.is_ok() {
+            info!("host restored");
+        }
+        result
+    }
+}
