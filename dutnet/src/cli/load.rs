@@ -60,6 +60,10 @@ pub fn run(args: &Args) -> Result<()> {
     let options = daemon::RunOptions {
         socket_group: args.socket_group.as_deref().map(group_id).transpose()?,
         metrics_listen: args.metrics_listen.or(loaded.metrics_listen),
+        reload_from: Some(daemon::ReloadSource {
+            file: args.file.clone(),
+            datapath: args.datapath,
+        }),
     };
     for note in &loaded.notes {
         info!("{note}");

@@ -12,6 +12,7 @@ mod get_ip;
 mod leases;
 mod load;
 mod nat_rules;
+mod reload;
 mod remove_address;
 mod remove_dns;
 mod stats;
@@ -42,6 +43,9 @@ enum Command {
     Load(load::Args),
     /// Stop the running dutnet, or undo what a killed one left behind.
     Down(down::Args),
+    /// Make the running dutnet read its configuration file again and apply
+    /// the difference (as SIGHUP does); a bad file changes nothing.
+    Reload(reload::Args),
     /// Show the running daemon's per-interface packet and byte counters
     /// (exit code 5 when none runs; `--offline` reads the pins instead).
     Stats(stats::Args),
@@ -87,6 +91,7 @@ pub fn run() -> ExitCode {
     let result = match cli.command {
         Command::Load(args) => load::run(&args),
         Command::Down(args) => down::run(&args),
+        Command::Reload(args) => reload::run(&args),
         Command::Stats(args) => stats::run(&args),
         Command::Status(args) => status::run(&args),
         Command::Leases(args) => leases::run(&args),

@@ -26,6 +26,12 @@ pub fn run(args: &Args) -> Result<()> {
         let state = if n.interface_up { "up" } else { "absent" };
         let running = |on: bool| if on { "running" } else { "stopped" };
         println!("network {}", n.name);
+        if !n.state.is_empty() {
+            match &n.problem {
+                Some(problem) => println!("  state       {}: {problem}", n.state),
+                None => println!("  state       {}", n.state),
+            }
+        }
         println!("  interface   {} ({state})", n.interface);
         println!("  gateway     {}", n.gateway);
         println!("  subnet      {}", n.subnet);

@@ -97,6 +97,8 @@ pub enum Request {
     },
     /// The eBPF datapath's counters of every DUT interface.
     Stats,
+    /// Read the configuration file again and apply the difference.
+    Reload,
     /// The connection table (`conntrack -L` for dutnet's fast path).
     Flows {
         #[serde(default)]
@@ -177,6 +179,10 @@ pub enum Reply {
     DnsEntries {
         networks: Vec<NetworkDns>,
     },
+    /// What a reload did.
+    Reloaded {
+        summary: ReloadSummary,
+    },
     NatRules {
         networks: Vec<NetworkNat>,
         /// dutnet's nftables table as `nft list table ip dutnet` prints it:
@@ -215,6 +221,19 @@ pub enum Reply {
     },
 }
 
+/// What a reload did, by network name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadSummary {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Taken live (entries, timeouts) or restarted (anything else).
+    pub changed: Vec<String>,
+    pub unchanged: Vec<String>,
+    /// What could not be applied: saved runtime changes that no longer fit
+    /// the file, networks that failed to come up.
+    pub problems: Vec<String>,
+}
+
 /// `status` of one network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkStatus {
@@ -222,6 +241,13 @@ pub struct NetworkStatus {
     pub interface: String,
     /// The DUT interface exists and is taken over.
     pub interface_up: bool,
+    /// `up`, `waiting` (its DUT interface does not exist yet) or `failed`
+    /// (see `problem`); empty from a dutnet older than per-network states.
+    #[serde(default)]
+    pub state: String,
+    /// Why the network is waiting or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
     /// The gateway address with its prefix, as put on the DUT interface.
     pub gateway: String,
     pub subnet: String,

@@ -128,6 +128,7 @@ impl Daemon {
             }
             Request::Flows { network, limit } => self.flows(network.as_deref(), limit),
             Request::Stats => self.stats(),
+            Request::Reload => self.reload().await,
         }
     }
 

@@ -16,6 +16,7 @@ mod lock;
 mod nat;
 mod network;
 mod pressure;
+mod reload;
 mod restore;
 mod select;
 mod servers;
@@ -31,6 +32,7 @@ use tracing::{info, warn};
 pub use self::{
     coexist::CoexistError,
     lock::{Holder, LockError},
+    reload::ReloadSource,
     select::{BREAK_EBPF_ENV, SelectError, check_config as check_datapaths},
     supervisor::run,
     takeover::{TakeoverError, gateway_address},
@@ -120,6 +122,8 @@ pub struct RunOptions {
     pub socket_group: Option<u32>,
     /// Where the Prometheus endpoint listens (`None`: off).
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The file `dutnet reload` and SIGHUP read again (`None`: no reload).
+    pub reload_from: Option<reload::ReloadSource>,
 }
 
 /// Takes group and other access away from the state directory and what an

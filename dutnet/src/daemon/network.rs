@@ -40,9 +40,34 @@ pub struct NetworkContext {
     /// Its DUT interface while taken over, with the upstream found then.
     taken: Option<TakenOver>,
     pub servers: Servers,
-    waiting_logged: bool,
+    phase: Phase,
     /// Where "my leases changed" goes (DUT hostnames for DNS).
     lease_changes: tokio::sync::mpsc::UnboundedSender<String>,
+}
+
+/// Where a network stands, for `dutnet status` and the logs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Not tried yet.
+    Starting,
+    /// Its DUT interface does not exist (yet).
+    Waiting,
+    Up,
+    /// The last attempt failed, saying why; every event and tick retries.
+    Failed(String),
+}
+
+impl Phase {
+    /// `up`, `waiting` or `failed` (`starting` before the first attempt).
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Waiting => "waiting",
+            Self::Up => "up",
+            Self::Failed(_) => "failed",
+        }
+    }
 }
 
 /// A runtime change applied: the reply, and whether a 1:1 mapping changed
@@ -63,7 +88,7 @@ impl NetworkContext {
             reply_mark,
             taken: None,
             servers: Servers::default(),
-            waiting_logged: false,
+            phase: Phase::Starting,
             lease_changes,
         }
     }
@@ -77,10 +102,36 @@ impl NetworkContext {
         self.taken.as_ref().map(|t| t.link.index)
     }
 
+    /// Where the network stands.
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
     /// Brings the network to its desired state: after a re-plug the
     /// interface is new (new index), so everything bound to it is redone;
-    /// a vanished one is deconfigured until it comes back.
+    /// a vanished one is deconfigured until it comes back. A failure
+    /// leaves the network down (`failed`, with why), logged once per new
+    /// reason; the next call retries.
     pub async fn reconfigure(
+        &mut self,
+        exporter: &mut impl Exporter,
+        datapath: &mut dyn Datapath,
+        paths: &Paths,
+    ) -> Result<(), DaemonError> {
+        match self.try_reconfigure(exporter, datapath, paths).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let reason = e.to_string();
+                if self.phase != Phase::Failed(reason.clone()) {
+                    tracing::error!(network = %self.config.name, error = %reason, "network failed to come up; retrying on every link event and every second");
+                }
+                self.phase = Phase::Failed(reason);
+                Err(e)
+            }
+        }
+    }
+
+    async fn try_reconfigure(
         &mut self,
         exporter: &mut impl Exporter,
         datapath: &mut dyn Datapath,
@@ -90,14 +141,13 @@ impl NetworkContext {
             if self.taken.is_some() {
                 warn!(network = %self.config.name, interface = %self.config.interface, "DUT interface disappeared; waiting for it to come back");
                 self.deconfigure(datapath).await;
-            } else if !self.waiting_logged {
+            } else if self.phase != Phase::Waiting {
                 warn!(network = %self.config.name, interface = %self.config.interface, "DUT interface does not exist yet; waiting for it");
             }
-            self.waiting_logged = true;
+            self.phase = Phase::Waiting;
             return Ok(());
         };
-        self.waiting_logged = false;
-        if self.ifindex() == Some(taken.link.index) {
+        if self.ifindex() == Some(taken.link.index) && self.phase == Phase::Up {
             return Ok(());
         }
         if self.taken.is_some() {
@@ -165,6 +215,7 @@ impl NetworkContext {
             "network up"
         );
         self.taken = Some(taken);
+        self.phase = Phase::Up;
         Ok(())
     }
 
@@ -292,28 +343,7 @@ impl NetworkContext {
         };
         self.save_changes(paths, |c| c.remove_address(ip))?;
         let entry = self.config.addresses.remove(position);
-        match (&self.servers.dhcp, entry.mac) {
-            // Not found: the server never had it (it was down); fine.
-            (Some(dhcp), Some(_)) => drop(dhcp.remove_static(ip)),
-            (Some(dhcp), None) => dhcp.set_reserved(ip, false),
-            (None, _) => {}
-        }
-        let public_changed = entry.public_ip.is_some() && self.config.nat_mode == NatMode::OneToOne;
-        if let (Some(public), true) = (entry.public_ip, public_changed) {
-            let mapping = PublicAddress {
-                private: entry.ip,
-                public,
-            };
-            if let Err(e) =
-                datapath.set_public(&self.config.interface, PublicChange::Remove(mapping))
-            {
-                warn!(network = %self.config.name, error = %e, "removing a 1:1 mapping failed");
-            }
-            // One that was there before dutnet stays.
-            exporter
-                .remove_public_alias(&self.config.name, public)
-                .await;
-        }
+        let public_changed = self.unapply_address(&entry, exporter, datapath).await;
         self.servers.publish_static_hosts(&self.config);
         let name = self.config.name.clone();
         info!(network = %name, %ip, "address removed at run time");
@@ -324,6 +354,111 @@ impl NetworkContext {
             },
             public_changed,
         })
+    }
+
+    /// Takes an entry (already out of the config) out of DHCP, the datapath
+    /// and the public interface; true when a 1:1 mapping went.
+    async fn unapply_address(
+        &mut self,
+        entry: &AddressEntry,
+        exporter: &mut impl Exporter,
+        datapath: &mut dyn Datapath,
+    ) -> bool {
+        match (&self.servers.dhcp, entry.mac) {
+            // Not found: the server never had it (it was down); fine.
+            (Some(dhcp), Some(_)) => drop(dhcp.remove_static(entry.ip)),
+            (Some(dhcp), None) => dhcp.set_reserved(entry.ip, false),
+            (None, _) => {}
+        }
+        let Some(public) = entry
+            .public_ip
+            .filter(|_| self.config.nat_mode == NatMode::OneToOne)
+        else {
+            return false;
+        };
+        let mapping = PublicAddress {
+            private: entry.ip,
+            public,
+        };
+        if let Err(e) = datapath.set_public(&self.config.interface, PublicChange::Remove(mapping)) {
+            warn!(network = %self.config.name, error = %e, "removing a 1:1 mapping failed");
+        }
+        // One that was there before dutnet stays.
+        exporter
+            .remove_public_alias(&self.config.name, public)
+            .await;
+        true
+    }
+
+    /// Takes a reloaded config of this network live when only its address
+    /// entries, DNS entries or timeouts differ: its flows, leases and
+    /// sockets stay. `Ok(false)`: something else changed, so the caller
+    /// restarts the network. Entries that cannot be applied are returned.
+    pub async fn apply_live(
+        &mut self,
+        new: Network,
+        exporter: &mut impl Exporter,
+        datapath: &mut dyn Datapath,
+    ) -> Result<bool, Vec<String>> {
+        let mut same_rest = new.clone();
+        same_rest.addresses.clone_from(&self.config.addresses);
+        same_rest.dns_entries.clone_from(&self.config.dns_entries);
+        same_rest.nat_timeouts = self.config.nat_timeouts;
+        if same_rest != self.config {
+            return Ok(false);
+        }
+        let mut problems = Vec::new();
+        let gone: Vec<AddressEntry> = self
+            .config
+            .addresses
+            .iter()
+            .filter(|a| !new.addresses.contains(a))
+            .cloned()
+            .collect();
+        let fresh: Vec<AddressEntry> = new
+            .addresses
+            .iter()
+            .filter(|a| !self.config.addresses.contains(a))
+            .cloned()
+            .collect();
+        self.config.addresses.retain(|a| !gone.contains(a));
+        for entry in &gone {
+            self.unapply_address(entry, exporter, datapath).await;
+        }
+        for entry in fresh {
+            self.config.addresses.push(entry.clone());
+            if let Err(f) = self.apply_address(&entry, exporter, datapath).await {
+                self.config.addresses.retain(|a| *a != entry);
+                problems.push(format!("address {}: {}", entry.ip, f.message));
+            }
+        }
+        if let Some(dns) = &self.servers.dns {
+            for old in self
+                .config
+                .dns_entries
+                .iter()
+                .filter(|d| !new.dns_entries.contains(d))
+            {
+                let _ = dns.remove_entry(&old.hostname);
+            }
+            for entry in new
+                .dns_entries
+                .iter()
+                .filter(|d| !self.config.dns_entries.contains(d))
+            {
+                if let Err(e) = dns.add_entry(&entry.hostname, entry.ip) {
+                    problems.push(format!("DNS entry {}: {e}", entry.hostname));
+                }
+            }
+        }
+        self.config.dns_entries = new.dns_entries;
+        self.config.nat_timeouts = new.nat_timeouts;
+        self.servers.publish_static_hosts(&self.config);
+        if problems.is_empty() {
+            Ok(true)
+        } else {
+            Err(problems)
+        }
     }
 
     /// Adds a DNS entry at run time (saved first).
@@ -404,6 +539,15 @@ impl NetworkContext {
             name: c.name.clone(),
             interface: c.interface.clone(),
             interface_up: self.taken.is_some(),
+            state: self.phase.name().to_owned(),
+            problem: match &self.phase {
+                Phase::Failed(reason) => Some(reason.clone()),
+                Phase::Waiting => Some(format!(
+                    "interface {} does not exist; dutnet takes it over when it appears",
+                    c.interface
+                )),
+                Phase::Starting | Phase::Up => None,
+            },
             gateway: gateway_address(c).to_string(),
             subnet: c.subnet.to_string(),
             upstream: upstream.map(|l| l.name),
@@ -514,23 +658,26 @@ impl NetworkContext {
         })
     }
 
-    /// Re-applies the changes an earlier run saved, before anything starts.
-    pub fn restore_runtime_changes(&mut self, paths: &Paths) {
+    /// Re-applies the changes an earlier run saved; returns those that no
+    /// longer fit the config (skipped).
+    pub fn restore_runtime_changes(&mut self, paths: &Paths) -> Vec<String> {
         let path = runtime::file(paths, &self.config.name);
         let changes = match RuntimeChanges::load(&path) {
             Ok(changes) => changes,
             Err(e) => {
                 warn!(network = %self.config.name, error = %e, "ignoring saved runtime changes");
-                return;
+                return vec![format!("saved runtime changes ignored: {e}")];
             }
         };
         if changes == RuntimeChanges::default() {
-            return;
+            return Vec::new();
         }
-        for skipped in changes.apply_to(&mut self.config) {
+        let skipped = changes.apply_to(&mut self.config);
+        for skipped in &skipped {
             warn!(network = %self.config.name, "{skipped}; not applied");
         }
-        info!(network = %self.config.name, file = %path.display(), "runtime changes of the last run applied");
+        info!(network = %self.config.name, file = %path.display(), "saved runtime changes applied");
+        skipped
     }
 
     /// Saves `change` applied to the network's saved changes; returns the

@@ -105,7 +105,7 @@ pub fn select<T, E: Display>(
 
 /// Refuses a network on nft that shares its subnet with another network:
 /// only the eBPF path tells such DUT NICs apart.
-fn check_shared_subnets(
+pub(super) fn check_shared_subnets(
     networks: &[&Network],
     on_ebpf: &[bool],
     fallback: bool,

@@ -44,6 +44,10 @@ pub(super) struct Daemon {
     pressure: pressure::PressureWatch,
     /// When `dutnet load` started (uptime in `stats` and the metrics).
     pub(super) started: std::time::Instant,
+    /// What `dutnet reload` reads.
+    pub(super) reload_from: Option<super::ReloadSource>,
+    /// Given to networks added by a reload.
+    pub(super) lease_changes: tokio::sync::mpsc::UnboundedSender<String>,
 }
 
 /// `dutnet load`: brings every network up and runs until SIGINT/SIGTERM,
@@ -110,13 +114,10 @@ pub async fn run(
         coexistence_failing: false,
         pressure: pressure::PressureWatch::default(),
         started: std::time::Instant::now(),
+        reload_from: options.reload_from,
+        lease_changes,
     };
-    if let Err(e) = daemon.bring_up().await {
-        error!(error = %e, "bring-up failed; restoring the host");
-        daemon.stop().await?;
-        return Err(e);
-    }
-    info!(networks = daemon.networks.len(), "dutnet is up");
+    daemon.bring_up().await;
 
     let mut tick = tokio::time::interval(RECONCILE_TICK);
     let mut sweep = tokio::time::interval(nat::sweep_interval(
@@ -128,7 +129,14 @@ pub async fn run(
             _ = interrupt.recv() => break,
             _ = quit.recv() => break,
             _ = hangup.recv() => {
-                warn!("SIGHUP: dutnet keeps running with the configuration it loaded (reloading a changed file is not supported yet: restart it with SIGTERM and `dutnet load` to apply one)");
+                info!("SIGHUP: reloading the configuration");
+                match daemon.reload().await {
+                    Ok(_) => {}
+                    Err(failure) => warn!(error = %failure.message, "reload refused"),
+                }
+                sweep = tokio::time::interval(nat::sweep_interval(
+                    daemon.networks.iter().map(|n| &n.config),
+                ));
             }
             _ = events.next() => {
                 // A burst (unplug = several messages) is one reconcile.
@@ -141,7 +149,15 @@ pub async fn run(
             }
             _ = sweep.tick() => daemon.sweep_flows(),
             Some(name) = lease_changed.recv() => daemon.publish_lease_hostnames(&name),
-            Some(pending) = control_rx.recv() => daemon.serve_control(pending).await,
+            Some(pending) = control_rx.recv() => {
+                let reload = matches!(pending.0, crate::control::Request::Reload);
+                daemon.serve_control(pending).await;
+                if reload {
+                    sweep = tokio::time::interval(nat::sweep_interval(
+                        daemon.networks.iter().map(|n| &n.config),
+                    ));
+                }
+            }
         }
     }
     info!("stopping: restoring the host");
@@ -204,7 +220,7 @@ async fn start_datapaths(
 /// `network` as the nftables table holds it. Its rules name interfaces, so
 /// they hold across re-plugs: a configured upstream is used by name (it may
 /// appear later); the default route's is resolved now.
-async fn fallback_view(
+pub(super) async fn fallback_view(
     network: &Network,
     netlink: &Netlink,
 ) -> Result<FallbackNetwork, DaemonError> {
@@ -235,24 +251,33 @@ async fn undo_journal(exporter: SystemExporter) -> Result<(), DaemonError> {
 }
 
 impl Daemon {
-    /// Takes every present interface over. Any failure but a missing
-    /// interface aborts (the caller restores the host).
-    async fn bring_up(&mut self) -> Result<(), DaemonError> {
-        for net in &mut self.networks {
-            net.reconfigure(&mut self.exporter, &mut self.datapath, &self.paths)
-                .await?;
-        }
-        Ok(())
+    /// Takes every present interface over. A network that fails stays
+    /// down (`failed` in `dutnet status`, retried on every event) and the
+    /// others come up; a missing interface is waited for.
+    async fn bring_up(&mut self) {
+        self.reconcile_all().await;
+        let count = |phase: &str| {
+            self.networks
+                .iter()
+                .filter(|n| n.phase().name() == phase)
+                .count()
+        };
+        info!(
+            networks = self.networks.len(),
+            up = count("up"),
+            waiting = count("waiting"),
+            failed = count("failed"),
+            "dutnet is up"
+        );
     }
 
+    /// Brings every network to its desired state; each logs its own
+    /// failures (once per reason).
     async fn reconcile_all(&mut self) {
         for net in &mut self.networks {
-            if let Err(e) = net
+            let _ = net
                 .reconfigure(&mut self.exporter, &mut self.datapath, &self.paths)
-                .await
-            {
-                error!(error = %e, "reconcile failed; retrying on the next event");
-            }
+                .await;
         }
     }
 

@@ -59,6 +59,44 @@ impl Datapaths {
         self.table.install()
     }
 
+    /// Whether the fast path is loaded (a network added by a reload can
+    /// only run on it if it is).
+    #[must_use]
+    pub fn has_fast_path(&self) -> bool {
+        self.ebpf.is_some()
+    }
+
+    /// Adds a network at run time (a reload): its view goes into the table
+    /// at once; it is carried once attached. `on_ebpf` needs the fast path
+    /// loaded.
+    pub fn add_network(
+        &mut self,
+        view: FallbackNetwork,
+        on_ebpf: bool,
+    ) -> Result<(), DatapathError> {
+        let iface = view.dut_interface.clone();
+        self.table.insert(view);
+        if let Err(e) = self.table.install() {
+            self.table.remove(&iface);
+            return Err(e);
+        }
+        if on_ebpf && self.ebpf.is_some() {
+            self.on_ebpf.insert(iface);
+        }
+        Ok(())
+    }
+
+    /// Removes a network at run time (a reload), detached already: its
+    /// rules leave the table and its place in the connection table is free.
+    pub fn remove_network(&mut self, iface: &str) -> Result<(), DatapathError> {
+        if let Some(ebpf) = &mut self.ebpf {
+            ebpf.forget(iface);
+        }
+        self.on_ebpf.remove(iface);
+        self.table.remove(iface);
+        self.table.install()
+    }
+
     /// Every network's view in the table (for the drop-policy chains of
     /// other tables, which need the same accepts).
     #[must_use]

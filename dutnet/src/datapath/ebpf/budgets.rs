@@ -104,6 +104,11 @@ impl Budgets {
         self.by_iface.insert(iface.to_owned(), budget);
         Ok(budget)
     }
+
+    /// Gives `iface`'s place back (its network was removed).
+    pub fn release(&mut self, iface: &str) {
+        self.by_iface.remove(iface);
+    }
 }
 
 #[cfg(test)]

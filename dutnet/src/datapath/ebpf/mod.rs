@@ -155,6 +155,14 @@ impl EbpfDatapath {
         Ok(fd.as_fd())
     }
 
+    /// Frees the connection-table place of `iface`, whose network is gone
+    /// (a reload removed it); it must be detached already.
+    pub fn forget(&mut self, iface: &str) {
+        if !self.attached.contains_key(iface) {
+            self.budgets.release(iface);
+        }
+    }
+
     /// Names of the interfaces the programs are attached to.
     pub fn attached_interfaces(&self) -> impl Iterator<Item = &str> {
         self.attached.keys().map(String::as_str)

@@ -41,6 +41,17 @@ impl NftTable {
         }
     }
 
+    /// Adds (or replaces) a network's view; not installed yet.
+    pub fn insert(&mut self, network: FallbackNetwork) {
+        self.networks.insert(network.dut_interface.clone(), network);
+    }
+
+    /// Removes a network's view; not installed yet.
+    pub fn remove(&mut self, iface: &str) {
+        self.networks.remove(iface);
+        self.attached.remove(iface);
+    }
+
     /// The networks' views, as the table holds them.
     pub fn networks(&self) -> impl Iterator<Item = &FallbackNetwork> {
         self.networks.values()
