@@ -9,7 +9,6 @@ mod flows;
 mod lock;
 mod nat;
 mod pressure;
-mod restore;
 mod select;
 mod takeover;
 
@@ -23,7 +22,7 @@ pub use self::{
     coexist::CoexistError,
     lock::{Holder, LockError},
     select::{BREAK_EBPF_ENV, SelectError, check_config as check_datapaths},
-    takeover::{TakeoverError, gateway_address},
+    takeover::gateway_address,
 };
 use crate::{
     config::{LoadedConfig, NatMode, Network},
@@ -36,7 +35,11 @@ use crate::{
     },
     dhcp::{DhcpConfig, DhcpError, DhcpServer, StaticLease},
     dns::{DnsConfig, DnsError, DnsServer},
-    host::journal::{self, Journal, JournalError, Leftover, UndoStep},
+    host::{
+        HostError,
+        journal::{self, Journal, JournalError, Leftover, UndoStep},
+        restore,
+    },
     metrics::{MetricsError, MetricsServer},
     netlink::{Netlink, NetlinkError, link_events},
     state::{paths::Paths, private},
@@ -57,7 +60,7 @@ pub enum DaemonError {
     #[error(transparent)]
     Datapath(#[from] EbpfError),
     #[error(transparent)]
-    Takeover(#[from] TakeoverError),
+    Host(#[from] HostError),
     #[error(transparent)]
     Nft(#[from] NftError),
     #[error(transparent)]
@@ -70,8 +73,6 @@ pub enum DaemonError {
     Coexist(#[from] CoexistError),
     #[error("cannot choose the NAT port range: {0}")]
     Ports(#[from] PortPlanError),
-    #[error("network `{network}`: {message}")]
-    Nat { network: String, message: String },
     #[error("network `{network}`: starting the DNS server failed: {source}")]
     Dns {
         network: String,
@@ -92,8 +93,8 @@ pub enum DaemonError {
     },
     #[error("signal handling: {0}")]
     Signals(std::io::Error),
-    #[error("undo left problems: {}", .0.join("; "))]
-    Undo(Vec<String>),
+    #[error("undo left problems: {}", join(.0))]
+    Undo(Vec<HostError>),
     #[error("dutnet (pid {pid}) did not stop within {seconds} s after SIGTERM")]
     StopTimeout { pid: i32, seconds: u64 },
     #[error(
@@ -105,6 +106,12 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The problems of an undo, one after the other.
+fn join(problems: &[HostError]) -> String {
+    let texts: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    texts.join("; ")
 }
 
 /// One network and what runs for it.
@@ -412,11 +419,7 @@ impl Daemon {
             let upstream = match &net.config.upstream_interface {
                 Some(name) if net.config.nat_mode != NatMode::Disabled => Some(name.clone()),
                 _ => takeover::resolve_upstream(&net.config, &self.netlink)
-                    .await
-                    .map_err(|message| DaemonError::Nat {
-                        network: net.config.name.clone(),
-                        message,
-                    })?
+                    .await?
                     .map(|link| link.name),
             };
             networks.push(nat::fallback_network(&net.config, upstream));
@@ -497,11 +500,6 @@ impl Daemon {
         }
         // Sockets bound to the old interface (SO_BINDTODEVICE) died with it.
         net.stop_servers().await;
-        let name = net.config.name.clone();
-        let nat_error = |message: String| DaemonError::Nat {
-            network: name.clone(),
-            message,
-        };
         if let (Some(datapath), Some(ports), true) = (&mut self.datapath, &self.ports, net.on_ebpf)
         {
             if let Some(mark) = net.reply_mark {
@@ -512,8 +510,7 @@ impl Daemon {
                     &self.netlink,
                     &mut self.journal,
                 )
-                .await
-                .map_err(nat_error)?;
+                .await?;
             }
             let plan = nat::dut_network(
                 &net.config,
@@ -522,8 +519,7 @@ impl Daemon {
                 ports,
                 net.reply_mark,
             )
-            .await
-            .map_err(nat_error)?;
+            .await?;
             // The old interface's links vanished with it.
             let _ = datapath.detach(&net.config.interface);
             datapath.attach(&plan)?;
@@ -536,8 +532,7 @@ impl Daemon {
             &self.netlink,
             &mut self.journal,
         )
-        .await
-        .map_err(nat_error)?;
+        .await?;
         net.dns = Some(
             DnsServer::start(dns_config(&net.config))
                 .await
