@@ -16,7 +16,7 @@ use crate::{
         FallbackNetwork,
         docker::{self, DockerError, ForeignChain},
     },
-    host::journal::{Journal, JournalError, UndoStep},
+    host::{HostError, LocalChange, journal::Journal},
 };
 
 /// One visit in this many also checks the opened chains still hold the
@@ -28,7 +28,7 @@ pub enum CoexistError {
     #[error("opening drop-policy forward chains for DUT traffic: {0}")]
     Nft(#[from] DockerError),
     #[error(transparent)]
-    Journal(#[from] JournalError),
+    Host(#[from] HostError),
 }
 
 /// The drop-policy forward chains dutnet has opened, and the networks it
@@ -114,7 +114,8 @@ fn unopened(found: &[ForeignChain], opened: &[ForeignChain]) -> Vec<ForeignChain
 }
 
 /// Inserts in `chain` the accept rules of every forwarding network, each
-/// set journaled first and replacing any set of the same network.
+/// set journaled first and replacing any set of the same network (see
+/// `host::change`).
 fn open_chain(
     chain: &ForeignChain,
     networks: &[FallbackNetwork],
@@ -125,23 +126,12 @@ fn open_chain(
         if rules.is_empty() {
             continue;
         }
-        let comment = docker::rule_comment(&n.name);
-        // The journal keys this by chain and comment: recording it again
-        // (a recreated chain) adds nothing.
-        journal.record(
-            &n.name,
-            UndoStep::NftRules {
-                family: chain.family.clone(),
-                table: chain.table.clone(),
-                chain: chain.chain.clone(),
-                comment: comment.clone(),
-            },
-        )?;
-        // Rules a killed dutnet left, or the previous set at a runtime
-        // change (same comment), go first, so the chain holds one set.
-        docker::delete_rules(chain, &comment)?;
-        docker::insert_rules(chain, &comment, &rules)?;
-        info!(network = %n.name, %chain, rules = rules.len(), "accept rules inserted in a drop-policy forward chain");
+        let change = LocalChange::ForeignChainRules {
+            chain: chain.clone(),
+            comment: docker::rule_comment(&n.name),
+            rules,
+        };
+        journal.apply_local(&n.name, &change)?;
     }
     Ok(())
 }

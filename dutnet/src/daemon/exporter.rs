@@ -7,10 +7,13 @@ use std::net::Ipv4Addr;
 
 use tracing::warn;
 
-use super::{DaemonError, nat, restore, servers::Servers, takeover};
+use super::{DaemonError, nat, servers::Servers, takeover};
 use crate::{
     config::Network,
-    host::journal::{Journal, UndoStep},
+    host::{
+        journal::{Journal, UndoStep},
+        restore,
+    },
     netlink::{Link, Netlink},
     state::paths::Paths,
 };
@@ -70,12 +73,7 @@ impl Exporter for SystemExporter {
         mark: u32,
         ifindex: u32,
     ) -> Result<(), DaemonError> {
-        nat::route_replies(network, mark, ifindex, &self.netlink, &mut self.journal)
-            .await
-            .map_err(|message| DaemonError::Nat {
-                network: network.name.clone(),
-                message,
-            })
+        Ok(nat::route_replies(network, mark, ifindex, &self.netlink, &mut self.journal).await?)
     }
 
     async fn masquerade_address(&self, upstream: &Link) -> Result<Option<Ipv4Addr>, DaemonError> {
@@ -88,12 +86,7 @@ impl Exporter for SystemExporter {
         network: &Network,
         upstream: Option<&Link>,
     ) -> Result<(), DaemonError> {
-        nat::add_public_aliases(network, upstream, &self.netlink, &mut self.journal)
-            .await
-            .map_err(|message| DaemonError::Nat {
-                network: network.name.clone(),
-                message,
-            })
+        Ok(nat::add_public_aliases(network, upstream, &self.netlink, &mut self.journal).await?)
     }
 
     async fn remove_public_alias(&mut self, network: &str, public: Ipv4Addr) {

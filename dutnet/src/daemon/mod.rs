@@ -17,7 +17,6 @@ mod nat;
 mod network;
 mod pressure;
 mod reload;
-mod restore;
 mod select;
 mod servers;
 mod supervisor;
@@ -35,14 +34,18 @@ pub use self::{
     reload::ReloadSource,
     select::{BREAK_EBPF_ENV, SelectError, check_config as check_datapaths},
     supervisor::run,
-    takeover::{TakeoverError, gateway_address},
+    takeover::gateway_address,
 };
 use crate::{
     control::server::ControlError,
     datapath::{DatapathError, ports::PortPlanError},
     dhcp::DhcpError,
     dns::DnsError,
-    host::journal::{self, JournalError, Leftover},
+    host::{
+        HostError,
+        journal::{self, JournalError, Leftover},
+        restore,
+    },
     metrics::MetricsError,
     netlink::{Netlink, NetlinkError},
     state::{paths::Paths, private},
@@ -66,7 +69,7 @@ pub enum DaemonError {
         source: DatapathError,
     },
     #[error(transparent)]
-    Takeover(#[from] TakeoverError),
+    Host(#[from] HostError),
     #[error(transparent)]
     Control(#[from] ControlError),
     #[error(transparent)]
@@ -77,8 +80,6 @@ pub enum DaemonError {
     Coexist(#[from] CoexistError),
     #[error("cannot choose the NAT port range: {0}")]
     Ports(#[from] PortPlanError),
-    #[error("network `{network}`: {message}")]
-    Nat { network: String, message: String },
     #[error("network `{network}`: starting the DNS server failed: {source}")]
     Dns {
         network: String,
@@ -99,8 +100,8 @@ pub enum DaemonError {
     },
     #[error("signal handling: {0}")]
     Signals(std::io::Error),
-    #[error("undo left problems: {}", .0.join("; "))]
-    Undo(Vec<String>),
+    #[error("undo left problems: {}", join(.0))]
+    Undo(Vec<HostError>),
     #[error("dutnet (pid {pid}) did not stop within {seconds} s after SIGTERM")]
     StopTimeout { pid: i32, seconds: u64 },
     #[error(
@@ -112,6 +113,12 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The problems of an undo, one after the other.
+fn join(problems: &[HostError]) -> String {
+    let texts: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    texts.join("; ")
 }
 
 /// How `dutnet load` was asked to run, beyond the configuration file.

@@ -8,7 +8,7 @@ use crate::{
     datapath::{
         DutNetwork, FlowLimits, NatPlan, PublicAddress, expiry::FlowTimeouts, nft::FallbackNetwork,
     },
-    host::journal::{Journal, UndoStep},
+    host::{HostChange, HostError, InterfaceProblem, LocalChange, journal::Journal},
     netlink::{Link, Netlink},
 };
 
@@ -47,14 +47,17 @@ pub fn dut_network(
     external: Option<Ipv4Addr>,
     ports: RangeInclusive<u16>,
     reply_mark: Option<u32>,
-) -> Result<DutNetwork, String> {
+) -> Result<DutNetwork, HostError> {
     let upstream = match (network.nat_mode, upstream) {
         (NatMode::Disabled, _) => None,
         (_, Some(upstream)) => Some(upstream.name.clone()),
         (_, None) => {
-            return Err(
-                "no upstream interface to masquerade through; set `upstream_interface`".to_owned(),
-            );
+            return Err(HostError::new(
+                "choosing the masquerade address",
+                None,
+                InterfaceProblem::NoUpstream,
+            )
+            .for_network(&network.name));
         }
     };
     // No address: the kernel's masquerade (nft) picks one per packet; the
@@ -113,21 +116,21 @@ pub async fn route_replies(
     ifindex: u32,
     netlink: &Netlink,
     journal: &mut Journal,
-) -> Result<(), String> {
+) -> Result<(), HostError> {
     for key in ["net.ipv4.fwmark_reflect", "net.ipv4.tcp_fwmark_accept"] {
-        super::takeover::set_sysctl(journal, "", key, "1")?;
+        journal
+            .apply_local("", &LocalChange::sysctl(key, "1"))
+            .map_err(|e| e.for_network(&network.name))?;
     }
-    journal
-        .record(&network.name, UndoStep::MarkRule { mark, table: mark })
-        .map_err(|e| e.to_string())?;
-    netlink
-        .add_mark_rule(mark, mark)
-        .await
-        .map_err(|e| e.to_string())?;
-    netlink
-        .set_table_route(mark, network.subnet.trunc(), ifindex, network.gateway_ip)
-        .await
-        .map_err(|e| e.to_string())
+    let route = HostChange::ReplyRoute {
+        interface: network.interface.clone(),
+        ifindex,
+        mark,
+        subnet: network.subnet.trunc(),
+        gateway: network.gateway_ip,
+    };
+    journal.apply(&network.name, &route, netlink).await?;
+    Ok(())
 }
 
 /// The 1:1 mappings of `network` (none unless `nat_mode: 1to1`).
@@ -157,24 +160,37 @@ pub async fn add_public_aliases(
     upstream: Option<&Link>,
     netlink: &Netlink,
     journal: &mut Journal,
-) -> Result<(), String> {
+) -> Result<(), HostError> {
     let public = public_addresses(network);
     if public.is_empty() {
         return Ok(());
     }
+    let step = "finding the public interface";
+    let fail = |step, interface: Option<&str>, e: crate::host::HostCause| {
+        HostError::new(step, interface, e).for_network(&network.name)
+    };
     let link = match (&network.public_interface, upstream) {
         (Some(name), _) => netlink
             .link_by_name(name)
             .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("public_interface `{name}` does not exist"))?,
+            .map_err(|e| fail(step, Some(name), e.into()))?
+            .ok_or_else(|| {
+                fail(
+                    step,
+                    None,
+                    InterfaceProblem::PublicMissing { name: name.clone() }.into(),
+                )
+            })?,
         (None, Some(upstream)) => upstream.clone(),
-        (None, None) => return Err("1:1 NAT needs an upstream interface".to_owned()),
+        (None, None) => return Err(fail(step, None, InterfaceProblem::NoPublicInterface.into())),
     };
-    let present = netlink
-        .ipv4_addresses(link.index)
-        .await
-        .map_err(|e| e.to_string())?;
+    let present = netlink.ipv4_addresses(link.index).await.map_err(|e| {
+        fail(
+            "reading the public interface's addresses",
+            Some(&link.name),
+            e.into(),
+        )
+    })?;
     for p in public {
         if present.iter().any(|a| a.addr() == p.public) {
             continue;
@@ -183,21 +199,15 @@ pub async fn add_public_aliases(
             .iter()
             .find(|a| a.contains(&p.public))
             .map_or(32, Ipv4Net::prefix_len);
-        let alias = Ipv4Net::new(p.public, prefix).map_err(|e| e.to_string())?;
-        journal
-            .record(
-                &network.name,
-                UndoStep::AddressAlias {
-                    interface: link.name.clone(),
-                    address: alias,
-                },
-            )
-            .map_err(|e| e.to_string())?;
-        netlink
-            .add_address(link.index, alias)
-            .await
-            .map_err(|e| e.to_string())?;
-        tracing::info!(network = %network.name, interface = %link.name, address = %alias, private = %p.private, "public address added");
+        // A prefix taken from an address of the kernel's is at most 32.
+        let alias = Ipv4Net::new(p.public, prefix).unwrap_or_else(|_| p.public.into());
+        let change = HostChange::AddressAlias {
+            link: link.clone(),
+            address: alias,
+        };
+        if journal.apply(&network.name, &change, netlink).await? {
+            tracing::info!(network = %network.name, interface = %link.name, address = %alias, private = %p.private, "public address added");
+        }
     }
     Ok(())
 }

@@ -174,11 +174,7 @@ impl NetworkContext {
                 .fast_path
                 .unwrap_or(0..=0),
             self.reply_mark,
-        )
-        .map_err(|message| DaemonError::Nat {
-            network: self.config.name.clone(),
-            message,
-        })?;
+        )?;
         datapath
             .attach(&plan)
             .map_err(|source| DaemonError::Attach {

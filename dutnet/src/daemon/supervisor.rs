@@ -227,11 +227,7 @@ pub(super) async fn fallback_view(
     let upstream = match &network.upstream_interface {
         Some(name) if network.nat_mode != NatMode::Disabled => Some(name.clone()),
         _ => takeover::resolve_upstream(network, netlink)
-            .await
-            .map_err(|message| DaemonError::Nat {
-                network: network.name.clone(),
-                message,
-            })?
+            .await?
             .map(|link| link.name),
     };
     Ok(nat::fallback_network(network, upstream))

@@ -15,6 +15,7 @@ use super::{
 use crate::{
     config::{Network, wire::AddressWire},
     datapath::{NatPlan, PublicAddress, fake::FakeDatapath},
+    host::{HostError, InterfaceProblem},
     netlink::Link,
     state::{
         paths::Paths,
@@ -68,10 +69,14 @@ impl Exporter for FakeExporter {
             .collect();
         self.calls.push(format!("aliases {}", public.join(",")));
         if self.fail_alias {
-            return Err(DaemonError::Nat {
-                network: network.name.clone(),
-                message: "public_interface `dn-pub` does not exist".to_owned(),
-            });
+            let missing = InterfaceProblem::PublicMissing {
+                name: "dn-pub".to_owned(),
+            };
+            return Err(
+                HostError::new("adding public addresses", Some("dn-pub"), missing)
+                    .for_network(&network.name)
+                    .into(),
+            );
         }
         Ok(())
     }

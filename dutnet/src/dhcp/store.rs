@@ -18,7 +18,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use super::{DhcpError, Lease, format_hex, format_mac};
-use crate::state::private;
+use crate::state::{self, private};
 
 /// Reads `path`; a missing file is an empty table. Lines that do not parse
 /// are skipped with a warning (a hand-edited file must not stop the
@@ -137,7 +137,7 @@ pub fn save(path: &Path, network: &str, leases: &[Lease]) -> Result<(), DhcpErro
         path: path.to_owned(),
         source,
     };
-    private::write_atomically(path, render(network, leases).as_bytes()).map_err(err)
+    state::atomic_write(path, render(network, leases).as_bytes()).map_err(err)
 }
 
 #[cfg(test)]

@@ -21,7 +21,14 @@ use std::{
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::{netlink::Ipv4Address, state::private};
+use super::{
+    change::{HostChange, LocalChange, Prior},
+    error::HostError,
+};
+use crate::{
+    netlink::{Ipv4Address, Netlink},
+    state::{atomic_write, private, sync_dir},
+};
 
 /// The format this dutnet writes, and the newest it reads.
 pub const FORMAT: u32 = 2;
@@ -197,14 +204,65 @@ impl Journal {
         Ok(())
     }
 
+    /// Makes `change` for `network`: reads the state it replaces, records
+    /// how to put that back (durably, see [`Self::record`]), then changes
+    /// only what differs. Returns whether anything was changed. Every host
+    /// change dutnet makes goes through here or [`Self::apply_local`].
+    pub async fn apply(
+        &mut self,
+        network: &str,
+        change: &HostChange,
+        netlink: &Netlink,
+    ) -> Result<bool, HostError> {
+        if let HostChange::Local(local) = change {
+            return self.apply_local(network, local);
+        }
+        let in_network = |e: HostError| e.for_network(network);
+        let prior = change.prior(netlink).await.map_err(in_network)?;
+        if !self.record_prior(network, prior, change.interface())? {
+            return Ok(false);
+        }
+        change.make(network, netlink).await.map_err(in_network)?;
+        Ok(true)
+    }
+
+    /// [`Self::apply`] for a change that needs no netlink.
+    pub fn apply_local(&mut self, network: &str, change: &LocalChange) -> Result<bool, HostError> {
+        if change.made_once().is_some_and(|step| self.has(&step)) {
+            return Ok(false);
+        }
+        let in_network = |e: HostError| e.for_network(network);
+        let prior = change.prior().map_err(in_network)?;
+        if !self.record_prior(network, prior, change.interface())? {
+            return Ok(false);
+        }
+        change.make(network).map_err(in_network)?;
+        Ok(true)
+    }
+
+    /// Records the undo of `prior`; returns whether the change is needed.
+    fn record_prior(
+        &mut self,
+        network: &str,
+        prior: Prior,
+        interface: Option<&str>,
+    ) -> Result<bool, HostError> {
+        if let Some(step) = prior.undo {
+            self.record(network, step)
+                .map_err(|e| HostError::new("journaling", interface, e).for_network(network))?;
+        }
+        Ok(prior.needed)
+    }
+
     /// True when a step with this key is recorded.
     #[must_use]
     pub fn has(&self, step: &UndoStep) -> bool {
         self.keys.contains(&step.key())
     }
 
-    /// Removes `network`'s entries (after they were undone) and rewrites the
-    /// file atomically.
+    /// Removes `network`'s entries (a reload removed the network; the
+    /// caller undoes them) and rewrites the file atomically: a crash after
+    /// this replays only what is still in force.
     pub fn take_network(&mut self, network: &str) -> Result<Vec<Entry>, JournalError> {
         let (taken, kept): (Vec<Entry>, Vec<Entry>) =
             self.entries.drain(..).partition(|e| e.network == network);
@@ -212,6 +270,30 @@ impl Journal {
         self.keys = self.entries.iter().map(|e| e.step.key()).collect();
         self.rewrite()?;
         Ok(taken)
+    }
+
+    fn rewrite(&mut self) -> Result<(), JournalError> {
+        let fail = |source| JournalError {
+            path: self.path.clone(),
+            source,
+        };
+        let header = Header {
+            dutnet_journal: FORMAT,
+            boot_id: boot_id(),
+            pid: std::process::id(),
+        };
+        let mut text = serde_json::to_string(&header).map_err(|e| fail(e.into()))?;
+        text.push('\n');
+        for entry in &self.entries {
+            text.push_str(&serde_json::to_string(entry).map_err(|e| fail(e.into()))?);
+            text.push('\n');
+        }
+        atomic_write(&self.path, text.as_bytes()).map_err(fail)?;
+        self.file = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(fail)?;
+        Ok(())
     }
 
     /// Every entry, in the order recorded.
@@ -239,30 +321,6 @@ impl Journal {
             .write_all(format!("{line}\n").as_bytes())
             .map_err(fail)?;
         self.file.sync_data().map_err(fail)
-    }
-
-    fn rewrite(&mut self) -> Result<(), JournalError> {
-        let fail = |source| JournalError {
-            path: self.path.clone(),
-            source,
-        };
-        let header = Header {
-            dutnet_journal: FORMAT,
-            boot_id: boot_id(),
-            pid: std::process::id(),
-        };
-        let mut text = serde_json::to_string(&header).map_err(|e| fail(e.into()))?;
-        text.push('\n');
-        for entry in &self.entries {
-            text.push_str(&serde_json::to_string(entry).map_err(|e| fail(e.into()))?);
-            text.push('\n');
-        }
-        private::write_atomically(&self.path, text.as_bytes()).map_err(fail)?;
-        self.file = OpenOptions::new()
-            .append(true)
-            .open(&self.path)
-            .map_err(fail)?;
-        Ok(())
     }
 }
 
@@ -337,15 +395,6 @@ pub fn remove(path: &Path) -> Result<(), JournalError> {
             path: path.to_owned(),
             source,
         }),
-    }
-}
-
-/// fsync the directory so a created, renamed or removed file survives a crash.
-fn sync_dir(path: &Path) {
-    if let Some(dir) = path.parent()
-        && let Ok(dir) = File::open(dir)
-    {
-        let _ = dir.sync_all();
     }
 }
 
@@ -472,34 +521,122 @@ mod tests {
         remove(&path).unwrap();
     }
 
+    /// A sysctl root can read but not write (0444).
+    const READ_ONLY_SYSCTL: &str = "kernel.random.boot_id";
+
     #[test]
-    fn taking_a_network_keeps_the_others() {
-        let path = temp_path("take");
+    fn a_change_is_recorded_before_it_is_made() {
+        let path = temp_path("apply");
         let mut journal = Journal::create(&path).unwrap();
-        journal
-            .record(
-                "a",
-                UndoStep::LinkDown {
-                    interface: "eth1".into(),
-                },
-            )
-            .unwrap();
-        journal
-            .record(
-                "b",
-                UndoStep::LinkDown {
-                    interface: "eth2".into(),
-                },
-            )
-            .unwrap();
-        let taken = journal.take_network("a").unwrap();
-        assert_eq!(taken.len(), 1);
+        let before = crate::host::sysctl::read(READ_ONLY_SYSCTL).unwrap();
+        // The write fails (the file is read-only): the prior value must
+        // already be on disk, as after a crash between the two.
+        let change = LocalChange::sysctl(READ_ONLY_SYSCTL, "changed");
+        let e = journal.apply_local("lab", &change).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "network `lab`: setting a sysctl failed: sysctl {READ_ONLY_SYSCTL}:"
+            )),
+            "{text}"
+        );
+        assert!(matches!(e.source, crate::host::error::HostCause::Sysctl(_)));
+        drop(journal); // as if killed
         let Leftover::Pending { entries, .. } = read_leftover(&path).unwrap() else {
             panic!("journal not found");
         };
-        assert_eq!(entries.len(), 1);
-        assert_eq!(entries[0].network, "b");
+        assert_eq!(
+            entries,
+            [Entry {
+                network: "lab".into(),
+                step: UndoStep::Sysctl {
+                    key: READ_ONLY_SYSCTL.into(),
+                    value: before,
+                },
+            }]
+        );
+        remove(&path).unwrap();
+    }
+
+    #[test]
+    fn a_change_the_host_already_has_is_recorded_and_not_made() {
+        let path = temp_path("already");
+        let mut journal = Journal::create(&path).unwrap();
+        let current = crate::host::sysctl::read(READ_ONLY_SYSCTL).unwrap();
+        let change = LocalChange::sysctl(READ_ONLY_SYSCTL, &current);
+        // Writing would fail: Ok(false) shows it was not tried.
+        assert!(!journal.apply_local("", &change).unwrap());
+        assert!(!journal.apply_local("", &change).unwrap());
+        assert_eq!(journal.entries().len(), 1);
+        let pins = std::env::temp_dir().join("dutnet-journal-unit-pins");
+        assert!(
+            !journal
+                .apply_local("", &LocalChange::PinDir { path: pins.clone() })
+                .unwrap()
+        );
+        assert_eq!(journal.entries()[1].step, UndoStep::PinDir { path: pins });
         journal.finish().unwrap();
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn network_manager_is_not_asked_again_once_recorded() {
+        let path = temp_path("nm");
+        let mut journal = Journal::create(&path).unwrap();
+        let step = UndoStep::NmManaged {
+            interface: "dn-unit-nm".into(),
+        };
+        journal.record("lab", step.clone()).unwrap();
+        let change = LocalChange::NmUnmanaged {
+            interface: "dn-unit-nm".into(),
+        };
+        assert!(!journal.apply_local("lab", &change).unwrap());
+        assert_eq!(journal.entries().len(), 1);
+        journal.finish().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_netlink_change_is_recorded_before_it_is_made() {
+        let path = temp_path("netlink");
+        let mut journal = Journal::create(&path).unwrap();
+        let netlink = Netlink::connect().unwrap();
+        // An index no link has: reading its addresses finds none, setting
+        // one fails (ENODEV), after the "none" was recorded.
+        let gone = crate::netlink::Link {
+            index: u32::MAX - 7,
+            name: "dn-gone-unit".into(),
+            up: false,
+        };
+        let change = HostChange::GatewayAddress {
+            link: gone,
+            address: "10.77.0.1/24".parse().unwrap(),
+        };
+        let e = journal.apply("lab", &change, &netlink).await.unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with(
+                "network `lab`: setting the gateway address on `dn-gone-unit` failed: netlink: add address"
+            ),
+            "{text}"
+        );
+        assert!(matches!(
+            e.source,
+            crate::host::error::HostCause::Netlink(_)
+        ));
+        drop(journal);
+        let Leftover::Pending { entries, .. } = read_leftover(&path).unwrap() else {
+            panic!("journal not found");
+        };
+        assert_eq!(
+            entries,
+            [Entry {
+                network: "lab".into(),
+                step: UndoStep::Ipv4Addresses {
+                    interface: "dn-gone-unit".into(),
+                    addresses: Vec::new(),
+                },
+            }]
+        );
+        remove(&path).unwrap();
     }
 }

@@ -117,3 +117,14 @@ impl Paths {
         )
     }
 }
+
+/// Removes a pin directory ([`Paths::pin_dir`]) and every pin in it. `Ok(false)`:
+/// there was none. The one removal both the eBPF datapath (before loading,
+/// at shutdown) and the undo journal (after a crash) use.
+pub fn remove_pin_dir(dir: &Path) -> std::io::Result<bool> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}

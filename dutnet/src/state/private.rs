@@ -6,9 +6,9 @@
 //! and other access away from those an earlier (older) dutnet left.
 use std::{
     fs::{self, DirBuilder, File, OpenOptions, Permissions},
-    io::{self, Write as _},
+    io,
     os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _},
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 /// The mode of every file dutnet writes.
@@ -85,32 +85,10 @@ pub fn open_file(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
     Ok(file)
 }
 
-/// Writes `contents` to `path` atomically and durably, mode 0600: a
-/// temporary file beside it, fsync, rename, fsync of the directory (the
-/// rename is only durable once the directory entry is on disk). Creates the
-/// directory (0700) when missing.
-pub fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    create_dir(&dir)?;
-    let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = dir.join(tmp_name);
-    let mut file = open_file(
-        &tmp,
-        OpenOptions::new().write(true).create(true).truncate(true),
-    )?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&tmp, path)?;
-    File::open(&dir)?.sync_all()
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     fn temp_dir(name: &str) -> PathBuf {
@@ -128,14 +106,14 @@ mod tests {
     fn written_files_and_created_directories_are_private() {
         let dir = temp_dir("write");
         let file = dir.join("a").join("b").join("leases");
-        write_atomically(&file, b"one").unwrap();
+        super::super::atomic_write(&file, b"one").unwrap();
         assert_eq!(fs::read(&file).unwrap(), b"one");
         assert_eq!(mode(&file), 0o600);
         assert_eq!(mode(&dir.join("a")), 0o700);
         assert_eq!(mode(&dir.join("a").join("b")), 0o700);
         // A world-readable file is replaced by a private one.
         fs::set_permissions(&file, Permissions::from_mode(0o644)).unwrap();
-        write_atomically(&file, b"two").unwrap();
+        super::super::atomic_write(&file, b"two").unwrap();
         assert_eq!(mode(&file), 0o600);
         fs::remove_dir_all(&dir).unwrap();
     }

@@ -13,7 +13,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::{paths::Paths, private};
+use super::paths::Paths;
 use crate::config::{
     AddressEntry, DnsEntry, Network,
     wire::{AddressWire, DnsEntryWire},
@@ -84,7 +84,7 @@ impl RuntimeChanges {
             };
         }
         let text = serde_json::to_string_pretty(self).map_err(|e| fail(e.into()))?;
-        private::write_atomically(path, text.as_bytes()).map_err(fail)
+        super::atomic_write(path, text.as_bytes()).map_err(fail)
     }
 
     /// Records that `entry` was added.

@@ -689,11 +689,9 @@ fn undo_clsact(added: bool, ifindex: u32) {
 /// Removes dutnet's pin directory and every pin in it.
 pub fn remove_pin_dir(paths: &Paths) -> Result<(), EbpfError> {
     let dir = paths.pin_dir();
-    match std::fs::remove_dir_all(&dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(EbpfError::PinDir { path: dir, source }),
-    }
+    crate::state::paths::remove_pin_dir(&dir)
+        .map(drop)
+        .map_err(|source| EbpfError::PinDir { path: dir, source })
 }
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.

@@ -78,7 +78,8 @@ pub fn replace_table(ruleset: &str) -> Result<(), NftError> {
     ))
 }
 
-/// Deletes dutnet's table if it exists.
-pub fn delete_table() -> Result<(), NftError> {
-    nft(&format!("add table {TABLE}\ndelete table {TABLE}\n"))
+/// Deletes `table` (`family name`, e.g. [`TABLE`], as the undo journal
+/// recorded it) if it exists.
+pub fn delete_table(table: &str) -> Result<(), NftError> {
+    nft(&format!("add table {table}\ndelete table {table}\n"))
 }
