@@ -311,3 +311,58 @@ fn a_missing_nic_waits_while_the_others_serve_and_comes_up_when_plugged() {
         daemon.log()
     );
 }
+
+/// Under a `Type=notify` unit: READY=1 arrives once the networks are up
+/// (or waiting), with their counts, and a reload is announced.
+#[test]
+fn systemd_hears_ready_once_the_networks_are_up_and_hears_reloads() {
+    let lab = Lab::new(2, 1);
+    let file = lab.write_config(&[1, 2]);
+    let socket_path = lab.topology.path("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut env = cli::env(&lab.topology);
+    env.push(("NOTIFY_SOCKET", socket_path.display().to_string()));
+    let daemon = lab.exporter.spawn(
+        &cli::binary().to_string_lossy(),
+        &["load", &file],
+        &env,
+        lab.topology.path("notify-load.log"),
+    );
+    let mut buf = [0u8; 512];
+    let next = |buf: &mut [u8]| -> String {
+        let n = socket
+            .recv(buf)
+            .unwrap_or_else(|e| panic!("no notification: {e}\n{}", daemon.log()));
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let ready = next(&mut buf);
+    assert!(ready.starts_with("READY=1"), "{ready}");
+    assert!(
+        ready.contains("STATUS=2 networks: 1 up, 1 waiting, 0 failed"),
+        "{ready}"
+    );
+    // Ready means up: the present network is serving already.
+    assert_eq!(lab.state("net1").map(|s| s.0).as_deref(), Some("up"));
+
+    let reload = lab.dutnet(&["reload"]);
+    assert!(reload.success(), "{reload:#?}");
+    let mut seen = Vec::new();
+    while !seen.iter().any(|m: &String| m.starts_with("READY=1")) {
+        seen.push(next(&mut buf));
+    }
+    assert!(seen[0].starts_with("RELOADING=1"), "{seen:?}");
+
+    lab.plug(2);
+    let status = cmd::wait_for(Duration::from_secs(5), || {
+        let message = next(&mut buf);
+        message.contains("2 up").then_some(message)
+    });
+    assert!(
+        status.is_some(),
+        "no STATUS update once net2 came up\n{}",
+        daemon.log()
+    );
+}

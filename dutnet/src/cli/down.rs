@@ -13,6 +13,11 @@ pub struct Args {
     /// The configuration the daemon was started with (checked, for symmetry
     /// with `load`; what to undo comes from the undo journal).
     file: Option<PathBuf>,
+    /// Keep the runtime changes (`add-address`, `add-dns`) for the next
+    /// `load`: for systemd's `ExecStopPost=`, which runs after every stop,
+    /// clean or crashed, where only the host should be cleaned.
+    #[arg(long)]
+    keep_runtime_changes: bool,
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -27,12 +32,14 @@ pub fn run(args: &Args) -> Result<()> {
     let paths = Paths::from_env();
     let outcome = runtime.block_on(daemon::down(&paths))?;
     // Down means down: the next `load` starts from the config file alone.
-    runtime::forget_all(&paths).with_context(|| {
-        format!(
-            "removing the saved runtime changes in {}",
-            paths.runtime_dir().display()
-        )
-    })?;
+    if !args.keep_runtime_changes {
+        runtime::forget_all(&paths).with_context(|| {
+            format!(
+                "removing the saved runtime changes in {}",
+                paths.runtime_dir().display()
+            )
+        })?;
+    }
     println!("{outcome}");
     Ok(())
 }

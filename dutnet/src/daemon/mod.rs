@@ -15,6 +15,7 @@ mod flows;
 mod lock;
 mod nat;
 mod network;
+mod notify;
 mod pressure;
 mod reload;
 mod select;

@@ -9,7 +9,7 @@ use tracing::{debug, error, info, warn};
 
 use super::{
     BREAK_EBPF_ENV, DaemonError, RunOptions, coexist, exporter::SystemExporter, lock,
-    make_state_private, nat, network::NetworkContext, pressure, restore, select, takeover,
+    make_state_private, nat, network::NetworkContext, notify, pressure, restore, select, takeover,
     undo_leftover,
 };
 use crate::{
@@ -48,6 +48,10 @@ pub(super) struct Daemon {
     pub(super) reload_from: Option<super::ReloadSource>,
     /// Given to networks added by a reload.
     pub(super) lease_changes: tokio::sync::mpsc::UnboundedSender<String>,
+    /// systemd's notify socket (readiness, reload, watchdog, status).
+    notifier: notify::Notifier,
+    /// The last `STATUS=` sent.
+    status_line: String,
 }
 
 /// `dutnet load`: brings every network up and runs until SIGINT/SIGTERM,
@@ -116,8 +120,13 @@ pub async fn run(
         started: std::time::Instant::now(),
         reload_from: options.reload_from,
         lease_changes,
+        notifier: notify::Notifier::from_env(),
+        status_line: String::new(),
     };
     daemon.bring_up().await;
+    let status = daemon.status_line();
+    daemon.notifier.send(&format!("READY=1\nSTATUS={status}"));
+    daemon.status_line = status;
 
     let mut tick = tokio::time::interval(RECONCILE_TICK);
     let mut sweep = tokio::time::interval(nat::sweep_interval(
@@ -130,10 +139,12 @@ pub async fn run(
             _ = quit.recv() => break,
             _ = hangup.recv() => {
                 info!("SIGHUP: reloading the configuration");
+                daemon.notifier.send("RELOADING=1");
                 match daemon.reload().await {
                     Ok(_) => {}
                     Err(failure) => warn!(error = %failure.message, "reload refused"),
                 }
+                daemon.notifier.send("READY=1");
                 sweep = tokio::time::interval(nat::sweep_interval(
                     daemon.networks.iter().map(|n| &n.config),
                 ));
@@ -146,13 +157,19 @@ pub async fn run(
             _ = tick.tick() => {
                 daemon.reconcile_all().await;
                 daemon.revisit_foreign_chains();
+                daemon.notifier.watchdog(std::time::Instant::now());
+                daemon.report_status();
             }
             _ = sweep.tick() => daemon.sweep_flows(),
             Some(name) = lease_changed.recv() => daemon.publish_lease_hostnames(&name),
             Some(pending) = control_rx.recv() => {
                 let reload = matches!(pending.0, crate::control::Request::Reload);
+                if reload {
+                    daemon.notifier.send("RELOADING=1");
+                }
                 daemon.serve_control(pending).await;
                 if reload {
+                    daemon.notifier.send("READY=1");
                     sweep = tokio::time::interval(nat::sweep_interval(
                         daemon.networks.iter().map(|n| &n.config),
                     ));
@@ -161,6 +178,9 @@ pub async fn run(
         }
     }
     info!("stopping: restoring the host");
+    daemon
+        .notifier
+        .send("STOPPING=1\nSTATUS=restoring the host");
     daemon.stop().await
 }
 
@@ -265,6 +285,32 @@ impl Daemon {
             failed = count("failed"),
             "dutnet is up"
         );
+    }
+
+    /// `3 networks: 2 up, 1 waiting, 0 failed`, for systemd's STATUS=.
+    fn status_line(&self) -> String {
+        let count = |phase: &str| {
+            self.networks
+                .iter()
+                .filter(|n| n.phase().name() == phase)
+                .count()
+        };
+        format!(
+            "{} networks: {} up, {} waiting, {} failed",
+            self.networks.len(),
+            count("up"),
+            count("waiting"),
+            count("failed")
+        )
+    }
+
+    /// Sends systemd the counts when they changed.
+    fn report_status(&mut self) {
+        let status = self.status_line();
+        if status != self.status_line {
+            self.notifier.send(&format!("STATUS={status}"));
+            self.status_line = status;
+        }
     }
 
     /// Brings every network to its desired state; each logs its own
