@@ -291,27 +291,6 @@ impl Lab {
         let out = self.ok(&all);
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("{all:?}: not JSON ({e}):\n{out}"))
     }
-
-    /// Copies the lab's logs and config to [`KEPT_LOGS`]`/<prefix>`.
-    fn keep_logs(&self) {
-        let kept = Path::new(KEPT_LOGS).join(&self.topology.prefix);
-        if std::fs::create_dir_all(&kept).is_err() {
-            return;
-        }
-        let Ok(files) = std::fs::read_dir(&self.topology.dir) else {
-            return;
-        };
-        for file in files.filter_map(Result::ok) {
-            let path = file.path();
-            let wanted = path
-                .extension()
-                .is_some_and(|e| e == "log" || e == "yaml" || e == "leases");
-            if wanted && path.is_file() {
-                let _ = std::fs::copy(&path, kept.join(file.file_name()));
-            }
-        }
-        eprintln!("the lab's logs are kept in {}", kept.display());
-    }
 }
 
 impl Drop for Lab {
@@ -323,7 +302,30 @@ impl Drop for Lab {
             let _ = std::fs::remove_dir_all(etc);
         }
         if std::thread::panicking() {
-            self.keep_logs();
+            keep_logs(&self.topology);
         }
     }
+}
+
+/// Copies the logs, configs and lease files of `topology` to
+/// [`KEPT_LOGS`]`/<prefix>`: a failed test's guard calls it before the
+/// topology's directory goes.
+pub fn keep_logs(topology: &Topology) {
+    let kept = Path::new(KEPT_LOGS).join(&topology.prefix);
+    if std::fs::create_dir_all(&kept).is_err() {
+        return;
+    }
+    let Ok(files) = std::fs::read_dir(&topology.dir) else {
+        return;
+    };
+    for file in files.filter_map(Result::ok) {
+        let path = file.path();
+        let wanted = path
+            .extension()
+            .is_some_and(|e| e == "log" || e == "yaml" || e == "leases");
+        if wanted && path.is_file() {
+            let _ = std::fs::copy(&path, kept.join(file.file_name()));
+        }
+    }
+    eprintln!("the lab's logs are kept in {}", kept.display());
 }

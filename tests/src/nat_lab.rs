@@ -14,7 +14,10 @@ use serde_json::Value;
 use crate::{
     Netns, Topology, cli,
     far_end::{self, UdpEcho},
-    lab::config::{Network, dut_nic},
+    lab::{
+        self,
+        config::{Network, dut_nic},
+    },
     netns::Process,
 };
 
@@ -247,6 +250,9 @@ impl Drop for Lab {
     fn drop(&mut self) {
         if let Some(mut daemon) = self.daemon.take() {
             daemon.terminate();
+        }
+        if std::thread::panicking() {
+            lab::keep_logs(&self.topology);
         }
     }
 }
