@@ -74,10 +74,31 @@ pub fn load_with(topology: &Topology, ns: &Netns, config: &str, options: &[&str]
         &env,
         topology.path("dutnet.log"),
     );
+    wait_until_up(topology, &daemon);
+    daemon
+}
+
+/// The control socket of a dutnet run with [`env`]`(topology)`.
+#[must_use]
+pub fn control_socket(topology: &Topology) -> PathBuf {
+    topology.path("run").join("dutnet.sock")
+}
+
+/// True once `daemon` (`dutnet load` with [`env`]`(topology)`) has brought
+/// its networks up ("network up" is logged per network, "dutnet is up"
+/// after the last one) and its control socket exists.
+#[must_use]
+pub fn is_up(topology: &Topology, daemon: &Process) -> bool {
+    let log = daemon.log();
+    log.contains("network up") && log.contains("dutnet is up") && control_socket(topology).exists()
+}
+
+/// Waits until [`is_up`]; a daemon that is not up within 15 s fails the
+/// test with its log.
+#[track_caller]
+pub fn wait_until_up(topology: &Topology, daemon: &Process) {
     let up = cmd::wait_for(Duration::from_secs(15), || {
-        let log = daemon.log();
-        (log.contains("network up") && log.contains("dutnet is up")).then_some(())
+        is_up(topology, daemon).then_some(())
     });
     assert!(up.is_some(), "dutnet did not come up:\n{}", daemon.log());
-    daemon
 }

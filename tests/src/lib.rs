@@ -12,6 +12,7 @@ pub mod cmd;
 pub mod far_end;
 pub mod frames;
 pub mod generator;
+pub mod lab;
 pub mod nat_lab;
 pub mod netns;
 pub mod prereq;

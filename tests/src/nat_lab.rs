@@ -14,54 +14,26 @@ use serde_json::Value;
 use crate::{
     Netns, Topology, cli,
     far_end::{self, UdpEcho},
+    lab::{
+        self,
+        config::{Network, dut_nic},
+    },
     netns::Process,
 };
 
-pub const DUT_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 10);
-pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 1);
-/// The LAN host of [`Topology::exporter_and_lan`]; the router on the way to
-/// [`FAR_IP`] in the labs that have one.
-pub const LAN_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
-/// The exporter's upstream address: every DUT hides behind it.
-pub const EXPORTER_UP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
-/// A host one router further than the LAN host.
-pub const FAR_IP: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 2);
+pub use crate::lab::config::{DUT_IP, EXPORTER_UP, FAR_IP, GATEWAY, LAN_IP};
 /// The fast path's translation range while `ip_local_port_range` is the
 /// default 32768-60999 (the range above it, less the nft fallback's slice).
 pub const NAT_PORTS: RangeInclusive<u16> = 61000..=64511;
 /// How long a client waits for one reply.
 pub const REPLY_WAIT: Duration = Duration::from_secs(3);
 
-/// One network mapping of the `networks:` list for DUT NIC `dn-dut<n>`.
-/// A top-level key of `extra` replaces the default one.
+/// One network mapping of the `networks:` list for DUT NIC `dn-dut<n>`
+/// ([`Network::nat`]). A top-level key of `extra` replaces the default one.
 pub fn network_yaml(n: usize, extra: &str) -> String {
-    let defaults = format!(
-        "interface: dn-dut{n}
-subnet: 192.168.100.0/24
-gateway_ip: {GATEWAY}
-upstream_interface: dn-up
-nat_mode: masquerade
-dhcp_enabled: false
-dns_servers: [\"{LAN_IP}\"]
-"
-    );
-    let key = |line: &str| line.split(':').next().map(str::to_owned);
-    let overridden: Vec<String> = extra
-        .lines()
-        .filter(|l| !l.starts_with(' ') && !l.starts_with('-'))
-        .filter_map(key)
-        .collect();
-    let mut yaml = format!("  - name: dut{n}\n");
-    for line in defaults
-        .lines()
-        .filter(|l| !key(l).is_some_and(|k| overridden.contains(&k)))
-    {
-        yaml.push_str(&format!("    {line}\n"));
-    }
-    for line in extra.lines() {
-        yaml.push_str(&format!("    {line}\n"));
-    }
-    yaml
+    Network::nat(&dut_nic(n))
+        .set(extra)
+        .entry(&format!("dut{n}"))
 }
 
 /// Two tests running the case `fn name(datapath: &str)` once per datapath:
@@ -278,6 +250,9 @@ impl Drop for Lab {
     fn drop(&mut self) {
         if let Some(mut daemon) = self.daemon.take() {
             daemon.terminate();
+        }
+        if std::thread::panicking() {
+            lab::keep_logs(&self.topology);
         }
     }
 }

@@ -8,6 +8,7 @@ use std::{
 
 use crate::{
     cmd::{self, Output},
+    lab::config::{EXPORTER_UP, LAN_IP, UPSTREAM_NIC},
     netns::{COMMAND_LIMIT, Netns},
     prereq,
 };
@@ -97,9 +98,9 @@ impl Topology {
     pub fn exporter_and_lan(&mut self) -> (Netns, Netns) {
         let exporter = self.netns("exporter");
         let lan = self.netns("lan");
-        self.veth((&exporter, "dn-up"), (&lan, "eth0"));
-        exporter.ip("addr add 10.99.0.2/24 dev dn-up");
-        lan.ip("addr add 10.99.0.1/24 dev eth0");
+        self.veth((&exporter, UPSTREAM_NIC), (&lan, "eth0"));
+        exporter.ip(&format!("addr add {EXPORTER_UP}/24 dev {UPSTREAM_NIC}"));
+        lan.ip(&format!("addr add {LAN_IP}/24 dev eth0"));
         (exporter, lan)
     }
 

@@ -1,163 +1,81 @@
 //! The control socket and the verbs over it, against a running daemon,
 //! checked by their effects: the lease a real dhclient gets, the answer dig
 //! prints, the exit codes a script sees.
-use std::{os::unix::fs::PermissionsExt as _, path::PathBuf};
+use std::os::unix::fs::PermissionsExt as _;
 
-use dutnet_tests::{Netns, Output, Topology, cli, clients::Dhclient, cmd, netns::Process, prereq};
+use dutnet_tests::{
+    Netns, Output, cli,
+    clients::Dhclient,
+    cmd,
+    lab::{Dut, Lab, config::Network},
+    prereq,
+};
 
-const CONFIG: &str = "\
-interface: dn-dut1
-upstream_interface: dn-up
-domain: lab.local
-dns_servers: [\"10.99.0.1\"]
-lease_time: 1h
-dhcp_range_start: 192.168.100.100
-dhcp_range_end: 192.168.100.200
-addresses:
-  - mac: \"02:00:00:00:01:0a\"
-    ip: 192.168.100.10
-    hostname: board1
-dns_entries:
-  - hostname: controller.lab.local
-    ip: 10.99.0.1
-";
+/// The services network with a dynamic range.
+fn config() -> String {
+    Network::services()
+        .set("dhcp_range_start: 192.168.100.100\ndhcp_range_end: 192.168.100.200")
+        .single()
+}
 
-/// The DUT's MAC: no entry in CONFIG has it.
+/// The DUT's MAC: no entry in the config has it.
 const DUT_MAC: &str = "02:00:00:00:02:22";
 
-struct Lab {
-    topology: Topology,
-    config: &'static str,
-    exporter: Netns,
-    lan: Netns,
-    dut: Netns,
-    daemon: Option<Process>,
+fn start() -> Lab {
+    with_config(&config())
 }
 
-impl Lab {
-    fn start() -> Self {
-        Self::with_config(CONFIG)
-    }
-
-    fn with_config(config: &'static str) -> Self {
-        let mut topology = Topology::new();
-        let (exporter, lan) = topology.exporter_and_lan();
-        let dut = topology.netns("dut");
-        topology.veth((&exporter, "dn-dut1"), (&dut, "eth0"));
-        dut.ip(&format!("link set eth0 address {DUT_MAC}"));
-        let daemon = cli::load(&topology, &exporter, config);
-        let etc = PathBuf::from("/etc/netns").join(&dut.name);
-        std::fs::create_dir_all(&etc).unwrap();
-        std::fs::write(etc.join("resolv.conf"), "").unwrap();
-        Self {
-            topology,
-            config,
-            exporter,
-            lan,
-            dut,
-            daemon: Some(daemon),
-        }
-    }
-
-    fn log(&self) -> String {
-        self.daemon.as_ref().map(Process::log).unwrap_or_default()
-    }
-
-    /// `dutnet args...` as root, with the daemon's state and run directories.
-    fn dutnet(&self, args: &[&str]) -> Output {
-        let mut command = self
-            .exporter
-            .command(&cli::binary().to_string_lossy(), args);
-        command.envs(cli::env(&self.topology));
-        cmd::run(command, dutnet_tests::netns::COMMAND_LIMIT)
-    }
-
-    /// `dutnet args...` that must succeed; its stdout.
-    #[track_caller]
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.dutnet(args);
-        assert!(
-            out.success(),
-            "dutnet {args:?} failed: {out:#?}\ndaemon log:\n{}",
-            self.log()
-        );
-        out.stdout
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut all = args.to_vec();
-        all.push("--json");
-        serde_json::from_str(&self.ok(&all)).unwrap()
-    }
-
-    /// A fresh dhclient identity (`name`: its own lease file) on the DUT;
-    /// the address it was leased.
-    fn lease(&self, name: &str) -> Option<String> {
-        prereq::require("dhclient", "isc-dhcp-client");
-        let client = Dhclient::new(&self.dut, "eth0", &self.topology.dir, name, "");
-        let out = client.run();
-        assert!(out.success(), "dhclient failed: {out:#?}\n{}", self.log());
-        client.address()
-    }
-
-    /// `dig +short NAME` from the DUT (which needs an address to ask from).
-    fn dig(&self, name: &str) -> String {
-        prereq::require("dig", "dnsutils");
-        self.dut
-            .exec(
-                "dig",
-                &["+short", "+time=2", "+tries=1", "@192.168.100.1", name],
-            )
-            .stdout
-            .trim()
-            .to_owned()
-    }
-
-    fn restart(&mut self) {
-        self.restart_with(&[]);
-    }
-
-    /// Restarts the daemon with extra `dutnet load` options.
-    fn restart_with(&mut self, options: &[&str]) {
-        if let Some(mut daemon) = self.daemon.take() {
-            daemon.terminate();
-        }
-        self.daemon = Some(cli::load_with(
-            &self.topology,
-            &self.exporter,
-            self.config,
-            options,
-        ));
-    }
-
-    /// `dutnet args...` as uid/gid 65534 (nobody/nogroup), from a copy of
-    /// the binary anybody may run, so only the socket can refuse.
-    fn dutnet_as_nobody(&self, args: &[&str]) -> Output {
-        let bin = self.topology.path("dutnet-bin");
-        std::fs::copy(cli::binary(), &bin).unwrap();
-        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let mut command = std::process::Command::new("setpriv");
-        command
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(&bin)
-            .args(args);
-        command.envs(cli::env(&self.topology));
-        cmd::run(command, dutnet_tests::netns::COMMAND_LIMIT)
-    }
+fn with_config(config: &str) -> Lab {
+    let mut lab = Lab::builder()
+        .upstream()
+        .dut(Dut::on(1).mac(DUT_MAC))
+        .resolv_conf()
+        .build();
+    lab.load(config);
+    lab
 }
 
-impl Drop for Lab {
-    fn drop(&mut self) {
-        if let Some(mut daemon) = self.daemon.take() {
-            daemon.terminate();
-        }
-        let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&self.dut.name));
-    }
+/// A fresh dhclient identity (`name`: its own lease file) on the DUT;
+/// the address it was leased.
+fn lease(lab: &Lab, name: &str) -> Option<String> {
+    prereq::require("dhclient", "isc-dhcp-client");
+    let client = Dhclient::new(lab.dut(1), "eth0", &lab.topology.dir, name, "");
+    let out = client.run();
+    assert!(out.success(), "dhclient failed: {out:#?}\n{}", lab.log());
+    client.address()
+}
+
+/// `dig +short NAME` from the DUT (which needs an address to ask from).
+fn dig(lab: &Lab, name: &str) -> String {
+    prereq::require("dig", "dnsutils");
+    lab.dut(1)
+        .exec(
+            "dig",
+            &["+short", "+time=2", "+tries=1", "@192.168.100.1", name],
+        )
+        .stdout
+        .trim()
+        .to_owned()
+}
+
+/// `dutnet args...` as uid/gid 65534 (nobody/nogroup), from a copy of
+/// the binary anybody may run, so only the socket can refuse.
+fn dutnet_as_nobody(lab: &Lab, args: &[&str]) -> Output {
+    let bin = lab.topology.path("dutnet-bin");
+    std::fs::copy(cli::binary(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut command = std::process::Command::new("setpriv");
+    command
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .args(args);
+    command.envs(cli::env(&lab.topology));
+    cmd::run(command, dutnet_tests::netns::COMMAND_LIMIT)
 }
 
 #[test]
 fn add_address_with_a_mac_gives_that_ip_and_remove_address_takes_it_back() {
-    let lab = Lab::start();
+    let lab = start();
     let done = lab.ok(&[
         "add-address",
         "192.168.100.60",
@@ -167,14 +85,14 @@ fn add_address_with_a_mac_gives_that_ip_and_remove_address_takes_it_back() {
         "newboard",
     ]);
     assert!(done.contains("192.168.100.60"), "{done}");
-    assert_eq!(lab.lease("first").as_deref(), Some("192.168.100.60"));
+    assert_eq!(lease(&lab, "first").as_deref(), Some("192.168.100.60"));
     assert_eq!(lab.ok(&["get-ip", DUT_MAC]).trim(), "192.168.100.60");
-    let lease = lab.json(&["get-ip", DUT_MAC]);
-    assert_eq!(lease["ip"], "192.168.100.60", "{lease}");
-    assert_eq!(lease["is_static"], true, "{lease}");
+    let leased = lab.json(&["get-ip", DUT_MAC]);
+    assert_eq!(leased["ip"], "192.168.100.60", "{leased}");
+    assert_eq!(leased["is_static"], true, "{leased}");
 
     lab.ok(&["remove-address", "192.168.100.60"]);
-    let after = lab.lease("second");
+    let after = lease(&lab, "second");
     assert!(
         after.is_some() && after.as_deref() != Some("192.168.100.60"),
         "after remove-address the DUT got {after:?}\n{}",
@@ -190,32 +108,32 @@ fn add_address_with_a_mac_gives_that_ip_and_remove_address_takes_it_back() {
 
 #[test]
 fn add_dns_resolves_on_the_next_query_and_remove_dns_stops_it() {
-    let lab = Lab::start();
-    lab.dut.ip("addr add 192.168.100.150/24 dev eth0");
-    assert_eq!(lab.dig("controller.lab.local"), "10.99.0.1");
-    assert!(!lab.dig("nas.lab.local").contains("10.99.0.7"));
+    let lab = start();
+    lab.dut(1).ip("addr add 192.168.100.150/24 dev eth0");
+    assert_eq!(dig(&lab, "controller.lab.local"), "10.99.0.1");
+    assert!(!dig(&lab, "nas.lab.local").contains("10.99.0.7"));
 
     lab.ok(&["add-dns", "nas.lab.local", "10.99.0.7"]);
-    assert_eq!(lab.dig("nas.lab.local"), "10.99.0.7");
+    assert_eq!(dig(&lab, "nas.lab.local"), "10.99.0.7");
     let entries = lab.json(&["dns-entries"]).to_string();
     assert!(entries.contains("nas.lab.local"), "{entries}");
 
     lab.ok(&["remove-dns", "nas.lab.local"]);
-    assert!(!lab.dig("nas.lab.local").contains("10.99.0.7"));
+    assert!(!dig(&lab, "nas.lab.local").contains("10.99.0.7"));
     // A config-file entry can be removed too.
     lab.ok(&["remove-dns", "controller.lab.local"]);
-    assert_ne!(lab.dig("controller.lab.local"), "10.99.0.1");
+    assert_ne!(dig(&lab, "controller.lab.local"), "10.99.0.1");
     let missing = lab.dutnet(&["remove-dns", "nas.lab.local"]);
     assert_eq!(missing.code, Some(3), "{missing:#?}");
 
     // A host name given with add-address answers at once as well.
     lab.ok(&["add-address", "192.168.100.70", "--hostname", "bench"]);
-    assert_eq!(lab.dig("bench.lab.local"), "192.168.100.70");
+    assert_eq!(dig(&lab, "bench.lab.local"), "192.168.100.70");
 }
 
 #[test]
 fn bad_requests_exit_4_and_change_nothing() {
-    let lab = Lab::start();
+    let lab = start();
     let before = lab.json(&["status"]);
     assert_eq!(before["networks"][0]["interface"], "dn-dut1", "{before}");
     assert_eq!(before["networks"][0]["addresses"], 1, "{before}");
@@ -261,8 +179,8 @@ fn bad_requests_exit_4_and_change_nothing() {
 #[test]
 fn the_socket_is_root_only_and_a_stopped_daemon_says_so() {
     prereq::require("setpriv", "util-linux");
-    let mut lab = Lab::start();
-    let out = lab.dutnet_as_nobody(&["status"]);
+    let mut lab = start();
+    let out = dutnet_as_nobody(&lab, &["status"]);
     assert!(!out.success(), "{out:#?}");
     assert!(
         out.stderr
@@ -271,10 +189,8 @@ fn the_socket_is_root_only_and_a_stopped_daemon_says_so() {
     );
     assert!(!out.stdout.contains("dn-dut1"), "{out:#?}");
 
-    if let Some(mut daemon) = lab.daemon.take() {
-        daemon.terminate();
-    }
-    let socket = lab.topology.path("run").join("dutnet.sock");
+    lab.stop();
+    let socket = cli::control_socket(&lab.topology);
     assert!(!socket.exists(), "the socket outlived the daemon");
     let stopped = lab.dutnet(&["status"]);
     assert_eq!(stopped.code, Some(5), "{stopped:#?}");
@@ -286,10 +202,10 @@ fn the_socket_is_root_only_and_a_stopped_daemon_says_so() {
 #[test]
 fn a_socket_group_lets_its_members_use_the_socket() {
     prereq::require("setpriv", "util-linux");
-    let mut lab = Lab::start();
+    let mut lab = start();
     // Debian's `nogroup` is gid 65534, the group of uid 65534.
     lab.restart_with(&["--socket-group", "nogroup"]);
-    let out = lab.dutnet_as_nobody(&["status", "--json"]);
+    let out = dutnet_as_nobody(&lab, &["status", "--json"]);
     assert!(out.success(), "{out:#?}\n{}", lab.log());
     assert!(out.stdout.contains("dn-dut1"), "{out:#?}");
 
@@ -306,34 +222,32 @@ fn a_socket_group_lets_its_members_use_the_socket() {
 
 #[test]
 fn runtime_changes_survive_a_restart_until_down() {
-    let mut lab = Lab::start();
-    lab.dut.ip("addr add 192.168.100.150/24 dev eth0");
+    let mut lab = start();
+    lab.dut(1).ip("addr add 192.168.100.150/24 dev eth0");
     lab.ok(&["add-address", "192.168.100.60", "--mac", DUT_MAC]);
     lab.ok(&["add-dns", "nas.lab.local", "10.99.0.7"]);
     lab.ok(&["remove-dns", "controller.lab.local"]);
 
     lab.restart();
-    assert_eq!(lab.lease("first").as_deref(), Some("192.168.100.60"));
-    assert_eq!(lab.dig("nas.lab.local"), "10.99.0.7");
-    assert_ne!(lab.dig("controller.lab.local"), "10.99.0.1");
+    assert_eq!(lease(&lab, "first").as_deref(), Some("192.168.100.60"));
+    assert_eq!(dig(&lab, "nas.lab.local"), "10.99.0.7");
+    assert_ne!(dig(&lab, "controller.lab.local"), "10.99.0.1");
     let status = lab.json(&["status"]);
     assert_eq!(status["networks"][0]["addresses"], 2, "{status}");
     assert_eq!(status["networks"][0]["dns_entries"], 1, "{status}");
 
-    if let Some(mut daemon) = lab.daemon.take() {
-        daemon.terminate();
-    }
+    lab.stop();
     lab.ok(&["down"]);
     lab.restart();
-    assert!(!lab.dig("nas.lab.local").contains("10.99.0.7"));
-    assert_eq!(lab.dig("controller.lab.local"), "10.99.0.1");
+    assert!(!dig(&lab, "nas.lab.local").contains("10.99.0.7"));
+    assert_eq!(dig(&lab, "controller.lab.local"), "10.99.0.1");
     let status = lab.json(&["status"]);
     assert_eq!(status["networks"][0]["addresses"], 1, "{status}");
 }
 
 #[test]
 fn add_address_with_a_public_ip_makes_the_dut_reachable_from_the_lan_until_removed() {
-    let lab = Lab::with_config(
+    let lab = with_config(
         "\
 interface: dn-dut1
 upstream_interface: dn-up
@@ -343,10 +257,10 @@ addresses:
     public_ip: 10.99.0.20
 ",
     );
-    lab.dut.ip("addr add 192.168.100.60/24 dev eth0");
-    lab.dut.ip("route add default via 192.168.100.1");
+    lab.dut(1).ip("addr add 192.168.100.60/24 dev eth0");
+    lab.dut(1).ip("route add default via 192.168.100.1");
     let ping = || {
-        lab.lan
+        lab.lan()
             .exec("ping", &["-c", "1", "-W", "1", "10.99.0.60"])
             .success()
     };
@@ -360,7 +274,7 @@ addresses:
         lab.log()
     );
     // The exporter owns the alias: make sure the DUT answered, not it.
-    let echoes = || icmp_in_echos(&lab.dut);
+    let echoes = || icmp_in_echos(lab.dut(1));
     let before = echoes();
     assert!(ping());
     assert!(echoes() > before, "the echo did not reach the DUT");
@@ -399,9 +313,9 @@ fn mode_of(path: &std::path::Path) -> u32 {
 
 #[test]
 fn state_files_are_root_only_and_down_after_a_crash_leaves_no_pid_or_socket() {
-    let mut lab = Lab::start();
+    let mut lab = start();
     lab.ok(&["add-dns", "nas.lab.local", "10.99.0.7"]);
-    assert!(lab.lease("first").is_some(), "{}", lab.log());
+    assert!(lease(&lab, "first").is_some(), "{}", lab.log());
     let state = lab.topology.path("state");
     let run = lab.topology.path("run");
     let network = state.join("networks").join("dn-dut1");
@@ -439,9 +353,7 @@ fn state_files_are_root_only_and_down_after_a_crash_leaves_no_pid_or_socket() {
     lab.restart();
     check("after a restart over loose modes");
 
-    if let Some(mut daemon) = lab.daemon.take() {
-        daemon.kill9();
-    }
+    lab.kill();
     assert!(run.join("dutnet.pid").exists() && run.join("dutnet.sock").exists());
     let down = lab.ok(&["down"]);
     assert!(down.contains("removed the pid and socket files"), "{down}");

@@ -3,7 +3,15 @@
 //! across a re-plug. Checked with `ip` and `sysctl`, as an engineer would.
 use std::time::{Duration, Instant};
 
-use dutnet_tests::{Netns, Topology, cli, cmd, netns::Process, prereq};
+use dutnet_tests::{
+    Netns, cmd,
+    lab::{
+        Dut, Lab,
+        config::{self, DUT_IP, LAN_IP, Network, UPSTREAM_NIC},
+    },
+    netns::Process,
+    prereq,
+};
 
 /// What an engineer would compare before and after: IPv4 addresses, link
 /// state and the forwarding switches of the DUT and upstream interfaces.
@@ -41,98 +49,65 @@ fn snapshot(ns: &Netns, interfaces: &[&str]) -> Snapshot {
 /// An exporter with DUT NICs (`dn-dutN`, a DUT namespace behind each) and an
 /// upstream `dn-up` to a LAN host. The DUT NICs start with an unrelated
 /// address and down, so a restore is visible.
-struct Lab {
-    topology: Topology,
-    exporter: Netns,
-    duts: Vec<Netns>,
+fn lab(dut_count: usize) -> Lab {
+    let mut builder = Lab::builder().upstream();
+    for n in 1..=dut_count {
+        builder = builder.dut(Dut::on(n).ip(DUT_IP));
+    }
+    let lab = builder.build();
+    lab.exporter.ip(&format!("route add default via {LAN_IP}"));
+    for n in 1..=dut_count {
+        lab.exporter
+            .ip(&format!("addr add 10.50.{n}.7/24 dev dn-dut{n}"));
+        lab.exporter.ip(&format!("link set dn-dut{n} down"));
+    }
+    lab
 }
 
-impl Lab {
-    fn new(dut_count: usize) -> Self {
-        let mut topology = Topology::new();
-        let exporter = topology.netns("exporter");
-        let lan = topology.netns("lan");
-        topology.veth((&exporter, "dn-up"), (&lan, "eth0"));
-        exporter.ip("addr add 10.99.0.2/24 dev dn-up");
-        lan.ip("addr add 10.99.0.1/24 dev eth0");
-        exporter.ip("route add default via 10.99.0.1");
-        let mut duts = Vec::new();
-        for n in 1..=dut_count {
-            let dut = topology.netns(&format!("dut{n}"));
-            topology.veth((&exporter, &format!("dn-dut{n}")), (&dut, "eth0"));
-            exporter.ip(&format!("addr add 10.50.{n}.7/24 dev dn-dut{n}"));
-            exporter.ip(&format!("link set dn-dut{n} down"));
-            dut.ip("addr add 192.168.100.10/24 dev eth0");
-            duts.push(dut);
-        }
-        Self {
-            topology,
-            exporter,
-            duts,
-        }
-    }
-
-    fn env(&self) -> Vec<(&'static str, String)> {
-        cli::env(&self.topology)
-    }
-
-    fn config(&self, text: &str) -> String {
-        let path = self.topology.path("dutnet.yaml");
-        std::fs::write(&path, text).unwrap();
-        path.display().to_string()
-    }
-
-    fn dutnet(&self, args: &[&str]) -> dutnet_tests::Output {
-        let bin = cli::binary();
-        let mut command = self.exporter.command(&bin.to_string_lossy(), args);
-        command.envs(self.env());
-        cmd::run(command, Duration::from_secs(60))
-    }
-
-    fn load(&self, config: &str, log: &str) -> Process {
-        let bin = cli::binary();
-        self.exporter.spawn(
-            &bin.to_string_lossy(),
-            &["load", config],
-            &self.env(),
-            self.topology.path(&format!("{log}.log")),
-        )
-    }
-
-    /// Waits until `iface` carries exactly the gateway address and is up.
-    fn wait_taken_over(&self, iface: &str, daemon: &Process) {
-        let done = cmd::wait_for(Duration::from_secs(15), || {
-            let snap = snapshot(&self.exporter, &[iface]);
-            let (_, addrs, up, forwarding) = &snap.interfaces[0];
-            (addrs == &["192.168.100.1/24"] && *up && forwarding == "1").then_some(())
-        });
-        assert!(
-            done.is_some(),
-            "{iface} not taken over; dutnet log:\n{}",
-            daemon.log()
-        );
-    }
+/// Starts `dutnet load` on the lab's config, logging to `<log>.log`, without
+/// waiting: the tests judge the takeover themselves.
+fn load(lab: &Lab, log: &str) -> Process {
+    lab.spawn(&[], log)
 }
 
+/// Waits until `iface` carries exactly the gateway address and is up.
+fn wait_taken_over(lab: &Lab, iface: &str, daemon: &Process) {
+    let done = cmd::wait_for(Duration::from_secs(15), || {
+        let snap = snapshot(&lab.exporter, &[iface]);
+        let (_, addrs, up, forwarding) = &snap.interfaces[0];
+        (addrs == &["192.168.100.1/24"] && *up && forwarding == "1").then_some(())
+    });
+    assert!(
+        done.is_some(),
+        "{iface} not taken over; dutnet log:\n{}",
+        daemon.log()
+    );
+}
+
+/// The config of one masquerade network per interface, each with the LAN
+/// host as its DNS upstream and one record.
 fn masquerade(interfaces: &[&str]) -> String {
-    let mut text = String::from("networks:\n");
-    for (i, iface) in interfaces.iter().enumerate() {
-        text.push_str(&format!(
-            "  - name: net{i}\n    interface: {iface}\n    upstream_interface: dn-up\n    dns_servers: [\"10.99.0.1\"]\n    dns_entries:\n      - hostname: controller.lab.local\n        ip: 10.99.0.1\n"
+    config::networks(interfaces.iter().enumerate().map(|(i, iface)| {
+        let network = Network::on(iface).set(&format!(
+            "upstream_interface: {UPSTREAM_NIC}
+dns_servers: [\"{LAN_IP}\"]
+dns_entries:
+  - hostname: controller.lab.local
+    ip: {LAN_IP}"
         ));
-    }
-    text
+        (format!("net{i}"), network)
+    }))
 }
 
 const WATCHED: [&str; 2] = ["dn-dut1", "dn-up"];
 
 #[test]
 fn takeover_sets_exactly_the_gateway_and_sigterm_restores_everything() {
-    let lab = Lab::new(1);
+    let lab = lab(1);
     let before = snapshot(&lab.exporter, &WATCHED);
-    let config = lab.config(&masquerade(&["dn-dut1"]));
-    let mut daemon = lab.load(&config, "load");
-    lab.wait_taken_over("dn-dut1", &daemon);
+    lab.write_config(&masquerade(&["dn-dut1"]));
+    let mut daemon = load(&lab, "load");
+    wait_taken_over(&lab, "dn-dut1", &daemon);
     let during = snapshot(&lab.exporter, &WATCHED);
     assert_eq!(
         during.interfaces[1].3, "1",
@@ -165,11 +140,11 @@ fn takeover_sets_exactly_the_gateway_and_sigterm_restores_everything() {
 /// restoring everything.
 #[test]
 fn sighup_never_ends_the_daemon_and_sigquit_restores_the_host() {
-    let lab = Lab::new(1);
+    let lab = lab(1);
     let before = snapshot(&lab.exporter, &WATCHED);
-    let config = lab.config(&masquerade(&["dn-dut1"]));
-    let mut daemon = lab.load(&config, "load");
-    lab.wait_taken_over("dn-dut1", &daemon);
+    lab.write_config(&masquerade(&["dn-dut1"]));
+    let mut daemon = load(&lab, "load");
+    wait_taken_over(&lab, "dn-dut1", &daemon);
     let during = snapshot(&lab.exporter, &WATCHED);
     // SAFETY: kill with the PID of the daemon this test started.
     assert_eq!(unsafe { libc::kill(daemon.pid(), libc::SIGHUP) }, 0);
@@ -208,11 +183,11 @@ fn sighup_never_ends_the_daemon_and_sigquit_restores_the_host() {
 
 #[test]
 fn after_sigkill_dutnet_down_restores_the_snapshot() {
-    let lab = Lab::new(1);
+    let lab = lab(1);
     let before = snapshot(&lab.exporter, &WATCHED);
-    let config = lab.config(&masquerade(&["dn-dut1"]));
-    let mut daemon = lab.load(&config, "load");
-    lab.wait_taken_over("dn-dut1", &daemon);
+    lab.write_config(&masquerade(&["dn-dut1"]));
+    let mut daemon = load(&lab, "load");
+    wait_taken_over(&lab, "dn-dut1", &daemon);
     daemon.kill9();
     assert_ne!(
         snapshot(&lab.exporter, &WATCHED),
@@ -233,15 +208,15 @@ fn after_sigkill_dutnet_down_restores_the_snapshot() {
 
 #[test]
 fn after_sigkill_load_again_comes_up_cleanly_with_nothing_duplicated() {
-    let lab = Lab::new(1);
+    let lab = lab(1);
     let before = snapshot(&lab.exporter, &WATCHED);
-    let config = lab.config(&masquerade(&["dn-dut1"]));
-    let mut first = lab.load(&config, "first");
-    lab.wait_taken_over("dn-dut1", &first);
+    lab.write_config(&masquerade(&["dn-dut1"]));
+    let mut first = load(&lab, "first");
+    wait_taken_over(&lab, "dn-dut1", &first);
     first.kill9();
 
-    let mut second = lab.load(&config, "second");
-    lab.wait_taken_over("dn-dut1", &second);
+    let mut second = load(&lab, "second");
+    wait_taken_over(&lab, "dn-dut1", &second);
     assert!(
         second.log().contains("did not exit cleanly"),
         "{}",
@@ -255,17 +230,17 @@ fn after_sigkill_load_again_comes_up_cleanly_with_nothing_duplicated() {
 
 #[test]
 fn a_recreated_dut_interface_is_configured_again_within_two_seconds() {
-    let lab = Lab::new(1);
-    let config = lab.config(&masquerade(&["dn-dut1"]));
-    let mut daemon = lab.load(&config, "load");
-    lab.wait_taken_over("dn-dut1", &daemon);
+    let lab = lab(1);
+    lab.write_config(&masquerade(&["dn-dut1"]));
+    let mut daemon = load(&lab, "load");
+    wait_taken_over(&lab, "dn-dut1", &daemon);
 
     // Unplug: the interface vanishes; plug: a new one with the same name.
     lab.exporter.ip("link del dn-dut1");
     std::thread::sleep(Duration::from_millis(300));
     lab.exporter.ip(&format!(
         "link add dn-dut1 type veth peer name eth0 netns {}",
-        lab.duts[0].name
+        lab.dut(1).name
     ));
     let plugged = Instant::now();
     let configured = cmd::wait_for(Duration::from_secs(2), || {
@@ -284,9 +259,9 @@ fn a_recreated_dut_interface_is_configured_again_within_two_seconds() {
 
 #[test]
 fn a_missing_interface_is_waited_for_with_a_clear_log_line() {
-    let lab = Lab::new(1);
-    let config = lab.config(&masquerade(&["dn-late"]));
-    let mut daemon = lab.load(&config, "load");
+    let lab = lab(1);
+    lab.write_config(&masquerade(&["dn-late"]));
+    let mut daemon = load(&lab, "load");
     let logged = cmd::wait_for(Duration::from_secs(10), || {
         daemon
             .log()
@@ -300,21 +275,21 @@ fn a_missing_interface_is_waited_for_with_a_clear_log_line() {
     );
     lab.exporter.ip(&format!(
         "link add dn-late type veth peer name late0 netns {}",
-        lab.duts[0].name
+        lab.dut(1).name
     ));
-    lab.wait_taken_over("dn-late", &daemon);
+    wait_taken_over(&lab, "dn-late", &daemon);
     assert_eq!(daemon.terminate(), Some(0), "{}", daemon.log());
 }
 
 #[test]
 fn two_networks_with_the_same_subnet_on_two_nics_come_up_side_by_side() {
     prereq::require("dig", "dnsutils");
-    let lab = Lab::new(2);
+    let lab = lab(2);
     let before = snapshot(&lab.exporter, &["dn-dut1", "dn-dut2", "dn-up"]);
-    let config = lab.config(&masquerade(&["dn-dut1", "dn-dut2"]));
-    let mut daemon = lab.load(&config, "load");
-    lab.wait_taken_over("dn-dut1", &daemon);
-    lab.wait_taken_over("dn-dut2", &daemon);
+    lab.write_config(&masquerade(&["dn-dut1", "dn-dut2"]));
+    let mut daemon = load(&lab, "load");
+    wait_taken_over(&lab, "dn-dut1", &daemon);
+    wait_taken_over(&lab, "dn-dut2", &daemon);
     // Each network's own DNS server answers its DUT (same gateway IP, two NICs).
     for dut in &lab.duts {
         let dig = dut.exec(
@@ -344,10 +319,10 @@ fn two_networks_with_the_same_subnet_on_two_nics_come_up_side_by_side() {
 
 #[test]
 fn a_bad_config_exits_non_zero_before_touching_anything() {
-    let lab = Lab::new(1);
+    let lab = lab(1);
     let before = snapshot(&lab.exporter, &WATCHED);
-    let config = lab.config("interface: dn-dut1\ngateway_ip: 10.1.2.3\nhostnmae: x\n");
-    let out = lab.dutnet(&["load", &config]);
+    let config = lab.write_config("interface: dn-dut1\ngateway_ip: 10.1.2.3\nhostnmae: x\n");
+    let out = lab.dutnet(&["load", &config.display().to_string()]);
     assert!(!out.success(), "{out:#?}");
     assert!(out.stderr.contains("gateway_ip"), "names the key: {out:#?}");
     assert!(
@@ -360,11 +335,11 @@ fn a_bad_config_exits_non_zero_before_touching_anything() {
 
 #[test]
 fn a_second_dutnet_is_refused_while_one_runs() {
-    let lab = Lab::new(1);
-    let config = lab.config(&masquerade(&["dn-dut1"]));
-    let mut daemon = lab.load(&config, "load");
-    lab.wait_taken_over("dn-dut1", &daemon);
-    let second = lab.dutnet(&["load", &config]);
+    let lab = lab(1);
+    let config = lab.write_config(&masquerade(&["dn-dut1"]));
+    let mut daemon = load(&lab, "load");
+    wait_taken_over(&lab, "dn-dut1", &daemon);
+    let second = lab.dutnet(&["load", &config.display().to_string()]);
     assert!(!second.success());
     assert!(second.stderr.contains("already running"), "{second:#?}");
     // `dutnet down` stops the running one, which restores the host.
@@ -437,21 +412,21 @@ fn assert_addresses_as_before(
 
 #[test]
 fn every_address_attribute_comes_back_after_sigterm_down_and_reload() {
-    let lab = Lab::new(1);
+    let lab = lab(1);
     for address in EXACT_ADDRESSES {
         lab.exporter.ip(&format!("addr add {address} dev dn-dut1"));
     }
     let before = ip_addr_json(&lab.exporter, "dn-dut1");
     let started = Instant::now();
-    let config = lab.config(&masquerade(&["dn-dut1"]));
+    lab.write_config(&masquerade(&["dn-dut1"]));
 
-    let mut daemon = lab.load(&config, "term");
-    lab.wait_taken_over("dn-dut1", &daemon);
+    let mut daemon = load(&lab, "term");
+    wait_taken_over(&lab, "dn-dut1", &daemon);
     assert_eq!(daemon.terminate(), Some(0), "{}", daemon.log());
     assert_addresses_as_before(&lab, &before, started, "after SIGTERM", &daemon.log());
 
-    let mut daemon = lab.load(&config, "kill");
-    lab.wait_taken_over("dn-dut1", &daemon);
+    let mut daemon = load(&lab, "kill");
+    wait_taken_over(&lab, "dn-dut1", &daemon);
     daemon.kill9();
     let down = lab.dutnet(&["down"]).ok();
     assert!(down.stdout.contains("undid"), "{down:#?}");
@@ -463,11 +438,11 @@ fn every_address_attribute_comes_back_after_sigterm_down_and_reload() {
         &daemon.log(),
     );
 
-    let mut first = lab.load(&config, "reload-first");
-    lab.wait_taken_over("dn-dut1", &first);
+    let mut first = load(&lab, "reload-first");
+    wait_taken_over(&lab, "dn-dut1", &first);
     first.kill9();
-    let mut second = lab.load(&config, "reload-second");
-    lab.wait_taken_over("dn-dut1", &second);
+    let mut second = load(&lab, "reload-second");
+    wait_taken_over(&lab, "dn-dut1", &second);
     assert_eq!(second.terminate(), Some(0), "{}", second.log());
     assert_addresses_as_before(
         &lab,

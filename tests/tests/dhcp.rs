@@ -6,7 +6,6 @@
 use std::{
     collections::BTreeSet,
     net::Ipv4Addr,
-    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -15,10 +14,13 @@ use dhcproto::{
     v4::{DhcpOption, Message, MessageType},
 };
 use dutnet_tests::{
-    Netns, Topology, cli,
+    Netns,
     clients::{self, Dhclient},
     cmd,
-    netns::Process,
+    lab::{
+        Lab,
+        config::{self, GATEWAY as SERVER, Network, SUBNET},
+    },
     prereq,
 };
 
@@ -26,8 +28,6 @@ use dutnet_tests::{
 mod raw_dhcp;
 
 use raw_dhcp::{RawClient, request};
-
-const SERVER: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 1);
 
 fn ip(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(192, 168, 100, last)
@@ -41,165 +41,105 @@ struct Net {
     last: u8,
 }
 
-/// An exporter namespace running `dutnet load`, and its DUT namespaces.
-struct Lab {
-    topology: Topology,
-    exporter: Netns,
-    config: PathBuf,
-    networks: usize,
-    daemon: Option<Process>,
-    /// How many times dutnet was started (each run logs to its own file).
-    runs: usize,
-}
-
-impl Lab {
-    /// Writes the config for `networks`; nothing runs yet.
-    fn new(networks: &[Net]) -> Self {
-        prereq::require("dhclient", "isc-dhcp-client");
-        prereq::require("udhcpc", "udhcpc");
-        let mut topology = Topology::new();
-        let exporter = topology.netns("exporter");
-        let mut yaml = String::from("networks:\n");
-        for (i, net) in networks.iter().enumerate() {
-            yaml.push_str(&format!(
-                "  - name: net{i}\n    interface: {}\n    subnet: 192.168.100.0/24\n    gateway_ip: {SERVER}\n    nat_mode: disabled\n    lease_time: 1h\n    dhcp_range_start: {}\n    dhcp_range_end: {}\n",
-                net.interface,
-                ip(net.first),
-                ip(net.last)
-            ));
-        }
-        let config = topology.path("dutnet.yaml");
-        std::fs::write(&config, yaml).unwrap();
-        Self {
-            topology,
-            exporter,
-            config,
-            networks: networks.len(),
-            daemon: None,
-            runs: 0,
-        }
-    }
-
-    /// One network serving `.first..=.last`, `clients` client NICs on a
-    /// switch, dutnet running.
-    fn one_network(first: u8, last: u8, clients: usize) -> (Self, Netns) {
-        let mut lab = Self::new(&[Net {
-            interface: "dn-dut1",
-            first,
-            last,
-        }]);
-        let sw = lab.switch("sw", "dn-dut1", clients);
-        lab.start();
-        (lab, sw)
-    }
-
-    /// A "switch" namespace `name`: bridge `br0` cabled to the exporter's
-    /// `exporter_if`, and `clients` DUT NICs `c0..` on it (veth pairs whose
-    /// other end is a bridge port), `c<i>` with MAC [`client_mac`]`(i)`.
-    /// Clients share the namespace; each binds to its own NIC.
-    fn switch(&mut self, name: &str, exporter_if: &str, clients: usize) -> Netns {
-        let ns = self.topology.netns(name);
-        self.topology
-            .veth((&self.exporter, exporter_if), (&ns, "uplink"));
-        let mut batch =
-            String::from("link add br0 type bridge\nlink set br0 up\nlink set uplink master br0\n");
-        for i in 0..clients {
-            let mac = client_mac(i).map(|b| format!("{b:02x}")).join(":");
-            batch.push_str(&format!(
-                "link add c{i} address {mac} type veth peer name p{i}\nlink set p{i} master br0 up\nlink set c{i} up\n"
-            ));
-        }
-        let file = self.topology.path(&format!("{name}.batch"));
-        std::fs::write(&file, batch).unwrap();
-        ns.ip(&format!("-batch {}", file.display()));
-        ns
-    }
-
-    /// Starts `dutnet load` (on the same state dir every time) and waits
-    /// until every network is up.
-    fn start(&mut self) {
-        assert!(self.daemon.is_none(), "dutnet already runs");
-        self.runs += 1;
-        let env = cli::env(&self.topology);
-        let bin = cli::binary();
-        self.daemon = Some(self.exporter.spawn(
-            &bin.to_string_lossy(),
-            &["load", &self.config.display().to_string()],
-            &env,
-            self.topology.path(&format!("dutnet-{}.log", self.runs)),
+/// An exporter namespace (no upstream) with the config for `networks`
+/// written; nothing runs yet.
+fn lab_for(networks: &[Net]) -> Lab {
+    prereq::require("dhclient", "isc-dhcp-client");
+    prereq::require("udhcpc", "udhcpc");
+    let lab = Lab::builder().build();
+    let yaml = config::networks(networks.iter().enumerate().map(|(i, net)| {
+        let network = Network::on(net.interface).set(&format!(
+            "subnet: {SUBNET}\ngateway_ip: {SERVER}\nnat_mode: disabled\nlease_time: 1h\ndhcp_range_start: {}\ndhcp_range_end: {}",
+            ip(net.first),
+            ip(net.last)
         ));
-        let up = cmd::wait_for(Duration::from_secs(15), || {
-            (self.log().matches("network up").count() >= self.networks).then_some(())
-        });
-        assert!(up.is_some(), "dutnet did not come up:\n{}", self.log());
-    }
+        (format!("net{i}"), network)
+    }));
+    lab.write_config(&yaml);
+    lab
+}
 
-    /// The current (or last) run's log.
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.topology.path(&format!("dutnet-{}.log", self.runs)))
-            .unwrap_or_default()
-    }
+/// One network serving `.first..=.last`, `clients` client NICs on a
+/// switch, dutnet running.
+fn one_network(first: u8, last: u8, clients: usize) -> (Lab, Netns) {
+    let mut lab = lab_for(&[Net {
+        interface: "dn-dut1",
+        first,
+        last,
+    }]);
+    let sw = switch(&mut lab, "sw", "dn-dut1", clients);
+    lab.start();
+    (lab, sw)
+}
 
-    fn daemon(&mut self) -> &mut Process {
-        self.daemon.as_mut().expect("dutnet runs")
+/// A "switch" namespace `name`: bridge `br0` cabled to the exporter's
+/// `exporter_if`, and `clients` DUT NICs `c0..` on it (veth pairs whose
+/// other end is a bridge port), `c<i>` with MAC [`client_mac`]`(i)`.
+/// Clients share the namespace; each binds to its own NIC.
+fn switch(lab: &mut Lab, name: &str, exporter_if: &str, clients: usize) -> Netns {
+    let ns = lab.topology.netns(name);
+    lab.topology
+        .veth((&lab.exporter, exporter_if), (&ns, "uplink"));
+    let mut batch =
+        String::from("link add br0 type bridge\nlink set br0 up\nlink set uplink master br0\n");
+    for i in 0..clients {
+        let mac = client_mac(i).map(|b| format!("{b:02x}")).join(":");
+        batch.push_str(&format!(
+            "link add c{i} address {mac} type veth peer name p{i}\nlink set p{i} master br0 up\nlink set c{i} up\n"
+        ));
     }
+    let file = lab.topology.path(&format!("{name}.batch"));
+    std::fs::write(&file, batch).unwrap();
+    ns.ip(&format!("-batch {}", file.display()));
+    ns
+}
 
-    /// Stops dutnet with SIGTERM (`crash`: SIGKILL) and forgets it.
-    fn stop(&mut self, crash: bool) {
-        let mut daemon = self.daemon.take().expect("dutnet runs");
-        if crash {
-            daemon.kill9();
-        } else {
-            assert_eq!(daemon.terminate(), Some(0), "{}", self.log());
-        }
-    }
-
-    /// dhclient on `c<i>` of `switch`, its files named after both.
-    fn dhclient(&self, switch: &Netns, i: usize) -> Dhclient {
-        let name = format!("{}-c{i}", switch.name);
-        Dhclient::new(switch, &format!("c{i}"), &self.topology.dir, &name, "")
-    }
-
-    /// Runs `client` and returns the address it holds afterwards.
-    fn lease(&self, client: &Dhclient) -> Ipv4Addr {
-        self.run(client).1
-    }
-
-    fn run(&self, client: &Dhclient) -> (dutnet_tests::Output, Ipv4Addr) {
-        let out = client.run();
-        assert!(
-            out.success(),
-            "dhclient failed: {out:#?}\ndutnet log:\n{}",
-            self.log()
-        );
-        let address = client
-            .address()
-            .unwrap_or_else(|| panic!("no lease in:\n{}", client.leases()));
-        (out, address.parse().unwrap())
-    }
-
-    /// Runs a client that already holds a lease: it must REQUEST the address
-    /// it remembers (INIT-REBOOT), be ACKed, and never need a DISCOVER.
-    fn renew(&self, client: &Dhclient) -> Ipv4Addr {
-        let before = client.address();
-        let (out, address) = self.run(client);
-        assert_eq!(before, Some(address.to_string()), "{out:#?}");
-        assert!(
-            out.stderr.contains(&format!("DHCPREQUEST for {address}"))
-                && !out.stderr.contains("DHCPDISCOVER"),
-            "the client did not simply renew its address:\n{}",
-            out.stderr
-        );
-        address
+/// Stops dutnet with SIGTERM (`crash`: SIGKILL).
+fn stop(lab: &mut Lab, crash: bool) {
+    if crash {
+        lab.kill();
+    } else {
+        assert_eq!(lab.stop(), Some(0), "{}", lab.log());
     }
 }
 
-impl Drop for Lab {
-    fn drop(&mut self) {
-        if let Some(mut daemon) = self.daemon.take() {
-            daemon.terminate();
-        }
-    }
+/// dhclient on `c<i>` of `switch`, its files named after both.
+fn dhclient(lab: &Lab, switch: &Netns, i: usize) -> Dhclient {
+    let name = format!("{}-c{i}", switch.name);
+    Dhclient::new(switch, &format!("c{i}"), &lab.topology.dir, &name, "")
+}
+
+/// Runs `client` and returns the address it holds afterwards.
+fn lease(lab: &Lab, client: &Dhclient) -> Ipv4Addr {
+    run(lab, client).1
+}
+
+fn run(lab: &Lab, client: &Dhclient) -> (dutnet_tests::Output, Ipv4Addr) {
+    let out = client.run();
+    assert!(
+        out.success(),
+        "dhclient failed: {out:#?}\ndutnet log:\n{}",
+        lab.log()
+    );
+    let address = client
+        .address()
+        .unwrap_or_else(|| panic!("no lease in:\n{}", client.leases()));
+    (out, address.parse().unwrap())
+}
+
+/// Runs a client that already holds a lease: it must REQUEST the address
+/// it remembers (INIT-REBOOT), be ACKed, and never need a DISCOVER.
+fn renew(lab: &Lab, client: &Dhclient) -> Ipv4Addr {
+    let before = client.address();
+    let (out, address) = run(lab, client);
+    assert_eq!(before, Some(address.to_string()), "{out:#?}");
+    assert!(
+        out.stderr.contains(&format!("DHCPREQUEST for {address}"))
+            && !out.stderr.contains("DHCPDISCOVER"),
+        "the client did not simply renew its address:\n{}",
+        out.stderr
+    );
+    address
 }
 
 /// The MAC of client NIC `c<i>`.
@@ -234,12 +174,12 @@ fn udhcpc_event(
 
 #[test]
 fn renew_keeps_the_address_and_release_frees_it() {
-    let (lab, sw) = Lab::one_network(100, 110, 3);
+    let (lab, sw) = one_network(100, 110, 3);
 
     // dhclient leases, then REQUESTs the address it remembers.
-    let a = lab.dhclient(&sw, 0);
-    assert_eq!(lab.lease(&a), ip(100));
-    assert_eq!(lab.renew(&a), ip(100));
+    let a = dhclient(&lab, &sw, 0);
+    assert_eq!(lease(&lab, &a), ip(100));
+    assert_eq!(renew(&lab, &a), ip(100));
 
     // udhcpc renews for real on SIGUSR1 (RENEWING: a unicast REQUEST from
     // its address, which its script puts on the NIC).
@@ -275,13 +215,13 @@ fn renew_keeps_the_address_and_release_frees_it() {
     // it, not .102.
     let out = a.release();
     assert!(out.success(), "dhclient -r failed: {out:#?}");
-    let c = lab.dhclient(&sw, 2);
-    assert_eq!(lab.lease(&c), ip(100), "{}", lab.log());
+    let c = dhclient(&lab, &sw, 2);
+    assert_eq!(lease(&lab, &c), ip(100), "{}", lab.log());
 }
 
 #[test]
 fn a_declined_address_is_not_offered_again() {
-    let (lab, sw) = Lab::one_network(100, 110, 2);
+    let (lab, sw) = one_network(100, 110, 2);
     let raw = RawClient::open(&sw, "c0");
     let declined = raw.lease(raw_mac(1), SERVER);
     assert_eq!(declined, ip(100));
@@ -299,17 +239,17 @@ fn a_declined_address_is_not_offered_again() {
     assert_eq!(offer.yiaddr(), ip(101), "{}", lab.log());
     // Quarantined for everyone: a real client gets neither .100 nor the
     // address just offered.
-    let client = lab.dhclient(&sw, 1);
-    assert_eq!(lab.lease(&client), ip(102), "{}", lab.log());
+    let client = dhclient(&lab, &sw, 1);
+    assert_eq!(lease(&lab, &client), ip(102), "{}", lab.log());
 }
 
 #[test]
 fn leases_survive_sigterm_and_sigkill() {
-    let (mut lab, sw) = Lab::one_network(100, 120, 5);
+    let (mut lab, sw) = one_network(100, 120, 5);
     let mut held: Vec<(Dhclient, Ipv4Addr)> = Vec::new();
     for i in 0..3 {
-        let client = lab.dhclient(&sw, i);
-        let address = lab.lease(&client);
+        let client = dhclient(&lab, &sw, i);
+        let address = lease(&lab, &client);
         held.push((client, address));
     }
     assert_eq!(
@@ -317,7 +257,7 @@ fn leases_survive_sigterm_and_sigkill() {
         [ip(100), ip(101), ip(102)]
     );
     for (crash, newcomer) in [(false, 3), (true, 4)] {
-        lab.stop(crash);
+        stop(&mut lab, crash);
         lab.start();
         if crash {
             assert!(
@@ -328,8 +268,8 @@ fn leases_survive_sigterm_and_sigkill() {
             );
         }
         // A new client first: had the leases been lost, it would get .100.
-        let client = lab.dhclient(&sw, newcomer);
-        let address = lab.lease(&client);
+        let client = dhclient(&lab, &sw, newcomer);
+        let address = lease(&lab, &client);
         assert!(
             held.iter().all(|(_, a)| *a != address),
             "{address} handed out twice after a restart (crash: {crash})\n{}",
@@ -337,7 +277,7 @@ fn leases_survive_sigterm_and_sigkill() {
         );
         assert_eq!(address, ip(100 + newcomer as u8));
         for (client, address) in &held {
-            assert_eq!(lab.renew(client), *address, "crash: {crash}");
+            assert_eq!(renew(&lab, client), *address, "crash: {crash}");
         }
         held.push((client, address));
     }
@@ -346,7 +286,7 @@ fn leases_survive_sigterm_and_sigkill() {
 #[test]
 fn two_hundred_clients_on_one_bridge_get_unique_addresses_within_30s() {
     const CLIENTS: usize = 200;
-    let (lab, sw) = Lab::one_network(10, 250, CLIENTS);
+    let (lab, sw) = one_network(10, 250, CLIENTS);
     let record = lab.topology.path("udhcpc.events");
     let script = lab.topology.path("udhcpc.sh");
     clients::udhcpc_script(&script, &record, false);
@@ -401,7 +341,7 @@ fn two_hundred_clients_on_one_bridge_get_unique_addresses_within_30s() {
 
 #[test]
 fn an_exhausted_range_gives_no_offer_and_one_warning() {
-    let (lab, sw) = Lab::one_network(100, 101, 2);
+    let (lab, sw) = one_network(100, 101, 2);
     let raw = RawClient::open(&sw, "c0");
     assert_eq!(raw.lease(raw_mac(1), SERVER), ip(100));
     assert_eq!(raw.lease(raw_mac(2), SERVER), ip(101));
@@ -447,7 +387,7 @@ fn an_exhausted_range_gives_no_offer_and_one_warning() {
 
 #[test]
 fn two_networks_with_the_same_subnet_each_answer_only_their_own_clients() {
-    let mut lab = Lab::new(&[
+    let mut lab = lab_for(&[
         Net {
             interface: "dn-dut1",
             first: 100,
@@ -459,11 +399,11 @@ fn two_networks_with_the_same_subnet_each_answer_only_their_own_clients() {
             last: 210,
         },
     ]);
-    let sw1 = lab.switch("sw1", "dn-dut1", 2);
-    let sw2 = lab.switch("sw2", "dn-dut2", 2);
+    let sw1 = switch(&mut lab, "sw1", "dn-dut1", 2);
+    let sw2 = switch(&mut lab, "sw2", "dn-dut2", 2);
     lab.start();
-    assert_eq!(lab.lease(&lab.dhclient(&sw1, 0)), ip(100));
-    assert_eq!(lab.lease(&lab.dhclient(&sw2, 0)), ip(200));
+    assert_eq!(lease(&lab, &dhclient(&lab, &sw1, 0)), ip(100));
+    assert_eq!(lease(&lab, &dhclient(&lab, &sw2, 0)), ip(200));
     // The same MAC on both networks: each hears one OFFER, from its own
     // network's range.
     for (sw, expected) in [(&sw1, ip(101)), (&sw2, ip(201))] {
@@ -481,7 +421,7 @@ fn two_networks_with_the_same_subnet_each_answer_only_their_own_clients() {
 
 #[test]
 fn malformed_packets_are_dropped_and_counted_while_clients_get_leases() {
-    let (mut lab, sw) = Lab::one_network(100, 110, 2);
+    let (mut lab, sw) = one_network(100, 110, 2);
     let raw = RawClient::open(&sw, "c0");
     let good = request(raw_mac(1), MessageType::Discover, &[])
         .to_vec()
@@ -536,6 +476,6 @@ fn malformed_packets_are_dropped_and_counted_while_clients_get_leases() {
         MessageType::Offer,
     );
     assert_eq!(offer.yiaddr(), ip(100));
-    let client = lab.dhclient(&sw, 1);
-    assert_eq!(lab.lease(&client), ip(101), "{}", lab.log());
+    let client = dhclient(&lab, &sw, 1);
+    assert_eq!(lease(&lab, &client), ip(101), "{}", lab.log());
 }

@@ -2,82 +2,43 @@
 //! the lease dhclient/udhcpc got, the answer dig printed.
 use std::time::Duration;
 
-use dutnet_tests::{Netns, Topology, cli, clients, cmd, netns::Process, prereq};
+use dutnet_tests::{
+    clients, cmd,
+    lab::{
+        Dut, Lab,
+        config::{BOARD1_MAC, Network},
+    },
+    prereq,
+};
 
-struct Lab {
-    topology: Topology,
-    dut: Netns,
-    daemon: Option<Process>,
+/// The DUT's MAC `mac` decides its lease: [`BOARD1_MAC`] has the static one.
+fn start(mac: &str) -> Lab {
+    let mut lab = Lab::builder()
+        .upstream()
+        .dut(Dut::on(1).mac(mac))
+        .resolv_conf()
+        .build();
+    lab.load(&Network::services().single());
+    lab
 }
 
-const CONFIG: &str = "\
-interface: dn-dut1
-upstream_interface: dn-up
-domain: lab.local
-dns_servers: [\"10.99.0.1\"]
-lease_time: 1h
-addresses:
-  - mac: \"02:00:00:00:01:0a\"
-    ip: 192.168.100.10
-    hostname: board1
-dns_entries:
-  - hostname: controller.lab.local
-    ip: 10.99.0.1
-";
-
-impl Lab {
-    /// An exporter with one DUT NIC and an upstream; the DUT's MAC is `mac`.
-    fn start(mac: &str) -> Self {
-        let mut topology = Topology::new();
-        let (exporter, _lan) = topology.exporter_and_lan();
-        let dut = topology.netns("dut");
-        topology.veth((&exporter, "dn-dut1"), (&dut, "eth0"));
-        dut.ip(&format!("link set eth0 address {mac}"));
-        // Before the /etc/netns dir below: only a built Lab removes it.
-        let daemon = cli::load(&topology, &exporter, CONFIG);
-        // A client namespace gets its own resolv.conf: dhclient may write it.
-        let etc = std::path::PathBuf::from("/etc/netns").join(&dut.name);
-        std::fs::create_dir_all(&etc).unwrap();
-        std::fs::write(etc.join("resolv.conf"), "").unwrap();
-        Self {
-            topology,
-            dut,
-            daemon: Some(daemon),
-        }
-    }
-
-    fn log(&self) -> String {
-        self.daemon.as_ref().map(Process::log).unwrap_or_default()
-    }
-
-    /// Runs dhclient once (in its own UTS namespace, with a script that
-    /// changes nothing) and returns the lease file it wrote.
-    fn dhclient(&self, extra_config: &str) -> String {
-        prereq::require("dhclient", "isc-dhcp-client");
-        let (out, leases) = clients::dhclient(&self.dut, "eth0", &self.topology.dir, extra_config);
-        assert!(
-            out.success(),
-            "dhclient failed: {out:#?}\ndutnet log:\n{}",
-            self.log()
-        );
-        leases
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        if let Some(mut daemon) = self.daemon.take() {
-            daemon.terminate();
-        }
-        let _ =
-            std::fs::remove_dir_all(std::path::PathBuf::from("/etc/netns").join(&self.dut.name));
-    }
+/// Runs dhclient once (in its own UTS namespace, with a script that
+/// changes nothing) and returns the lease file it wrote.
+fn dhclient(lab: &Lab, extra_config: &str) -> String {
+    prereq::require("dhclient", "isc-dhcp-client");
+    let (out, leases) = clients::dhclient(lab.dut(1), "eth0", &lab.topology.dir, extra_config);
+    assert!(
+        out.success(),
+        "dhclient failed: {out:#?}\ndutnet log:\n{}",
+        lab.log()
+    );
+    leases
 }
 
 #[test]
 fn dhclient_gets_the_static_lease_with_router_dns_and_hostname() {
-    let lab = Lab::start("02:00:00:00:01:0a");
-    let lease = lab.dhclient("");
+    let lab = start(BOARD1_MAC);
+    let lease = dhclient(&lab, "");
     for expected in [
         "fixed-address 192.168.100.10;",
         "option subnet-mask 255.255.255.0;",
@@ -96,7 +57,7 @@ fn dhclient_gets_the_static_lease_with_router_dns_and_hostname() {
 #[test]
 fn udhcpc_gets_the_static_lease_with_router_dns_and_hostname() {
     prereq::require("udhcpc", "udhcpc");
-    let lab = Lab::start("02:00:00:00:01:0a");
+    let lab = start(BOARD1_MAC);
     let record = lab.topology.path("udhcpc.env");
     let script = lab.topology.path("udhcpc.sh");
     std::fs::write(
@@ -108,7 +69,7 @@ fn udhcpc_gets_the_static_lease_with_router_dns_and_hostname() {
     )
     .unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let out = lab.dut.exec(
+    let out = lab.dut(1).exec(
         "udhcpc",
         &[
             "-i",
@@ -142,15 +103,15 @@ fn udhcpc_gets_the_static_lease_with_router_dns_and_hostname() {
 #[test]
 fn an_unknown_mac_gets_the_first_range_address_and_its_hostname_resolves() {
     prereq::require("dig", "dnsutils");
-    let lab = Lab::start("02:00:00:00:09:99");
-    let lease = lab.dhclient("send host-name \"dynboard\";\n");
+    let lab = start("02:00:00:00:09:99");
+    let lease = dhclient(&lab, "send host-name \"dynboard\";\n");
     assert!(lease.contains("fixed-address 192.168.100.100;"), "{lease}");
     // The DUT needs its address to ask the DNS server.
-    lab.dut.ip("addr add 192.168.100.100/24 dev eth0");
+    lab.dut(1).ip("addr add 192.168.100.100/24 dev eth0");
     let dig = |args: &[&str]| {
         let mut all = vec!["+short", "+time=2", "+tries=2", "@192.168.100.1"];
         all.extend(args);
-        lab.dut.exec("dig", &all).ok().stdout.trim().to_owned()
+        lab.dut(1).exec("dig", &all).ok().stdout.trim().to_owned()
     };
     let resolved = cmd::wait_for(Duration::from_secs(5), || {
         (dig(&["dynboard.lab.local"]) == "192.168.100.100").then_some(())
@@ -167,7 +128,7 @@ fn an_unknown_mac_gets_the_first_range_address_and_its_hostname_resolves() {
     assert_eq!(dig(&["-x", "10.99.0.1"]), "controller.lab.local.");
     // A local name has no AAAA: NODATA (empty answer, NOERROR), not NXDOMAIN.
     let aaaa = lab
-        .dut
+        .dut(1)
         .exec(
             "dig",
             &["+time=2", "@192.168.100.1", "AAAA", "board1.lab.local"],

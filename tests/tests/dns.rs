@@ -13,16 +13,15 @@ use std::{
 
 use dutnet::dns::{DnsConfig, DnsServer};
 use dutnet_tests::{
-    Netns, Topology, cli, cmd,
-    netns::Process,
+    cmd,
+    lab::{
+        Dut, Lab,
+        config::{DUT_IP, GATEWAY, LAN_IP, Network},
+    },
     prereq,
     upstream_dns::{self, BIG, BIG_COUNT, Dnsmasq, ONLY_UPSTREAM, ONLY_UPSTREAM_IP},
 };
 
-const GATEWAY: &str = "192.168.100.1";
-const DUT_IP: &str = "192.168.100.10";
-/// The LAN host of [`Topology::exporter_and_lan`], where dnsmasq listens.
-const LAN_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 /// An address inside the LAN subnet that nobody holds. A permanent
 /// neighbour entry sends its packets to a MAC nobody has, so they vanish
 /// without an ARP wait or an ICMP error: a dead resolver.
@@ -31,47 +30,35 @@ const BLACKHOLE: &str = "10.99.0.9";
 const DNS_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Namespaces: an exporter with the upstream `dn-up` (10.99.0.2) to the LAN
-/// ([`LAN_IP`]) and the DUT NIC `dn-dut1` to one DUT ([`DUT_IP`]).
-struct Net {
-    topology: Topology,
-    exporter: Netns,
-    lan: Netns,
-    dut: Netns,
+/// ([`LAN_IP`]) and the DUT NIC `dn-dut1` to one DUT ([`DUT_IP`]); no
+/// daemon yet.
+fn net() -> Lab {
+    prereq::require("dig", "dnsutils");
+    let lab = Lab::builder().upstream().dut(Dut::on(1).ip(DUT_IP)).build();
+    lab.exporter.ip(&format!(
+        "neigh replace {BLACKHOLE} lladdr 02:00:00:00:99:09 dev dn-up nud permanent"
+    ));
+    lab
 }
 
-impl Net {
-    fn new() -> Self {
-        prereq::require("dig", "dnsutils");
-        let mut topology = Topology::new();
-        let (exporter, lan) = topology.exporter_and_lan();
-        let dut = topology.netns("dut");
-        exporter.ip(&format!(
-            "neigh replace {BLACKHOLE} lladdr 02:00:00:00:99:09 dev dn-up nud permanent"
-        ));
-        topology.veth((&exporter, "dn-dut1"), (&dut, "eth0"));
-        dut.ip(&format!("addr add {DUT_IP}/24 dev eth0"));
-        Self {
-            topology,
-            exporter,
-            lan,
-            dut,
-        }
-    }
+fn dnsmasq(lab: &Lab) -> Dnsmasq {
+    Dnsmasq::start(lab.lan(), LAN_IP, &lab.topology.dir)
+}
 
-    fn dnsmasq(&self) -> Dnsmasq {
-        Dnsmasq::start(&self.lan, LAN_IP, &self.topology.dir)
-    }
+/// `dig @gateway <args>` from the DUT, with one try of `wait` seconds.
+fn dig_for(lab: &Lab, args: &[&str], wait: u32) -> Dig {
+    let (time, server) = (format!("+time={wait}"), format!("@{GATEWAY}"));
+    let mut all = vec!["+tries=1", time.as_str(), server.as_str()];
+    all.extend(args);
+    let started = Instant::now();
+    let out = lab.dut(1).exec("dig", &all);
+    let took = started.elapsed();
+    Dig::parse(out.stdout, took)
+}
 
-    /// `dig @gateway <args>` from the DUT, with one try of `wait` seconds.
-    fn dig(&self, args: &[&str], wait: u32) -> Dig {
-        let (time, server) = (format!("+time={wait}"), format!("@{GATEWAY}"));
-        let mut all = vec!["+tries=1", time.as_str(), server.as_str()];
-        all.extend(args);
-        let started = Instant::now();
-        let out = self.dut.exec("dig", &all);
-        let took = started.elapsed();
-        Dig::parse(out.stdout, took)
-    }
+/// `dig` with a 3 s wait.
+fn dig(lab: &Lab, args: &[&str]) -> Dig {
+    dig_for(lab, args, 3)
 }
 
 /// What dig printed, picked apart.
@@ -160,51 +147,22 @@ impl Dig {
     }
 }
 
-/// `dutnet load` running in the exporter namespace of a [`Net`].
-struct Lab {
-    net: Net,
-    daemon: Option<Process>,
-}
-
-impl Lab {
-    /// Starts the daemon for one network with these `dns_servers` and waits
-    /// until it is up. The network has a custom record and a static DUT.
-    fn start(dns_servers: &[&str]) -> Self {
-        let net = Net::new();
-        let servers: Vec<String> = dns_servers.iter().map(|s| format!("\"{s}\"")).collect();
-        let config = format!(
-            "interface: dn-dut1\n\
-             upstream_interface: dn-up\n\
-             domain: lab.local\n\
-             dns_servers: [{}]\n\
-             dns_timeout: {}ms\n\
-             addresses:\n  - mac: \"02:00:00:00:01:0a\"\n    ip: {DUT_IP}\n    hostname: board1\n\
-             dns_entries:\n  - hostname: controller.lab.local\n    ip: 10.99.0.5\n",
-            servers.join(", "),
-            DNS_TIMEOUT.as_millis(),
-        );
-        let daemon = cli::load(&net.topology, &net.exporter, &config);
-        Self {
-            net,
-            daemon: Some(daemon),
-        }
-    }
-
-    fn log(&self) -> String {
-        self.daemon.as_ref().map(Process::log).unwrap_or_default()
-    }
-
-    fn dig(&self, args: &[&str]) -> Dig {
-        self.net.dig(args, 3)
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        if let Some(mut daemon) = self.daemon.take() {
-            daemon.terminate();
-        }
-    }
+/// Starts the daemon for one network with these `dns_servers` and waits
+/// until it is up. The network has a custom record and a static DUT.
+fn start(dns_servers: &[&str]) -> Lab {
+    let mut lab = net();
+    let servers: Vec<String> = dns_servers.iter().map(|s| format!("\"{s}\"")).collect();
+    let config = Network::services().set(&format!(
+        "dns_servers: [{}]
+dns_timeout: {}ms
+dns_entries:
+  - hostname: controller.lab.local
+    ip: 10.99.0.5",
+        servers.join(", "),
+        DNS_TIMEOUT.as_millis(),
+    ));
+    lab.load(&config.single());
+    lab
 }
 
 /// dnsmasq may write its log line a moment after answering: wait for the
@@ -218,11 +176,11 @@ fn settled_queries(upstream: &Dnsmasq, qtype: &str, qname: &str, expected: usize
 
 #[test]
 fn upstream_name_is_forwarded_once_then_cached_and_nxdomain_passes_through() {
-    let lab = Lab::start(&["10.99.0.1"]);
-    let upstream = lab.net.dnsmasq();
+    let lab = start(&["10.99.0.1"]);
+    let upstream = dnsmasq(&lab);
     let ip = ONLY_UPSTREAM_IP.to_string();
 
-    let first = lab.dig(&[ONLY_UPSTREAM]);
+    let first = dig(&lab, &[ONLY_UPSTREAM]);
     first.assert_answer("NOERROR", "A", &[&ip]);
     assert!(!first.flags.contains(&"aa".to_owned()), "{}", first.text);
     assert_eq!(
@@ -232,7 +190,7 @@ fn upstream_name_is_forwarded_once_then_cached_and_nxdomain_passes_through() {
         upstream.log()
     );
 
-    let second = lab.dig(&[ONLY_UPSTREAM]);
+    let second = dig(&lab, &[ONLY_UPSTREAM]);
     second.assert_answer("NOERROR", "A", &[&ip]);
     assert!(second.answers[0].1 <= upstream_dns::TTL, "{}", second.text);
     // Give a stray forward the time to reach the log before counting.
@@ -244,34 +202,33 @@ fn upstream_name_is_forwarded_once_then_cached_and_nxdomain_passes_through() {
         upstream.log()
     );
 
-    let nx = lab.dig(&["nx.upstream.test"]);
+    let nx = dig(&lab, &["nx.upstream.test"]);
     nx.assert_answer("NXDOMAIN", "A", &[]);
     assert_eq!(settled_queries(&upstream, "A", "nx.upstream.test", 1), 1);
 }
 
 #[test]
 fn local_names_and_their_ptrs_resolve_and_aaaa_of_a_local_name_is_nodata() {
-    let lab = Lab::start(&["10.99.0.1"]);
-    let upstream = lab.net.dnsmasq();
+    let lab = start(&["10.99.0.1"]);
+    let upstream = dnsmasq(&lab);
 
+    let dut_ip = DUT_IP.to_string();
     for (name, ip) in [
         ("controller.lab.local", "10.99.0.5"),
-        ("board1.lab.local", DUT_IP),
-        ("board1", DUT_IP),
+        ("board1.lab.local", &dut_ip),
+        ("board1", &dut_ip),
     ] {
-        let dig = lab.dig(&[name]);
+        let dig = dig(&lab, &[name]);
         dig.assert_answer("NOERROR", "A", &[ip]);
         assert!(dig.flags.contains(&"aa".to_owned()), "{}", dig.text);
     }
-    lab.dig(&["-x", "10.99.0.5"])
-        .assert_answer("NOERROR", "PTR", &["controller.lab.local."]);
-    lab.dig(&["-x", DUT_IP])
-        .assert_answer("NOERROR", "PTR", &["board1.lab.local."]);
+    dig(&lab, &["-x", "10.99.0.5"]).assert_answer("NOERROR", "PTR", &["controller.lab.local."]);
+    dig(&lab, &["-x", &dut_ip]).assert_answer("NOERROR", "PTR", &["board1.lab.local."]);
 
-    let aaaa = lab.dig(&["AAAA", "board1.lab.local"]);
+    let aaaa = dig(&lab, &["AAAA", "board1.lab.local"]);
     aaaa.assert_answer("NOERROR", "AAAA", &[]);
     assert!(aaaa.answers.is_empty(), "{}", aaaa.text);
-    let aaaa = lab.dig(&["AAAA", "controller.lab.local"]);
+    let aaaa = dig(&lab, &["AAAA", "controller.lab.local"]);
     aaaa.assert_answer("NOERROR", "AAAA", &[]);
 
     std::thread::sleep(Duration::from_millis(300));
@@ -284,17 +241,17 @@ fn local_names_and_their_ptrs_resolve_and_aaaa_of_a_local_name_is_nodata() {
 
 #[test]
 fn large_upstream_answer_is_truncated_over_udp_and_comes_whole_over_tcp() {
-    let lab = Lab::start(&["10.99.0.1"]);
-    let upstream = lab.net.dnsmasq();
+    let lab = start(&["10.99.0.1"]);
+    let upstream = dnsmasq(&lab);
 
     // dig's own retry over TCP is off: what came over UDP is shown as is.
-    let udp = lab.dig(&["+ignore", BIG]);
+    let udp = dig(&lab, &["+ignore", BIG]);
     assert_eq!(udp.status, "NOERROR", "{}", udp.text);
     assert!(udp.flags.contains(&"tc".to_owned()), "TC set: {}", udp.text);
     assert_eq!(udp.transport, "UDP", "{}", udp.text);
     assert!(udp.answers.len() < BIG_COUNT, "{}", udp.text);
 
-    let tcp = lab.dig(&[BIG]);
+    let tcp = dig(&lab, &[BIG]);
     assert_eq!(tcp.status, "NOERROR", "{}", tcp.text);
     assert!(
         tcp.text.contains("Truncated, retrying in TCP mode"),
@@ -321,10 +278,10 @@ fn large_upstream_answer_is_truncated_over_udp_and_comes_whole_over_tcp() {
 
 #[test]
 fn dead_upstream_gives_servfail_within_the_timeout_and_the_second_server_takes_over() {
-    let lab = Lab::start(&[BLACKHOLE, "10.99.0.1"]);
+    let lab = start(&[BLACKHOLE, "10.99.0.1"]);
 
     // Both dead: the blackhole never answers, 10.99.0.1 has no resolver yet.
-    let dead = lab.dig(&[ONLY_UPSTREAM]);
+    let dead = dig(&lab, &[ONLY_UPSTREAM]);
     dead.assert_answer("SERVFAIL", "A", &[]);
     assert!(
         dead.took >= DNS_TIMEOUT - Duration::from_millis(100),
@@ -340,8 +297,8 @@ fn dead_upstream_gives_servfail_within_the_timeout_and_the_second_server_takes_o
 
     // The first server stays dead; the second answers once it is asked,
     // halfway through the budget. The SERVFAIL was not cached.
-    let upstream = lab.net.dnsmasq();
-    let failover = lab.dig(&[ONLY_UPSTREAM]);
+    let upstream = dnsmasq(&lab);
+    let failover = dig(&lab, &[ONLY_UPSTREAM]);
     failover.assert_answer("NOERROR", "A", &[&ONLY_UPSTREAM_IP.to_string()]);
     assert!(
         failover.took >= DNS_TIMEOUT / 2 - Duration::from_millis(100),
@@ -359,8 +316,8 @@ fn dead_upstream_gives_servfail_within_the_timeout_and_the_second_server_takes_o
 /// A `DnsServer` of the dutnet library on the gateway address in the
 /// exporter namespace, forwarding to the LAN's dnsmasq. `body` runs on a
 /// thread inside the exporter namespace, with the server running.
-fn with_in_process_server(body: impl FnOnce(&Net, &DnsServer) + Send + 'static) {
-    let net = Net::new();
+fn with_in_process_server(body: impl FnOnce(&Lab, &DnsServer) + Send + 'static) {
+    let net = net();
     net.exporter
         .ip(&format!("addr add {GATEWAY}/24 dev dn-dut1"));
     let exporter = net.exporter.clone();
@@ -372,13 +329,13 @@ fn with_in_process_server(body: impl FnOnce(&Net, &DnsServer) + Send + 'static) 
             .block_on(DnsServer::start(DnsConfig {
                 network: "acceptance".into(),
                 interface: "dn-dut1".into(),
-                listen: GATEWAY.parse().unwrap(),
+                listen: GATEWAY,
                 port: 53,
                 upstreams: vec![SocketAddr::from((LAN_IP, 53))],
                 timeout: DNS_TIMEOUT,
                 domain: Some("lab.local".into()),
                 entries: vec![("controller.lab.local".into(), Ipv4Addr::new(10, 99, 0, 5))],
-                hosts: vec![("board1".into(), DUT_IP.parse().unwrap())],
+                hosts: vec![("board1".into(), DUT_IP)],
             }))
             .unwrap();
         let outcome =
@@ -395,18 +352,20 @@ fn with_in_process_server(body: impl FnOnce(&Net, &DnsServer) + Send + 'static) 
 #[test]
 fn a_record_removed_at_runtime_stops_resolving_on_the_next_query() {
     with_in_process_server(|net, server| {
-        let upstream = net.dnsmasq();
+        let upstream = dnsmasq(net);
         let name = "printer.lab.local";
         server
             .add_entry(name, Ipv4Addr::new(10, 99, 0, 42))
             .unwrap();
-        net.dig(&[name], 2)
-            .assert_answer("NOERROR", "A", &["10.99.0.42"]);
-        net.dig(&["-x", "10.99.0.42"], 2)
-            .assert_answer("NOERROR", "PTR", &["printer.lab.local."]);
+        dig_for(net, &[name], 2).assert_answer("NOERROR", "A", &["10.99.0.42"]);
+        dig_for(net, &["-x", "10.99.0.42"], 2).assert_answer(
+            "NOERROR",
+            "PTR",
+            &["printer.lab.local."],
+        );
 
         server.remove_entry(name).unwrap();
-        let gone = net.dig(&[name], 2);
+        let gone = dig_for(net, &[name], 2);
         // Not ours any more: the upstream says it does not exist.
         gone.assert_answer("NXDOMAIN", "A", &[]);
         assert_eq!(settled_queries(&upstream, "A", name, 1), 1);
@@ -434,8 +393,8 @@ fn raw_query() -> Vec<u8> {
 #[test]
 fn malformed_queries_are_counted_and_ignored_while_dig_still_gets_answers() {
     with_in_process_server(|net, server| {
-        let upstream = net.dnsmasq();
-        let socket = net.dut.enter(|| {
+        let upstream = dnsmasq(net);
+        let socket = net.dut(1).enter(|| {
             let socket = UdpSocket::bind((DUT_IP, 0)).unwrap();
             socket.connect((GATEWAY, 53)).unwrap();
             socket
@@ -491,9 +450,8 @@ fn malformed_queries_are_counted_and_ignored_while_dig_still_gets_answers() {
             assert_eq!(reply[3] & 0x0f, 1, "{what}: rcode FORMERR");
         }
 
-        net.dig(&["controller.lab.local"], 2)
-            .assert_answer("NOERROR", "A", &["10.99.0.5"]);
-        net.dig(&[ONLY_UPSTREAM], 2).assert_answer(
+        dig_for(net, &["controller.lab.local"], 2).assert_answer("NOERROR", "A", &["10.99.0.5"]);
+        dig_for(net, &[ONLY_UPSTREAM], 2).assert_answer(
             "NOERROR",
             "A",
             &[&ONLY_UPSTREAM_IP.to_string()],

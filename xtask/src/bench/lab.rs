@@ -7,14 +7,15 @@
 //! ```
 //! Only the exporter differs between paths. Each lab has its own prefix and
 //! is removed when dropped (also on a panic).
-use std::{fmt::Write as _, net::Ipv4Addr, path::Path as FsPath, time::Duration};
+use std::{net::Ipv4Addr, path::Path as FsPath, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
-use dutnet_tests::{Netns, Topology, cmd, netns::Process};
+use dutnet_tests::{
+    Netns, Topology, cli, cmd,
+    lab::config::{DUT_IP, EXPORTER_UP, GATEWAY, LAN_IP, Network, SUBNET, dut_nic},
+    netns::Process,
+};
 
-pub const DUT_ADDR: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 10);
-pub const LAN_ADDR: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
-pub const UPSTREAM_ADDR: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
 /// Flows dutnet may hold: above what one lab's load creates (see `udp_load`),
 /// all of them for the lab's one DUT (`nat_flows_per_dut`; its default, half,
 /// would evict during the new-flow load of the full run).
@@ -92,8 +93,8 @@ impl Path {
     /// The source address the LAN host must see.
     pub fn source_seen_by_lan(self) -> Ipv4Addr {
         match self {
-            Self::Routing => DUT_ADDR,
-            Self::NftMasquerade | Self::EbpfMasquerade | Self::DutnetNft => UPSTREAM_ADDR,
+            Self::Routing => DUT_IP,
+            Self::NftMasquerade | Self::EbpfMasquerade | Self::DutnetNft => EXPORTER_UP,
             Self::Nft1to1 | Self::Ebpf1to1 => PUBLIC_ADDR,
         }
     }
@@ -178,12 +179,12 @@ impl Timeouts {
     fn yaml(self) -> String {
         let Self { long, shortest } = self;
         format!(
-            "    udp_timeout: {long}
-    nat_timeouts:
-      unreplied: {long}
-      icmp: {shortest}s
-      tcp_syn: {shortest}s
-      tcp_close: {shortest}s
+            "udp_timeout: {long}
+nat_timeouts:
+  unreplied: {long}
+  icmp: {shortest}s
+  tcp_syn: {shortest}s
+  tcp_close: {shortest}s
 "
         )
     }
@@ -220,8 +221,8 @@ impl Lab {
         let dut = topology.netns("dut");
         let (exporter, lan) = topology.exporter_and_lan();
         topology.veth((&exporter, "dn-dut1"), (&dut, "eth0"));
-        dut.ip("addr add 192.168.100.10/24 dev eth0");
-        dut.ip("route add default via 192.168.100.1");
+        dut.ip(&format!("addr add {DUT_IP}/24 dev eth0"));
+        dut.ip(&format!("route add default via {GATEWAY}"));
         let dut2 = options.second_dut.then(|| {
             let dut2 = topology.netns("dut2");
             topology.veth((&exporter, "dn-dut2"), (&dut2, "eth0"));
@@ -240,16 +241,16 @@ impl Lab {
         match path {
             Path::Routing => {
                 forwarding(&exporter);
-                exporter.ip("addr add 192.168.100.1/24 dev dn-dut1");
-                lan.ip("route add 192.168.100.0/24 via 10.99.0.2");
+                exporter.ip(&format!("addr add {GATEWAY}/24 dev dn-dut1"));
+                lan.ip(&format!("route add {SUBNET} via {EXPORTER_UP}"));
                 if dut2.is_some() {
                     dut2_subnet(&exporter);
-                    lan.ip("route add 192.168.101.0/24 via 10.99.0.2");
+                    lan.ip(&format!("route add 192.168.101.0/24 via {EXPORTER_UP}"));
                 }
             }
             Path::NftMasquerade | Path::Nft1to1 => {
                 forwarding(&exporter);
-                exporter.ip("addr add 192.168.100.1/24 dev dn-dut1");
+                exporter.ip(&format!("addr add {GATEWAY}/24 dev dn-dut1"));
                 dut2_subnet(&exporter);
                 let (file, mut rules) = if path == Path::Nft1to1 {
                     exporter.ip(&format!("addr add {PUBLIC_ADDR}/24 dev dn-up"));
@@ -300,7 +301,8 @@ impl Lab {
         for (name, dut) in
             std::iter::once(("DUT", &self.dut)).chain(self.dut2.as_ref().map(|d| ("second DUT", d)))
         {
-            let ping = dut.exec("ping", &["-c", "2", "-i", "0.2", "-W", "2", "10.99.0.1"]);
+            let lan = LAN_IP.to_string();
+            let ping = dut.exec("ping", &["-c", "2", "-i", "0.2", "-W", "2", &lan]);
             if !ping.success() {
                 bail!(
                     "{}: the {name} cannot ping the LAN host through the exporter:\n{}{}",
@@ -341,17 +343,16 @@ fn forwarding(exporter: &Netns) {
     exporter.sysctl("net.ipv4.conf.all.forwarding=1");
 }
 
-/// The environment that keeps a lab's dutnet (and its verbs) in the lab.
+/// The environment that keeps a lab's dutnet (and its verbs) in the lab:
+/// the tests' ([`cli::env`]), logging at info (debug costs throughput).
 pub fn daemon_env(topology: &Topology) -> Vec<(&'static str, String)> {
-    vec![
-        ("DUTNET_BPFFS", topology.bpffs().display().to_string()),
-        (
-            "DUTNET_STATE_DIR",
-            topology.path("state").display().to_string(),
-        ),
-        ("DUTNET_RUN_DIR", topology.path("run").display().to_string()),
-        ("DUTNET_LOG", "info".to_owned()),
-    ]
+    let mut env = cli::env(topology);
+    for (key, value) in &mut env {
+        if *key == "DUTNET_LOG" {
+            "info".clone_into(value);
+        }
+    }
+    env
 }
 
 fn load_dutnet(
@@ -362,51 +363,8 @@ fn load_dutnet(
     path: Path,
     options: Options,
 ) -> Result<Process> {
-    let nat = if path == Path::Ebpf1to1 {
-        format!("nat_mode: 1to1\n    addresses: [{{ip: {DUT_ADDR}, public_ip: {PUBLIC_ADDR}}}]")
-    } else {
-        "nat_mode: masquerade".to_owned()
-    };
-    let Options {
-        nat_table_size,
-        nat_flows_per_dut,
-        ..
-    } = options;
-    let mut yaml = format!(
-        "networks:
-  - name: bench
-    interface: dn-dut1
-    subnet: 192.168.100.0/24
-    gateway_ip: 192.168.100.1
-    upstream_interface: dn-up
-    {nat}
-    dhcp_enabled: false
-    dns_servers: [\"10.99.0.1\"]
-    nat_table_size: {nat_table_size}
-    nat_flows_per_dut: {nat_flows_per_dut}
-"
-    );
-    if let Some(timeouts) = options.timeouts {
-        yaml.push_str(&timeouts.yaml());
-    }
-    if options.second_dut {
-        // Its own network and budget (dutnet's default 65 536), masquerade
-        // whatever the first network does.
-        let _ = write!(
-            yaml,
-            "  - name: bench2
-    interface: dn-dut2
-    subnet: 192.168.101.0/24
-    gateway_ip: 192.168.101.1
-    upstream_interface: dn-up
-    nat_mode: masquerade
-    dhcp_enabled: false
-    dns_servers: [\"10.99.0.1\"]
-"
-        );
-    }
     let config = topology.path("bench.yaml");
-    std::fs::write(&config, yaml)?;
+    std::fs::write(&config, config_yaml(path, options))?;
     let config = config.to_string_lossy();
     let mut args = vec!["load", config.as_ref()];
     if path == Path::DutnetNft {
@@ -419,7 +377,7 @@ fn load_dutnet(
         topology.path("dutnet.log"),
     );
     let up = cmd::wait_for(Duration::from_secs(20), || {
-        daemon.log().contains("dutnet is up").then_some(())
+        cli::is_up(topology, &daemon).then_some(())
     });
     if up.is_none() {
         bail!("dutnet did not come up:\n{}", daemon.log());
@@ -427,8 +385,74 @@ fn load_dutnet(
     Ok(daemon)
 }
 
+/// dutnet's config for `path`: the tests' NAT network ([`Network::nat`])
+/// named `bench`, with the lab's budgets and timeouts.
+fn config_yaml(path: Path, options: Options) -> String {
+    let nat = if path == Path::Ebpf1to1 {
+        format!("nat_mode: 1to1\naddresses: [{{ip: {DUT_IP}, public_ip: {PUBLIC_ADDR}}}]")
+    } else {
+        "nat_mode: masquerade".to_owned()
+    };
+    let Options {
+        nat_table_size,
+        nat_flows_per_dut,
+        ..
+    } = options;
+    let mut network = Network::nat(&dut_nic(1)).set(&format!(
+        "{nat}\nnat_table_size: {nat_table_size}\nnat_flows_per_dut: {nat_flows_per_dut}"
+    ));
+    if let Some(timeouts) = options.timeouts {
+        network = network.set(&timeouts.yaml());
+    }
+    let mut yaml = "networks:\n".to_owned();
+    yaml.push_str(&network.entry("bench"));
+    if options.second_dut {
+        // Its own network and budget (dutnet's default 65 536), masquerade
+        // whatever the first network does.
+        let second =
+            Network::nat(&dut_nic(2)).set("subnet: 192.168.101.0/24\ngateway_ip: 192.168.101.1");
+        yaml.push_str(&second.entry("bench2"));
+    }
+    yaml
+}
+
 /// The MAC address of `interface` in `ns`.
 fn mac_of(ns: &Netns, interface: &str) -> Result<[u8; 6]> {
     ns.mac(interface)
         .with_context(|| format!("no MAC for {interface} in {}", ns.name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Options, Path, Timeouts, config_yaml};
+
+    #[test]
+    fn the_config_is_the_tests_nat_network_with_the_lab_budgets() {
+        let options = Options {
+            timeouts: Some(Timeouts {
+                long: "10m",
+                shortest: 4,
+            }),
+            second_dut: true,
+            ..Options::default()
+        };
+        let yaml = config_yaml(Path::Ebpf1to1, options);
+        for line in [
+            "  - name: bench\n    interface: dn-dut1\n",
+            "    subnet: 192.168.100.0/24\n",
+            "    gateway_ip: 192.168.100.1\n",
+            "    upstream_interface: dn-up\n",
+            "    nat_mode: 1to1\n",
+            "    addresses: [{ip: 192.168.100.10, public_ip: 10.99.0.50}]\n",
+            "    dhcp_enabled: false\n",
+            "    dns_servers: [\"10.99.0.1\"]\n",
+            "    nat_table_size: 262144\n",
+            "    nat_timeouts:\n      unreplied: 10m\n      icmp: 4s\n",
+            "  - name: bench2\n    interface: dn-dut2\n    subnet: 192.168.101.0/24\n    gateway_ip: 192.168.101.1\n",
+        ] {
+            assert!(yaml.contains(line), "no {line:?} in:\n{yaml}");
+        }
+        assert_eq!(yaml.matches("nat_mode: masquerade").count(), 1, "{yaml}");
+        assert!(!config_yaml(Path::EbpfMasquerade, Options::default()).contains("1to1"));
+    }
 }

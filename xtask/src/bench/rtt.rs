@@ -11,12 +11,9 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-use dutnet_tests::Netns;
+use dutnet_tests::{Netns, lab::config::LAN_IP};
 
-use super::{
-    cpu,
-    lab::{LAN_ADDR, Lab},
-};
+use super::{cpu, lab::Lab};
 
 const ECHO_PORT: u16 = 7007;
 /// 18 bytes: a 64-byte frame on the wire, like the packet-rate load.
@@ -69,7 +66,7 @@ pub fn measure_from(
     let server = lab
         .lan
         .enter(|| -> std::io::Result<UdpSocket> {
-            let socket = UdpSocket::bind(SocketAddrV4::new(LAN_ADDR, ECHO_PORT))?;
+            let socket = UdpSocket::bind(SocketAddrV4::new(LAN_IP, ECHO_PORT))?;
             socket.set_read_timeout(Some(Duration::from_millis(50)))?;
             Ok(socket)
         })
@@ -77,7 +74,7 @@ pub fn measure_from(
     let client = dut
         .enter(|| -> std::io::Result<UdpSocket> {
             let socket = UdpSocket::bind("0.0.0.0:0")?;
-            socket.connect(SocketAddrV4::new(LAN_ADDR, ECHO_PORT))?;
+            socket.connect(SocketAddrV4::new(LAN_IP, ECHO_PORT))?;
             socket.set_read_timeout(Some(REPLY_TIMEOUT))?;
             Ok(socket)
         })

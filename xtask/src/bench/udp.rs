@@ -9,11 +9,14 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use dutnet_tests::generator::{self, DST_PORT_BASE, DST_PORTS, Load, PacketSocket, Template};
+use dutnet_tests::{
+    generator::{self, DST_PORT_BASE, DST_PORTS, Load, PacketSocket, Template},
+    lab::config::{DUT_IP, LAN_IP},
+};
 
 use super::{
     cpu::{self, CpuTimes},
-    lab::{DUT_ADDR, LAN_ADDR, Lab},
+    lab::Lab,
     receiver,
 };
 
@@ -41,13 +44,13 @@ pub struct UdpResult {
 pub fn measure(lab: &Lab, load: Load) -> Result<UdpResult> {
     let sockets = lab
         .lan
-        .enter(|| receiver::bind(LAN_ADDR, DST_PORT_BASE, DST_PORTS))
+        .enter(|| receiver::bind(LAN_IP, DST_PORT_BASE, DST_PORTS))
         .context("binding the receiver in the LAN namespace")?;
     let packet_socket = lab
         .dut
         .enter(|| PacketSocket::open("eth0"))
         .context("opening a packet socket on the DUT's NIC")?;
-    let template = Template::new(DUT_ADDR, LAN_ADDR, lab.gateway_mac, lab.dut_mac);
+    let template = Template::new(DUT_IP, LAN_IP, lab.gateway_mac, lab.dut_mac);
     let done = Arc::new(AtomicBool::new(false));
     // The receiver outlives the sender by its drain time, never by more
     // than this.
@@ -110,7 +113,7 @@ pub fn send_only(lab: &Lab, load: Load) -> Result<generator::Sent> {
         .dut
         .enter(|| PacketSocket::open("eth0"))
         .context("opening a packet socket on the DUT's NIC")?;
-    let template = Template::new(DUT_ADDR, LAN_ADDR, lab.gateway_mac, lab.dut_mac);
+    let template = Template::new(DUT_IP, LAN_IP, lab.gateway_mac, lab.dut_mac);
     std::thread::Builder::new()
         .name("bench-send".to_owned())
         .spawn(move || -> Result<generator::Sent> {
