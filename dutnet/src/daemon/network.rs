@@ -41,6 +41,8 @@ pub struct NetworkContext {
     taken: Option<TakenOver>,
     pub servers: Servers,
     phase: Phase,
+    /// The masquerade address the datapath was attached with.
+    external: Option<Ipv4Addr>,
     /// Where "my leases changed" goes (DUT hostnames for DNS).
     lease_changes: tokio::sync::mpsc::UnboundedSender<String>,
 }
@@ -89,6 +91,7 @@ impl NetworkContext {
             taken: None,
             servers: Servers::default(),
             phase: Phase::Starting,
+            external: None,
             lease_changes,
         }
     }
@@ -148,7 +151,7 @@ impl NetworkContext {
             return Ok(());
         };
         if self.ifindex() == Some(taken.link.index) && self.phase == Phase::Up {
-            return Ok(());
+            return self.follow_upstream(taken, exporter, datapath).await;
         }
         if self.taken.is_some() {
             info!(network = %self.config.name, interface = %self.config.interface, "DUT interface is back; configuring it again");
@@ -161,6 +164,40 @@ impl NetworkContext {
                 .route_replies(&self.config, mark, taken.link.index)
                 .await?;
         }
+        self.external = self.attach(&taken, exporter, datapath).await?;
+        self.servers = match exporter.start_servers(&self.config, paths).await {
+            Ok(servers) => servers,
+            Err(e) => {
+                self.detach(datapath);
+                return Err(e);
+            }
+        };
+        if let Some(dhcp) = &self.servers.dhcp {
+            forward_lease_changes(dhcp, &self.config.name, self.lease_changes.clone());
+        }
+        self.servers.publish_lease_hostnames();
+        info!(
+            network = %self.config.name,
+            interface = %self.config.interface,
+            gateway = %gateway_address(&self.config),
+            upstream = taken.upstream.as_ref().map_or("-", |u| u.name.as_str()),
+            nat = mode_name(self.config.nat_mode),
+            datapath = %datapath.carrier(&self.config.interface),
+            "network up"
+        );
+        self.taken = Some(taken);
+        self.phase = Phase::Up;
+        Ok(())
+    }
+
+    /// Attaches the datapath for `taken` and puts the public aliases on;
+    /// returns the masquerade address used. A failure leaves it detached.
+    async fn attach(
+        &self,
+        taken: &TakenOver,
+        exporter: &mut impl Exporter,
+        datapath: &mut dyn Datapath,
+    ) -> Result<Option<Ipv4Addr>, DaemonError> {
         let external = match &taken.upstream {
             Some(upstream) => exporter.masquerade_address(upstream).await?,
             None => None,
@@ -190,29 +227,41 @@ impl NetworkContext {
             self.detach(datapath);
             return Err(e);
         }
-        self.servers = match exporter.start_servers(&self.config, paths).await {
-            Ok(servers) => servers,
-            Err(e) => {
-                self.detach(datapath);
-                return Err(e);
-            }
+        Ok(external)
+    }
+
+    /// The DUT NIC is unchanged: when the upstream was re-plugged (a new
+    /// index) or got a new address, the datapath is attached again so
+    /// masquerade follows it; the servers, leases and DUT NIC stay.
+    async fn follow_upstream(
+        &mut self,
+        taken: TakenOver,
+        exporter: &mut impl Exporter,
+        datapath: &mut dyn Datapath,
+    ) -> Result<(), DaemonError> {
+        let Some(upstream) = &taken.upstream else {
+            return Ok(());
         };
-        if let Some(dhcp) = &self.servers.dhcp {
-            forward_lease_changes(dhcp, &self.config.name, self.lease_changes.clone());
+        let before = self.taken.as_ref().and_then(|t| t.upstream.as_ref());
+        let external = exporter.masquerade_address(upstream).await?;
+        if before.map(|b| b.index) == Some(upstream.index) && external == self.external {
+            return Ok(());
         }
-        self.servers.publish_lease_hostnames();
-        info!(
-            network = %self.config.name,
-            interface = %self.config.interface,
-            gateway = %gateway_address(&self.config),
-            upstream = taken.upstream.as_ref().map_or("-", |u| u.name.as_str()),
-            nat = mode_name(self.config.nat_mode),
-            datapath = %datapath.carrier(&self.config.interface),
-            "network up"
-        );
-        self.taken = Some(taken);
-        self.phase = Phase::Up;
-        Ok(())
+        info!(network = %self.config.name, upstream = %upstream.name, address = ?external, "the upstream changed; attaching the datapath again");
+        self.detach(datapath);
+        match self.attach(&taken, exporter, datapath).await {
+            Ok(external) => {
+                self.external = external;
+                self.taken = Some(taken);
+                Ok(())
+            }
+            Err(e) => {
+                // Down until the next event attaches it again.
+                self.servers.stop().await;
+                self.taken = None;
+                Err(e)
+            }
+        }
     }
 
     /// Stops the servers and detaches the datapath (the host changes stay

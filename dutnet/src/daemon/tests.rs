@@ -29,6 +29,9 @@ struct FakeExporter {
     dut: Option<Link>,
     calls: Vec<String>,
     fail_alias: bool,
+    /// The upstream's address (10.0.0.2 when unset) and index (100).
+    external: Option<Ipv4Addr>,
+    upstream_index: Option<u32>,
 }
 
 fn link(name: &str, index: u32) -> Link {
@@ -44,7 +47,7 @@ impl Exporter for FakeExporter {
         self.calls.push(format!("take_over {}", network.interface));
         Ok(self.dut.clone().map(|link| TakenOver {
             link,
-            upstream: Some(self::link("dn-up", 100)),
+            upstream: Some(self::link("dn-up", self.upstream_index.unwrap_or(100))),
         }))
     }
 
@@ -54,7 +57,7 @@ impl Exporter for FakeExporter {
     }
 
     async fn masquerade_address(&self, _: &Link) -> Result<Option<Ipv4Addr>, DaemonError> {
-        Ok(Some(Ipv4Addr::new(10, 0, 0, 2)))
+        Ok(Some(self.external.unwrap_or(Ipv4Addr::new(10, 0, 0, 2))))
     }
 
     async fn add_public_aliases(
@@ -390,4 +393,49 @@ async fn a_public_address_on_a_masquerade_network_is_refused_and_changes_nothing
         RuntimeChanges::load(&runtime::file(&paths, "dn-a")).unwrap(),
         RuntimeChanges::default()
     );
+}
+
+#[tokio::test]
+async fn masquerade_follows_an_upstream_that_got_a_new_address_or_came_back() {
+    let dir = StateDir::new();
+    let paths = dir.paths();
+    let mut net = context(ONE_TO_ONE);
+    let mut host = FakeExporter {
+        dut: Some(link("dn-a", 7)),
+        ..FakeExporter::default()
+    };
+    let mut datapath = FakeDatapath::default();
+    net.reconfigure(&mut host, &mut datapath, &paths)
+        .await
+        .unwrap();
+    let external = |d: &FakeDatapath| match &d.attached["dn-a"].nat {
+        NatPlan::OneToOne { external, .. } => *external,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(external(&datapath), Ipv4Addr::new(10, 0, 0, 2));
+
+    // DHCP on the uplink handed out a new address.
+    host.external = Some(Ipv4Addr::new(10, 0, 0, 9));
+    let calls = datapath.calls.len();
+    net.reconfigure(&mut host, &mut datapath, &paths)
+        .await
+        .unwrap();
+    assert_eq!(datapath.calls[calls..], ["detach dn-a", "attach dn-a"]);
+    assert_eq!(external(&datapath), Ipv4Addr::new(10, 0, 0, 9));
+    assert_eq!(net.ifindex(), Some(7), "the DUT NIC stays taken over");
+
+    // The uplink was re-plugged (new index), same address.
+    host.upstream_index = Some(101);
+    let calls = datapath.calls.len();
+    net.reconfigure(&mut host, &mut datapath, &paths)
+        .await
+        .unwrap();
+    assert_eq!(datapath.calls[calls..], ["detach dn-a", "attach dn-a"]);
+
+    // Nothing changed since: nothing redone.
+    let calls = datapath.calls.len();
+    net.reconfigure(&mut host, &mut datapath, &paths)
+        .await
+        .unwrap();
+    assert_eq!(datapath.calls.len(), calls);
 }

@@ -282,14 +282,23 @@ impl EbpfDatapath {
 
     /// Makes sure `upstream_ingress` runs on `upstream`, for DUT `iface`.
     fn use_upstream(&mut self, upstream: &str, iface: &str) -> Result<u32, EbpfError> {
-        if let Some(hook) = self.upstreams.get_mut(upstream) {
-            hook.users.insert(iface.to_owned());
-            return Ok(hook.ifindex);
-        }
         let ifindex = interface_index(upstream).map_err(|source| EbpfError::NoInterface {
             iface: upstream.to_owned(),
             source,
         })?;
+        let mut users = BTreeSet::from([iface.to_owned()]);
+        if let Some(hook) = self.upstreams.get_mut(upstream) {
+            hook.users.insert(iface.to_owned());
+            if hook.ifindex == ifindex {
+                return Ok(ifindex);
+            }
+            // The upstream was re-plugged: its link went with the old
+            // interface. Attach to the new one, for every user.
+            if let Some(stale) = self.upstreams.remove(upstream) {
+                info!(%upstream, old = stale.ifindex, new = ifindex, "upstream interface is new; attaching its program again");
+                users = stale.users;
+            }
+        }
         let (mut links, added_clsact) = self.attach_programs(
             upstream,
             ifindex,
@@ -307,7 +316,7 @@ impl EbpfDatapath {
                 ifindex,
                 link,
                 added_clsact,
-                users: BTreeSet::from([iface.to_owned()]),
+                users,
             },
         );
         Ok(ifindex)
