@@ -18,7 +18,7 @@ mod remove_dns;
 mod stats;
 mod status;
 
-use std::process::ExitCode;
+use std::{io::Write as _, process::ExitCode};
 
 use clap::{CommandFactory as _, Parser, Subcommand};
 
@@ -111,7 +111,8 @@ pub fn run() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("dutnet: {e:#}");
+            // Not eprintln!: it panics when stderr is a closed pipe.
+            let _ = writeln!(std::io::stderr(), "dutnet: {e:#}");
             control::exit_code(&e)
         }
     }
@@ -125,6 +126,10 @@ fn init_tracing() {
         .with_writer(std::io::stderr)
         // Colour codes only for a terminal, not in log files.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // Its report of a failed write is an eprintln!, which panics when
+        // stderr is a closed pipe (the SSH session that ran `dutnet load`
+        // went away): a log line that cannot be written is dropped instead.
+        .log_internal_errors(false)
         .init();
 }
 

@@ -1,0 +1,149 @@
+//! A DUT NIC unplugged and plugged again (a USB hub reset, a DUT power
+//! cycling its own gadget), and the signals and closed outputs a foreground
+//! daemon meets on a real exporter. Judged from outside: dhclient, ping, `ip`
+//! and `dutnet status`.
+use std::{
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use dutnet_tests::{
+    cli,
+    clients::Dhclient,
+    cmd,
+    lab::{
+        Dut, Lab,
+        config::{BOARD1_MAC, DUT_IP, LAN_IP, Network, dut_nic},
+    },
+    prereq,
+};
+
+/// `dutnet status --json` state of the only network.
+fn state(lab: &Lab) -> String {
+    let out = lab.dutnet(&["status", "--json"]);
+    serde_json::from_str::<serde_json::Value>(&out.stdout)
+        .ok()
+        .and_then(|v| v["networks"][0]["state"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn wait_state(lab: &Lab, wanted: &str, limit: Duration) {
+    let reached = cmd::wait_for(limit, || (state(lab) == wanted).then_some(()));
+    assert!(
+        reached.is_some(),
+        "not {wanted} within {limit:?} (now {:?}):\n{}",
+        state(lab),
+        lab.log()
+    );
+}
+
+#[test]
+fn a_replugged_dut_nic_is_taken_over_again_and_the_dut_gets_its_lease_back() {
+    prereq::require("dhclient", "isc-dhcp-client");
+    let mut lab = Lab::builder()
+        .upstream()
+        .dut(Dut::on(1).mac(BOARD1_MAC))
+        .resolv_conf()
+        .build();
+    lab.load(&Network::services().single());
+    let dut = lab.dut(1).clone();
+    let client = Dhclient::new(&dut, "eth0", &lab.topology.path(""), "dut1", "");
+    let out = client.run();
+    let first = client.address();
+    assert_eq!(
+        first.as_deref(),
+        Some(DUT_IP.to_string().as_str()),
+        "{out:#?}"
+    );
+
+    // Unplugged: the veth pair goes, both ends.
+    lab.exporter.ip(&format!("link del {}", dut_nic(1)));
+    wait_state(&lab, "waiting", Duration::from_secs(2));
+
+    // Plugged again, same name and MAC: a new ifindex.
+    lab.topology
+        .veth((&lab.exporter, &dut_nic(1)), (&dut, "eth0"));
+    dut.ip(&format!("link set eth0 address {BOARD1_MAC}"));
+    dut.ip("link set eth0 up");
+    wait_state(&lab, "up", Duration::from_secs(2));
+    let out = client.run();
+    assert_eq!(
+        client.address(),
+        first,
+        "the DUT did not get its lease back: {out:#?}\n{}",
+        lab.log()
+    );
+    // And it reaches the LAN through NAT again.
+    dut.ip(&format!("addr add {DUT_IP}/24 dev eth0"));
+    dut.ip("route add default via 192.168.100.1");
+    let ping = dut.exec("ping", &["-c", "1", "-W", "2", &LAN_IP.to_string()]);
+    assert!(ping.success(), "{ping:#?}\n{}", lab.log());
+}
+
+/// A daemon whose stdout and stderr are pipes nobody reads any more (the
+/// terminal or SSH session that started it closed), then SIGPIPE: it keeps
+/// serving; SIGTERM still restores the host.
+#[test]
+fn closed_outputs_and_sigpipe_never_end_the_daemon() {
+    let lab = Lab::builder().upstream().dut(Dut::on(1)).build();
+    let config = lab.write_config(&Network::services().single());
+    let mut command: Command = lab.exporter.command(
+        &cli::binary().to_string_lossy(),
+        &["load", &config.display().to_string()],
+    );
+    command
+        .envs(cli::env(&lab.topology))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("start dutnet load");
+    /// SIGKILLs the daemon if the test fails before it stopped it.
+    struct Reap(i32);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            // SAFETY: kill with the PID of the daemon this test started.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+    let pid = i32::try_from(child.id()).unwrap();
+    let _reap = Reap(pid);
+    // The readers go: every later log line meets a closed pipe.
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let up = cmd::wait_for(Duration::from_secs(15), || {
+        (state(&lab) == "up").then_some(())
+    });
+    assert!(
+        up.is_some(),
+        "not up with closed outputs; dutnet: {:?}",
+        child.try_wait()
+    );
+
+    // SAFETY: signals to the PID of the daemon this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGPIPE) }, 0);
+    // Log lines (a runtime change logs one), written into the closed pipe.
+    let added = lab.dutnet(&["add-dns", "piped.lab.local", "10.99.0.1"]);
+    assert!(added.success(), "{added:#?}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "a closed output or SIGPIPE ended dutnet"
+    );
+    assert_eq!(state(&lab), "up");
+
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let code = cmd::wait_with_limit(&mut child, Duration::from_secs(15));
+    assert_eq!(code, Some(0), "SIGTERM with closed outputs");
+    let addrs = lab
+        .exporter
+        .exec("ip", &["-4", "-o", "addr", "show", "dev", &dut_nic(1)]);
+    assert!(
+        !addrs.stdout.contains("192.168.100.1/"),
+        "the gateway address was left: {addrs:#?}"
+    );
+    assert!(
+        !lab.topology.path("state/undo.journal").exists(),
+        "journal left: the host was not restored"
+    );
+}
