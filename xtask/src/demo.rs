@@ -23,8 +23,17 @@ pub struct Args {
     seconds: Option<u64>,
 }
 
+/// eprintln! that never panics: after SIGHUP (the terminal closed) stderr
+/// is gone, and the demo must still get to its cleanup.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 fn step(text: &str) {
-    eprintln!("\n==> {text}");
+    say!("\n==> {text}");
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -38,6 +47,10 @@ pub fn run(args: &Args) -> Result<()> {
 
     let stop = Arc::new(AtomicBool::new(false));
     install_ctrl_c(&stop);
+    say!(
+        "the demo runs until Ctrl-C{} (closing the terminal also stops it), and removes everything it made",
+        args.seconds.map_or_else(String::new, |s| format!(" or for {s} s"))
+    );
 
     step("building the lab: exporter, two DUTs, a lab-LAN host");
     let mut lab = Topology::with_prefix("dndemo");
@@ -52,12 +65,12 @@ pub fn run(args: &Args) -> Result<()> {
         lab.veth((&exporter, &format!("dn-dut{n}")), (dut, "eth0"));
         // The MACs examples/demo.yaml has static leases for.
         dut.ip(&format!("link set eth0 address 02:00:00:00:0{n}:0a"));
-        eprintln!(
+        say!(
             "    {} eth0 (02:00:00:00:0{n}:0a)  <->  exporter dn-dut{n}",
             dut.name
         );
     }
-    eprintln!("    both DUT NICs carry the same plan: 192.168.100.0/24, gateway .1, board at .10");
+    say!("    both DUT NICs carry the same plan: 192.168.100.0/24, gateway .1, board at .10");
 
     step("dutnet load examples/demo.yaml (inside the exporter namespace)");
     let env = [
@@ -73,6 +86,12 @@ pub fn run(args: &Args) -> Result<()> {
         &env,
         lab.path("dutnet.log"),
     );
+    say!(
+        "    from another shell: sudo ip netns exec dndemo-exporter env DUTNET_STATE_DIR={} DUTNET_RUN_DIR={} {} status",
+        lab.path("state").display(),
+        lab.path("run").display(),
+        dutnet.display()
+    );
     let dutnet_cmd = |args: &[&str]| {
         let mut command = exporter.command(&dutnet.to_string_lossy(), args);
         command.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
@@ -85,7 +104,7 @@ pub fn run(args: &Args) -> Result<()> {
         bail!("dutnet did not come up:\n{}", daemon.log());
     }
     for line in daemon.log().lines().filter(|l| l.contains("network up")) {
-        eprintln!(
+        say!(
             "    {}",
             line.split("network up").nth(1).unwrap_or(line).trim()
         );
@@ -96,7 +115,7 @@ pub fn run(args: &Args) -> Result<()> {
         let leased = dhcp_lease(&lab, dut)?;
         dut.ip(&format!("addr add {leased}/24 dev eth0"));
         dut.ip("route add default via 192.168.100.1");
-        eprintln!(
+        say!(
             "    {} got {leased} from its own network's DHCP server",
             dut.name
         );
@@ -116,12 +135,12 @@ pub fn run(args: &Args) -> Result<()> {
             } else {
                 answer
             };
-            eprintln!("    {}: {name} -> {answer}", dut.name);
+            say!("    {}: {name} -> {answer}", dut.name);
         }
     }
 
     step("both DUTs (same address!) ping the LAN host 10.99.0.1 at once, through NAT");
-    eprintln!("    the LAN host has no route to 192.168.100.0/24: replies find their DUT by flow");
+    say!("    the LAN host has no route to 192.168.100.0/24: replies find their DUT by flow");
     let pings: Vec<_> = duts
         .iter()
         .map(|dut| {
@@ -137,7 +156,7 @@ pub fn run(args: &Args) -> Result<()> {
             .lines()
             .find(|l| l.contains("packets transmitted"))
             .unwrap_or("no answer");
-        eprintln!("    {name}: {summary}");
+        say!("    {name}: {summary}");
     }
 
     step("the LAN host reaches board1 at its public address 10.99.0.51 (1:1 NAT)");
@@ -147,7 +166,7 @@ pub fn run(args: &Args) -> Result<()> {
         .lines()
         .find(|l| l.contains("packets transmitted"))
         .unwrap_or("no answer");
-    eprintln!("    {}: {summary}", lan.name);
+    say!("    {}: {summary}", lan.name);
 
     let limit = args.seconds.map(Duration::from_secs);
     let started = Instant::now();
@@ -165,15 +184,27 @@ pub fn run(args: &Args) -> Result<()> {
                 ],
             );
         }
-        step("dutnet stats (per DUT NIC)");
-        eprint!("{}", dutnet_cmd(&["stats"]).stdout);
-        std::thread::sleep(Duration::from_secs(2));
+        if !daemon.is_running() {
+            bail!("dutnet died; its log:\n{}", daemon.log());
+        }
+        // Redrawn in place on a terminal, like `dutnet stats --watch`.
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            say!("\x1b[H\x1b[2J");
+        }
+        step("dutnet stats (per DUT NIC); Ctrl-C stops the demo and removes the lab");
+        say!("{}", dutnet_cmd(&["stats"]).stdout);
+        for _ in 0..20 {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     step("stopping dutnet (SIGTERM): it restores the exporter's interfaces");
     daemon.terminate();
     drop(lab);
-    eprintln!("done: nothing of the demo remains");
+    say!("done: nothing of the demo remains");
     Ok(())
 }
 
