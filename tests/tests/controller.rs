@@ -1,6 +1,10 @@
 //! The controller: taking a DUT NIC over and giving it back exactly as it
 //! was, after SIGTERM, after SIGKILL (`dutnet down` or the next `load`), and
 //! across a re-plug. Checked with `ip` and `sysctl`, as an engineer would.
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test: a panic is the failure report (clippy allows unwrap only inside #[test] functions)"
+)]
 use std::time::{Duration, Instant};
 
 use dutnet_tests::{Netns, Topology, cli, cmd, netns::Process, prereq};

@@ -1,5 +1,9 @@
 //! The first slice of the packet path: TC counters on a DUT interface,
 //! checked against what the receiver actually got.
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test: a panic is the failure report (clippy allows unwrap only inside #[test] functions)"
+)]
 use std::{
     net::{Ipv4Addr, UdpSocket},
     time::Duration,

@@ -1,5 +1,9 @@
 //! DHCP and DNS served by dutnet, checked with real clients in DUT namespaces:
 //! the lease dhclient/udhcpc got, the answer dig printed.
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test: a panic is the failure report (clippy allows unwrap only inside #[test] functions)"
+)]
 use std::time::Duration;
 
 use dutnet_tests::{Netns, Topology, cli, clients, cmd, netns::Process, prereq};
