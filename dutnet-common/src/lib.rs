@@ -13,7 +13,9 @@ pub mod nat;
 pub mod stats;
 
 /// Bumped whenever a map key or value layout changes. Pinned maps live under a
-/// directory named after it, so a new dutnet never reads an old layout.
+/// directory named after it (`<bpffs>/dutnet-v<ABI_VERSION>`, see
+/// `dutnet::state::paths::Paths::pin_dir`), so a new dutnet never reads an
+/// old layout, and `dutnet stats --offline` says so when it finds one.
 pub const ABI_VERSION: u32 = 4;
 
 /// Names of the TC programs in the eBPF object, as the controller looks them up.

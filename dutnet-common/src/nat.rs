@@ -1,4 +1,5 @@
-//! Masquerade NAT: per-DUT-NIC configuration and the connection table.
+//! NAT, masquerade and 1:1: per-DUT-NIC configuration, the connection table,
+//! the 1:1 mappings and the fragment table.
 //!
 //! Byte order: every field named `*_addr` or `*_port` is in network byte order
 //! (as on the wire, so the programs copy it without swapping); every other

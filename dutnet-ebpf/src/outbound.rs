@@ -26,7 +26,9 @@ const ICMP_ECHO_REQUEST: u8 = 8;
 pub fn handle(ctx: &TcContext) -> Verdict {
     let ifindex = stats::ifindex(ctx);
     stats::count(ifindex, Direction::Ingress, ctx.len());
-    // Copied out: the controller may update it while this runs.
+    // SAFETY: get_ptr returns a pointer into the map's value, valid for the
+    // whole program run; copied out because the controller may update it
+    // while this runs.
     let Some(cfg) = DUT_CONFIG.get_ptr(ifindex).map(|c| unsafe { *c }) else {
         return Verdict::Pass;
     };

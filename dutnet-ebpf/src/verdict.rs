@@ -12,8 +12,15 @@ pub enum Verdict {
 
 impl Verdict {
     #[inline(always)]
-    // The bindings type TC_ACT_SHOT as u32 for bpf and i32 for the host.
-    #[allow(clippy::unnecessary_cast)]
+    // Only on the host: there the cast is a no-op, on bpf it is needed
+    // (an `expect` on both would be unfulfilled on bpf).
+    #[cfg_attr(
+        not(target_arch = "bpf"),
+        expect(
+            clippy::unnecessary_cast,
+            reason = "the bindings type TC_ACT_SHOT as u32 for bpf and i32 for the host"
+        )
+    )]
     pub fn tc_action(self) -> i32 {
         match self {
             // TC_ACT_UNSPEC is TCX_NEXT: a later program or the stack decides.

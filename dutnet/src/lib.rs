@@ -13,5 +13,6 @@ pub mod dns;
 pub mod host;
 pub mod metrics;
 pub mod netlink;
+pub mod sock;
 pub mod state;
 pub mod tftp;

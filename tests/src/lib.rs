@@ -5,6 +5,10 @@
 //! and checks results where a user would see them. Everything is removed when
 //! the topology drops, also when the test panics; a topology whose owner died
 //! is removed by the next one with the same prefix.
+#![expect(
+    clippy::unwrap_used,
+    reason = "the harness runs only inside tests, where a panic is the failure report"
+)]
 pub mod bpf_test_run;
 pub mod cli;
 pub mod clients;

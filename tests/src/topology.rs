@@ -110,6 +110,21 @@ impl Topology {
         self.dir.join(name)
     }
 
+    /// dutnet's pin directories in [`Self::bpffs`] (`dutnet-v<ABI>`, or
+    /// `dutnet` from builds before the version was in the name), whatever
+    /// the version: none may be left once dutnet is gone.
+    #[must_use]
+    pub fn dutnet_pins(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.path("bpffs")) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|name| name.starts_with("dutnet"))
+            .collect()
+    }
+
     /// A bpffs private to this topology, mounted in the root mount namespace
     /// so every `ip netns exec` sees it (they remount /sys privately).
     #[must_use]

@@ -3,6 +3,10 @@
 //! from resolving over TCP, a script holding a thousand idle control
 //! connections does not keep `dutnet status` out, and idle connections are
 //! closed once the idle timeout passes.
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test: a panic is the failure report (clippy allows unwrap only inside #[test] functions)"
+)]
 use std::{
     io::ErrorKind,
     net::{Ipv4Addr, SocketAddrV4, TcpStream},

@@ -1,6 +1,10 @@
 //! The control socket and the verbs over it, against a running daemon,
 //! checked by their effects: the lease a real dhclient gets, the answer dig
 //! prints, the exit codes a script sees.
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test: a panic is the failure report (clippy allows unwrap only inside #[test] functions)"
+)]
 use std::os::unix::fs::PermissionsExt as _;
 
 use dutnet_tests::{

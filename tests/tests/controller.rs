@@ -130,7 +130,7 @@ fn takeover_sets_exactly_the_gateway_and_sigterm_restores_everything() {
         "journal left after a clean exit"
     );
     assert!(
-        !lab.topology.bpffs().join("dutnet").exists(),
+        lab.topology.dutnet_pins().is_empty(),
         "pins left after a clean exit"
     );
 }
@@ -176,7 +176,7 @@ fn sighup_never_ends_the_daemon_and_sigquit_restores_the_host() {
         daemon.log()
     );
     assert!(
-        !lab.topology.bpffs().join("dutnet").exists(),
+        lab.topology.dutnet_pins().is_empty(),
         "pins left after SIGQUIT"
     );
 }
@@ -199,7 +199,7 @@ fn after_sigkill_dutnet_down_restores_the_snapshot() {
     assert!(down.stdout.contains("undid"), "{down:#?}");
     assert_eq!(snapshot(&lab.exporter, &WATCHED), before);
     assert!(
-        !lab.topology.bpffs().join("dutnet").exists(),
+        lab.topology.dutnet_pins().is_empty(),
         "pins left after down"
     );
     let again = lab.dutnet(&["down"]).ok();

@@ -1,5 +1,9 @@
 //! The first slice of the packet path: TC counters on a DUT interface,
 //! checked against what the receiver actually got.
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test: a panic is the failure report (clippy allows unwrap only inside #[test] functions)"
+)]
 use std::{
     net::{Ipv4Addr, UdpSocket},
     time::Duration,
@@ -65,7 +69,6 @@ fn counters_match_what_the_receiver_got(attach_mode: &str) {
     prereq::require("ping", "iputils-ping");
     prereq::require("tc", "iproute2");
     let Pair { topology, tx, rx } = pair();
-    let bpffs = topology.bpffs();
     let mut daemon = {
         let mut env = cli::env(&topology);
         env.push(("DUTNET_TC_ATTACH", attach_mode.to_owned()));
@@ -167,7 +170,10 @@ fn counters_match_what_the_receiver_got(attach_mode: &str) {
         !qdiscs.stdout.contains("clsact"),
         "clsact qdisc left: {qdiscs:#?}"
     );
-    assert!(!bpffs.join("dutnet").exists(), "pin directory left behind");
+    assert!(
+        topology.dutnet_pins().is_empty(),
+        "pin directory left behind"
+    );
 }
 
 #[test]
@@ -220,7 +226,7 @@ fn attach_to_a_missing_interface_fails_and_leaves_no_pins() {
         out.stderr.contains("nosuch0"),
         "the error names the interface: {out:#?}"
     );
-    assert!(!topology.bpffs().join("dutnet").exists());
+    assert!(topology.dutnet_pins().is_empty());
 }
 
 /// BPF_PROG_TEST_RUN: the counter programs pass a frame through unchanged

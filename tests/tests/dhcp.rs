@@ -3,6 +3,10 @@
 //! SIGKILL, 200 clients on one bridge, range exhaustion, two networks on one
 //! subnet, malformed packets. Every check is on what a client got: the lease
 //! dhclient or udhcpc wrote, or the reply a raw DHCP client received.
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test: a panic is the failure report (clippy allows unwrap only inside #[test] functions)"
+)]
 use std::{
     collections::BTreeSet,
     net::Ipv4Addr,

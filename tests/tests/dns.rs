@@ -6,6 +6,10 @@
 //! socket yet, so runtime record removal and the malformed-query counters
 //! are checked on an in-process `dutnet::dns::DnsServer` started inside the
 //! exporter namespace, with the same topology and the same clients.
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test: a panic is the failure report (clippy allows unwrap only inside #[test] functions)"
+)]
 use std::{
     net::{Ipv4Addr, SocketAddr, UdpSocket},
     time::{Duration, Instant},

@@ -5,6 +5,10 @@
 //! host's servers recorded, the right states and packets both ways. On the
 //! nft datapath it must send the user to conntrack, and the command it
 //! names must list the DUT's flow.
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test: a panic is the failure report (clippy allows unwrap only inside #[test] functions)"
+)]
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream},

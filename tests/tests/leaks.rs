@@ -4,6 +4,10 @@
 //! sources) while tcpdump records what reaches the LAN host; any captured
 //! packet carrying a DUT-subnet address, outside or inside an ICMP quote,
 //! fails the test. On both datapaths, judged from the far end.
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test: a panic is the failure report (clippy allows unwrap only inside #[test] functions)"
+)]
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream},

@@ -9,6 +9,10 @@
 //! The LAN host (10.99.0.1) has no route to the DUT subnet: a reply can only
 //! reach a DUT if dutnet translated the request to the exporter's upstream
 //! address (10.99.0.2) and the reply back.
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test: a panic is the failure report (clippy allows unwrap only inside #[test] functions)"
+)]
 use std::{
     collections::HashSet,
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},

@@ -2,6 +2,10 @@
 //! traffic and its DHCP client renews. The counters a fleet monitor
 //! alerts on move, and the exposition passes the official Python client's
 //! OpenMetrics parser.
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test: a panic is the failure report (clippy allows unwrap only inside #[test] functions)"
+)]
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,

@@ -6,6 +6,10 @@
 //! One namespace holds a DUT NIC pair (`dut0`), a second DUT NIC with the
 //! same subnet (`dut1`) and an upstream NIC (`up0`, 10.99.0.2) whose peer sits
 //! in a "lan" namespace (10.99.0.1) that routes 10.98.0.0/24.
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test: a panic is the failure report (clippy allows unwrap only inside #[test] functions)"
+)]
 use std::net::Ipv4Addr;
 
 use dutnet::{

@@ -3,6 +3,10 @@
 //! hands every answer to its script as environment variables, which the
 //! script only records; a raw dhcproto client sets option 93 the way PXE
 //! firmware does.
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test: a panic is the failure report (clippy allows unwrap only inside #[test] functions)"
+)]
 use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
 
 use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode};

@@ -3,6 +3,10 @@
 //! `auto` fallback and the `ebpf` refusal (through the test hook
 //! `DUTNET_TEST_BREAK_EBPF`), and coexistence with a Docker-style `FORWARD`
 //! chain whose policy is drop, on both datapaths.
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test: a panic is the failure report (clippy allows unwrap only inside #[test] functions)"
+)]
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
     time::Duration,

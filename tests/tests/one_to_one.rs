@@ -3,6 +3,10 @@
 //! from the far end. The
 //! LAN host (10.99.0.1) has no route to the DUT subnet: it reaches a DUT only
 //! through the public address dutnet gives it.
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test: a panic is the failure report (clippy allows unwrap only inside #[test] functions)"
+)]
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 
 use dutnet_tests::{

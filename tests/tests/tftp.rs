@@ -2,6 +2,10 @@
 //! file with blksize 1468 and its sha256 matches, a raw client does the same
 //! with windowsize 8, paths out of the root are refused, and 20 transfers at
 //! once all complete.
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test: a panic is the failure report (clippy allows unwrap only inside #[test] functions)"
+)]
 use std::{
     net::{Ipv4Addr, UdpSocket},
     path::PathBuf,

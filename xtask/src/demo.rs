@@ -49,7 +49,8 @@ pub fn run(args: &Args) -> Result<()> {
     install_ctrl_c(&stop);
     say!(
         "the demo runs until Ctrl-C{} (closing the terminal also stops it), and removes everything it made",
-        args.seconds.map_or_else(String::new, |s| format!(" or for {s} s"))
+        args.seconds
+            .map_or_else(String::new, |s| format!(" or for {s} s"))
     );
 
     step("building the lab: exporter, two DUTs, a lab-LAN host");

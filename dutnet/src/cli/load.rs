@@ -55,8 +55,10 @@ pub fn run(args: &Args) -> Result<()> {
         for net in &mut loaded.networks {
             net.datapath = choice;
         }
+        // The file passed with its own `datapath`s; check the override.
+        config::check_datapaths(&loaded.networks)
+            .context("--datapath does not fit these networks")?;
     }
-    daemon::check_datapaths(&loaded.networks)?;
     let options = daemon::RunOptions {
         socket_group: args.socket_group.as_deref().map(group_id).transpose()?,
         metrics_listen: args.metrics_listen.or(loaded.metrics_listen),

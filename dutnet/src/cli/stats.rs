@@ -187,6 +187,14 @@ fn read_pins(args: &Args, paths: &Paths) -> Result<Option<Reading>> {
             say_nft_only(args)?;
             return Ok(None);
         }
+        // Still NotRunning underneath (exit code 5), with the reason on top.
+        Err(e @ ebpf::EbpfError::NotRunning { .. }) => {
+            let e = anyhow::Error::new(e);
+            return Err(match other_abi(paths) {
+                Some(why) => e.context(why),
+                None => e,
+            });
+        }
         Err(e) => return Err(e.into()),
     };
     let since = ebpf::pinned_since(paths)?;
@@ -199,6 +207,20 @@ fn read_pins(args: &Args, paths: &Paths) -> Result<Option<Reading>> {
         networks: Vec::new(),
         offline: Some((age, paths.pin_dir().display().to_string())),
     }))
+}
+
+/// What to say when no pins of this build's ABI exist but another build's
+/// do: their layout may differ, so they are not read.
+fn other_abi(paths: &Paths) -> Option<String> {
+    let found = paths.other_abi_pins();
+    let (dir, version) = found.first()?;
+    let version = version.map_or_else(|| "before 4".to_owned(), |v| v.to_string());
+    Some(format!(
+        "the pins in {} are of eBPF ABI version {version}, and this dutnet reads version {} (under {}); run `dutnet stats --offline` of the dutnet build that made them, or ask the running daemon with `dutnet stats`",
+        dir.display(),
+        dutnet_common::ABI_VERSION,
+        paths.pin_dir().display()
+    ))
 }
 
 fn say_nft_only(args: &Args) -> Result<()> {

@@ -115,8 +115,11 @@ pub(crate) fn build(w: NetworkWire, p: &mut Vec<Problem>) -> Network {
     let gateway_ip = opt_ipv4(p, "gateway_ip", &w.gateway_ip);
     let range_start = opt_ipv4(p, "dhcp_range_start", &w.dhcp_range_start);
     let range_end = opt_ipv4(p, "dhcp_range_end", &w.dhcp_range_end);
+    let nat_mode_problems = p.len();
+    let nat_mode = parse_or(p, "nat_mode", &w.nat_mode, NatMode::Masquerade);
     let layout = Layout {
         trusted: subnet.is_some() && gateway_ip.is_some(),
+        nat_mode: p.len() == nat_mode_problems,
     };
     let range_ok = range_start.is_some() && range_end.is_some();
     let explicit = Explicit {
@@ -124,7 +127,6 @@ pub(crate) fn build(w: NetworkWire, p: &mut Vec<Problem>) -> Network {
         flows_per_dut: w.nat_flows_per_dut.is_some(),
     };
 
-    let nat_mode = parse_or(p, "nat_mode", &w.nat_mode, NatMode::Masquerade);
     let datapath = parse_or(p, "datapath", &w.datapath, DatapathChoice::Auto);
     let lease_time = opt_duration(p, "lease_time", &w.lease_time, DEFAULT_LEASE_TIME);
     let dns_timeout = opt_duration(p, "dns_timeout", &w.dns_timeout, DEFAULT_DNS_TIMEOUT);
@@ -247,6 +249,7 @@ pub(crate) fn build(w: NetworkWire, p: &mut Vec<Problem>) -> Network {
     // Range rules only with a parsed range; the layout covers subnet and gateway.
     let range_layout = Layout {
         trusted: layout.trusted && range_ok,
+        ..layout
     };
     let mut rules = validate::check_network(&net, layout, explicit);
     if !range_layout.trusted {

@@ -27,7 +27,9 @@ pub use convert::{
 };
 pub use error::{ConfigError, Problem};
 pub use model::{AddressEntry, DatapathChoice, DhcpSettings, DnsEntry, MacAddr, NatMode, Network};
-pub use validate::{MIN_LEASE_TIME, MIN_NAT_TIMEOUT, MIN_UDP_TIMEOUT, NAT_TABLE_SIZES};
+pub use validate::{
+    MIN_LEASE_TIME, MIN_NAT_TIMEOUT, MIN_UDP_TIMEOUT, NAT_TABLE_SIZES, check_datapaths,
+};
 
 /// The networks of a config file, plus notes about what was ignored (the
 /// other exports of a jumpstarter exporter file, for instance).

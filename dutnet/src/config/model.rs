@@ -92,31 +92,62 @@ fn serialize_timeouts<S: Serializer>(t: &FlowTimeouts, s: S) -> Result<S::Ok, S:
     map.end()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+/// How a network's DUTs reach the upstream network. Its names (the file's
+/// `nat_mode`, `config check` output, the control socket's status) come from
+/// one table, [`NatMode::NAMES`]: serde, `Display` and `FromStr` all read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NatMode {
     /// DUTs share the upstream interface's address.
-    #[serde(rename = "masquerade")]
     Masquerade,
     /// Entries with a `public_ip` get it 1:1; the others are masqueraded.
-    #[serde(rename = "1to1")]
     OneToOne,
     /// No NAT and no forwarding: DHCP/DNS on an isolated segment only.
-    #[serde(rename = "disabled")]
     Disabled,
+}
+
+impl NatMode {
+    /// Every mode with its name, in the order the docs list them.
+    pub const NAMES: [(Self, &'static str); 3] = [
+        (Self::Masquerade, "masquerade"),
+        (Self::OneToOne, "1to1"),
+        (Self::Disabled, "disabled"),
+    ];
+
+    /// The mode's name, as the file spells it.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(mode, _)| *mode == self)
+            .map_or("", |(_, name)| name)
+    }
+}
+
+impl fmt::Display for NatMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for NatMode {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 impl FromStr for NatMode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "masquerade" => Ok(Self::Masquerade),
-            "1to1" => Ok(Self::OneToOne),
-            // jumpstarter accepts both spellings.
-            "disabled" | "none" => Ok(Self::Disabled),
-            _ => Err(format!(
-                "`{s}` is not a NAT mode; use `masquerade`, `1to1` or `disabled` (or `none`)"
-            )),
-        }
+        // jumpstarter spells `disabled` `none` too.
+        let s_or_alias = if s == "none" { "disabled" } else { s };
+        Self::NAMES
+            .iter()
+            .find(|(_, name)| *name == s_or_alias)
+            .map(|(mode, _)| *mode)
+            .ok_or_else(|| {
+                let [(_, a), (_, b), (_, c)] = Self::NAMES;
+                format!("`{s}` is not a NAT mode; use `{a}`, `{b}` or `{c}` (or `none`)")
+            })
     }
 }
 

@@ -52,6 +52,7 @@ pub fn load(text: &str) -> Result<LoadedConfig, ConfigError> {
 
     let mut networks = Vec::new();
     let mut paths = Vec::new();
+    let mut subnet_parsed = Vec::new();
     for mut item in pending {
         schema::check_mapping(&mut item.value, NETWORK_FIELDS, &item.path, &mut problems);
         if item.name.is_some() && item.value.get("name").is_some() {
@@ -83,6 +84,7 @@ pub fn load(text: &str) -> Result<LoadedConfig, ConfigError> {
         let mut own = Vec::new();
         networks.push(convert::build(wire, &mut own));
         paths.push(item.path.clone());
+        subnet_parsed.push(!own.iter().any(|q| q.path == "subnet"));
         problems.extend(own.into_iter().map(|q| {
             let path = if q.path == "name" {
                 name_path.clone()
@@ -94,7 +96,7 @@ pub fn load(text: &str) -> Result<LoadedConfig, ConfigError> {
     }
     // Faulty networks take part too (with defaults for what did not parse),
     // so one run reports cross-network clashes alongside their own problems.
-    problems.extend(validate::check_across(&networks, &paths));
+    problems.extend(validate::check_across(&networks, &paths, &subnet_parsed));
     ConfigError::from_problems(problems).map(|()| LoadedConfig {
         networks,
         notes,

@@ -1184,3 +1184,128 @@ fn metrics_listen_is_a_top_level_key_of_every_shape() {
         "ADDR:PORT",
     );
 }
+
+// ---- NAT rules shared by the file, `config check` and the control socket --
+
+#[test]
+fn nat_mode_names_come_from_one_table() {
+    for (mode, name) in NatMode::NAMES {
+        assert_eq!(mode.as_str(), name);
+        assert_eq!(mode.to_string(), name);
+        assert_eq!(name.parse::<NatMode>(), Ok(mode));
+        assert_eq!(
+            serde_json::to_value(mode).ok(),
+            Some(serde_json::Value::from(name))
+        );
+    }
+    assert_eq!("none".parse::<NatMode>(), Ok(NatMode::Disabled));
+    let e = "1:1".parse::<NatMode>().unwrap_err();
+    assert!(e.contains("`masquerade`, `1to1` or `disabled`"), "{e}");
+}
+
+#[test]
+fn public_ip_needs_one_to_one() {
+    for mode in ["masquerade", "disabled"] {
+        assert_problem(
+            &single(&format!(
+                "nat_mode: {mode}\naddresses: [{{ip: 192.168.100.10, public_ip: 10.0.0.1}}]\n"
+            )),
+            "addresses[0].public_ip",
+            &format!("needs `nat_mode: 1to1`, and network `eth2` uses `{mode}`"),
+        );
+    }
+    // The default mode is masquerade.
+    assert_problem(
+        &single("addresses: [{ip: 192.168.100.10, public_ip: 10.0.0.1}]\n"),
+        "addresses[0].public_ip",
+        "or remove public_ip",
+    );
+    // A nat_mode that does not parse is reported once, not judged as masquerade.
+    let found = problems(&single(
+        "nat_mode: one2one\naddresses: [{ip: 192.168.100.10, public_ip: 10.0.0.1}]\n",
+    ));
+    let paths: Vec<_> = found.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["nat_mode"]);
+}
+
+#[test]
+fn runtime_public_ip_needs_one_to_one_too() {
+    let mut net = demo_net();
+    assert_eq!(net.nat_mode, NatMode::OneToOne);
+    let mut e = entry(ip(192, 168, 100, 60), None, None);
+    e.public_ip = Some(ip(10, 99, 0, 60));
+    assert_eq!(net.check_new_address(&e), Ok(()));
+    net.nat_mode = NatMode::Masquerade;
+    let err = net
+        .check_new_address(&e)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("public_ip: 10.99.0.60 needs `nat_mode: 1to1`"),
+        "{err}"
+    );
+}
+
+fn two_networks(a: &str, b: &str) -> String {
+    format!(
+        "networks:
+  - {{name: a, interface: eth2, subnet: 192.168.100.0/24{a}}}
+  - {{name: b, interface: eth3, subnet: 192.168.100.0/24{b}}}
+"
+    )
+}
+
+#[test]
+fn nft_networks_may_not_share_a_subnet() {
+    for (a, b) in [
+        (", datapath: nft", ", datapath: nft"),
+        (", datapath: nft", ""),
+        ("", ", datapath: nft"),
+        (", datapath: ebpf", ", datapath: nft"),
+    ] {
+        assert_problem(
+            &two_networks(a, b),
+            "networks[1].subnet",
+            "networks `a` (networks[0]) and `b` share the subnet 192.168.100.0/24",
+        );
+        assert_problem(
+            &two_networks(a, b),
+            "networks[1].subnet",
+            "use `datapath: ebpf` for both, or give them different subnets",
+        );
+    }
+    // eBPF (or `auto`, which the daemon checks again if it falls back) on
+    // both sides, or different subnets: fine.
+    load(&two_networks("", ""));
+    load(&two_networks(", datapath: ebpf", ", datapath: auto"));
+    load(
+        "networks:
+  - {name: a, interface: eth2, datapath: nft}
+  - {name: b, interface: eth3, datapath: nft, subnet: 192.168.101.0/24}
+",
+    );
+    // A subnet that does not parse is not compared as the default.
+    let found = problems(
+        "networks:
+  - {name: a, interface: eth2, datapath: nft}
+  - {name: b, interface: eth3, datapath: nft, subnet: bad}
+",
+    );
+    assert!(
+        found
+            .iter()
+            .all(|p| !p.message.contains("share the subnet")),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn a_datapath_override_is_checked_with_the_same_rule() {
+    let mut nets = load(&two_networks("", "")).networks;
+    assert_eq!(check_datapaths(&nets), Ok(()));
+    nets[0].datapath = DatapathChoice::Nft;
+    let err = check_datapaths(&nets).unwrap_err().to_string();
+    assert!(err.contains("networks[1].subnet"), "{err}");
+    assert!(err.contains("`a` (networks[0]) and `b`"), "{err}");
+}

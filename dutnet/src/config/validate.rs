@@ -8,7 +8,7 @@ use crate::datapath::{FlowLimits, expiry::FlowTimeouts};
 use super::{
     duration,
     error::{ConfigError, Problem, join},
-    model::{AddressEntry, DnsEntry, NatMode, Network, nat_timeout_entries},
+    model::{AddressEntry, DatapathChoice, DnsEntry, NatMode, Network, nat_timeout_entries},
     names,
 };
 
@@ -24,6 +24,9 @@ pub const NAT_TABLE_SIZES: std::ops::RangeInclusive<u32> = 1024..=4_194_304;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Layout {
     pub trusted: bool,
+    /// Whether `nat_mode` parsed: the rules that depend on it are skipped
+    /// when it did not, rather than judged against the default.
+    pub nat_mode: bool,
 }
 
 impl Network {
@@ -38,7 +41,10 @@ impl Network {
             .collect();
         ConfigError::from_problems(check_address(
             self,
-            Layout { trusted: true },
+            Layout {
+                trusted: true,
+                nat_mode: true,
+            },
             &previous,
             entry,
         ))
@@ -110,6 +116,19 @@ pub(crate) fn check_address(
                 format!(
                     "{public} is inside the DUT subnet {}; a public IP belongs to the upstream network",
                     net.subnet
+                ),
+            ));
+        }
+        // Under any other mode the address would be accepted and never mapped.
+        if layout.nat_mode && net.nat_mode != NatMode::OneToOne {
+            p.push(Problem::new(
+                "public_ip",
+                format!(
+                    "{public} needs `nat_mode: {}`, and network `{}` uses `{}`; set the network's nat_mode to `{}`, or remove public_ip",
+                    NatMode::OneToOne,
+                    net.name,
+                    net.nat_mode,
+                    NatMode::OneToOne
                 ),
             ));
         }
@@ -349,9 +368,15 @@ fn check_range(net: &Network, explicit: Explicit, p: &mut Vec<Problem>) {
     }
 }
 
-/// Rules across networks; `paths[i]` is the key path of `nets[i]`.
-pub(crate) fn check_across(nets: &[Network], paths: &[String]) -> Vec<Problem> {
-    let mut p = Vec::new();
+/// Rules across networks; `paths[i]` is the key path of `nets[i]`, and
+/// `subnet_parsed[i]` whether its subnet parsed (the subnet rules skip a
+/// network that fell back to the default).
+pub(crate) fn check_across(
+    nets: &[Network],
+    paths: &[String],
+    subnet_parsed: &[bool],
+) -> Vec<Problem> {
+    let mut p = check_nft_subnets(nets, paths, subnet_parsed);
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut duts: HashMap<&str, usize> = HashMap::new();
     let mut public_ips: HashMap<Ipv4Addr, usize> = HashMap::new();
@@ -418,4 +443,45 @@ pub(crate) fn check_across(nets: &[Network], paths: &[String]) -> Vec<Problem> {
         }
     }
     p
+}
+
+/// Networks that ask for `datapath: nft` may not share a subnet with another
+/// network: kernel routing cannot tell same-subnet DUT NICs apart, only the
+/// eBPF path can. (Two `auto` networks that share a subnet are refused by
+/// the daemon only when eBPF fails to load and both fall back to nft.)
+/// One problem per network, at its `subnet`, naming the first clash.
+fn check_nft_subnets(nets: &[Network], paths: &[String], subnet_parsed: &[bool]) -> Vec<Problem> {
+    let parsed = |i: usize| subnet_parsed.get(i).copied().unwrap_or(true);
+    let mut p = Vec::new();
+    for (j, b) in nets.iter().enumerate() {
+        if !parsed(j) {
+            continue;
+        }
+        let clash = nets[..j].iter().enumerate().find(|&(i, a)| {
+            parsed(i)
+                && (a.datapath == DatapathChoice::Nft || b.datapath == DatapathChoice::Nft)
+                && a.subnet.trunc() == b.subnet.trunc()
+        });
+        if let Some((i, a)) = clash {
+            p.push(Problem::new(
+                join(&paths[j], "subnet"),
+                format!(
+                    "networks `{}` ({}) and `{}` share the subnet {}, which the nftables datapath cannot do (kernel routing cannot tell same-subnet DUT NICs apart); use `datapath: ebpf` for both, or give them different subnets",
+                    a.name,
+                    paths[i],
+                    b.name,
+                    b.subnet.trunc()
+                ),
+            ));
+        }
+    }
+    p
+}
+
+/// The cross-network datapath rule of [`check_across`] alone, for networks
+/// whose `datapath` was changed after loading (`dutnet load --datapath`).
+/// Paths are `networks[i]`, by position.
+pub fn check_datapaths(nets: &[Network]) -> Result<(), ConfigError> {
+    let paths: Vec<String> = (0..nets.len()).map(|i| format!("networks[{i}]")).collect();
+    ConfigError::from_problems(check_nft_subnets(nets, &paths, &[]))
 }

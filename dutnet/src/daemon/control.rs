@@ -12,7 +12,7 @@ use tracing::warn;
 
 use super::{
     exporter::Exporter as _,
-    network::{Applied, NetworkContext, mode_name},
+    network::{Applied, NetworkContext},
     supervisor::Daemon,
 };
 use crate::{
@@ -255,7 +255,7 @@ impl Daemon {
         };
         NetworkNat {
             network: c.name.clone(),
-            nat_mode: mode_name(c.nat_mode).to_owned(),
+            nat_mode: c.nat_mode.as_str().to_owned(),
             datapath: self.datapath.planned(&c.interface).backend().to_owned(),
             upstream: upstream.map(|l| l.name),
             masquerade_address,

@@ -33,7 +33,7 @@ pub use self::{
     coexist::CoexistError,
     lock::{Holder, LockError},
     reload::ReloadSource,
-    select::{BREAK_EBPF_ENV, SelectError, check_config as check_datapaths},
+    select::{BREAK_EBPF_ENV, SelectError},
     supervisor::run,
     takeover::gateway_address,
 };

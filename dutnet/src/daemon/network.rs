@@ -181,7 +181,7 @@ impl NetworkContext {
             interface = %self.config.interface,
             gateway = %gateway_address(&self.config),
             upstream = taken.upstream.as_ref().map_or("-", |u| u.name.as_str()),
-            nat = mode_name(self.config.nat_mode),
+            nat = self.config.nat_mode.as_str(),
             datapath = %datapath.carrier(&self.config.interface),
             "network up"
         );
@@ -292,15 +292,6 @@ impl NetworkContext {
         let entry = AddressEntry::try_from(wire)
             .and_then(|e| self.config.check_new_address(&e).map(|()| e))
             .map_err(|e| Failure::invalid(runtime::one_line(&e)))?;
-        if let Some(public) = entry.public_ip
-            && self.config.nat_mode != NatMode::OneToOne
-        {
-            return Err(Failure::invalid(format!(
-                "public_ip {public} needs nat_mode 1to1, and network `{}` uses {}; leave out --public-ip",
-                self.config.name,
-                mode_name(self.config.nat_mode)
-            )));
-        }
         let previous = self.save_changes(paths, |c| c.add_address(&entry))?;
         self.config.addresses.push(entry.clone());
         if let Err(failure) = self.apply_address(&entry, exporter, datapath).await {
@@ -596,7 +587,7 @@ impl NetworkContext {
             gateway: gateway_address(c).to_string(),
             subnet: c.subnet.to_string(),
             upstream: upstream.map(|l| l.name),
-            nat_mode: mode_name(c.nat_mode).to_owned(),
+            nat_mode: c.nat_mode.as_str().to_owned(),
             datapath: datapath.carrier(&c.interface).to_string(),
             dhcp_enabled: c.dhcp.enabled,
             dhcp_running: self.servers.dhcp.is_some(),
@@ -787,14 +778,5 @@ fn describe(entry: &AddressEntry) -> String {
         entry.ip.to_string()
     } else {
         format!("{} ({})", entry.ip, parts.join(", "))
-    }
-}
-
-/// The config's name of `mode`.
-pub fn mode_name(mode: NatMode) -> &'static str {
-    match mode {
-        NatMode::Masquerade => "masquerade",
-        NatMode::OneToOne => "1to1",
-        NatMode::Disabled => "disabled",
     }
 }

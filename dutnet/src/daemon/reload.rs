@@ -13,7 +13,6 @@ use super::{DaemonError, nat, network::NetworkContext, restore, select, supervis
 use crate::{
     config::{self, DatapathChoice, Network},
     control::{Failure, Reply, protocol::ReloadSummary},
-    datapath::{Carrier, Datapath as _},
 };
 
 /// Where a reload reads the configuration from.
@@ -71,8 +70,8 @@ impl Daemon {
             for net in &mut loaded.networks {
                 net.datapath = choice;
             }
+            config::check_datapaths(&loaded.networks).map_err(|e| fail(&e))?;
         }
-        select::check_config(&loaded.networks).map_err(|e| fail(&e))?;
         // The saved runtime changes, on top of the new file.
         let mut conflicts = Vec::new();
         let mut wanted = Vec::new();
@@ -170,22 +169,14 @@ impl Daemon {
     /// needs eBPF when the programs are not loaded, and same-subnet
     /// networks of which one would run on nft.
     fn check_backends(&self, wanted: &[(Network, Option<u32>)]) -> Result<(), String> {
-        let fast = self.datapath.has_fast_path();
-        let on_ebpf: Vec<bool> = wanted
+        if self.datapath.has_fast_path() {
+            // `auto` networks run on the programs, and networks that chose
+            // nft were checked with the file.
+            return Ok(());
+        }
+        if let Some((w, _)) = wanted
             .iter()
-            .map(
-                |(w, _)| match self.networks.iter().find(|n| n.name() == w.name) {
-                    Some(n) if n.config.interface == w.interface => {
-                        matches!(self.datapath.planned(&w.interface), Carrier::Ebpf(_))
-                    }
-                    _ => fast && w.datapath != DatapathChoice::Nft,
-                },
-            )
-            .collect();
-        if !fast
-            && let Some((w, _)) = wanted
-                .iter()
-                .find(|(w, _)| w.datapath == DatapathChoice::Ebpf)
+            .find(|(w, _)| w.datapath == DatapathChoice::Ebpf)
         {
             return Err(format!(
                 "network `{}` asks for `datapath: ebpf`, but this dutnet runs without the eBPF programs (they did not load at start); restart dutnet to load them, or use `datapath: auto`",
@@ -193,7 +184,7 @@ impl Daemon {
             ));
         }
         let refs: Vec<&Network> = wanted.iter().map(|(w, _)| w).collect();
-        select::check_shared_subnets(&refs, &on_ebpf, !fast).map_err(|e| e.to_string())
+        select::check_fallback_subnets(&refs).map_err(|e| e.to_string())
     }
 
     /// Takes network `name` down and undoes what was done for it alone.

@@ -20,15 +20,16 @@ pub enum SelectError {
         networks: Vec<String>,
         reason: String,
     },
+    /// Only when `auto` fell back: networks that ask for `datapath: nft`
+    /// outright are refused by the config rule
+    /// ([`crate::config::check_datapaths`]) before anything starts.
     #[error(
-        "networks `{first}` and `{second}` share the subnet {subnet}, which the nftables datapath cannot do (kernel routing cannot tell same-subnet DUT NICs apart): use `datapath: ebpf` for them, or give them different subnets{}",
-        if *.fallback { " (the eBPF datapath failed to load, so `auto` fell back to nftables)" } else { "" }
+        "networks `{first}` and `{second}` share the subnet {subnet}, which the nftables datapath cannot do (kernel routing cannot tell same-subnet DUT NICs apart), and the eBPF datapath failed to load, so `auto` fell back to nftables: fix the eBPF load, or give them different subnets"
     )]
     SharedSubnet {
         first: String,
         second: String,
         subnet: ipnet::Ipv4Net,
-        fallback: bool,
     },
 }
 
@@ -63,7 +64,6 @@ pub fn select<T, E: Display>(
 ) -> Result<Selection<T>, SelectError> {
     let wants_ebpf = |n: &&Network| n.datapath != DatapathChoice::Nft;
     if !networks.iter().any(wants_ebpf) {
-        check_shared_subnets(networks, &vec![false; networks.len()], false)?;
         return Ok(Selection {
             ebpf: None,
             on_ebpf: vec![false; networks.len()],
@@ -72,14 +72,11 @@ pub fn select<T, E: Display>(
     }
     let on_ebpf: Vec<bool> = networks.iter().map(wants_ebpf).collect();
     match load() {
-        Ok(ebpf) => {
-            check_shared_subnets(networks, &on_ebpf, false)?;
-            Ok(Selection {
-                ebpf: Some(ebpf),
-                on_ebpf,
-                fallback_reason: None,
-            })
-        }
+        Ok(ebpf) => Ok(Selection {
+            ebpf: Some(ebpf),
+            on_ebpf,
+            fallback_reason: None,
+        }),
         Err(e) => {
             let required: Vec<String> = networks
                 .iter()
@@ -92,8 +89,8 @@ pub fn select<T, E: Display>(
                     reason: e.to_string(),
                 });
             }
+            check_fallback_subnets(networks)?;
             let on_ebpf = vec![false; networks.len()];
-            check_shared_subnets(networks, &on_ebpf, true)?;
             Ok(Selection {
                 ebpf: None,
                 on_ebpf,
@@ -103,39 +100,23 @@ pub fn select<T, E: Display>(
     }
 }
 
-/// Refuses a network on nft that shares its subnet with another network:
-/// only the eBPF path tells such DUT NICs apart.
-pub(super) fn check_shared_subnets(
-    networks: &[&Network],
-    on_ebpf: &[bool],
-    fallback: bool,
-) -> Result<(), SelectError> {
+/// After `auto` fell back, every network is on nft: refuses two that share
+/// a subnet, which only the eBPF path tells apart. (Networks that chose nft
+/// themselves were checked with the config.)
+pub(super) fn check_fallback_subnets(networks: &[&Network]) -> Result<(), SelectError> {
     for (i, a) in networks.iter().enumerate() {
-        for (j, b) in networks.iter().enumerate().skip(i + 1) {
-            let nft = !on_ebpf.get(i).copied().unwrap_or(false)
-                || !on_ebpf.get(j).copied().unwrap_or(false);
-            if nft && a.subnet.trunc() == b.subnet.trunc() {
-                return Err(SelectError::SharedSubnet {
-                    first: a.name.clone(),
-                    second: b.name.clone(),
-                    subnet: a.subnet.trunc(),
-                    fallback,
-                });
-            }
+        if let Some(b) = networks[i + 1..]
+            .iter()
+            .find(|b| a.subnet.trunc() == b.subnet.trunc())
+        {
+            return Err(SelectError::SharedSubnet {
+                first: a.name.clone(),
+                second: b.name.clone(),
+                subnet: a.subnet.trunc(),
+            });
         }
     }
     Ok(())
-}
-
-/// The check `dutnet load` runs before touching the host: networks that ask
-/// for nft outright may not share a subnet.
-pub fn check_config(networks: &[Network]) -> Result<(), SelectError> {
-    let refs: Vec<&Network> = networks.iter().collect();
-    let on_ebpf: Vec<bool> = networks
-        .iter()
-        .map(|n| n.datapath != DatapathChoice::Nft)
-        .collect();
-    check_shared_subnets(&refs, &on_ebpf, false)
 }
 
 /// True when the test hook asks the eBPF load to fail.
@@ -199,18 +180,17 @@ mod tests {
     }
 
     #[test]
-    fn identical_subnets_on_nft_are_refused_naming_both() {
-        let a = network("a", "192.168.100.0/24", "nft");
+    fn identical_subnets_are_refused_only_after_a_fallback() {
+        // Explicit `datapath: nft` clashes are the config's (config/tests.rs).
         let b = network("b", "192.168.100.0/24", "auto");
-        let e = check_config(&[a.clone(), b.clone()])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("`a` and `b`"), "{e}");
-        assert!(e.contains("datapath: ebpf"), "{e}");
-        // Both on eBPF: fine. Both `auto` and eBPF failing: refused.
         let c = network("c", "192.168.100.0/24", "auto");
-        assert!(check_config(&[b.clone(), c.clone()]).is_ok());
+        let s = select(&[&b, &c], || Ok::<_, String>(())).unwrap();
+        assert_eq!(s.on_ebpf, [true, true]);
         let e = select(&[&b, &c], fails).unwrap_err().to_string();
+        assert!(e.contains("`b` and `c`"), "{e}");
+        assert!(e.contains("192.168.100.0/24"), "{e}");
         assert!(e.contains("fell back"), "{e}");
+        let d = network("d", "192.168.101.0/24", "auto");
+        assert!(select(&[&b, &d], fails).is_ok());
     }
 }

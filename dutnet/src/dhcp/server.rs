@@ -172,6 +172,8 @@ impl DhcpServer {
         self.shared.state().set_reserved(ip, reserved);
     }
 
+    /// What the server has counted so far, for `dutnet stats` and the
+    /// metrics endpoint (`daemon/control.rs`, `network_counters`).
     pub fn counters(&self) -> DhcpCounters {
         self.shared.counters.snapshot()
     }

@@ -9,10 +9,11 @@
 use std::io;
 use std::mem;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 
 use super::DhcpError;
 use super::handler::Destination;
+use crate::sock::{self, Proto};
 
 pub const SERVER_PORT: u16 = 67;
 pub const CLIENT_PORT: u16 = 68;
@@ -105,6 +106,24 @@ impl DhcpSocket {
     }
 }
 
+/// A UDP socket on `0.0.0.0:port` with SO_REUSEADDR, SO_BROADCAST and
+/// SO_BINDTODEVICE, non-blocking.
+pub fn bind_to_device(interface: &str, port: u16) -> Result<std::net::UdpSocket, DhcpError> {
+    sock::bound_to_device(
+        Proto::Udp,
+        SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port),
+        interface,
+        sock::Options { broadcast: true },
+    )
+    .map(std::net::UdpSocket::from)
+    .map_err(|e| DhcpError::Socket {
+        interface: interface.to_owned(),
+        call: e.call,
+        source: e.source,
+    })
+}
+
+/// `name` into `arpreq.arp_dev`, NUL-padded.
 fn fill_ifname(dst: &mut [libc::c_char; libc::IFNAMSIZ], name: &str) -> io::Result<()> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
         return Err(io::Error::new(
@@ -116,86 +135,6 @@ fn fill_ifname(dst: &mut [libc::c_char; libc::IFNAMSIZ], name: &str) -> io::Resu
         *d = s as libc::c_char;
     }
     Ok(())
-}
-
-fn setsockopt_int(fd: &OwnedFd, opt: libc::c_int, value: libc::c_int) -> io::Result<()> {
-    // SAFETY: valid fd, pointer to a live c_int and its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            opt,
-            (&raw const value).cast(),
-            mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-/// A UDP socket on `0.0.0.0:port` with SO_REUSEADDR, SO_BROADCAST and
-/// SO_BINDTODEVICE, non-blocking.
-pub fn bind_to_device(interface: &str, port: u16) -> Result<std::net::UdpSocket, DhcpError> {
-    let err = |call: &'static str| {
-        move |source| DhcpError::Socket {
-            interface: interface.to_owned(),
-            call,
-            source,
-        }
-    };
-    let mut ifname = [0 as libc::c_char; libc::IFNAMSIZ];
-    fill_ifname(&mut ifname, interface).map_err(err("check interface name"))?;
-    // SAFETY: plain socket(2) call; the fd is owned right after.
-    let raw = unsafe {
-        libc::socket(
-            libc::AF_INET,
-            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            libc::IPPROTO_UDP,
-        )
-    };
-    if raw < 0 {
-        return Err(err("socket")(io::Error::last_os_error()));
-    }
-    // SAFETY: raw is a fresh fd nobody else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    setsockopt_int(&fd, libc::SO_REUSEADDR, 1).map_err(err("setsockopt(SO_REUSEADDR)"))?;
-    setsockopt_int(&fd, libc::SO_BROADCAST, 1).map_err(err("setsockopt(SO_BROADCAST)"))?;
-    // SAFETY: valid fd; the name is NUL-terminated within IFNAMSIZ bytes.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_BINDTODEVICE,
-            ifname.as_ptr().cast(),
-            (interface.len() + 1) as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(err("setsockopt(SO_BINDTODEVICE)")(
-            io::Error::last_os_error(),
-        ));
-    }
-    let addr = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr { s_addr: 0 },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: valid fd and a sockaddr_in with its exact size.
-    let rc = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&raw const addr).cast(),
-            mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(err("bind(0.0.0.0:67)")(io::Error::last_os_error()));
-    }
-    Ok(std::net::UdpSocket::from(fd))
 }
 
 #[cfg(test)]

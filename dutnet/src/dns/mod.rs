@@ -34,8 +34,8 @@ pub use self::server::TCP_LIMITS;
 use self::cache::Cache;
 use self::forward::Forwarder;
 use self::service::Service;
-use self::socket::Proto;
 use self::zone::Zone;
+use crate::sock::{self, Proto};
 
 /// Everything one network's DNS server needs.
 #[derive(Debug, Clone)]
@@ -181,7 +181,7 @@ impl DnsServer {
         let listen_err = |proto: Proto, addr: SocketAddrV4| {
             let network = network.clone();
             let interface = interface.clone();
-            move |e: socket::SocketError| DnsError::Listen {
+            move |e: sock::SocketError| DnsError::Listen {
                 network,
                 interface,
                 addr,
@@ -192,7 +192,7 @@ impl DnsServer {
         };
         let udp_std = {
             let addr = SocketAddrV4::new(listen, port);
-            let fd = socket::bind_on_device(Proto::Udp, addr, &interface)
+            let fd = sock::bound_to_device(Proto::Udp, addr, &interface, sock::Options::default())
                 .map_err(listen_err(Proto::Udp, addr))?;
             std::net::UdpSocket::from(fd)
         };
@@ -203,20 +203,20 @@ impl DnsServer {
         };
         let addr = SocketAddrV4::new(listen, port);
         let tcp_std = {
-            let fd = socket::bind_on_device(Proto::Tcp, addr, &interface)
+            let fd = sock::bound_to_device(Proto::Tcp, addr, &interface, sock::Options::default())
                 .map_err(listen_err(Proto::Tcp, addr))?;
             std::net::TcpListener::from(fd)
         };
         let forwarder = usable_forwarder(&network, &upstreams, listen, port, timeout);
         let as_io = |proto: Proto| listen_err(proto, addr);
         let udp = UdpSocket::from_std(udp_std).map_err(|source| {
-            as_io(Proto::Udp)(socket::SocketError {
+            as_io(Proto::Udp)(sock::SocketError {
                 call: "tokio registration",
                 source,
             })
         })?;
         let tcp = TcpListener::from_std(tcp_std).map_err(|source| {
-            as_io(Proto::Tcp)(socket::SocketError {
+            as_io(Proto::Tcp)(sock::SocketError {
                 call: "tokio registration",
                 source,
             })

@@ -23,6 +23,12 @@ const DEFAULT_BPFFS: &str = "/sys/fs/bpf";
 const DEFAULT_STATE_DIR: &str = "/var/lib/dutnet";
 const DEFAULT_RUN_DIR: &str = "/run/dutnet";
 
+/// The name of the pin directory of ABI `version` (`dutnet-v4`).
+#[must_use]
+pub fn pin_dir_name(version: u32) -> String {
+    format!("dutnet-v{version}")
+}
+
 /// The roots of everything dutnet keeps on disk.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Paths {
@@ -53,12 +59,38 @@ impl Paths {
         }
     }
 
-    /// dutnet's one directory in the bpffs: every pinned map lives here.
-    /// Created by the eBPF datapath when it loads; removed when it shuts down
-    /// or by `dutnet down` after a crash.
+    /// dutnet's one directory in the bpffs, `dutnet-v<ABI_VERSION>`: every
+    /// pinned map lives here, and a dutnet of another ABI version never
+    /// reads the layout (see [`Self::other_abi_pins`]). Created by the eBPF
+    /// datapath when it loads; removed when it shuts down or by
+    /// `dutnet down` after a crash.
     #[must_use]
     pub fn pin_dir(&self) -> PathBuf {
-        self.bpffs.join("dutnet")
+        self.bpffs.join(pin_dir_name(dutnet_common::ABI_VERSION))
+    }
+
+    /// Pin directories in the bpffs of an ABI version other than this
+    /// build's, with that version: a daemon from another dutnet build runs
+    /// (or crashed) there. `dutnet` without a version is what builds before
+    /// ABI 4 was part of the name left (`None`).
+    #[must_use]
+    pub fn other_abi_pins(&self) -> Vec<(PathBuf, Option<u32>)> {
+        let Ok(entries) = std::fs::read_dir(&self.bpffs) else {
+            return Vec::new();
+        };
+        let mut found: Vec<(PathBuf, Option<u32>)> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let name = e.file_name();
+                let version = match name.to_str()? {
+                    "dutnet" => None,
+                    other => Some(other.strip_prefix("dutnet-v")?.parse::<u32>().ok()?),
+                };
+                (version != Some(dutnet_common::ABI_VERSION)).then(|| (e.path(), version))
+            })
+            .collect();
+        found.sort();
+        found
     }
 
     /// The pinned map `name` inside [`Self::pin_dir`] (aya pins maps by name).
@@ -126,5 +158,31 @@ pub fn remove_pin_dir(dir: &Path) -> std::io::Result<bool> {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_are_versioned_and_other_versions_are_found() {
+        let dir = std::env::temp_dir().join(format!("dutnet-paths-{}", std::process::id()));
+        let paths = Paths {
+            bpffs: dir.clone(),
+            state_dir: dir.join("state"),
+            run_dir: dir.join("run"),
+        };
+        let ours = pin_dir_name(dutnet_common::ABI_VERSION);
+        assert_eq!(paths.pin_dir(), dir.join(&ours));
+        for name in [ours.as_str(), "dutnet", "dutnet-v1", "dutnet-vx", "other"] {
+            std::fs::create_dir_all(dir.join(name)).unwrap();
+        }
+        let found = paths.other_abi_pins();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            found,
+            [(dir.join("dutnet"), None), (dir.join("dutnet-v1"), Some(1))]
+        );
     }
 }

@@ -28,7 +28,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use self::packet::ErrorCode;
 use self::root::Root;
 use self::transfer::Pacing;
-use crate::dns::socket::{Proto, bind_on_device};
+use crate::sock::{self, Proto};
 
 /// Transfers one network serves at once; further requests get an ERROR
 /// and retry (PXE ROMs and U-Boot do).
@@ -205,9 +205,11 @@ fn bind(
     addr: SocketAddrV4,
 ) -> Result<UdpSocket, (&'static str, std::io::Error)> {
     let std_sock = match &config.interface {
-        Some(interface) => bind_on_device(Proto::Udp, addr, interface)
-            .map(std::net::UdpSocket::from)
-            .map_err(|e| (e.call, e.source))?,
+        Some(interface) => {
+            sock::bound_to_device(Proto::Udp, addr, interface, sock::Options::default())
+                .map(std::net::UdpSocket::from)
+                .map_err(|e| (e.call, e.source))?
+        }
         None => {
             let s = std::net::UdpSocket::bind(addr).map_err(|e| ("bind", e))?;
             s.set_nonblocking(true)
