@@ -1,11 +1,15 @@
 //! The lab every daemon test builds: an exporter namespace (with the
-//! upstream to a LAN host if asked), DUT namespaces behind its DUT NICs,
-//! `dutnet load` running in the exporter, and one guard that takes it all
-//! down again.
+//! upstream to a LAN host if asked, and a far host one router further),
+//! DUT namespaces behind its DUT NICs (one each, or several on a switch;
+//! cabled at once or later with [`Lab::plug`]), `dutnet load` running in
+//! the exporter, and one guard that takes it all down again.
 //!
 //! ```ignore
 //! let mut lab = Lab::builder().upstream().dut(Dut::on(1).mac(MAC)).resolv_conf().build();
 //! lab.load(&Network::services().single());
+//! // The NAT labs: DUT NICs dn-dut1..2, a DUT at DUT_IP behind each.
+//! let mut lab = Lab::builder().upstream().static_duts(2).build();
+//! lab.load_nat_on("ebpf", "");
 //! ```
 //!
 //! Dropping the [`Lab`] stops the daemon it started (SIGTERM to its PID,
@@ -18,11 +22,13 @@ use std::{
     time::Duration,
 };
 
+use serde_json::Value;
+
 use crate::{Netns, Output, Topology, cli, cmd, netns::Process};
 
 pub mod config;
 
-use config::{GATEWAY, dut_nic};
+use config::{DUT_IP, FAR_IP, GATEWAY, LAN_IP, dut_nic, nat_entry};
 
 /// Where a failed test's lab leaves its logs, one folder per prefix.
 pub const KEPT_LOGS: &str = "/tmp/dutnet-test-logs";
@@ -37,6 +43,9 @@ pub struct Dut {
     mac: Option<String>,
     ip: Option<Ipv4Addr>,
     routed: bool,
+    /// How many DUTs share the DUT NIC (on a switch when more than one).
+    count: usize,
+    plugged: bool,
 }
 
 impl Dut {
@@ -47,7 +56,28 @@ impl Dut {
             mac: None,
             ip: None,
             routed: false,
+            count: 1,
+            plugged: true,
         }
+    }
+
+    /// `count` DUTs behind the DUT NIC, on a switch (namespace `sw<n>`, a
+    /// bridge) as DUTs on one lab segment are: namespace `dut<n>`, then
+    /// `dut<n>-<k>`. DUT `k` gets [`Dut::ip`] plus `k - 1`; a
+    /// [`Dut::mac`] goes to the first one.
+    #[must_use]
+    pub fn switched(mut self, count: usize) -> Self {
+        assert!(count >= 1, "a DUT NIC leads to one DUT at least");
+        self.count = count;
+        self
+    }
+
+    /// The DUT's namespace exists but its DUT NIC does not until
+    /// [`Lab::plug`]: a NIC that appears while dutnet runs.
+    #[must_use]
+    pub fn unplugged(mut self) -> Self {
+        self.plugged = false;
+        self
     }
 
     /// The MAC of the DUT's `eth0` (what dutnet's DHCP server sees).
@@ -79,6 +109,8 @@ pub struct LabBuilder {
     upstream: bool,
     duts: Vec<Dut>,
     resolv_conf: bool,
+    default_route: bool,
+    far_host: Option<u32>,
 }
 
 impl LabBuilder {
@@ -92,6 +124,40 @@ impl LabBuilder {
     /// A DUT namespace cabled to DUT NIC `dn-dut<n>`.
     pub fn dut(mut self, dut: Dut) -> Self {
         self.duts.push(dut);
+        self
+    }
+
+    /// The NAT labs' DUTs: DUT NICs `dn-dut1..count`, each leading to one
+    /// DUT with [`DUT_IP`] (all the same) routed through [`GATEWAY`].
+    pub fn static_duts(self, count: usize) -> Self {
+        self.switched_duts(&vec![1; count])
+    }
+
+    /// [`LabBuilder::static_duts`] with `per_nic[n-1]` DUTs behind DUT NIC
+    /// `dn-dut<n>` ([`Dut::switched`]): DUT `k` of a NIC has
+    /// [`config::dut_ip`]`(k)`.
+    pub fn switched_duts(mut self, per_nic: &[usize]) -> Self {
+        for (n, &count) in (1..).zip(per_nic) {
+            self.duts
+                .push(Dut::on(n).ip(DUT_IP).routed().switched(count));
+        }
+        self
+    }
+
+    /// The exporter's default route goes through the LAN host
+    /// ([`LabBuilder::upstream`]).
+    pub fn default_route(mut self) -> Self {
+        self.default_route = true;
+        self
+    }
+
+    /// Makes the LAN host a router to a far host ([`FAR_IP`], namespace
+    /// `far`, [`Lab::far`]) over a link with `mtu`; the exporter's default
+    /// route goes through it. Neither the router nor the far host can
+    /// route to the DUT subnet.
+    pub fn far_host(mut self, mtu: u32) -> Self {
+        self.far_host = Some(mtu);
+        self.default_route = true;
         self
     }
 
@@ -112,28 +178,53 @@ impl LabBuilder {
         } else {
             (topology.netns("exporter"), None)
         };
-        let mut duts = Vec::new();
+        let mut behind = Vec::new();
         for dut in &self.duts {
-            let ns = topology.netns(&format!("dut{}", dut.n));
-            topology.veth((&exporter, &dut_nic(dut.n)), (&ns, "eth0"));
-            if let Some(mac) = &dut.mac {
-                ns.ip(&format!("link set eth0 address {mac}"));
+            let duts: Vec<Netns> = (1..=dut.count)
+                .map(|k| match k {
+                    1 => topology.netns(&format!("dut{}", dut.n)),
+                    _ => topology.netns(&format!("dut{}-{k}", dut.n)),
+                })
+                .collect();
+            if dut.count > 1 {
+                assert!(dut.plugged, "a switched DUT NIC is plugged from the start");
+                let nic = dut_nic(dut.n);
+                let mut ends = vec![(&exporter, nic.as_str())];
+                ends.extend(duts.iter().map(|d| (d, "eth0")));
+                topology.switch(&format!("sw{}", dut.n), &ends);
+                set_up(dut, &duts);
+            } else if dut.plugged {
+                cable(&topology, &exporter, dut, &duts);
             }
-            if let Some(ip) = dut.ip {
-                ns.ip(&format!("addr add {ip}/24 dev eth0"));
-            }
-            if dut.routed {
-                ns.ip(&format!("route add default via {GATEWAY}"));
-            }
-            duts.push(ns);
+            behind.push(duts);
+        }
+        let far = self.far_host.map(|mtu| {
+            let lan = lan.as_ref().expect("a far host needs the upstream");
+            let far = topology.netns("far");
+            topology.veth((lan, "eth1"), (&far, "eth0"));
+            lan.ip(&format!("link set eth1 mtu {mtu}"));
+            far.ip(&format!("link set eth0 mtu {mtu}"));
+            lan.ip("addr add 10.98.0.1/24 dev eth1");
+            far.ip(&format!("addr add {FAR_IP}/24 dev eth0"));
+            far.ip("route add default via 10.98.0.1");
+            lan.sysctl("net.ipv4.ip_forward=1");
+            far
+        });
+        if self.default_route {
+            assert!(lan.is_some(), "a default route needs the upstream");
+            exporter.ip(&format!("route add default via {LAN_IP}"));
         }
         let mut lab = Lab {
             daemon: None,
             exporter,
             lan,
-            duts,
+            far,
+            duts: behind.iter().filter_map(|d| d.first().cloned()).collect(),
+            behind,
+            specs: self.duts,
             topology,
             runs: 0,
+            env: Vec::new(),
             etc_netns: Vec::new(),
         };
         if self.resolv_conf {
@@ -151,18 +242,48 @@ impl LabBuilder {
     }
 }
 
+/// Cables the single DUT of `dut` (namespace `duts[0]`) to its DUT NIC.
+fn cable(topology: &Topology, exporter: &Netns, dut: &Dut, duts: &[Netns]) {
+    topology.veth((exporter, &dut_nic(dut.n)), (&duts[0], "eth0"));
+    set_up(dut, duts);
+}
+
+/// The MAC, addresses and routes `dut` asks for, on the `eth0` of each of
+/// its DUTs.
+fn set_up(dut: &Dut, duts: &[Netns]) {
+    for (k, ns) in (0u32..).zip(duts) {
+        if let (0, Some(mac)) = (k, &dut.mac) {
+            ns.ip(&format!("link set eth0 address {mac}"));
+        }
+        if let Some(ip) = dut.ip {
+            let ip = Ipv4Addr::from(u32::from(ip) + k);
+            ns.ip(&format!("addr add {ip}/24 dev eth0"));
+        }
+        if dut.routed {
+            ns.ip(&format!("route add default via {GATEWAY}"));
+        }
+    }
+}
+
 /// A built lab; see the module documentation. Field order matters: the
 /// daemon goes before the namespaces.
 pub struct Lab {
     daemon: Option<Process>,
     pub exporter: Netns,
     lan: Option<Netns>,
-    /// The DUT namespaces, in the order they were asked for.
+    far: Option<Netns>,
+    /// The (first) DUT namespace of each [`Dut`], in the order they were
+    /// asked for.
     pub duts: Vec<Netns>,
+    /// Every DUT namespace of each [`Dut`], in address order.
+    behind: Vec<Vec<Netns>>,
+    specs: Vec<Dut>,
     pub topology: Topology,
     /// How many times [`Lab::start`] started dutnet (each run logs to
     /// `dutnet-<run>.log`).
     runs: usize,
+    /// Added to the environment of every `dutnet load` ([`Lab::set_env`]).
+    env: Vec<(&'static str, String)>,
     etc_netns: Vec<PathBuf>,
 }
 
@@ -177,10 +298,45 @@ impl Lab {
         self.lan.as_ref().expect("a lab with an upstream")
     }
 
+    /// The far host (a lab built with [`LabBuilder::far_host`]).
+    #[must_use]
+    pub fn far(&self) -> &Netns {
+        self.far.as_ref().expect("a lab with a far host")
+    }
+
     /// The `n`-th DUT asked for (from 1).
     #[must_use]
     pub fn dut(&self, n: usize) -> &Netns {
         &self.duts[n - 1]
+    }
+
+    /// DUT `k` (from 1) of the `n`-th DUT asked for ([`Dut::switched`]).
+    #[must_use]
+    pub fn dut_behind(&self, n: usize, k: usize) -> &Netns {
+        &self.behind[n - 1][k - 1]
+    }
+
+    /// Creates DUT NIC `dn-dut<n>` of a [`Dut::unplugged`] DUT and sets
+    /// its DUT end up, while dutnet may run.
+    pub fn plug(&self, n: usize) {
+        let i = self
+            .specs
+            .iter()
+            .position(|d| d.n == n)
+            .unwrap_or_else(|| panic!("no DUT on {}", dut_nic(n)));
+        assert!(!self.specs[i].plugged, "{} is plugged already", dut_nic(n));
+        cable(
+            &self.topology,
+            &self.exporter,
+            &self.specs[i],
+            &self.behind[i],
+        );
+    }
+
+    /// Adds `key=value` to the environment of every `dutnet load` started
+    /// from now on (e.g. `NOTIFY_SOCKET`, a test hook).
+    pub fn set_env(&mut self, key: &'static str, value: &str) {
+        self.env.push((key, value.to_owned()));
     }
 
     /// The config file dutnet is started with.
@@ -202,7 +358,14 @@ impl Lab {
     pub fn spawn(&self, options: &[&str], log: &str) -> Process {
         let config = self.config_path().display().to_string();
         let args = [&["load", config.as_str()][..], options].concat();
-        cli::spawn(&self.topology, &self.exporter, &args, log)
+        let mut env = cli::env(&self.topology);
+        env.extend(self.env.iter().cloned());
+        self.exporter.spawn(
+            &cli::binary().to_string_lossy(),
+            &args,
+            &env,
+            self.topology.path(&format!("{log}.log")),
+        )
     }
 
     /// Writes `yaml` as the config and [`Lab::start`]s dutnet.
@@ -219,11 +382,59 @@ impl Lab {
 
     /// [`Lab::start`] with extra `dutnet load` options.
     pub fn start_with(&mut self, options: &[&str]) {
+        self.launch_with(options);
+        let daemon = self.daemon.as_ref().expect("dutnet runs");
+        cli::wait_until_up(&self.topology, daemon);
+    }
+
+    /// Starts `dutnet load` like [`Lab::start_with`] but returns at once,
+    /// for a test that watches it come up (or fail to); the guard still
+    /// stops it.
+    pub fn launch_with(&mut self, options: &[&str]) {
         assert!(self.daemon.is_none(), "dutnet already runs");
         self.runs += 1;
-        let daemon = self.spawn(options, &format!("dutnet-{}", self.runs));
-        cli::wait_until_up(&self.topology, &daemon);
-        self.daemon = Some(daemon);
+        self.daemon = Some(self.spawn(options, &format!("dutnet-{}", self.runs)));
+    }
+
+    /// The `networks:` config of the NAT labs: one [`nat_entry`] per
+    /// [`Dut`] (network `dut<n>` on `dn-dut<n>`), with the keys `extra(n)`
+    /// (YAML lines).
+    pub fn nat_config(&self, extra: impl Fn(usize) -> String) -> String {
+        let mut config = "networks:\n".to_owned();
+        for dut in &self.specs {
+            config.push_str(&nat_entry(dut.n, &extra(dut.n)));
+        }
+        config
+    }
+
+    /// [`Lab::load`]s the [`Lab::nat_config`] with `extra` for every
+    /// network.
+    pub fn load_nat(&mut self, extra: &str) {
+        self.load_nat_each(|_| extra.to_owned());
+    }
+
+    /// [`Lab::load_nat`] with every network on `datapath` (`ebpf`, `nft`):
+    /// `ebpf` rather than `auto`, so an eBPF that cannot load fails the
+    /// test instead of passing it on nft.
+    pub fn load_nat_on(&mut self, datapath: &str, extra: &str) {
+        self.load_nat(&format!("datapath: {datapath}\n{extra}"));
+    }
+
+    /// [`Lab::load`]s the [`Lab::nat_config`] with `extra(n)` for network
+    /// `n`.
+    pub fn load_nat_each(&mut self, extra: impl Fn(usize) -> String) {
+        let config = self.nat_config(extra);
+        self.load(&config);
+    }
+
+    /// [`Lab::load_nat_each`] with every network on `datapath`.
+    pub fn load_nat_each_on(&mut self, datapath: &str, extra: impl Fn(usize) -> String) {
+        self.load_nat_each(|n| format!("datapath: {datapath}\n{}", extra(n)));
+    }
+
+    /// True while the daemon this lab started runs.
+    pub fn is_running(&mut self) -> bool {
+        self.daemon.as_mut().is_some_and(Process::is_running)
     }
 
     /// Stops the running daemon with SIGTERM; its exit code.
@@ -290,6 +501,98 @@ impl Lab {
         all.push("--json");
         let out = self.ok(&all);
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("{all:?}: not JSON ({e}):\n{out}"))
+    }
+
+    /// dutnet's counters (or what `dutnet stats` said instead: on the nft
+    /// datapath there are none), its NAT rules and the end of its log, for
+    /// failure messages.
+    #[must_use]
+    pub fn report(&self) -> String {
+        let log = self.log();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        let stats = self.dutnet(&["stats", "--json"]);
+        let rules = self.dutnet(&["nat-rules"]);
+        format!(
+            "stats: {}{}\nnat-rules:\n{}\ndutnet log (end):\n{}",
+            stats.stdout,
+            stats.stderr,
+            rules.stdout,
+            tail.join("\n")
+        )
+    }
+
+    /// `dutnet stats --json`, run in the exporter like a user would.
+    #[track_caller]
+    pub fn stats(&self) -> Value {
+        self.json(&["stats"])
+    }
+
+    /// The stats entry of DUT NIC `iface`.
+    #[track_caller]
+    pub fn stats_of(&self, iface: &str) -> Value {
+        let stats = self.stats();
+        stats["interfaces"]
+            .as_array()
+            .and_then(|all| all.iter().find(|i| i["interface"] == iface))
+            .cloned()
+            .unwrap_or_else(|| panic!("no stats for {iface}:\n{stats:#}"))
+    }
+
+    /// A counter (JSON pointer, e.g. `/drops/unsolicited`) summed over every
+    /// interface dutnet reports.
+    /// A DUT NIC missing from the stats fails the test: a sum over nothing
+    /// would pass every "is zero" check.
+    #[track_caller]
+    pub fn total(&self, pointer: &str) -> u64 {
+        let stats = self.stats();
+        let interfaces = stats["interfaces"].as_array().cloned().unwrap_or_default();
+        for dut in &self.specs {
+            let nic = dut_nic(dut.n);
+            assert!(
+                interfaces.iter().any(|i| i["interface"] == nic.as_str()),
+                "{nic} is missing from the stats:\n{stats:#}\n{}",
+                self.log()
+            );
+        }
+        interfaces
+            .iter()
+            .filter_map(|i| i.pointer(pointer).and_then(Value::as_u64))
+            .sum()
+    }
+
+    /// `dutnet status --json` of network `name`: (state, problem); `None`
+    /// when dutnet does not answer or does not report it.
+    #[must_use]
+    pub fn network_state(&self, name: &str) -> Option<(String, Option<String>)> {
+        let out = self.dutnet(&["status", "--json"]);
+        let reply: Value = serde_json::from_str(&out.stdout).ok()?;
+        let net = reply["networks"]
+            .as_array()?
+            .iter()
+            .find(|n| n["name"] == name)?
+            .clone();
+        Some((
+            net["state"].as_str()?.to_owned(),
+            net["problem"].as_str().map(str::to_owned),
+        ))
+    }
+
+    /// Waits until network `name` is in state `wanted` ([`Lab::network_state`]);
+    /// fails the test with the daemon's log after `limit`.
+    #[track_caller]
+    pub fn wait_network_state(&self, name: &str, wanted: &str, limit: Duration) {
+        let reached = cmd::wait_for(limit, || {
+            self.network_state(name)
+                .filter(|(state, _)| state == wanted)
+                .map(drop)
+        });
+        assert!(
+            reached.is_some(),
+            "network {name} not {wanted} within {limit:?} (now {:?}); dutnet log:\n{}",
+            self.network_state(name),
+            self.log()
+        );
     }
 }
 

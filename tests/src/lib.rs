@@ -17,7 +17,7 @@ pub mod far_end;
 pub mod frames;
 pub mod generator;
 pub mod lab;
-pub mod nat_lab;
+pub mod nat;
 pub mod netns;
 pub mod prereq;
 pub mod topology;

@@ -16,9 +16,12 @@ use std::{
 };
 
 use dutnet::{control::server::CONTROL_LIMITS, dns::TCP_LIMITS};
-use dutnet_tests::{Netns, Topology, cli, cmd, netns::Process, prereq};
+use dutnet_tests::{
+    Netns, cli, cmd,
+    lab::{Dut, Lab, config::GATEWAY},
+    prereq,
+};
 
-const GATEWAY: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 1);
 /// The DUT address that floods.
 const FLOODER: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 10);
 /// Another client on the DUT NIC, the one that must still be served.
@@ -36,61 +39,47 @@ dns_entries:
     ip: 10.99.0.5
 ";
 
-struct Lab {
-    topology: Topology,
-    exporter: Netns,
-    dut: Netns,
-    daemon: Process,
+/// The DNS network on `dn-dut1`, its one DUT holding both [`FLOODER`] and
+/// [`OTHER`].
+fn start() -> Lab {
+    let mut lab = Lab::builder()
+        .upstream()
+        .dut(Dut::on(1).ip(FLOODER))
+        .build();
+    lab.dut(1).ip(&format!("addr add {OTHER}/24 dev eth0"));
+    lab.load(CONFIG);
+    lab
 }
 
-impl Lab {
-    fn start() -> Self {
-        let mut topology = Topology::new();
-        let (exporter, _lan) = topology.exporter_and_lan();
-        let dut = topology.netns("dut");
-        topology.veth((&exporter, "dn-dut1"), (&dut, "eth0"));
-        for address in [FLOODER, OTHER] {
-            dut.ip(&format!("addr add {address}/24 dev eth0"));
-        }
-        let daemon = cli::load(&topology, &exporter, CONFIG);
-        Self {
-            topology,
-            exporter,
-            dut,
-            daemon,
-        }
-    }
+/// `dig +tcp` from `source`: its short answer and how long it took.
+fn dig_tcp_from(lab: &Lab, source: Ipv4Addr) -> (String, Duration) {
+    let (source, server) = (source.to_string(), format!("@{GATEWAY}"));
+    let args = [
+        "+tcp",
+        "+short",
+        "+tries=1",
+        "+time=2",
+        "-b",
+        &source,
+        &server,
+        "controller.lab.local",
+    ];
+    let started = Instant::now();
+    let out = lab.dut(1).exec("dig", &args);
+    (out.stdout.trim().to_owned(), started.elapsed())
+}
 
-    /// `dig +tcp` from `source`: its short answer and how long it took.
-    fn dig_tcp_from(&self, source: Ipv4Addr) -> (String, Duration) {
-        let (source, server) = (source.to_string(), format!("@{GATEWAY}"));
-        let args = [
-            "+tcp",
-            "+short",
-            "+tries=1",
-            "+time=2",
-            "-b",
-            &source,
-            &server,
-            "controller.lab.local",
-        ];
-        let started = Instant::now();
-        let out = self.dut.exec("dig", &args);
-        (out.stdout.trim().to_owned(), started.elapsed())
-    }
-
-    /// The peer address of each TCP connection the DNS server holds open
-    /// (`ss` in the exporter: what the server side really has).
-    fn dns_connection_peers(&self) -> Vec<Ipv4Addr> {
-        let out = self
-            .exporter
-            .exec("ss", &["-Htn", "state", "established", "( sport = :53 )"])
-            .ok();
-        out.stdout
-            .lines()
-            .filter_map(|l| l.split_whitespace().last()?.split(':').next()?.parse().ok())
-            .collect()
-    }
+/// The peer address of each TCP connection the DNS server holds open
+/// (`ss` in the exporter: what the server side really has).
+fn dns_connection_peers(lab: &Lab) -> Vec<Ipv4Addr> {
+    let out = lab
+        .exporter
+        .exec("ss", &["-Htn", "state", "established", "( sport = :53 )"])
+        .ok();
+    out.stdout
+        .lines()
+        .filter_map(|l| l.split_whitespace().last()?.split(':').next()?.parse().ok())
+        .collect()
 }
 
 /// A TCP connection to `server` from `source`, an address of the namespace
@@ -171,13 +160,13 @@ fn closed_unix(streams: &mut [UnixStream]) -> usize {
 fn idle_tcp_connections_of_one_dut_address_do_not_keep_another_from_dns() {
     prereq::require("dig", "dnsutils");
     prereq::require("ss", "iproute2");
-    let lab = Lab::start();
-    let mut idle = flood(&lab.dut, vec![FLOODER], FLOOD);
+    let lab = start();
+    let mut idle = flood(lab.dut(1), vec![FLOODER], FLOOD);
 
-    let (answer, took) = lab.dig_tcp_from(OTHER);
-    assert_eq!(answer, "10.99.0.5", "dig +tcp:\n{}", lab.daemon.log());
+    let (answer, took) = dig_tcp_from(&lab, OTHER);
+    assert_eq!(answer, "10.99.0.5", "dig +tcp:\n{}", lab.log());
     assert!(took < Duration::from_secs(1), "dig +tcp took {took:?}");
-    let peers = lab.dns_connection_peers();
+    let peers = dns_connection_peers(&lab);
     let from_flooder = peers.iter().filter(|p| **p == FLOODER).count();
     assert!(
         from_flooder <= TCP_LIMITS.per_client,
@@ -206,19 +195,19 @@ fn idle_tcp_connections_of_one_dut_address_do_not_keep_another_from_dns() {
 fn idle_tcp_connections_of_many_dut_addresses_do_not_keep_another_from_dns() {
     prereq::require("dig", "dnsutils");
     prereq::require("ss", "iproute2");
-    let lab = Lab::start();
+    let lab = start();
     // Ten addresses: each below-or-at the per-client cap after evictions,
     // together past the total cap.
     let sources: Vec<Ipv4Addr> = (20..30).map(|n| Ipv4Addr::new(192, 168, 100, n)).collect();
     for source in &sources {
-        lab.dut.ip(&format!("addr add {source}/24 dev eth0"));
+        lab.dut(1).ip(&format!("addr add {source}/24 dev eth0"));
     }
-    let _idle = flood(&lab.dut, sources, FLOOD / 10);
+    let _idle = flood(lab.dut(1), sources, FLOOD / 10);
 
-    let (answer, took) = lab.dig_tcp_from(OTHER);
-    assert_eq!(answer, "10.99.0.5", "dig +tcp:\n{}", lab.daemon.log());
+    let (answer, took) = dig_tcp_from(&lab, OTHER);
+    assert_eq!(answer, "10.99.0.5", "dig +tcp:\n{}", lab.log());
     assert!(took < Duration::from_secs(1), "dig +tcp took {took:?}");
-    let total = lab.dns_connection_peers().len();
+    let total = dns_connection_peers(&lab).len();
     assert!(
         total <= TCP_LIMITS.total,
         "the server holds {total} connections"
@@ -244,7 +233,7 @@ fn raise_fd_limit(needed: u64) {
 #[test]
 fn a_thousand_idle_control_connections_do_not_keep_dutnet_status_out() {
     const IDLE: usize = 1000;
-    let lab = Lab::start();
+    let lab = start();
     raise_fd_limit(IDLE as u64);
     let socket = lab.topology.path("run").join("dutnet.sock");
     // connect() blocks while the listen backlog is full: bounded by a
@@ -265,7 +254,7 @@ fn a_thousand_idle_control_connections_do_not_keep_dutnet_status_out() {
     assert!(
         status.success() && status.stdout.contains("dn-dut1"),
         "{status:#?}\n{}",
-        lab.daemon.log()
+        lab.log()
     );
     assert!(
         started.elapsed() < Duration::from_secs(2),

@@ -25,7 +25,8 @@ use dutnet_tests::{
     Netns, cmd,
     far_end::TcpEcho,
     generator::{self, Flows, Load, PacketSocket, Template},
-    nat_lab::{GATEWAY, LAN_IP, Lab, dut_ip, try_tcp_exchange},
+    lab::Lab,
+    nat::{GATEWAY, LAN_IP, dut_ip, try_tcp_exchange},
     prereq,
 };
 use serde_json::Value;
@@ -279,9 +280,9 @@ fn counter(lab: &Lab, iface: &str, pointer: &str) -> u64 {
 /// TCP echo, and every DUT shown to reach the LAN host.
 fn two_networks() -> (Lab, TcpEcho) {
     require_clients();
-    let mut lab = Lab::switched(&[2, 1]);
-    lab.load(&network(BUDGET));
-    let echo = TcpEcho::start(&lab.lan, SocketAddrV4::new(LAN_IP, ECHO_PORT));
+    let mut lab = Lab::builder().upstream().switched_duts(&[2, 1]).build();
+    lab.load_nat(&network(BUDGET));
+    let echo = TcpEcho::start(lab.lan(), SocketAddrV4::new(LAN_IP, ECHO_PORT));
     for dut in [lab.dut_behind(1, 1), lab.dut_behind(1, 2), lab.dut(2)] {
         if let Err(e) = ping(dut) {
             panic!("before any load: {e}\n{}", lab.report());
@@ -451,14 +452,14 @@ fn a_flooding_dut_never_cuts_off_another_dut() {
 fn a_churning_dut_gets_every_connection_and_stays_within_its_budget() {
     const LIMIT: Duration = Duration::from_secs(30);
     const MAX_CONNECTIONS: u32 = 400_000;
-    let mut lab = Lab::new(1);
-    lab.load(&network(SMALL_BUDGET));
+    let mut lab = Lab::builder().upstream().static_duts(1).build();
+    lab.load_nat(&network(SMALL_BUDGET));
     let dut = lab.dut(1);
     // 2000 client ports, four times the DUT's share of the table: every
     // port comes round again many times, each time after its last flow
     // left the table or while it is still there closing.
     dut.sysctl("net.ipv4.ip_local_port_range=40000 41999");
-    let echo = TcpEcho::start(&lab.lan, SocketAddrV4::new(LAN_IP, ECHO_PORT));
+    let echo = TcpEcho::start(lab.lan(), SocketAddrV4::new(LAN_IP, ECHO_PORT));
     let stop_sampling = AtomicBool::new(false);
 
     let (run, samples) = std::thread::scope(|s| {

@@ -19,9 +19,9 @@ use std::{
 use dutnet_tests::{
     Output, cli,
     far_end::echo_of,
-    nat_lab::{
-        DUT_IP, EXPORTER_UP, LAN_IP, Lab, NAT_PORTS, REPLY_WAIT, lan_udp_echo, udp_exchange,
-        udp_socket,
+    lab::Lab,
+    nat::{
+        DUT_IP, EXPORTER_UP, LAN_IP, NAT_PORTS, REPLY_WAIT, lan_udp_echo, udp_exchange, udp_socket,
     },
     prereq,
 };
@@ -43,7 +43,7 @@ impl OpenConnection {
     /// sent data and acknowledged each other's).
     fn open(lab: &Lab) -> Self {
         let listener = lab
-            .lan
+            .lan()
             .enter(|| TcpListener::bind(SocketAddrV4::new(LAN_IP, TCP_PORT)).unwrap());
         let server = std::thread::spawn(move || {
             let (stream, peer) = listener.accept().unwrap();
@@ -121,8 +121,8 @@ fn flow_of<'a>(reply: &'a Value, network: &str, dut: SocketAddr) -> &'a Value {
 /// must show as translated.
 #[test]
 fn flows_lists_a_duts_tcp_connection_and_udp_exchange_as_the_far_end_saw_them() {
-    let mut lab = Lab::new(2);
-    lab.load_on("ebpf", "");
+    let mut lab = Lab::builder().upstream().static_duts(2).build();
+    lab.load_nat_on("ebpf", "");
     let udp = lan_udp_echo(&lab);
     let socket = udp_socket(lab.dut(1), SocketAddrV4::new(DUT_IP, 0));
     let udp_seen = udp_exchange(&lab, &socket, &udp, b"count me");
@@ -217,8 +217,8 @@ fn flows_lists_a_duts_tcp_connection_and_udp_exchange_as_the_far_end_saw_them() 
 #[test]
 fn flows_on_the_nft_datapath_names_the_conntrack_command_that_lists_them() {
     prereq::require("conntrack", "conntrack");
-    let mut lab = Lab::new(1);
-    lab.load_on("nft", "");
+    let mut lab = Lab::builder().upstream().static_duts(1).build();
+    lab.load_nat_on("nft", "");
     let tcp = OpenConnection::open(&lab);
     let tcp_dut = tcp.stream.local_addr().unwrap();
 

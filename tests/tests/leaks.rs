@@ -18,7 +18,8 @@ use dutnet_tests::{
     Netns, both_datapaths, cmd,
     far_end::TcpEcho,
     frames::{self, PROTO_UDP},
-    nat_lab::{DUT_IP, GATEWAY, LAN_IP, Lab, tcp_exchange},
+    lab::Lab,
+    nat::{DUT_IP, GATEWAY, LAN_IP, tcp_exchange},
     netns::Process,
     prereq,
 };
@@ -179,7 +180,7 @@ fn battery(dut_mac: [u8; 6], gateway_mac: [u8; 6]) -> Vec<(String, Vec<u8>)> {
 /// What tcpdump recorded, as `tcpdump -r -nn -v` shows it (quoted headers
 /// of ICMP errors included).
 fn capture_text(lab: &Lab, capture: &std::path::Path) -> String {
-    capture_text_in(&lab.lan, capture)
+    capture_text_in(lab.lan(), capture)
 }
 
 /// Sources no packet reaching the LAN may carry: the DUT subnet's, and the
@@ -229,14 +230,14 @@ both_datapaths!(nothing_leaves_from_an_unmapped_dut_in_1to1);
 fn battery_leaks_nothing(datapath: &str, extra: &str) {
     prereq::require("tcpdump", "tcpdump");
     prereq::require("python3", "python3");
-    let mut lab = Lab::new(1);
-    let _server = TcpEcho::start(&lab.lan, SocketAddrV4::new(LAN_IP, 7100));
-    lab.load_on(datapath, extra);
+    let mut lab = Lab::builder().upstream().static_duts(1).build();
+    let _server = TcpEcho::start(lab.lan(), SocketAddrV4::new(LAN_IP, 7100));
+    lab.load_nat_on(datapath, extra);
     // A live connection and flows, so errors and punts have something to
     // be confused with.
     tcp_exchange(lab.dut(1), SocketAddrV4::new(LAN_IP, 7100), "warm up");
     let capture = lab.topology.path("lan.pcap");
-    let mut tcpdump = start_capture(&lab, &lab.lan, &capture, "ip");
+    let mut tcpdump = start_capture(&lab, lab.lan(), &capture, "ip");
     let dut_mac = lab.dut(1).mac("eth0").expect("the DUT's MAC");
     let gateway_mac = lab.exporter.mac("dn-dut1").expect("the DUT NIC's MAC");
     let battery = battery(dut_mac, gateway_mac);
@@ -325,9 +326,9 @@ fn a_ttl_1_segment_inside_a_connection_gets_time_exceeded_and_breaks_nothing(dat
     prereq::require("tcpdump", "tcpdump");
     prereq::require("python3", "python3");
     prereq::require("traceroute", "traceroute");
-    let mut lab = Lab::new(1);
-    let server = line_echo(&lab.lan, 7200);
-    lab.load_on(datapath, "");
+    let mut lab = Lab::builder().upstream().static_duts(1).build();
+    let server = line_echo(lab.lan(), 7200);
+    lab.load_nat_on(datapath, "");
     let dut = lab.dut(1).clone();
     let mut stream = dut.enter(move || {
         TcpStream::connect_timeout(&server.into(), Duration::from_secs(3)).expect("connect")
@@ -341,7 +342,7 @@ fn a_ttl_1_segment_inside_a_connection_gets_time_exceeded_and_breaks_nothing(dat
 
     let lan_capture = lab.topology.path("lan.pcap");
     let dut_capture = lab.topology.path("dut.pcap");
-    let mut lan_dump = start_capture(&lab, &lab.lan, &lan_capture, "tcp");
+    let mut lan_dump = start_capture(&lab, lab.lan(), &lan_capture, "tcp");
     let mut dut_dump = start_capture(&lab, &dut, &dut_capture, "icmp");
     let mut probe = frames::tcp((DUT_IP, local), (LAN_IP, 7200), 0x18, b"probe\n");
     probe = frames::with_ttl(probe, 1);
@@ -362,7 +363,7 @@ fn a_ttl_1_segment_inside_a_connection_gets_time_exceeded_and_breaks_nothing(dat
         "the DUT got no time-exceeded from its gateway:\n{at_dut}\n{}",
         lab.report()
     );
-    let at_lan = capture_text_in(&lab.lan, &lan_capture);
+    let at_lan = capture_text_in(lab.lan(), &lan_capture);
     assert!(
         !at_lan.contains("Flags [R"),
         "a reset reached the LAN host:\n{at_lan}\n{}",

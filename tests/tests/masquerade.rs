@@ -22,8 +22,9 @@ use std::{
 use dutnet_tests::{
     both_datapaths, cli, cmd,
     far_end::{self, IcmpRecorder, TcpEcho},
-    nat_lab::{
-        DUT_IP, EXPORTER_UP, FAR_IP, LAN_IP, Lab, NAT_PORTS, REPLY_WAIT, add_docker_forward_chain,
+    lab::Lab,
+    nat::{
+        DUT_IP, EXPORTER_UP, FAR_IP, LAN_IP, NAT_PORTS, REPLY_WAIT, add_docker_forward_chain,
         docker_forward_chain, lan_udp_echo, tcp_exchange, udp_exchange, udp_reply, udp_socket,
     },
     prereq,
@@ -33,11 +34,11 @@ use serde_json::Value;
 both_datapaths!(tcp_udp_and_ping_reach_a_lan_host_without_a_route_back_as_the_exporter);
 fn tcp_udp_and_ping_reach_a_lan_host_without_a_route_back_as_the_exporter(datapath: &str) {
     prereq::require("ping", "iputils-ping");
-    let mut lab = Lab::new(1);
-    lab.load_on(datapath, "");
+    let mut lab = Lab::builder().upstream().static_duts(1).build();
+    lab.load_nat_on(datapath, "");
     let udp = lan_udp_echo(&lab);
-    let tcp = TcpEcho::start(&lab.lan, SocketAddrV4::new(LAN_IP, 7001));
-    let icmp = IcmpRecorder::start(&lab.lan);
+    let tcp = TcpEcho::start(lab.lan(), SocketAddrV4::new(LAN_IP, 7001));
+    let icmp = IcmpRecorder::start(lab.lan());
     let dut = lab.dut(1);
 
     let socket = udp_socket(dut, SocketAddrV4::new(DUT_IP, 0));
@@ -92,8 +93,12 @@ fn traceroute_hops(stdout: &str) -> Vec<(u32, Option<String>)> {
 both_datapaths!(traceroute_from_a_dut_shows_the_gateway_the_router_and_the_far_host);
 fn traceroute_from_a_dut_shows_the_gateway_the_router_and_the_far_host(datapath: &str) {
     prereq::require("traceroute", "traceroute");
-    let (mut lab, _far) = Lab::new(1).with_far_host(1500);
-    lab.load_on(datapath, "");
+    let mut lab = Lab::builder()
+        .upstream()
+        .static_duts(1)
+        .far_host(1500)
+        .build();
+    lab.load_nat_on(datapath, "");
     let out = lab.dut(1).exec(
         "traceroute",
         &["-n", "-q", "1", "-w", "1", "-m", "5", &FAR_IP.to_string()],
@@ -110,8 +115,12 @@ fn traceroute_from_a_dut_shows_the_gateway_the_router_and_the_far_host(datapath:
 both_datapaths!(a_smaller_mtu_beyond_the_router_reaches_the_dut_as_fragmentation_needed);
 fn a_smaller_mtu_beyond_the_router_reaches_the_dut_as_fragmentation_needed(datapath: &str) {
     prereq::require("ping", "iputils-ping");
-    let (mut lab, _far) = Lab::new(1).with_far_host(1280);
-    lab.load_on(datapath, "");
+    let mut lab = Lab::builder()
+        .upstream()
+        .static_duts(1)
+        .far_host(1280)
+        .build();
+    lab.load_nat_on(datapath, "");
     let dut = lab.dut(1);
     // The path works for packets that fit.
     let small = dut.exec("ping", &["-c", "1", "-W", "2", &FAR_IP.to_string()]);
@@ -152,8 +161,8 @@ fn which(program: &str) -> bool {
 
 both_datapaths!(a_9000_byte_datagram_fragmented_by_the_dut_arrives_whole);
 fn a_9000_byte_datagram_fragmented_by_the_dut_arrives_whole(datapath: &str) {
-    let mut lab = Lab::new(1);
-    lab.load_on(datapath, "");
+    let mut lab = Lab::builder().upstream().static_duts(1).build();
+    lab.load_nat_on(datapath, "");
     let udp = lan_udp_echo(&lab);
     let socket = udp_socket(lab.dut(1), SocketAddrV4::new(DUT_IP, 0));
     let payload: Vec<u8> = (0..9000u32).map(|i| b'a' + (i % 26) as u8).collect();
@@ -173,8 +182,8 @@ fn a_9000_byte_datagram_fragmented_by_the_dut_arrives_whole(datapath: &str) {
 // (nft_datapath.rs tests the refusal).
 #[test]
 fn two_dut_nics_with_the_same_address_and_source_port_each_get_their_own_replies() {
-    let mut lab = Lab::new(2);
-    lab.load_on("ebpf", "");
+    let mut lab = Lab::builder().upstream().static_duts(2).build();
+    lab.load_nat_on("ebpf", "");
     let udp = lan_udp_echo(&lab);
     let bind = SocketAddrV4::new(DUT_IP, 4444);
     let sockets = [udp_socket(lab.dut(1), bind), udp_socket(lab.dut(2), bind)];
@@ -201,7 +210,7 @@ fn two_dut_nics_with_the_same_address_and_source_port_each_get_their_own_replies
         assert_eq!(again, seen[n], "dut{} moved to another mapping", n + 1);
     }
     // TCP from both at once, too.
-    let tcp = TcpEcho::start(&lab.lan, SocketAddrV4::new(LAN_IP, 7001));
+    let tcp = TcpEcho::start(lab.lan(), SocketAddrV4::new(LAN_IP, 7001));
     for n in 1..=2 {
         let peer = tcp_exchange(lab.dut(n), tcp.addr, &format!("tcp from dut{n}"));
         assert_eq!(peer.ip(), EXPORTER_UP);
@@ -211,10 +220,10 @@ fn two_dut_nics_with_the_same_address_and_source_port_each_get_their_own_replies
 both_datapaths!(a_lan_host_with_a_route_to_the_dut_subnet_cannot_reach_a_dut);
 fn a_lan_host_with_a_route_to_the_dut_subnet_cannot_reach_a_dut(datapath: &str) {
     prereq::require("ping", "iputils-ping");
-    let mut lab = Lab::new(1);
-    lab.load_on(datapath, "");
+    let mut lab = Lab::builder().upstream().static_duts(1).build();
+    lab.load_nat_on(datapath, "");
     let dut = lab.dut(1).clone();
-    lab.lan
+    lab.lan()
         .ip(&format!("route add 192.168.100.0/24 via {EXPORTER_UP}"));
     let listener = dut.enter(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, 8080)).unwrap());
     listener.set_nonblocking(true).unwrap();
@@ -227,7 +236,7 @@ fn a_lan_host_with_a_route_to_the_dut_subnet_cannot_reach_a_dut(datapath: &str) 
         b"outbound works",
     );
 
-    let connect = lab.lan.enter(|| {
+    let connect = lab.lan().enter(|| {
         TcpStream::connect_timeout(
             &SocketAddrV4::new(DUT_IP, 8080).into(),
             Duration::from_secs(2),
@@ -238,7 +247,7 @@ fn a_lan_host_with_a_route_to_the_dut_subnet_cannot_reach_a_dut(datapath: &str) 
         listener.accept().is_err(),
         "the DUT's listener accepted a connection from the LAN"
     );
-    let ping = lab.lan.exec(
+    let ping = lab.lan().exec(
         "ping",
         &["-c", "2", "-i", "0.2", "-W", "1", &DUT_IP.to_string()],
     );
@@ -262,8 +271,8 @@ fn ten_thousand_concurrent_udp_flows_from_one_dut_each_get_their_reply(datapath:
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     const FLOWS: usize = 10_000;
     const DEADLINE: Duration = Duration::from_secs(20);
-    let mut lab = Lab::new(1);
-    lab.load_on(datapath, "");
+    let mut lab = Lab::builder().upstream().static_duts(1).build();
+    lab.load_nat_on(datapath, "");
     let udp = lan_udp_echo(&lab);
     let server = udp.addr;
     // Neighbours on every hop resolved before the burst. The socket stays
@@ -333,12 +342,12 @@ fn ten_thousand_concurrent_udp_flows_from_one_dut_each_get_their_reply(datapath:
 #[test]
 fn docker_style_forward_drop_policy_neither_blocks_dut_traffic_nor_is_left_changed() {
     prereq::require("nft", "nftables");
-    let mut lab = Lab::new(1);
+    let mut lab = Lab::builder().upstream().static_duts(1).build();
     let before = add_docker_forward_chain(&lab.exporter);
     assert!(before.contains("policy drop"), "{before}");
-    lab.load_on("ebpf", "");
+    lab.load_nat_on("ebpf", "");
     let udp = lan_udp_echo(&lab);
-    let tcp = TcpEcho::start(&lab.lan, SocketAddrV4::new(LAN_IP, 7001));
+    let tcp = TcpEcho::start(lab.lan(), SocketAddrV4::new(LAN_IP, 7001));
     let seen = udp_exchange(
         &lab,
         &udp_socket(lab.dut(1), SocketAddrV4::new(DUT_IP, 0)),
@@ -351,9 +360,7 @@ fn docker_style_forward_drop_policy_neither_blocks_dut_traffic_nor_is_left_chang
         EXPORTER_UP
     );
     // dutnet's scoped accepts (for the packets it punts) leave with it.
-    if let Some(mut daemon) = lab.daemon.take() {
-        daemon.terminate();
-    }
+    lab.stop();
     assert_eq!(
         docker_forward_chain(&lab.exporter),
         before,
@@ -368,8 +375,8 @@ fn docker_style_forward_drop_policy_neither_blocks_dut_traffic_nor_is_left_chang
 fn an_expired_udp_flow_frees_its_port_for_the_next_flow() {
     /// `udp_timeout` plus a sweep interval (half of it) plus slack.
     const EXPIRY_WAIT: Duration = Duration::from_secs(6);
-    let mut lab = Lab::new(2);
-    lab.load("udp_timeout: 2s");
+    let mut lab = Lab::builder().upstream().static_duts(2).build();
+    lab.load_nat("udp_timeout: 2s");
     let udp = lan_udp_echo(&lab);
     let bind = SocketAddrV4::new(DUT_IP, 4444);
     let first = udp_exchange(&lab, &udp_socket(lab.dut(1), bind), &udp, b"dut1 first");
@@ -402,11 +409,11 @@ fn an_expired_udp_flow_frees_its_port_for_the_next_flow() {
 /// NIC segments them), not mistake for packets over the MTU. On nft the
 /// transfer must simply arrive whole.
 fn a_bulk_tcp_transfer_with_offloads_on_stays_on_the_fast_path(datapath: &str) {
-    let mut lab = Lab::new(1);
-    lab.load_on(datapath, "");
+    let mut lab = Lab::builder().upstream().static_duts(1).build();
+    lab.load_nat_on(datapath, "");
     const BYTES: usize = 8 << 20;
     let listener = lab
-        .lan
+        .lan()
         .enter(|| TcpListener::bind(SocketAddrV4::new(LAN_IP, 7100)).unwrap());
     let sink = std::thread::spawn(move || {
         let (mut stream, peer) = listener.accept().unwrap();
@@ -441,8 +448,8 @@ both_datapaths!(a_bulk_tcp_transfer_with_offloads_on_stays_on_the_fast_path);
 #[test]
 fn stats_rates_match_the_traffic_sent() {
     const PER_SECOND: u32 = 200;
-    let mut lab = Lab::new(1);
-    lab.load_on("ebpf", "");
+    let mut lab = Lab::builder().upstream().static_duts(1).build();
+    lab.load_nat_on("ebpf", "");
     let udp = lan_udp_echo(&lab);
     let socket = udp_socket(lab.dut(1), SocketAddrV4::new(DUT_IP, 0));
     let to = udp.addr;
@@ -488,10 +495,10 @@ fn stats_rates_match_the_traffic_sent() {
 #[test]
 fn fragmented_datagrams_of_a_fast_path_flow_keep_its_mapping_both_ways() {
     const BIG: usize = 5000;
-    let mut lab = Lab::new(1);
-    lab.load("");
+    let mut lab = Lab::builder().upstream().static_duts(1).build();
+    lab.load_nat("");
     let server = lab
-        .lan
+        .lan()
         .enter(|| UdpSocket::bind(SocketAddrV4::new(LAN_IP, 7200)).unwrap());
     server.set_read_timeout(Some(REPLY_WAIT)).unwrap();
     let responder = std::thread::spawn(move || {

@@ -13,9 +13,9 @@ use std::{
 };
 
 use dutnet_tests::{
-    cli,
     clients::Dhclient,
-    nat_lab::{DUT_IP, GATEWAY, LAN_IP, Lab, network_yaml},
+    lab::Lab,
+    nat::{DUT_IP, GATEWAY, LAN_IP},
     prereq,
 };
 
@@ -67,7 +67,7 @@ fn parse_with_the_python_client(lab: &Lab, text: &str) -> usize {
     // The Debian package installs the module for the system interpreter,
     // not for a python3 that another install put first in PATH.
     let out = lab
-        .lan
+        .lan()
         .exec(SYSTEM_PYTHON, &["-c", script, &path.display().to_string()]);
     assert!(
         out.success(),
@@ -85,20 +85,12 @@ fn a_scrape_shows_dut_traffic_and_dhcp_renewals_and_parses() {
         std::path::Path::new(SYSTEM_PYTHON).is_file(),
         "{SYSTEM_PYTHON} is missing: run `cargo xtask setup` (python3-prometheus-client)"
     );
-    let mut lab = Lab::new(1);
-    let config = format!(
-        "networks:\n{}",
-        network_yaml(
-            1,
-            "datapath: ebpf\ndhcp_enabled: true\ndhcp_range_start: 192.168.100.100\ndhcp_range_end: 192.168.100.200\n"
-        )
-    );
-    lab.daemon = Some(cli::load_with(
-        &lab.topology,
-        &lab.exporter,
-        &config,
-        &["--metrics-listen", LISTEN],
-    ));
+    let mut lab = Lab::builder().upstream().static_duts(1).build();
+    let config = lab.nat_config(|_| {
+        "datapath: ebpf\ndhcp_enabled: true\ndhcp_range_start: 192.168.100.100\ndhcp_range_end: 192.168.100.200\n".to_owned()
+    });
+    lab.write_config(&config);
+    lab.start_with(&["--metrics-listen", LISTEN]);
     let client = Dhclient::new(&lab.duts[0], "eth0", &lab.topology.dir, "dut1", "");
     let first = client.run();
     assert!(
@@ -186,8 +178,8 @@ fn a_scrape_shows_dut_traffic_and_dhcp_renewals_and_parses() {
 
 #[test]
 fn nothing_listens_without_metrics_listen() {
-    let mut lab = Lab::new(1);
-    lab.load_on("ebpf", "");
+    let mut lab = Lab::builder().upstream().static_duts(1).build();
+    lab.load_nat_on("ebpf", "");
     let refused = lab
         .exporter
         .enter(|| TcpStream::connect(LISTEN).map(|_| ()).map_err(|e| e.kind()));

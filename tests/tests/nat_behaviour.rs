@@ -10,7 +10,8 @@ use std::{
 
 use dutnet_tests::{
     far_end::UdpEcho,
-    nat_lab::{EXPORTER_UP, LAN_IP, Lab, udp_exchange, udp_socket},
+    lab::Lab,
+    nat::{EXPORTER_UP, LAN_IP, udp_exchange, udp_socket},
 };
 
 /// A second LAN address (an alias on the LAN host), and a third that never
@@ -21,12 +22,12 @@ const DUT_PORT: u16 = 5000;
 
 #[test]
 fn a_duts_port_keeps_one_external_port_for_every_destination_and_strangers_are_filtered() {
-    let mut lab = Lab::switched(&[2]);
-    lab.lan.ip(&format!("addr add {LAN_OTHER}/24 dev eth0"));
-    lab.lan.ip(&format!("addr add {STRANGER}/24 dev eth0"));
-    let x = UdpEcho::start(&lab.lan, SocketAddrV4::new(LAN_IP, 7000));
-    let y = UdpEcho::start(&lab.lan, SocketAddrV4::new(LAN_OTHER, 7001));
-    lab.load_on("ebpf", "");
+    let mut lab = Lab::builder().upstream().switched_duts(&[2]).build();
+    lab.lan().ip(&format!("addr add {LAN_OTHER}/24 dev eth0"));
+    lab.lan().ip(&format!("addr add {STRANGER}/24 dev eth0"));
+    let x = UdpEcho::start(lab.lan(), SocketAddrV4::new(LAN_IP, 7000));
+    let y = UdpEcho::start(lab.lan(), SocketAddrV4::new(LAN_OTHER, 7001));
+    lab.load_nat_on("ebpf", "");
     let any = |port| SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
     let a = udp_socket(lab.dut_behind(1, 1), any(DUT_PORT));
     let b = udp_socket(lab.dut_behind(1, 2), any(DUT_PORT));
@@ -55,7 +56,7 @@ fn a_duts_port_keeps_one_external_port_for_every_destination_and_strangers_are_f
         .unwrap();
 
     // A LAN address B never sent to gets nothing through to it.
-    let stranger = lab.lan.enter(move || {
+    let stranger = lab.lan().enter(move || {
         std::net::UdpSocket::bind(SocketAddrV4::new(STRANGER, 9999)).expect("bind the stranger")
     });
     let target = SocketAddrV4::new(EXPORTER_UP, b_at_x.port());

@@ -10,7 +10,11 @@
 use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
 
 use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode};
-use dutnet_tests::{Netns, Topology, cli, netns::Process, prereq};
+use dutnet_tests::{
+    Netns, cli,
+    lab::{Dut, Lab},
+    prereq,
+};
 
 // Only DISCOVER/OFFER of it here (`lease` is dhcp.rs's).
 #[allow(dead_code)]
@@ -48,58 +52,47 @@ addresses:
         - {code: 224, type: string, value: board-a}
 "#;
 
-struct Lab {
-    topology: Topology,
-    exporter: Netns,
-    /// The DUT with its own `addresses` entry.
-    board: Netns,
-    /// A DUT the network knows nothing about.
-    other: Netns,
-    _daemon: Process,
+/// DUT NIC `dn-dut1` on a switch with two DUTs: the board, which has its
+/// own `addresses` entry ([`board_dut`]), and one the network knows nothing
+/// about ([`other_dut`]).
+fn start() -> Lab {
+    prereq::require("udhcpc", "udhcpc");
+    let mut lab = Lab::builder()
+        .dut(Dut::on(1).mac(BOARD_MAC).switched(2))
+        .build();
+    lab.load(CONFIG);
+    lab
 }
 
-impl Lab {
-    fn start() -> Self {
-        prereq::require("udhcpc", "udhcpc");
-        let mut topology = Topology::new();
-        let exporter = topology.netns("exporter");
-        let board = topology.netns("board");
-        let other = topology.netns("other");
-        topology.switch(
-            "sw",
-            &[(&exporter, "dn-dut1"), (&board, "eth0"), (&other, "eth0")],
-        );
-        board.ip(&format!("link set eth0 address {BOARD_MAC}"));
-        let daemon = cli::load(&topology, &exporter, CONFIG);
-        Self {
-            topology,
-            exporter,
-            board,
-            other,
-            _daemon: daemon,
-        }
-    }
+/// The DUT with its own `addresses` entry.
+fn board_dut(lab: &Lab) -> &Netns {
+    lab.dut_behind(1, 1)
+}
 
-    /// Runs udhcpc once in `ns` asking for `options`; returns the variables
-    /// its script saw at `bound`.
-    fn udhcpc(&self, ns: &Netns, options: &[&str]) -> BTreeMap<String, String> {
-        let record = self.topology.path(&format!("{}.env", ns.name));
-        let script = self.topology.path(&format!("{}.sh", ns.name));
-        record_env_script(&script, &record);
-        let mut args = vec!["-i", "eth0", "-f", "-q", "-n", "-t", "5", "-T", "1"];
-        for o in options {
-            args.extend(["-O", o]);
-        }
-        let script_arg = script.display().to_string();
-        args.extend(["-s", &script_arg]);
-        let out = ns.exec("udhcpc", &args);
-        assert!(out.success(), "udhcpc got no lease: {out:#?}");
-        let text = std::fs::read_to_string(&record).unwrap_or_default();
-        text.lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect()
+/// A DUT the network knows nothing about.
+fn other_dut(lab: &Lab) -> &Netns {
+    lab.dut_behind(1, 2)
+}
+
+/// Runs udhcpc once in `ns` asking for `options`; returns the variables
+/// its script saw at `bound`.
+fn udhcpc(lab: &Lab, ns: &Netns, options: &[&str]) -> BTreeMap<String, String> {
+    let record = lab.topology.path(&format!("{}.env", ns.name));
+    let script = lab.topology.path(&format!("{}.sh", ns.name));
+    record_env_script(&script, &record);
+    let mut args = vec!["-i", "eth0", "-f", "-q", "-n", "-t", "5", "-T", "1"];
+    for o in options {
+        args.extend(["-O", o]);
     }
+    let script_arg = script.display().to_string();
+    args.extend(["-s", &script_arg]);
+    let out = ns.exec("udhcpc", &args);
+    assert!(out.success(), "udhcpc got no lease: {out:#?}");
+    let text = std::fs::read_to_string(&record).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
 }
 
 /// A udhcpc script that configures nothing: at `bound` it writes its
@@ -120,10 +113,10 @@ fn hex(text: &str) -> String {
 
 #[test]
 fn a_real_client_gets_boot_options_and_the_dut_override_wins() {
-    let lab = Lab::start();
+    let lab = start();
     let asked = ["tftp", "bootfile", "mtu", "224"];
 
-    let other = lab.udhcpc(&lab.other, &asked);
+    let other = udhcpc(&lab, other_dut(&lab), &asked);
     let get = |env: &BTreeMap<String, String>, key: &str| env.get(key).cloned();
     assert_eq!(
         get(&other, "siaddr"),
@@ -138,7 +131,7 @@ fn a_real_client_gets_boot_options_and_the_dut_override_wins() {
     // Configured but not asked for: not sent.
     assert_eq!(get(&other, "opt225"), None, "{other:?}");
 
-    let board = lab.udhcpc(&lab.board, &asked);
+    let board = udhcpc(&lab, board_dut(&lab), &asked);
     assert_eq!(get(&board, "ip").as_deref(), Some("192.168.100.10"));
     assert_eq!(
         get(&board, "boot_file").as_deref(),
@@ -154,7 +147,7 @@ fn a_real_client_gets_boot_options_and_the_dut_override_wins() {
     assert_eq!(get(&board, "mtu").as_deref(), Some("1400"));
 
     // Asked for, 225 comes as configured (u16 300 = 0x012c).
-    let with_225 = lab.udhcpc(&lab.other, &["225"]);
+    let with_225 = udhcpc(&lab, other_dut(&lab), &["225"]);
     assert_eq!(get(&with_225, "opt225").as_deref(), Some("012c"));
 
     // `dutnet status --json` shows the boot configuration.
@@ -173,8 +166,8 @@ fn a_real_client_gets_boot_options_and_the_dut_override_wins() {
 
 #[test]
 fn a_uefi_client_gets_the_uefi_file_and_a_bios_client_the_bios_file() {
-    let lab = Lab::start();
-    let client = RawClient::open(&lab.other, "eth0");
+    let lab = start();
+    let client = RawClient::open(other_dut(&lab), "eth0");
     for (last, arch, file) in [(1u8, 7u16, "grubx64.efi"), (2, 0, "pxelinux.0")] {
         let offer = offer(
             &client,

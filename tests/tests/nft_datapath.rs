@@ -13,11 +13,12 @@ use std::{
 };
 
 use dutnet_tests::{
-    Netns, Output, cli, cmd,
+    Netns, Output, cmd,
     far_end::{TcpEcho, UdpEcho},
-    nat_lab::{
-        DUT_IP, EXPORTER_UP, LAN_IP, Lab, REPLY_WAIT, add_docker_forward_chain,
-        docker_forward_chain, lan_udp_echo, network_yaml, tcp_exchange, udp_exchange, udp_socket,
+    lab::Lab,
+    nat::{
+        DUT_IP, EXPORTER_UP, LAN_IP, REPLY_WAIT, add_docker_forward_chain, docker_forward_chain,
+        lan_udp_echo, tcp_exchange, udp_exchange, udp_socket,
     },
     netns::Process,
 };
@@ -27,45 +28,24 @@ const PUBLIC: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 51);
 const SIDE_IP: Ipv4Addr = Ipv4Addr::new(10, 97, 0, 2);
 const BREAK_EBPF: &str = "DUTNET_TEST_BREAK_EBPF";
 
-/// Writes the lab's config (network `n` gets `extra`) and starts `dutnet
-/// load` with `args` and `env` added, like [`cli::load`] but without
-/// waiting.
-fn spawn_load(lab: &Lab, extra: &str, args: &[&str], env: &[(&'static str, &str)]) -> Process {
-    let mut config = "networks:\n".to_owned();
-    for n in 1..=lab.duts.len() {
-        config.push_str(&network_yaml(n, extra));
+/// Writes the lab's config (every network gets `extra`) and starts `dutnet
+/// load` with `args` and `env` added, without waiting; the caller owns it.
+fn spawn_load(lab: &mut Lab, extra: &str, args: &[&str], env: &[(&'static str, &str)]) -> Process {
+    lab.write_config(&lab.nat_config(|_| extra.to_owned()));
+    for (key, value) in env {
+        lab.set_env(key, value);
     }
-    let path = lab.topology.path("dutnet.yaml");
-    std::fs::write(&path, config).unwrap();
-    let mut all_env = cli::env(&lab.topology);
-    all_env.extend(env.iter().map(|(k, v)| (*k, (*v).to_owned())));
-    let path = path.display().to_string();
-    let mut all_args = vec!["load", path.as_str()];
-    all_args.extend_from_slice(args);
-    lab.exporter.spawn(
-        &cli::binary().to_string_lossy(),
-        &all_args,
-        &all_env,
-        lab.topology.path("dutnet.log"),
-    )
+    lab.spawn(args, "dutnet")
 }
 
-/// [`spawn_load`], then waits until dutnet is up (fails the test with its
-/// log otherwise) and hands it to the lab.
+/// Like [`spawn_load`], but the lab owns the daemon and it is up
+/// ([`Lab::start_with`]).
 fn load_up(lab: &mut Lab, extra: &str, args: &[&str], env: &[(&'static str, &str)]) {
-    let daemon = spawn_load(lab, extra, args, env);
-    let up = cmd::wait_for(Duration::from_secs(15), || {
-        daemon.log().contains("dutnet is up").then_some(())
-    });
-    assert!(up.is_some(), "dutnet did not come up:\n{}", daemon.log());
-    lab.daemon = Some(daemon);
-}
-
-/// Runs `dutnet args...` in the exporter with the lab's state directory.
-fn dutnet(lab: &Lab, args: &[&str]) -> Output {
-    let mut command = lab.exporter.command(&cli::binary().to_string_lossy(), args);
-    command.envs(cli::env(&lab.topology));
-    cmd::run(command, Duration::from_secs(30))
+    lab.write_config(&lab.nat_config(|_| extra.to_owned()));
+    for (key, value) in env {
+        lab.set_env(key, value);
+    }
+    lab.start_with(args);
 }
 
 fn nft(ns: &Netns, args: &[&str]) -> Output {
@@ -85,7 +65,7 @@ fn udp_gets_echo(socket: &std::net::UdpSocket, server: &UdpEcho) -> bool {
 /// Masquerade is judged by the LAN host, which has no route to the DUTs.
 fn assert_masquerades(lab: &Lab) {
     let udp = lan_udp_echo(lab);
-    let tcp = TcpEcho::start(&lab.lan, SocketAddrV4::new(LAN_IP, 7001));
+    let tcp = TcpEcho::start(lab.lan(), SocketAddrV4::new(LAN_IP, 7001));
     let socket = udp_socket(lab.dut(1), SocketAddrV4::new(DUT_IP, 0));
     let seen = udp_exchange(lab, &socket, &udp, b"hello over udp");
     assert_eq!(seen.ip(), EXPORTER_UP, "the LAN host saw the DUT itself");
@@ -95,13 +75,13 @@ fn assert_masquerades(lab: &Lab) {
 
 #[test]
 fn masquerade_on_nft_reaches_the_lan_as_the_exporter_without_any_ebpf() {
-    let mut lab = Lab::new(1);
-    lab.load("datapath: nft");
+    let mut lab = Lab::builder().upstream().static_duts(1).build();
+    lab.load_nat("datapath: nft");
     assert_masquerades(&lab);
     let log = lab.log();
     assert!(log.contains("datapath=\"nft\""), "{log}");
     // No program was loaded, and `dutnet stats` says where to look instead.
-    let stats = dutnet(&lab, &["stats"]);
+    let stats = lab.dutnet(&["stats"]);
     assert!(stats.success(), "{stats:#?}");
     assert!(
         stats.stdout.contains("nftables datapath") && stats.stdout.contains("nft list table"),
@@ -111,13 +91,13 @@ fn masquerade_on_nft_reaches_the_lan_as_the_exporter_without_any_ebpf() {
 
 #[test]
 fn one_to_one_on_nft_publishes_the_dut_both_ways() {
-    let mut lab = Lab::new(1);
-    lab.load(&format!(
+    let mut lab = Lab::builder().upstream().static_duts(1).build();
+    lab.load_nat(&format!(
         "datapath: nft\nnat_mode: 1to1\naddresses:\n  - ip: {DUT_IP}\n    public_ip: {PUBLIC}\n"
     ));
     let dut = lab.dut(1);
     let tcp = TcpEcho::start(dut, SocketAddrV4::new(DUT_IP, 2222));
-    let seen = tcp_exchange(&lab.lan, SocketAddrV4::new(PUBLIC, 2222), "hello dut");
+    let seen = tcp_exchange(lab.lan(), SocketAddrV4::new(PUBLIC, 2222), "hello dut");
     assert_eq!(seen.ip(), LAN_IP, "the DUT saw {seen}");
     assert_eq!(tcp.peers(), vec![seen]);
 
@@ -128,12 +108,12 @@ fn one_to_one_on_nft_publishes_the_dut_both_ways() {
 
 #[test]
 fn disabled_on_nft_forwards_nothing_either_way() {
-    let mut lab = Lab::new(1);
+    let mut lab = Lab::builder().upstream().static_duts(1).build();
     // Through the command-line flag this time.
     load_up(&mut lab, "nat_mode: disabled", &["--datapath", "nft"], &[]);
     assert!(lab.log().contains("datapath=\"nft\""), "{}", lab.log());
     // The LAN even gets a route to the DUT subnet through the exporter.
-    lab.lan
+    lab.lan()
         .ip(&format!("route add 192.168.100.0/24 via {EXPORTER_UP}"));
 
     let echo = lan_udp_echo(&lab);
@@ -142,7 +122,7 @@ fn disabled_on_nft_forwards_nothing_either_way() {
     assert!(echo.datagrams().is_empty());
 
     let dut_echo = UdpEcho::start(lab.dut(1), SocketAddrV4::new(DUT_IP, 5353));
-    let socket = udp_socket(&lab.lan, SocketAddrV4::new(LAN_IP, 0));
+    let socket = udp_socket(lab.lan(), SocketAddrV4::new(LAN_IP, 0));
     assert!(!udp_gets_echo(&socket, &dut_echo), "the LAN got in");
     assert!(dut_echo.datagrams().is_empty());
 }
@@ -156,7 +136,7 @@ fn side_host(lab: &mut Lab) -> Netns {
     lab.exporter.ip("addr add 10.97.0.1/24 dev dn-side");
     side.ip(&format!("addr add {SIDE_IP}/24 dev eth0"));
     side.ip("route add default via 10.97.0.1");
-    lab.lan
+    lab.lan()
         .ip(&format!("route add 10.97.0.0/24 via {EXPORTER_UP}"));
     lab.exporter.sysctl("net.ipv4.conf.dn-side.forwarding=1");
     lab.exporter.sysctl("net.ipv4.conf.dn-up.forwarding=1");
@@ -164,9 +144,9 @@ fn side_host(lab: &mut Lab) -> Netns {
 }
 
 fn docker_chain_case(datapath: &str) {
-    let mut lab = Lab::new(1);
+    let mut lab = Lab::builder().upstream().static_duts(1).build();
     let side = side_host(&mut lab);
-    let echo = UdpEcho::start(&lab.lan, SocketAddrV4::new(LAN_IP, 7002));
+    let echo = UdpEcho::start(lab.lan(), SocketAddrV4::new(LAN_IP, 7002));
     let side_socket = udp_socket(&side, SocketAddrV4::new(SIDE_IP, 0));
     assert!(
         udp_gets_echo(&side_socket, &echo),
@@ -178,7 +158,7 @@ fn docker_chain_case(datapath: &str) {
         "Docker's chain must drop the side flow"
     );
 
-    lab.load(&format!("datapath: {datapath}"));
+    lab.load_nat(&format!("datapath: {datapath}"));
     assert_masquerades(&lab);
     assert!(
         !udp_gets_echo(&side_socket, &echo),
@@ -188,8 +168,7 @@ fn docker_chain_case(datapath: &str) {
     let during = docker_forward_chain(&lab.exporter);
     assert!(during.contains("dutnet network dut1"), "{during}");
 
-    let code = lab.daemon.take().map(|mut d| d.terminate());
-    assert_eq!(code, Some(Some(0)), "dutnet did not exit cleanly");
+    assert_eq!(lab.stop(), Some(0), "dutnet did not exit cleanly");
     assert_eq!(
         docker_forward_chain(&lab.exporter),
         before,
@@ -209,7 +188,7 @@ fn a_docker_forward_drop_chain_lets_dut_traffic_through_on_ebpf_and_nothing_else
 
 #[test]
 fn auto_falls_back_to_nft_with_one_warning_when_ebpf_cannot_load() {
-    let mut lab = Lab::new(1);
+    let mut lab = Lab::builder().upstream().static_duts(1).build();
     load_up(&mut lab, "datapath: auto", &[], &[(BREAK_EBPF, "1")]);
     let log = lab.log();
     let warnings: Vec<&str> = log
@@ -228,9 +207,9 @@ fn auto_falls_back_to_nft_with_one_warning_when_ebpf_cannot_load() {
 
 #[test]
 fn ebpf_refuses_to_fall_back_and_changes_nothing() {
-    let lab = Lab::new(1);
+    let mut lab = Lab::builder().upstream().static_duts(1).build();
     let addresses = lab.exporter.ip("-4 addr show dev dn-dut1").stdout;
-    let mut daemon = spawn_load(&lab, "datapath: ebpf", &[], &[(BREAK_EBPF, "1")]);
+    let mut daemon = spawn_load(&mut lab, "datapath: ebpf", &[], &[(BREAK_EBPF, "1")]);
     let exited = cmd::wait_for(Duration::from_secs(15), || {
         (!daemon.is_running()).then_some(())
     });
@@ -254,18 +233,16 @@ fn ebpf_refuses_to_fall_back_and_changes_nothing() {
 
 #[test]
 fn down_after_sigkill_removes_the_table_and_every_inserted_rule() {
-    let mut lab = Lab::new(1);
+    let mut lab = Lab::builder().upstream().static_duts(1).build();
     let before = add_docker_forward_chain(&lab.exporter);
-    lab.load(&format!(
+    lab.load_nat(&format!(
         "datapath: nft\nnat_mode: 1to1\naddresses:\n  - ip: {DUT_IP}\n    public_ip: {PUBLIC}\n"
     ));
-    if let Some(mut daemon) = lab.daemon.take() {
-        daemon.kill9();
-    }
+    lab.kill();
     assert!(nft(&lab.exporter, &["list", "table", "ip", "dutnet"]).success());
     assert_ne!(docker_forward_chain(&lab.exporter), before);
 
-    let down = dutnet(&lab, &["down"]);
+    let down = lab.dutnet(&["down"]);
     assert!(down.success(), "{down:#?}");
     assert!(
         !nft(&lab.exporter, &["list", "table", "ip", "dutnet"]).success(),
@@ -276,8 +253,8 @@ fn down_after_sigkill_removes_the_table_and_every_inserted_rule() {
 
 #[test]
 fn identical_subnets_on_nft_are_refused_naming_both_networks() {
-    let lab = Lab::new(2);
-    let mut daemon = spawn_load(&lab, "datapath: nft", &[], &[]);
+    let mut lab = Lab::builder().upstream().static_duts(2).build();
+    let mut daemon = spawn_load(&mut lab, "datapath: nft", &[], &[]);
     let exited = cmd::wait_for(REPLY_WAIT * 3, || (!daemon.is_running()).then_some(()));
     let log = daemon.log();
     assert!(exited.is_some(), "dutnet started:\n{log}");
@@ -291,12 +268,12 @@ fn identical_subnets_on_nft_are_refused_naming_both_networks() {
 #[test]
 fn nat_rules_shows_the_nft_ruleset_on_nft_and_carries_it_as_a_field_on_ebpf() {
     for datapath in ["nft", "ebpf"] {
-        let mut lab = Lab::new(1);
-        lab.load_on(
+        let mut lab = Lab::builder().upstream().static_duts(1).build();
+        lab.load_nat_on(
             datapath,
             &format!("nat_mode: 1to1\naddresses:\n  - ip: {DUT_IP}\n    public_ip: {PUBLIC}\n"),
         );
-        let json = dutnet(&lab, &["nat-rules", "--json"]);
+        let json = lab.dutnet(&["nat-rules", "--json"]);
         assert!(json.success(), "{json:#?}");
         let reply: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
         assert_eq!(reply["networks"][0]["datapath"], datapath, "{reply:#}");
@@ -308,7 +285,7 @@ fn nat_rules_shows_the_nft_ruleset_on_nft_and_carries_it_as_a_field_on_ebpf() {
             "{datapath}: {reply:#}"
         );
 
-        let human = dutnet(&lab, &["nat-rules"]);
+        let human = lab.dutnet(&["nat-rules"]);
         assert!(human.success(), "{human:#?}");
         let text = human.stdout;
         assert!(text.contains(&format!("{DUT_IP} <-> {PUBLIC}")), "{text}");
@@ -327,13 +304,13 @@ fn nat_rules_shows_the_nft_ruleset_on_nft_and_carries_it_as_a_field_on_ebpf() {
 
 #[test]
 fn a_docker_chain_created_after_dutnet_started_is_opened_and_left_as_it_was() {
-    let mut lab = Lab::new(1);
+    let mut lab = Lab::builder().upstream().static_duts(1).build();
     // The chain as Docker makes it, listed where no dutnet runs: the
     // exporter's own copy is opened by dutnet before it can be listed.
     let scratch = lab.topology.netns("scratch");
     let expected = add_docker_forward_chain(&scratch);
-    lab.load_on("nft", "");
-    let echo = UdpEcho::start(&lab.lan, SocketAddrV4::new(LAN_IP, 7003));
+    lab.load_nat_on("nft", "");
+    let echo = UdpEcho::start(lab.lan(), SocketAddrV4::new(LAN_IP, 7003));
     let socket = udp_socket(lab.dut(1), SocketAddrV4::new(DUT_IP, 0));
     assert!(udp_gets_echo(&socket, &echo), "{}", lab.report());
 
@@ -366,8 +343,7 @@ fn a_docker_chain_created_after_dutnet_started_is_opened_and_left_as_it_was() {
         lab.report()
     );
 
-    let code = lab.daemon.take().map(|mut d| d.terminate());
-    assert_eq!(code, Some(Some(0)), "dutnet did not exit cleanly");
+    assert_eq!(lab.stop(), Some(0), "dutnet did not exit cleanly");
     assert_eq!(
         docker_forward_chain(&lab.exporter),
         expected,

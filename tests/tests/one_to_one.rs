@@ -12,8 +12,9 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use dutnet_tests::{
     both_datapaths, cli, clients,
     far_end::{self, TcpEcho, UdpEcho},
-    nat_lab::{
-        DUT_IP, EXPORTER_UP, LAN_IP, Lab, REPLY_WAIT, lan_udp_echo, tcp_exchange, udp_exchange,
+    lab::Lab,
+    nat::{
+        DUT_IP, EXPORTER_UP, LAN_IP, REPLY_WAIT, lan_udp_echo, tcp_exchange, udp_exchange,
         udp_socket,
     },
     prereq,
@@ -33,7 +34,7 @@ fn one_to_one(n: usize) -> String {
 /// Sends one datagram from the LAN host to `to` and returns (the peer the
 /// DUT's echo server saw, the address the reply came from).
 fn lan_udp_to(lab: &Lab, to: SocketAddrV4) -> (SocketAddr, SocketAddr) {
-    let socket = udp_socket(&lab.lan, SocketAddrV4::new(LAN_IP, 0));
+    let socket = udp_socket(lab.lan(), SocketAddrV4::new(LAN_IP, 0));
     socket.send_to(b"from the lan", to).unwrap();
     let mut buf = [0u8; 1500];
     let (n, from) = socket
@@ -47,21 +48,21 @@ fn lan_udp_to(lab: &Lab, to: SocketAddrV4) -> (SocketAddr, SocketAddr) {
 both_datapaths!(the_lan_reaches_a_dut_at_its_public_address_and_sees_it_there);
 fn the_lan_reaches_a_dut_at_its_public_address_and_sees_it_there(datapath: &str) {
     prereq::require("ping", "iputils-ping");
-    let mut lab = Lab::new(1);
-    lab.load_each_on(datapath, one_to_one);
+    let mut lab = Lab::builder().upstream().static_duts(1).build();
+    lab.load_nat_each_on(datapath, one_to_one);
     let dut = lab.dut(1);
     let tcp = TcpEcho::start(dut, SocketAddrV4::new(DUT_IP, 2222));
     let udp = UdpEcho::start(dut, SocketAddrV4::new(DUT_IP, 5353));
 
     // New connections from the LAN, on any port: the DUT sees the LAN host.
-    let seen = tcp_exchange(&lab.lan, SocketAddrV4::new(PUBLIC_1, 2222), "hello dut");
+    let seen = tcp_exchange(lab.lan(), SocketAddrV4::new(PUBLIC_1, 2222), "hello dut");
     assert_eq!(seen.ip(), LAN_IP, "the DUT saw {seen}");
     assert_eq!(tcp.peers(), vec![seen]);
     let (seen, reply_from) = lan_udp_to(&lab, SocketAddrV4::new(PUBLIC_1, 5353));
     assert_eq!(seen.ip(), LAN_IP);
     assert_eq!(reply_from, SocketAddrV4::new(PUBLIC_1, 5353).into());
     assert_eq!(udp.peers(), vec![seen]);
-    let ping = lab.lan.exec(
+    let ping = lab.lan().exec(
         "ping",
         &["-c", "2", "-i", "0.2", "-W", "2", &PUBLIC_1.to_string()],
     );
@@ -86,8 +87,8 @@ fn the_lan_reaches_a_dut_at_its_public_address_and_sees_it_there(datapath: &str)
 
 both_datapaths!(the_exporter_reaches_a_dut_at_its_public_address);
 fn the_exporter_reaches_a_dut_at_its_public_address(datapath: &str) {
-    let mut lab = Lab::new(1);
-    lab.load_each_on(datapath, one_to_one);
+    let mut lab = Lab::builder().upstream().static_duts(1).build();
+    lab.load_nat_each_on(datapath, one_to_one);
     let _tcp = TcpEcho::start(lab.dut(1), SocketAddrV4::new(DUT_IP, 2222));
     let seen = tcp_exchange(&lab.exporter, SocketAddrV4::new(PUBLIC_1, 2222), "hairpin");
     // The exporter's own connection arrives from an exporter address.
@@ -104,13 +105,13 @@ fn the_exporter_reaches_a_dut_at_its_public_address(datapath: &str) {
 // (nft_datapath.rs tests the refusal).
 #[test]
 fn two_dut_nics_with_the_same_address_are_each_reached_by_their_own_public_address() {
-    let mut lab = Lab::new(2);
-    lab.load_each_on("ebpf", one_to_one);
+    let mut lab = Lab::builder().upstream().static_duts(2).build();
+    lab.load_nat_each_on("ebpf", one_to_one);
     let servers: Vec<TcpEcho> = (1..=2)
         .map(|n| TcpEcho::start(lab.dut(n), SocketAddrV4::new(DUT_IP, 2222)))
         .collect();
     for (n, public) in [(1, PUBLIC_1), (2, PUBLIC_2)] {
-        let seen = tcp_exchange(&lab.lan, SocketAddrV4::new(public, 2222), "which dut?");
+        let seen = tcp_exchange(lab.lan(), SocketAddrV4::new(public, 2222), "which dut?");
         assert_eq!(seen.ip(), LAN_IP);
         assert_eq!(
             servers[n - 1].peers(),
@@ -124,17 +125,15 @@ fn two_dut_nics_with_the_same_address_are_each_reached_by_their_own_public_addre
 
 both_datapaths!(public_addresses_are_aliases_on_the_upstream_while_dutnet_runs);
 fn public_addresses_are_aliases_on_the_upstream_while_dutnet_runs(datapath: &str) {
-    let mut lab = Lab::new(1);
-    lab.load_each_on(datapath, one_to_one);
+    let mut lab = Lab::builder().upstream().static_duts(1).build();
+    lab.load_nat_each_on(datapath, one_to_one);
     let addresses = lab.exporter.ip("-4 -o addr show dev dn-up");
     assert!(
         addresses.stdout.contains(&format!("{PUBLIC_1}/24")),
         "the alias has the upstream's prefix: {}",
         addresses.stdout
     );
-    if let Some(mut daemon) = lab.daemon.take() {
-        daemon.terminate();
-    }
+    lab.stop();
     let addresses = lab.exporter.ip("-4 -o addr show dev dn-up");
     assert!(
         !addresses.stdout.contains(&PUBLIC_1.to_string()),
@@ -142,7 +141,7 @@ fn public_addresses_are_aliases_on_the_upstream_while_dutnet_runs(datapath: &str
         addresses.stdout
     );
     // Nothing answers for the public address any more.
-    let socket = udp_socket(&lab.lan, SocketAddrV4::new(LAN_IP, 0));
+    let socket = udp_socket(lab.lan(), SocketAddrV4::new(LAN_IP, 0));
     socket
         .send_to(b"anyone?", SocketAddrV4::new(PUBLIC_1, 5353))
         .unwrap();
@@ -154,8 +153,8 @@ both_datapaths!(a_disabled_network_serves_dhcp_and_dns_but_forwards_nothing);
 fn a_disabled_network_serves_dhcp_and_dns_but_forwards_nothing(datapath: &str) {
     prereq::require("dhclient", "isc-dhcp-client");
     prereq::require("dig", "dnsutils");
-    let mut lab = Lab::new(1);
-    lab.load_on(
+    let mut lab = Lab::builder().upstream().static_duts(1).build();
+    lab.load_nat_on(
         datapath,
         "nat_mode: disabled\ndhcp_enabled: true\ndns_entries:\n  - hostname: controller.lab.local\n    ip: 10.99.0.1\n",
     );
@@ -179,7 +178,7 @@ fn a_disabled_network_serves_dhcp_and_dns_but_forwards_nothing(datapath: &str) {
     assert_eq!(dig.stdout.trim(), "10.99.0.1", "{dig:#?}");
 
     // ...but reaches nothing beyond the exporter,
-    let echo = UdpEcho::start(&lab.lan, SocketAddrV4::new(LAN_IP, 7000));
+    let echo = UdpEcho::start(lab.lan(), SocketAddrV4::new(LAN_IP, 7000));
     let socket: UdpSocket = udp_socket(dut, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
     socket.send_to(b"out?", echo.addr).unwrap();
     let mut buf = [0u8; 64];
@@ -193,9 +192,9 @@ fn a_disabled_network_serves_dhcp_and_dns_but_forwards_nothing(datapath: &str) {
     // ...and nothing beyond reaches it, even with a route to its subnet.
     let leased: Ipv4Addr = leased.parse().unwrap();
     let _tcp = TcpEcho::start(dut, SocketAddrV4::new(leased, 2222));
-    lab.lan.ip("route add 192.168.100.0/24 via 10.99.0.2");
+    lab.lan().ip("route add 192.168.100.0/24 via 10.99.0.2");
     lab.exporter.sysctl("net.ipv4.conf.all.forwarding=1");
-    let reached = lab.lan.enter(move || {
+    let reached = lab.lan().enter(move || {
         std::net::TcpStream::connect_timeout(&SocketAddrV4::new(leased, 2222).into(), REPLY_WAIT)
     });
     assert!(reached.is_err(), "the LAN host connected to the DUT");
@@ -204,8 +203,8 @@ fn a_disabled_network_serves_dhcp_and_dns_but_forwards_nothing(datapath: &str) {
 // eBPF only: identical subnets on two DUT NICs (refused on nft).
 #[test]
 fn a_published_dut_reaches_another_at_its_public_address_across_identical_subnets() {
-    let mut lab = Lab::new(2);
-    lab.load_each_on("ebpf", one_to_one);
+    let mut lab = Lab::builder().upstream().static_duts(2).build();
+    lab.load_nat_each_on("ebpf", one_to_one);
     let target = TcpEcho::start(lab.dut(2), SocketAddrV4::new(DUT_IP, 2222));
     let decoy = TcpEcho::start(lab.dut(1), SocketAddrV4::new(DUT_IP, 2222));
     let seen = tcp_exchange(
@@ -225,12 +224,12 @@ fn a_published_dut_reaches_another_at_its_public_address_across_identical_subnet
 // eBPF only: the two DUT NICs share their subnet (refused on nft).
 #[test]
 fn removing_a_mapping_at_runtime_stops_it_and_leaves_the_other_duts_flows_alone() {
-    let mut lab = Lab::new(2);
-    lab.load_each_on("ebpf", one_to_one);
+    let mut lab = Lab::builder().upstream().static_duts(2).build();
+    lab.load_nat_each_on("ebpf", one_to_one);
     let _dut1 = UdpEcho::start(lab.dut(1), SocketAddrV4::new(DUT_IP, 5353));
     let _dut2 = UdpEcho::start(lab.dut(2), SocketAddrV4::new(DUT_IP, 5353));
     // A flow to DUT 2 that lives across the change.
-    let socket = udp_socket(&lab.lan, SocketAddrV4::new(LAN_IP, 0));
+    let socket = udp_socket(lab.lan(), SocketAddrV4::new(LAN_IP, 0));
     let exchange = |to: Ipv4Addr, payload: &[u8]| -> Option<SocketAddr> {
         socket
             .send_to(payload, SocketAddrV4::new(to, 5353))

@@ -3,7 +3,7 @@
 //! the documented exit code (5) — or, asked for explicitly, the pins.
 use std::process::Command;
 
-use dutnet_tests::{Output, Topology, cli, cmd, nat_lab::Lab, netns::COMMAND_LIMIT};
+use dutnet_tests::{Output, Topology, cli, cmd, lab::Lab, netns::COMMAND_LIMIT};
 use serde_json::Value;
 
 /// `dutnet stats ARGS` run in the root namespace (not the daemon's).
@@ -28,8 +28,8 @@ fn names(out: &Output) -> Vec<String> {
 
 #[test]
 fn every_namespace_sees_the_daemons_names_and_nothing_once_it_is_gone() {
-    let mut lab = Lab::new(2);
-    lab.load_on("ebpf", "");
+    let mut lab = Lab::builder().upstream().static_duts(2).build();
+    lab.load_nat_on("ebpf", "");
     let expected = vec!["dn-dut1".to_owned(), "dn-dut2".to_owned()];
 
     let in_exporter = cli::run(&lab.topology, &lab.exporter, &["stats", "--json"]);
@@ -46,7 +46,7 @@ fn every_namespace_sees_the_daemons_names_and_nothing_once_it_is_gone() {
         "{table:#?}"
     );
 
-    lab.daemon.as_mut().expect("the daemon runs").kill9();
+    lab.kill();
     for (out, place) in [
         (stats_from_root(&lab.topology, &["--json"]), "root"),
         (stats_from_root(&lab.topology, &[]), "root (table)"),

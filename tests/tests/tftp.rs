@@ -13,79 +13,67 @@ use std::{
     time::{Duration, Instant},
 };
 
-use dutnet_tests::{Netns, Topology, cli, cmd, netns::Process, prereq};
+use dutnet_tests::{
+    cli, cmd,
+    lab::{Dut, Lab, config::GATEWAY},
+    prereq,
+};
 
-const GATEWAY: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 1);
 const BIG: usize = 20 * 1024 * 1024;
 
-struct Lab {
-    topology: Topology,
-    exporter: Netns,
-    dut: Netns,
-    root: PathBuf,
-    daemon: Process,
+/// A DUT NIC `dn-dut1` without NAT serving [`root`] over TFTP: a 20 MB
+/// `boot/kernel`, a small file and a symlink out of the root; the DUT has
+/// 192.168.100.50.
+fn start() -> Lab {
+    prereq::require("curl", "curl");
+    prereq::require("sha256sum", "coreutils");
+    let mut lab = Lab::builder()
+        .dut(Dut::on(1).ip(Ipv4Addr::new(192, 168, 100, 50)))
+        .build();
+    let tftp = root(&lab);
+    std::fs::create_dir_all(tftp.join("boot")).unwrap();
+    std::fs::write(tftp.join("boot/kernel"), content(BIG)).unwrap();
+    std::fs::write(tftp.join("small"), content(512 * 1024)).unwrap();
+    // A symlink that leads out of the root.
+    std::os::unix::fs::symlink("/etc/hostname", tftp.join("escape")).unwrap();
+    lab.load(&format!(
+        "interface: dn-dut1\nsubnet: 192.168.100.0/24\ngateway_ip: {GATEWAY}\nnat_mode: disabled\ntftp_root: {}\n",
+        tftp.display()
+    ));
+    assert!(lab.log().contains("TFTP server listening"), "{}", lab.log());
+    lab
 }
 
-impl Lab {
-    fn start() -> Self {
-        prereq::require("curl", "curl");
-        prereq::require("sha256sum", "coreutils");
-        let mut topology = Topology::new();
-        let exporter = topology.netns("exporter");
-        let dut = topology.netns("dut");
-        topology.veth((&exporter, "dn-dut1"), (&dut, "eth0"));
-        dut.ip("addr add 192.168.100.50/24 dev eth0");
-        let root = topology.path("tftp");
-        std::fs::create_dir_all(root.join("boot")).unwrap();
-        std::fs::write(root.join("boot/kernel"), content(BIG)).unwrap();
-        std::fs::write(root.join("small"), content(512 * 1024)).unwrap();
-        // A symlink that leads out of the root.
-        std::os::unix::fs::symlink("/etc/hostname", root.join("escape")).unwrap();
-        let config = format!(
-            "interface: dn-dut1\nsubnet: 192.168.100.0/24\ngateway_ip: {GATEWAY}\nnat_mode: disabled\ntftp_root: {}\n",
-            root.display()
-        );
-        let daemon = cli::load(&topology, &exporter, &config);
-        assert!(
-            daemon.log().contains("TFTP server listening"),
-            "{}",
-            daemon.log()
-        );
-        Self {
-            topology,
-            exporter,
-            dut,
-            root,
-            daemon,
-        }
-    }
+/// The TFTP root.
+fn root(lab: &Lab) -> PathBuf {
+    lab.topology.path("tftp")
+}
 
-    /// `curl tftp://gateway/<path>` into `out`; curl's exit code (with its
-    /// message on failure, for the assertion).
-    fn curl(&self, path: &str, out: &std::path::Path, extra: &[&str]) -> Option<i32> {
-        let url = format!("tftp://{GATEWAY}/{path}");
-        let out_arg = out.display().to_string();
-        let mut args = vec!["-sS", "--path-as-is", "--max-time", "60", "-o", &out_arg];
-        args.extend(extra);
-        args.push(&url);
-        let out = cmd::run(self.dut.command("curl", &args), Duration::from_secs(70));
-        if !out.success() {
-            eprintln!("{}: {}", out.command, out.stderr.trim());
-        }
-        out.code
+/// `curl tftp://gateway/<path>` into `out`; curl's exit code (with its
+/// message on failure, for the assertion).
+fn curl(lab: &Lab, path: &str, out: &std::path::Path, extra: &[&str]) -> Option<i32> {
+    let url = format!("tftp://{GATEWAY}/{path}");
+    let out_arg = out.display().to_string();
+    let mut args = vec!["-sS", "--path-as-is", "--max-time", "60", "-o", &out_arg];
+    args.extend(extra);
+    args.push(&url);
+    let out = cmd::run(lab.dut(1).command("curl", &args), Duration::from_secs(70));
+    if !out.success() {
+        eprintln!("{}: {}", out.command, out.stderr.trim());
     }
+    out.code
+}
 
-    fn sha256(&self, path: &std::path::Path) -> String {
-        let out = self
-            .dut
-            .exec("sha256sum", &[&path.display().to_string()])
-            .ok();
-        out.stdout
-            .split_whitespace()
-            .next()
-            .unwrap_or_default()
-            .to_owned()
-    }
+fn sha256(lab: &Lab, path: &std::path::Path) -> String {
+    let out = lab
+        .dut(1)
+        .exec("sha256sum", &[&path.display().to_string()])
+        .ok();
+    out.stdout
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Content where a misplaced or repeated block shows.
@@ -97,11 +85,14 @@ fn content(len: usize) -> Vec<u8> {
 
 #[test]
 fn curl_fetches_20_mb_with_blksize_1468_and_the_sha256_matches() {
-    let lab = Lab::start();
+    let lab = start();
     let out = lab.topology.path("kernel.out");
-    let status = lab.curl("boot/kernel", &out, &["--tftp-blksize", "1468"]);
-    assert_eq!(status, Some(0), "{}", lab.daemon.log());
-    assert_eq!(lab.sha256(&out), lab.sha256(&lab.root.join("boot/kernel")));
+    let status = curl(&lab, "boot/kernel", &out, &["--tftp-blksize", "1468"]);
+    assert_eq!(status, Some(0), "{}", lab.log());
+    assert_eq!(
+        sha256(&lab, &out),
+        sha256(&lab, &root(&lab).join("boot/kernel"))
+    );
     // `dutnet status --json` counts it.
     let out = cli::run(&lab.topology, &lab.exporter, &["status", "--json"]).ok();
     let status: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
@@ -125,9 +116,9 @@ fn curl_fetches_20_mb_with_blksize_1468_and_the_sha256_matches() {
 
 #[test]
 fn a_raw_client_with_windowsize_8_gets_the_same_bytes() {
-    let lab = Lab::start();
+    let lab = start();
     let sock = lab
-        .dut
+        .dut(1)
         .enter(|| UdpSocket::bind("192.168.100.50:0").unwrap());
     sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let got = windowed_fetch(&sock, "boot/kernel", 1468, 8);
@@ -140,7 +131,7 @@ fn a_raw_client_with_windowsize_8_gets_the_same_bytes() {
 
 #[test]
 fn paths_out_of_the_root_are_refused() {
-    let lab = Lab::start();
+    let lab = start();
     let out = lab.topology.path("refused.out");
     // curl: 68 "file not found", 69 "permission problem" (TFTP errors 1, 2).
     for (path, want) in [
@@ -149,22 +140,22 @@ fn paths_out_of_the_root_are_refused() {
         ("/etc/hostname", 68),
         ("escape", 69),
     ] {
-        let status = lab.curl(path, &out, &[]);
-        assert_eq!(status, Some(want), "{path}: {}", lab.daemon.log());
+        let status = curl(&lab, path, &out, &[]);
+        assert_eq!(status, Some(want), "{path}: {}", lab.log());
     }
     // The file itself is served with a leading slash (the root, not the host's).
-    assert_eq!(lab.curl("/small", &out, &[]), Some(0));
+    assert_eq!(curl(&lab, "/small", &out, &[]), Some(0));
 }
 
 #[test]
 fn twenty_concurrent_transfers_all_complete() {
-    let lab = Lab::start();
+    let lab = start();
     let started = Instant::now();
     let mut children: Vec<_> = (0..20)
         .map(|i| {
             let out = lab.topology.path(&format!("c{i}.out"));
             let url = format!("tftp://{GATEWAY}/boot/kernel");
-            lab.dut
+            lab.dut(1)
                 .command(
                     "curl",
                     &[
@@ -185,12 +176,12 @@ fn twenty_concurrent_transfers_all_complete() {
         .collect();
     for (i, child) in children.iter_mut().enumerate() {
         let status = cmd::wait_with_limit(child, Duration::from_secs(150));
-        assert_eq!(status, Some(0), "transfer {i}: {}", lab.daemon.log());
+        assert_eq!(status, Some(0), "transfer {i}: {}", lab.log());
     }
-    let expected = lab.sha256(&lab.root.join("boot/kernel"));
+    let expected = sha256(&lab, &root(&lab).join("boot/kernel"));
     for i in 0..20 {
         let out = lab.topology.path(&format!("c{i}.out"));
-        assert_eq!(lab.sha256(&out), expected, "transfer {i}");
+        assert_eq!(sha256(&lab, &out), expected, "transfer {i}");
     }
     eprintln!("20 x 20 MB in {:?}", started.elapsed());
 }

@@ -34,6 +34,23 @@ pub fn dut_nic(n: usize) -> String {
     format!("dn-dut{n}")
 }
 
+/// The address of DUT `k` (from 1) behind one DUT NIC: [`DUT_IP`] and the
+/// addresses after it.
+#[must_use]
+pub fn dut_ip(k: usize) -> Ipv4Addr {
+    let offset = u32::try_from(k - 1).expect("a handful of DUTs");
+    Ipv4Addr::from(u32::from(DUT_IP) + offset)
+}
+
+/// Network `dut<n>` of the `networks:` list on DUT NIC `dn-dut<n>`
+/// ([`Network::nat`]). A top-level key of `extra` replaces the default one.
+#[must_use]
+pub fn nat_entry(n: usize, extra: &str) -> String {
+    Network::nat(&dut_nic(n))
+        .set(extra)
+        .entry(&format!("dut{n}"))
+}
+
 /// One network of dutnet's config, as YAML keys. [`Network::set`] merges
 /// more keys in: a top-level key given again replaces the earlier one with
 /// every line indented under it.
