@@ -11,6 +11,7 @@ pub mod datapath;
 pub mod dhcp;
 pub mod dns;
 pub mod host;
+pub mod log_limit;
 pub mod metrics;
 pub mod netlink;
 pub mod sock;

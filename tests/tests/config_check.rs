@@ -73,7 +73,7 @@ fn nft_networks_sharing_a_subnet_are_refused() {
         &out,
         "networks[1].subnet",
         &[
-            "networks `a` (networks[0]) and `b` share the subnet 192.168.100.0/24",
+            "networks `a` and `b` share the subnet 192.168.100.0/24 (as networks[0] does)",
             "use `datapath: ebpf` for both, or give them different subnets",
         ],
     );

@@ -3,10 +3,6 @@
 //! change, a broken file refused with nothing changed, and a network whose
 //! NIC is missing waiting for it while the others serve. Judged from
 //! outside: `ip`, dhclient, iperf3 and `dutnet status`.
-#![expect(
-    clippy::unwrap_used,
-    reason = "a test: a panic is the failure report (clippy allows unwrap only inside #[test] functions)"
-)]
 use std::time::Duration;
 
 use dutnet_tests::{

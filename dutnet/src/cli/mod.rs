@@ -11,6 +11,7 @@ mod flows;
 mod get_ip;
 mod leases;
 mod load;
+mod logging;
 mod nat_rules;
 mod reload;
 mod remove_address;
@@ -21,9 +22,6 @@ mod status;
 use std::{io::Write as _, process::ExitCode};
 
 use clap::{CommandFactory as _, Parser, Subcommand};
-
-/// The one variable that sets the log filter (tracing's `EnvFilter` syntax).
-const LOG_ENV: &str = "DUTNET_LOG";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -87,7 +85,7 @@ enum Command {
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    logging::init();
     let result = match cli.command {
         Command::Load(args) => load::run(&args),
         Command::Down(args) => down::run(&args),
@@ -116,21 +114,6 @@ pub fn run() -> ExitCode {
             control::exit_code(&e)
         }
     }
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env(LOG_ENV)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour codes only for a terminal, not in log files.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        // Its report of a failed write is an eprintln!, which panics when
-        // stderr is a closed pipe (the SSH session that ran `dutnet load`
-        // went away): a log line that cannot be written is dropped instead.
-        .log_internal_errors(false)
-        .init();
 }
 
 #[cfg(test)]

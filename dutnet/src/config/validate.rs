@@ -466,11 +466,11 @@ fn check_nft_subnets(nets: &[Network], paths: &[String], subnet_parsed: &[bool])
             p.push(Problem::new(
                 join(&paths[j], "subnet"),
                 format!(
-                    "networks `{}` ({}) and `{}` share the subnet {}, which the nftables datapath cannot do (kernel routing cannot tell same-subnet DUT NICs apart); use `datapath: ebpf` for both, or give them different subnets",
+                    "networks `{}` and `{}` share the subnet {} (as {} does), which the nftables datapath cannot do (kernel routing cannot tell same-subnet DUT NICs apart); use `datapath: ebpf` for both, or give them different subnets",
                     a.name,
-                    paths[i],
                     b.name,
-                    b.subnet.trunc()
+                    b.subnet.trunc(),
+                    paths[i]
                 ),
             ));
         }

@@ -203,6 +203,7 @@ async fn run(shared: Arc<Shared>, socket: DhcpSocket, mut stop: oneshot::Receive
     let mut tick = tokio::time::interval(EXPIRY_TICK);
     let mut exhausted_warn = RateLimit::new(EXHAUSTED_WARN_INTERVAL);
     let network = shared.config.network.clone();
+    let send_failures = crate::log_limit::LogLimit::default();
     loop {
         tokio::select! {
             _ = &mut stop => break,
@@ -219,7 +220,9 @@ async fn run(shared: Arc<Shared>, socket: DhcpSocket, mut stop: oneshot::Receive
                             Ok(sent) => tracing::debug!(%network, ?kind, ?sent, %from, "reply sent"),
                             Err(e) => {
                                 shared.counters.send_errors.fetch_add(1, Ordering::Relaxed);
-                                tracing::warn!(%network, ?kind, ?destination, error = %e, "cannot send DHCP reply");
+                                if let Some(held_back) = send_failures.allow(std::time::Instant::now()) {
+                                    tracing::warn!(%network, ?kind, ?destination, error = %e, held_back, "cannot send DHCP reply (one line per 10 s)");
+                                }
                             }
                         }
                     }

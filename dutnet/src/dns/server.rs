@@ -43,6 +43,7 @@ pub async fn run_udp(
     let inflight = Arc::new(Semaphore::new(MAX_UDP_INFLIGHT));
     let mut tasks = JoinSet::new();
     let mut buf = vec![0u8; UDP_BUFFER];
+    let overloaded = crate::log_limit::LogLimit::default();
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
@@ -69,7 +70,9 @@ pub async fn run_udp(
                         });
                     }
                     Err(_) => {
-                        tracing::warn!(%network, %peer, "too many queries in flight, answering SERVFAIL");
+                        if let Some(held_back) = overloaded.allow(std::time::Instant::now()) {
+                            tracing::warn!(%network, %peer, held_back, "too many queries in flight, answering SERVFAIL (one line per 10 s)");
+                        }
                         if let Some(reply) = service.overloaded(&bytes) {
                             send_udp(&socket, &reply, peer, &network).await;
                         }

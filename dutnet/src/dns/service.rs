@@ -54,6 +54,9 @@ pub struct Service {
     /// are REFUSED.
     forwarder: Option<Forwarder>,
     counters: Counters,
+    /// "forwarding failed" at most once per period (a DUT retrying a name
+    /// whose upstream is down would write a line per query).
+    forward_failures: crate::log_limit::LogLimit,
 }
 
 impl Service {
@@ -65,6 +68,7 @@ impl Service {
             cache: Mutex::new(cache),
             forwarder,
             counters: Counters::default(),
+            forward_failures: crate::log_limit::LogLimit::default(),
         }
     }
 
@@ -179,13 +183,16 @@ impl Service {
                 handler::forwarded_response(query, &answer)
             }
             Err(error) => {
-                tracing::warn!(
-                    network = %self.network,
-                    qname = %question.name(),
-                    qtype = %question.query_type(),
-                    %error,
-                    "forwarding failed, answering SERVFAIL"
-                );
+                if let Some(held_back) = self.forward_failures.allow(std::time::Instant::now()) {
+                    tracing::warn!(
+                        network = %self.network,
+                        qname = %question.name(),
+                        qtype = %question.query_type(),
+                        %error,
+                        held_back,
+                        "forwarding failed, answering SERVFAIL (one line per 10 s; held_back: the failures since the last line)"
+                    );
+                }
                 handler::error_response(query, ResponseCode::ServFail)
             }
         }
