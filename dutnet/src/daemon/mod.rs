@@ -18,7 +18,6 @@ mod network;
 mod notify;
 mod pressure;
 mod reload;
-mod select;
 mod servers;
 mod supervisor;
 mod takeover;
@@ -33,10 +32,10 @@ pub use self::{
     coexist::CoexistError,
     lock::{Holder, LockError},
     reload::ReloadSource,
-    select::{BREAK_EBPF_ENV, SelectError},
     supervisor::run,
     takeover::gateway_address,
 };
+pub use crate::datapath::select::{BREAK_EBPF_ENV, SelectError};
 use crate::{
     control::server::ControlError,
     datapath::{DatapathError, ports::PortPlanError},

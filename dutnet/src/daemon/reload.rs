@@ -9,10 +9,11 @@ use std::path::PathBuf;
 
 use tracing::{info, warn};
 
-use super::{DaemonError, nat, network::NetworkContext, restore, select, supervisor::Daemon};
+use super::{DaemonError, nat, network::NetworkContext, restore, supervisor::Daemon};
 use crate::{
     config::{self, DatapathChoice, Network},
     control::{Failure, Reply, protocol::ReloadSummary},
+    datapath::select,
 };
 
 /// Where a reload reads the configuration from.

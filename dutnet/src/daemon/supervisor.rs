@@ -9,7 +9,7 @@ use tracing::{debug, error, info, warn};
 
 use super::{
     BREAK_EBPF_ENV, DaemonError, RunOptions, coexist, exporter::SystemExporter, lock,
-    make_state_private, nat, network::NetworkContext, notify, pressure, restore, select, takeover,
+    make_state_private, nat, network::NetworkContext, notify, pressure, restore, takeover,
     undo_leftover,
 };
 use crate::{
@@ -19,7 +19,7 @@ use crate::{
         Datapath as _, Datapaths,
         ebpf::EbpfDatapath,
         nft::{self, FallbackNetwork},
-        ports,
+        ports, select,
     },
     host::journal::{Journal, UndoStep},
     metrics::MetricsServer,

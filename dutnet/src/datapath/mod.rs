@@ -12,6 +12,7 @@ pub mod nft;
 mod owner;
 pub mod ports;
 pub mod rates;
+pub mod select;
 
 pub use self::owner::Datapaths;
 

@@ -103,7 +103,7 @@ pub fn select<T, E: Display>(
 /// After `auto` fell back, every network is on nft: refuses two that share
 /// a subnet, which only the eBPF path tells apart. (Networks that chose nft
 /// themselves were checked with the config.)
-pub(super) fn check_fallback_subnets(networks: &[&Network]) -> Result<(), SelectError> {
+pub fn check_fallback_subnets(networks: &[&Network]) -> Result<(), SelectError> {
     for (i, a) in networks.iter().enumerate() {
         if let Some(b) = networks[i + 1..]
             .iter()
