@@ -54,30 +54,6 @@ pub fn spawn(topology: &Topology, ns: &Netns, args: &[&str], log: &str) -> Proce
     )
 }
 
-/// Starts `dutnet load` in `ns` with `config` (written to `dutnet.yaml`),
-/// the topology's own state and run directories, and output in
-/// `dutnet.log`; returns once every network is up ("network up" is logged
-/// per network, "dutnet is up" after the last one). A daemon that does not
-/// come up within 15 s fails the test with its log.
-pub fn load(topology: &Topology, ns: &Netns, config: &str) -> Process {
-    load_with(topology, ns, config, &[])
-}
-
-/// [`load`] with extra `dutnet load` options.
-pub fn load_with(topology: &Topology, ns: &Netns, config: &str, options: &[&str]) -> Process {
-    let path = topology.path("dutnet.yaml");
-    std::fs::write(&path, config).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-    let env = env(topology);
-    let daemon = ns.spawn(
-        &binary().to_string_lossy(),
-        &[&["load", &path.display().to_string()][..], options].concat(),
-        &env,
-        topology.path("dutnet.log"),
-    );
-    wait_until_up(topology, &daemon);
-    daemon
-}
-
 /// The control socket of a dutnet run with [`env`]`(topology)`.
 #[must_use]
 pub fn control_socket(topology: &Topology) -> PathBuf {

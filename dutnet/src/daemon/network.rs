@@ -694,28 +694,6 @@ impl NetworkContext {
         })
     }
 
-    /// Re-applies the changes an earlier run saved; returns those that no
-    /// longer fit the config (skipped).
-    pub fn restore_runtime_changes(&mut self, paths: &Paths) -> Vec<String> {
-        let path = runtime::file(paths, &self.config.name);
-        let changes = match RuntimeChanges::load(&path) {
-            Ok(changes) => changes,
-            Err(e) => {
-                warn!(network = %self.config.name, error = %e, "ignoring saved runtime changes");
-                return vec![format!("saved runtime changes ignored: {e}")];
-            }
-        };
-        if changes == RuntimeChanges::default() {
-            return Vec::new();
-        }
-        let skipped = changes.apply_to(&mut self.config);
-        for skipped in &skipped {
-            warn!(network = %self.config.name, "{skipped}; not applied");
-        }
-        info!(network = %self.config.name, file = %path.display(), "saved runtime changes applied");
-        skipped
-    }
-
     /// Saves `change` applied to the network's saved changes; returns the
     /// changes before it, to put back if applying fails.
     fn save_changes(
@@ -779,4 +757,27 @@ fn describe(entry: &AddressEntry) -> String {
     } else {
         format!("{} ({})", entry.ip, parts.join(", "))
     }
+}
+
+/// Re-applies to `config` the runtime changes an earlier run saved (before
+/// its network starts, and on a reload); returns those that no longer fit
+/// the config (skipped).
+pub fn apply_saved_changes(config: &mut Network, paths: &Paths) -> Vec<String> {
+    let path = runtime::file(paths, &config.name);
+    let changes = match RuntimeChanges::load(&path) {
+        Ok(changes) => changes,
+        Err(e) => {
+            warn!(network = %config.name, error = %e, "ignoring saved runtime changes");
+            return vec![format!("saved runtime changes ignored: {e}")];
+        }
+    };
+    if changes == RuntimeChanges::default() {
+        return Vec::new();
+    }
+    let skipped = changes.apply_to(config);
+    for skipped in &skipped {
+        warn!(network = %config.name, "{skipped}; not applied");
+    }
+    info!(network = %config.name, file = %path.display(), "saved runtime changes applied");
+    skipped
 }

@@ -9,7 +9,12 @@ use std::path::PathBuf;
 
 use tracing::{info, warn};
 
-use super::{DaemonError, nat, network::NetworkContext, restore, supervisor::Daemon};
+use super::{
+    DaemonError, nat,
+    network::{NetworkContext, apply_saved_changes},
+    restore,
+    supervisor::Daemon,
+};
 use crate::{
     config::{self, DatapathChoice, Network},
     control::{Failure, Reply, protocol::ReloadSummary},
@@ -76,16 +81,13 @@ impl Daemon {
         // The saved runtime changes, on top of the new file.
         let mut conflicts = Vec::new();
         let mut wanted = Vec::new();
-        let (lease_changes, _) = tokio::sync::mpsc::unbounded_channel();
-        for net in loaded.networks {
-            let mut probe = NetworkContext::new(net, None, lease_changes.clone());
+        for mut net in loaded.networks {
             conflicts.extend(
-                probe
-                    .restore_runtime_changes(&self.paths)
+                apply_saved_changes(&mut net, &self.paths)
                     .into_iter()
-                    .map(|c| format!("network `{}`: {c}", probe.name())),
+                    .map(|c| format!("network `{}`: {c}", net.name)),
             );
-            wanted.push(probe.config);
+            wanted.push(net);
         }
         let marks = nat::reply_marks(&wanted.iter().collect::<Vec<_>>());
         let wanted: Vec<(Network, Option<u32>)> = wanted.into_iter().zip(marks).collect();

@@ -8,9 +8,11 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{debug, error, info, warn};
 
 use super::{
-    BREAK_EBPF_ENV, DaemonError, RunOptions, coexist, exporter::SystemExporter, lock,
-    make_state_private, nat, network::NetworkContext, notify, pressure, restore, takeover,
-    undo_leftover,
+    BREAK_EBPF_ENV, DaemonError, RunOptions, coexist,
+    exporter::SystemExporter,
+    lock, make_state_private, nat,
+    network::{self, NetworkContext},
+    notify, pressure, restore, takeover, undo_leftover,
 };
 use crate::{
     config::{DatapathChoice, LoadedConfig, NatMode, Network},
@@ -87,11 +89,11 @@ pub async fn run(
     let mut networks: Vec<NetworkContext> = config
         .networks
         .into_iter()
-        .map(|config| NetworkContext::new(config, None, lease_changes.clone()))
+        .map(|mut config| {
+            network::apply_saved_changes(&mut config, &paths);
+            NetworkContext::new(config, None, lease_changes.clone())
+        })
         .collect();
-    for net in &mut networks {
-        net.restore_runtime_changes(&paths);
-    }
     let configs: Vec<&Network> = networks.iter().map(|n| &n.config).collect();
     let marks = nat::reply_marks(&configs);
     for (net, mark) in networks.iter_mut().zip(marks) {
@@ -129,9 +131,7 @@ pub async fn run(
     daemon.status_line = status;
 
     let mut tick = tokio::time::interval(RECONCILE_TICK);
-    let mut sweep = tokio::time::interval(nat::sweep_interval(
-        daemon.networks.iter().map(|n| &n.config),
-    ));
+    let mut sweep = daemon.sweep_timer();
     loop {
         tokio::select! {
             _ = terminate.recv() => break,
@@ -145,9 +145,7 @@ pub async fn run(
                     Err(failure) => warn!(error = %failure.message, "reload refused"),
                 }
                 daemon.notifier.send("READY=1");
-                sweep = tokio::time::interval(nat::sweep_interval(
-                    daemon.networks.iter().map(|n| &n.config),
-                ));
+                sweep = daemon.sweep_timer();
             }
             _ = events.next() => {
                 // A burst (unplug = several messages) is one reconcile.
@@ -170,9 +168,7 @@ pub async fn run(
                 daemon.serve_control(pending).await;
                 if reload {
                     daemon.notifier.send("READY=1");
-                    sweep = tokio::time::interval(nat::sweep_interval(
-                        daemon.networks.iter().map(|n| &n.config),
-                    ));
+                    sweep = daemon.sweep_timer();
                 }
             }
         }
@@ -272,35 +268,35 @@ impl Daemon {
     /// others come up; a missing interface is waited for.
     async fn bring_up(&mut self) {
         self.reconcile_all().await;
-        let count = |phase: &str| {
+        let [up, waiting, failed] = self.phase_counts();
+        info!(
+            networks = self.networks.len(),
+            up, waiting, failed, "dutnet is up"
+        );
+    }
+
+    /// How many networks are up, waiting and failed.
+    fn phase_counts(&self) -> [usize; 3] {
+        ["up", "waiting", "failed"].map(|phase| {
             self.networks
                 .iter()
                 .filter(|n| n.phase().name() == phase)
                 .count()
-        };
-        info!(
-            networks = self.networks.len(),
-            up = count("up"),
-            waiting = count("waiting"),
-            failed = count("failed"),
-            "dutnet is up"
-        );
+        })
+    }
+
+    /// The flow sweeper's timer for the networks' current timeouts (made
+    /// again after a reload).
+    fn sweep_timer(&self) -> tokio::time::Interval {
+        tokio::time::interval(nat::sweep_interval(self.networks.iter().map(|n| &n.config)))
     }
 
     /// `3 networks: 2 up, 1 waiting, 0 failed`, for systemd's STATUS=.
     fn status_line(&self) -> String {
-        let count = |phase: &str| {
-            self.networks
-                .iter()
-                .filter(|n| n.phase().name() == phase)
-                .count()
-        };
+        let [up, waiting, failed] = self.phase_counts();
         format!(
-            "{} networks: {} up, {} waiting, {} failed",
-            self.networks.len(),
-            count("up"),
-            count("waiting"),
-            count("failed")
+            "{} networks: {up} up, {waiting} waiting, {failed} failed",
+            self.networks.len()
         )
     }
 

@@ -135,6 +135,37 @@ fn context(yaml: &str) -> NetworkContext {
     NetworkContext::new(config, None, changes)
 }
 
+/// A network of `yaml` brought up on DUT NIC `dn-a` (ifindex 7), with its
+/// own state directory.
+struct Up {
+    _dir: StateDir,
+    paths: Paths,
+    net: NetworkContext,
+    host: FakeExporter,
+    datapath: FakeDatapath,
+}
+
+async fn up(yaml: &str) -> Up {
+    let dir = StateDir::new();
+    let paths = dir.paths();
+    let mut net = context(yaml);
+    let mut host = FakeExporter {
+        dut: Some(link("dn-a", 7)),
+        ..FakeExporter::default()
+    };
+    let mut datapath = FakeDatapath::default();
+    net.reconfigure(&mut host, &mut datapath, &paths)
+        .await
+        .unwrap();
+    Up {
+        _dir: dir,
+        paths,
+        net,
+        host,
+        datapath,
+    }
+}
+
 fn mapping(private: [u8; 4], public: [u8; 4]) -> PublicAddress {
     PublicAddress {
         private: private.into(),
@@ -272,17 +303,13 @@ async fn a_failing_alias_detaches_what_it_attached() {
 
 #[tokio::test]
 async fn a_public_address_added_and_removed_at_run_time_reaches_datapath_host_and_file() {
-    let dir = StateDir::new();
-    let paths = dir.paths();
-    let mut net = context(ONE_TO_ONE);
-    let mut host = FakeExporter {
-        dut: Some(link("dn-a", 7)),
-        ..FakeExporter::default()
-    };
-    let mut datapath = FakeDatapath::default();
-    net.reconfigure(&mut host, &mut datapath, &paths)
-        .await
-        .unwrap();
+    let Up {
+        _dir,
+        paths,
+        mut net,
+        mut host,
+        mut datapath,
+    } = up(ONE_TO_ONE).await;
 
     let applied = net
         .add_address(
@@ -323,17 +350,13 @@ async fn a_public_address_added_and_removed_at_run_time_reaches_datapath_host_an
 
 #[tokio::test]
 async fn a_runtime_add_whose_alias_fails_changes_nothing() {
-    let dir = StateDir::new();
-    let paths = dir.paths();
-    let mut net = context(ONE_TO_ONE);
-    let mut host = FakeExporter {
-        dut: Some(link("dn-a", 7)),
-        ..FakeExporter::default()
-    };
-    let mut datapath = FakeDatapath::default();
-    net.reconfigure(&mut host, &mut datapath, &paths)
-        .await
-        .unwrap();
+    let Up {
+        _dir,
+        paths,
+        mut net,
+        mut host,
+        mut datapath,
+    } = up(ONE_TO_ONE).await;
     let file = runtime::file(&paths, "dn-a");
     let before = RuntimeChanges::load(&file).unwrap();
 
@@ -364,17 +387,13 @@ async fn a_runtime_add_whose_alias_fails_changes_nothing() {
 
 #[tokio::test]
 async fn a_public_address_on_a_masquerade_network_is_refused_and_changes_nothing() {
-    let dir = StateDir::new();
-    let paths = dir.paths();
-    let mut net = context("interface: dn-a\nsubnet: 192.168.100.0/24\nupstream_interface: dn-up\n");
-    let mut host = FakeExporter {
-        dut: Some(link("dn-a", 7)),
-        ..FakeExporter::default()
-    };
-    let mut datapath = FakeDatapath::default();
-    net.reconfigure(&mut host, &mut datapath, &paths)
-        .await
-        .unwrap();
+    let Up {
+        _dir,
+        paths,
+        mut net,
+        mut host,
+        mut datapath,
+    } = up("interface: dn-a\nsubnet: 192.168.100.0/24\nupstream_interface: dn-up\n").await;
     let calls = datapath.calls.clone();
     let failure = net
         .add_address(
@@ -397,17 +416,13 @@ async fn a_public_address_on_a_masquerade_network_is_refused_and_changes_nothing
 
 #[tokio::test]
 async fn masquerade_follows_an_upstream_that_got_a_new_address_or_came_back() {
-    let dir = StateDir::new();
-    let paths = dir.paths();
-    let mut net = context(ONE_TO_ONE);
-    let mut host = FakeExporter {
-        dut: Some(link("dn-a", 7)),
-        ..FakeExporter::default()
-    };
-    let mut datapath = FakeDatapath::default();
-    net.reconfigure(&mut host, &mut datapath, &paths)
-        .await
-        .unwrap();
+    let Up {
+        _dir,
+        paths,
+        mut net,
+        mut host,
+        mut datapath,
+    } = up(ONE_TO_ONE).await;
     let external = |d: &FakeDatapath| match &d.attached["dn-a"].nat {
         NatPlan::OneToOne { external, .. } => *external,
         other => panic!("{other:?}"),

@@ -152,8 +152,6 @@ pub enum DatapathError {
     Ebpf(Box<ebpf::EbpfError>),
     #[error("updating dutnet's nftables table failed: {0}")]
     Nft(#[from] nft::NftError),
-    #[error("a 1:1 mapping needs `nat_mode: 1to1`, and the network on {iface} does not use it")]
-    NotOneToOne { iface: String },
     #[error("{iface} is not a DUT interface of this datapath")]
     Unknown { iface: String },
 }
