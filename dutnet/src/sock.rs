@@ -12,8 +12,12 @@ use std::{
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
 };
 
-/// Pending TCP connections the kernel queues before accept.
-const TCP_BACKLOG: libc::c_int = 128;
+/// Connections the kernel queues before accept. A DUT opening hundreds of
+/// connections at once fills the queue faster than the server accepts and
+/// evicts; while it is full the kernel drops every SYN, another DUT's too,
+/// and that client waits a full second for its retransmit. Larger than any
+/// flood the connection caps are tested with (net.core.somaxconn caps it).
+const TCP_BACKLOG: libc::c_int = 1024;
 
 /// Which kind of socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
