@@ -80,8 +80,8 @@ fn single_mapping_gets_every_default() {
     assert_eq!(n.dns_timeout, Duration::from_secs(2));
     assert_eq!(n.nat_timeouts.udp, Duration::from_secs(120));
     assert_eq!(n.nat_timeouts, FlowTimeouts::default());
-    assert_eq!(n.nat_table_size, 65_536);
-    assert_eq!(n.nat_flows_per_dut, 32_768);
+    assert_eq!(n.nat_table_size, 16_384);
+    assert_eq!(n.nat_flows_per_dut, 8_192);
     assert_eq!(n.state_dir, None);
     assert!(c.notes.is_empty());
 }
@@ -730,7 +730,7 @@ fn flows_per_dut_within_the_table() {
     assert_problem(
         &single("nat_flows_per_dut: 0\n"),
         "nat_flows_per_dut",
-        "use 1 to 65536 (default: half of nat_table_size, 32768)",
+        "use 1 to 16384 (default: half of nat_table_size, 8192)",
     );
     assert_problem(
         &single("nat_table_size: 2048\nnat_flows_per_dut: 2049\n"),
@@ -740,7 +740,7 @@ fn flows_per_dut_within_the_table() {
     assert_problem(
         "networks:\n  - {name: a, interface: eth2, nat_flows_per_dut: 99999999999}\n",
         "networks[0].nat_flows_per_dut",
-        "use at most 65536",
+        "use at most 16384",
     );
     assert_problem(
         &single("nat_flows_per_dut: -1\n"),

@@ -23,7 +23,13 @@ pub use super::takeover::TakenOver;
 /// The host side of one network's life.
 pub trait Exporter {
     /// Takes `network`'s DUT interface over. `None`: it does not exist (yet).
-    async fn take_over(&mut self, network: &Network) -> Result<Option<TakenOver>, DaemonError>;
+    /// `known`: the index of the link the network already took over, whose
+    /// one-time steps are not repeated.
+    async fn take_over(
+        &mut self,
+        network: &Network,
+        known: Option<u32>,
+    ) -> Result<Option<TakenOver>, DaemonError>;
 
     /// Sends the exporter's replies to what DUT NIC `ifindex` handed the
     /// stack back out of that NIC (networks sharing a subnet).
@@ -63,8 +69,12 @@ pub struct SystemExporter {
 }
 
 impl Exporter for SystemExporter {
-    async fn take_over(&mut self, network: &Network) -> Result<Option<TakenOver>, DaemonError> {
-        Ok(takeover::apply(network, &self.netlink, &mut self.journal).await?)
+    async fn take_over(
+        &mut self,
+        network: &Network,
+        known: Option<u32>,
+    ) -> Result<Option<TakenOver>, DaemonError> {
+        Ok(takeover::apply(network, known, &self.netlink, &mut self.journal).await?)
     }
 
     async fn route_replies(

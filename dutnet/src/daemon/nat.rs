@@ -246,7 +246,7 @@ mod tests {
         );
         assert_eq!(
             flow_limits(&network("10.0.0.0/24")),
-            FlowLimits::new(65_536)
+            FlowLimits::new(16_384)
         );
     }
 

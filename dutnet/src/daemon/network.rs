@@ -140,7 +140,7 @@ impl NetworkContext {
         datapath: &mut dyn Datapath,
         paths: &Paths,
     ) -> Result<(), DaemonError> {
-        let Some(taken) = exporter.take_over(&self.config).await? else {
+        let Some(taken) = exporter.take_over(&self.config, self.ifindex()).await? else {
             if self.taken.is_some() {
                 warn!(network = %self.config.name, interface = %self.config.interface, "DUT interface disappeared; waiting for it to come back");
                 self.deconfigure(datapath).await;

@@ -26,9 +26,11 @@ pub fn gateway_address(net: &Network) -> Ipv4Net {
 }
 
 /// Takes `net`'s interface over. `Ok(None)`: the interface does not exist
-/// (yet): nothing was changed.
+/// (yet): nothing was changed. `known`: the index of the link already taken
+/// over, whose NetworkManager state is not asked again.
 pub async fn apply(
     net: &Network,
+    known: Option<u32>,
     netlink: &Netlink,
     journal: &mut Journal,
 ) -> Result<Option<TakenOver>, HostError> {
@@ -40,12 +42,18 @@ pub async fn apply(
     };
     let upstream = resolve_upstream(net, netlink).await?;
 
-    journal.apply_local(
-        &net.name,
-        &LocalChange::NmUnmanaged {
-            interface: net.interface.clone(),
-        },
-    )?;
+    // Asking NetworkManager costs two nmcli runs; the reconcile tick would
+    // pay them every second for every network. A link NetworkManager was
+    // told to leave stays left, so only a new link (a re-plugged NIC) is
+    // asked.
+    if known != Some(link.index) {
+        journal.apply_local(
+            &net.name,
+            &LocalChange::NmUnmanaged {
+                interface: net.interface.clone(),
+            },
+        )?;
+    }
     let gateway = HostChange::GatewayAddress {
         link: link.clone(),
         address: gateway_address(net),

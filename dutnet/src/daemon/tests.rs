@@ -43,7 +43,11 @@ fn link(name: &str, index: u32) -> Link {
 }
 
 impl Exporter for FakeExporter {
-    async fn take_over(&mut self, network: &Network) -> Result<Option<TakenOver>, DaemonError> {
+    async fn take_over(
+        &mut self,
+        network: &Network,
+        _known: Option<u32>,
+    ) -> Result<Option<TakenOver>, DaemonError> {
         self.calls.push(format!("take_over {}", network.interface));
         Ok(self.dut.clone().map(|link| TakenOver {
             link,

@@ -3,9 +3,35 @@
 //! Through `nmcli` (the D-Bus API would add a D-Bus stack to dutnet for two
 //! calls). Hosts without NetworkManager are the common case in labs: when
 //! nmcli is missing or NM is not running, nothing is done.
-use std::process::Command;
+use std::{
+    process::Command,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use tracing::{debug, warn};
+
+/// How long one answer to "is NetworkManager running" is reused: bringing
+/// 256 networks up asks 256 times within a second, and one nmcli run is
+/// 2-3 ms of fork and exec.
+const RUNNING_REUSED_FOR: Duration = Duration::from_secs(2);
+
+/// The last answer, and when it was asked.
+static RUNNING: Mutex<Option<(Instant, bool)>> = Mutex::new(None);
+
+fn running() -> bool {
+    let mut last = RUNNING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((asked, running)) = *last
+        && asked.elapsed() < RUNNING_REUSED_FOR
+    {
+        return running;
+    }
+    let running = nmcli(&["-t", "-f", "RUNNING", "general"]).as_deref() == Some("running");
+    *last = Some((Instant::now(), running));
+    running
+}
 
 fn nmcli(args: &[&str]) -> Option<String> {
     let output = Command::new("nmcli").args(args).output().ok()?;
@@ -18,7 +44,7 @@ fn nmcli(args: &[&str]) -> Option<String> {
 /// True when NetworkManager runs and manages `iface` now.
 #[must_use]
 pub fn manages(iface: &str) -> bool {
-    if nmcli(&["-t", "-f", "RUNNING", "general"]).as_deref() != Some("running") {
+    if !running() {
         debug!(%iface, "NetworkManager is not running");
         return false;
     }
