@@ -3,6 +3,7 @@
 //! daemon meets on a real exporter. Judged from outside: dhclient, ping, `ip`
 //! and `dutnet status`.
 use std::{
+    net::{Ipv4Addr, SocketAddrV4},
     process::{Command, Stdio},
     time::Duration,
 };
@@ -11,10 +12,12 @@ use dutnet_tests::{
     cli,
     clients::Dhclient,
     cmd,
+    far_end::TcpEcho,
     lab::{
         Dut, Lab,
-        config::{BOARD1_MAC, DUT_IP, LAN_IP, Network, dut_nic},
+        config::{BOARD1_MAC, DUT_IP, EXPORTER_UP, LAN_IP, Network, UPSTREAM_NIC, dut_nic},
     },
+    nat::try_tcp_exchange,
     prereq,
 };
 
@@ -78,6 +81,73 @@ fn a_replugged_dut_nic_is_taken_over_again_and_the_dut_gets_its_lease_back() {
     dut.ip("route add default via 192.168.100.1");
     let ping = dut.exec("ping", &["-c", "1", "-W", "2", &LAN_IP.to_string()]);
     assert!(ping.success(), "{ping:#?}\n{}", lab.log());
+}
+
+/// The address the LAN sees a DUT TCP connection come from, once one gets
+/// through within `limit` (the uplink may still be coming back).
+fn lan_sees(lab: &Lab, server: SocketAddrV4, limit: Duration) -> Option<Ipv4Addr> {
+    cmd::wait_for(limit, || {
+        lab.dut(1)
+            .enter(move || try_tcp_exchange(server, "through the uplink"))
+            .ok()
+            .map(|peer| match peer.ip() {
+                std::net::IpAddr::V4(ip) => ip,
+                std::net::IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+            })
+    })
+}
+
+/// The uplink flaps (carrier down and up), then goes away and comes back as
+/// a new interface with another address (a USB uplink re-plugged, a DHCP
+/// uplink renumbered): masquerade keeps working and follows the new
+/// address, without a restart, on the fast path.
+#[test]
+fn masquerade_follows_the_uplink_through_a_flap_and_a_new_address() {
+    let mut lab = Lab::builder()
+        .upstream()
+        .dut(Dut::on(1).ip(DUT_IP).routed())
+        .build();
+    lab.load_nat_on("ebpf", "");
+    let echo = TcpEcho::start(lab.lan(), SocketAddrV4::new(LAN_IP, 7002));
+    let limit = Duration::from_secs(3);
+    assert_eq!(lan_sees(&lab, echo.addr, limit), Some(EXPORTER_UP));
+
+    // Carrier lost and back: same interface, same address.
+    lab.exporter.ip(&format!("link set {UPSTREAM_NIC} down"));
+    std::thread::sleep(Duration::from_millis(300));
+    lab.exporter.ip(&format!("link set {UPSTREAM_NIC} up"));
+    assert_eq!(
+        lan_sees(&lab, echo.addr, limit),
+        Some(EXPORTER_UP),
+        "after a carrier flap:\n{}",
+        lab.log()
+    );
+
+    // Gone, then back under the same name with a new index and address.
+    lab.exporter.ip(&format!("link del {UPSTREAM_NIC}"));
+    std::thread::sleep(Duration::from_millis(300));
+    let renumbered = Ipv4Addr::new(10, 99, 0, 3);
+    lab.topology
+        .veth((&lab.exporter, UPSTREAM_NIC), (lab.lan(), "eth0"));
+    lab.exporter
+        .ip(&format!("addr add {renumbered}/24 dev {UPSTREAM_NIC}"));
+    lab.lan().ip(&format!("addr add {LAN_IP}/24 dev eth0"));
+    let echo = TcpEcho::start(lab.lan(), SocketAddrV4::new(LAN_IP, 7003));
+    assert_eq!(
+        lan_sees(&lab, echo.addr, limit),
+        Some(renumbered),
+        "after the uplink came back renumbered:\n{}",
+        lab.log()
+    );
+    let status = lab.json(&["status"]);
+    assert_eq!(status["networks"][0]["state"], "up", "{status:#}");
+    assert_eq!(
+        status["networks"][0]["datapath"]
+            .as_str()
+            .map(|d| d.starts_with("ebpf")),
+        Some(true),
+        "{status:#}"
+    );
 }
 
 /// A daemon whose stdout and stderr are pipes nobody reads any more (the

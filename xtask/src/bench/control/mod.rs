@@ -69,7 +69,7 @@ impl ControlBudget {
                 dhcp_limit: Duration::from_secs(10),
                 dns_queries: 20_000,
                 dns_limit: Duration::from_secs(2),
-                networks: &[1, 16, 64],
+                networks: &[1, 64, 256],
             }
         } else {
             Self {
@@ -77,7 +77,7 @@ impl ControlBudget {
                 dhcp_limit: Duration::from_secs(60),
                 dns_queries: 300_000,
                 dns_limit: Duration::from_secs(10),
-                networks: &[1, 16, 64],
+                networks: &[1, 64, 256],
             }
         }
     }
