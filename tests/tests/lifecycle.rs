@@ -3,15 +3,17 @@
 //! change, a broken file refused with nothing changed, and a network whose
 //! NIC is missing waiting for it while the others serve. Judged from
 //! outside: `ip`, dhclient, iperf3 and `dutnet status`.
-use std::time::Duration;
+use std::{net::SocketAddrV4, time::Duration};
 
 use dutnet_tests::{
     clients::Dhclient,
     cmd,
+    far_end::TcpEcho,
     lab::{
         Dut, Lab,
-        config::{DUT_IP, Network, UPSTREAM_NIC, dut_nic},
+        config::{DUT_IP, EXPORTER_UP, LAN_IP, Network, UPSTREAM_NIC, dut_nic},
     },
+    nat::tcp_exchange,
     prereq,
 };
 
@@ -136,6 +138,38 @@ fn a_reload_adds_and_removes_networks_and_an_unchanged_transfer_keeps_its_rate()
         lab.log()
     );
     assert_eq!(lab.network_state("net2"), None, "net2 still reported");
+}
+
+/// A reload that only adds networks (none removed, so no connection-table
+/// room is freed): they come up on the fast path and their DUTs reach the
+/// LAN through NAT, as a network loaded at start would.
+#[test]
+fn networks_added_by_a_reload_get_room_in_the_connection_table() {
+    let mut lab = lab(3, 3);
+    lab.load(&config(&[1]));
+    let echo = TcpEcho::start(lab.lan(), SocketAddrV4::new(LAN_IP, 7004));
+
+    lab.write_config(&config(&[1, 2, 3]));
+    let reload = lab.dutnet(&["reload"]);
+    assert!(reload.success(), "{reload:#?}\n{}", lab.log());
+    for n in [2, 3] {
+        let name = format!("net{n}");
+        lab.wait_network_state(&name, "up", Duration::from_secs(5));
+        let seen = tcp_exchange(lab.dut(n), echo.addr, &format!("from {name}"));
+        assert_eq!(seen.ip(), EXPORTER_UP, "{name}'s DUT was not masqueraded");
+    }
+    let status = lab.json(&["status"]);
+    let datapaths: Vec<&str> = status["networks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["datapath"].as_str())
+        .collect();
+    assert_eq!(datapaths.len(), 3, "{status:#}");
+    assert!(
+        datapaths.iter().all(|d| d.starts_with("ebpf")),
+        "an added network is not on the fast path: {status:#}"
+    );
 }
 
 #[test]

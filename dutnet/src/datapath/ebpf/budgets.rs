@@ -7,7 +7,12 @@ use std::collections::BTreeMap;
 use dutnet_common::{nat::FlowBudget, stats::MAX_INTERFACES};
 
 use super::EbpfError;
-use crate::datapath::FlowLimits;
+use crate::{config::DEFAULT_NAT_TABLE_SIZE, datapath::FlowLimits};
+
+/// Networks of the default size a reload may add without a restart: the
+/// maps cannot grow once loaded, so they keep this much room (1 MiB of
+/// kernel memory each).
+pub const SPARE_NETWORKS: usize = 4;
 
 /// A network's eviction ring holds at most this many flows: the ring is
 /// preallocated (20 bytes a flow), and a flood cycles through 16 384 flows
@@ -37,9 +42,14 @@ pub struct Capacity {
 }
 
 impl Capacity {
+    /// Room for `networks` and [`SPARE_NETWORKS`] more of the default size.
     #[must_use]
     pub fn for_networks(networks: &[FlowLimits]) -> Self {
-        networks.iter().fold(Self::default(), |sum, limits| Self {
+        let spare = FlowLimits::new(DEFAULT_NAT_TABLE_SIZE);
+        let all = networks
+            .iter()
+            .chain(std::iter::repeat_n(&spare, SPARE_NETWORKS));
+        all.fold(Self::default(), |sum, limits| Self {
             flows: sum.flows.saturating_add(limits.flows),
             ring: sum.ring.saturating_add(ring_len(*limits)),
         })
@@ -82,12 +92,11 @@ impl Budgets {
             budget.per_dut = limits.per_dut;
             return Ok(*budget);
         }
-        let used_ring: u32 = self.by_iface.values().map(|b| b.ring_len).sum();
         let used_flows: u32 = self.by_iface.values().map(|b| b.flows).sum();
         let slot = (0..MAX_INTERFACES).find(|s| self.by_iface.values().all(|b| b.slot != *s));
-        let fits = used_ring.saturating_add(len) <= self.capacity.ring
-            && used_flows.saturating_add(limits.flows) <= self.capacity.flows;
-        let (Some(slot), true) = (slot, fits) else {
+        let ring_base = self.free_ring(len);
+        let fits = used_flows.saturating_add(limits.flows) <= self.capacity.flows;
+        let (Some(slot), Some(ring_base), true) = (slot, ring_base, fits) else {
             return Err(EbpfError::NoFlowCapacity {
                 iface: iface.to_owned(),
                 flows: limits.flows,
@@ -98,11 +107,31 @@ impl Budgets {
             slot,
             flows: limits.flows,
             per_dut: limits.per_dut,
-            ring_base: used_ring,
+            ring_base,
             ring_len: len,
         };
         self.by_iface.insert(iface.to_owned(), budget);
         Ok(budget)
+    }
+
+    /// The first `len` ring positions no network holds. A removed
+    /// network's slice is free again, and a slice is never shared: a
+    /// network's evictions look only at its own positions.
+    fn free_ring(&self, len: u32) -> Option<u32> {
+        let mut taken: Vec<(u32, u32)> = self
+            .by_iface
+            .values()
+            .map(|b| (b.ring_base, b.ring_base + b.ring_len))
+            .collect();
+        taken.sort_unstable();
+        let mut start = 0u32;
+        for (base, end) in taken {
+            if base.saturating_sub(start) >= len {
+                break;
+            }
+            start = start.max(end);
+        }
+        (start.saturating_add(len) <= self.capacity.ring).then_some(start)
     }
 
     /// Gives `iface`'s place back (its network was removed).
@@ -131,17 +160,45 @@ mod tests {
     }
 
     #[test]
-    fn a_network_the_maps_were_not_sized_for_is_refused() {
+    fn a_reload_may_add_the_spare_networks_and_no_more() {
         let a = FlowLimits::new(1024);
         let mut budgets = Budgets::new(Capacity::for_networks(&[a]));
         budgets.place("dut1", a).unwrap();
-        let err = budgets.place("dut2", a).unwrap_err().to_string();
-        assert!(err.contains("dut2") && err.contains("restart"), "{err}");
+        let spare = FlowLimits::new(DEFAULT_NAT_TABLE_SIZE);
+        for n in 0..SPARE_NETWORKS {
+            budgets.place(&format!("added{n}"), spare).unwrap();
+        }
+        let err = budgets.place("one-more", spare).unwrap_err().to_string();
+        assert!(err.contains("one-more") && err.contains("restart"), "{err}");
     }
 
     #[test]
-    fn the_table_has_room_for_both_halves_and_the_headroom() {
+    fn a_removed_networks_ring_slice_is_reused_and_never_shared() {
+        let small = FlowLimits::new(1024);
+        let mut budgets = Budgets::new(Capacity::for_networks(&[small, small]));
+        let first = budgets.place("dut1", small).unwrap();
+        let second = budgets.place("dut2", small).unwrap();
+        budgets.release("dut1");
+        let third = budgets.place("dut3", small).unwrap();
+        assert_eq!(third.ring_base, first.ring_base);
+        // A bigger one does not fit in the hole: it goes after dut2.
+        let big = budgets.place("dut4", FlowLimits::new(4096)).unwrap();
+        assert_eq!(big.ring_base, second.ring_base + second.ring_len);
+        let slices = [third, second, big].map(|b| b.ring_base..b.ring_base + b.ring_len);
+        for (i, a) in slices.iter().enumerate() {
+            for b in &slices[i + 1..] {
+                assert!(a.end <= b.start || b.end <= a.start, "{slices:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_table_has_room_for_both_halves_the_spares_and_the_headroom() {
         let capacity = Capacity::for_networks(&[FlowLimits::new(1024), FlowLimits::new(2048)]);
-        assert_eq!(capacity.table_entries(), 2 * 3072 + HEADROOM_ENTRIES);
+        let spare = u32::try_from(SPARE_NETWORKS).unwrap() * DEFAULT_NAT_TABLE_SIZE;
+        assert_eq!(
+            capacity.table_entries(),
+            2 * (3072 + spare) + HEADROOM_ENTRIES
+        );
     }
 }

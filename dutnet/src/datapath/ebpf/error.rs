@@ -68,7 +68,8 @@ pub enum EbpfError {
     #[error("NAT is disabled on {iface}: a public address needs `nat_mode: 1to1`")]
     NatDisabled { iface: String },
     #[error(
-        "no room in the connection table for {iface}'s {flows} flows ({free} left): the table is sized at start-up for the networks loaded then; restart dutnet with {iface}'s network in the file"
+        "no room in the connection table for {iface}'s {flows} flows ({free} left): the table is sized at start-up for the networks loaded then and {spare} more of the default nat_table_size; restart dutnet with {iface}'s network in the file",
+        spare = super::budgets::SPARE_NETWORKS
     )]
     NoFlowCapacity {
         iface: String,
