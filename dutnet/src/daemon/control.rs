@@ -43,9 +43,10 @@ impl Daemon {
         match request {
             Request::Status { network } => {
                 let mut networks = Vec::new();
+                let flows = self.active_flows();
                 for index in self.select_many(network.as_deref())? {
                     let net = &self.networks[index];
-                    let flows = self.active_flows(&net.config.interface);
+                    let flows = flows.get(&net.config.interface).copied().unwrap_or(0);
                     networks.push(net.status(&self.exporter, &self.datapath, flows).await);
                 }
                 Ok(Reply::Status { networks })
@@ -112,8 +113,11 @@ impl Daemon {
             }
             Request::NatRules { network } => {
                 let mut networks = Vec::new();
+                let flows = self.active_flows();
                 for index in self.select_many(network.as_deref())? {
-                    networks.push(self.nat_rules(&self.networks[index]).await);
+                    let net = &self.networks[index];
+                    let flows = flows.get(&net.config.interface).copied().unwrap_or(0);
+                    networks.push(self.nat_rules(net, flows).await);
                 }
                 // One short `nft` run, off the runtime's threads.
                 let ruleset = match tokio::task::spawn_blocking(nft::list_table).await {
@@ -212,15 +216,15 @@ impl Daemon {
         }
     }
 
-    fn active_flows(&self, interface: &str) -> u64 {
+    /// Flows on the fast path by DUT interface, read once for a whole
+    /// request (the counters of every interface are read together).
+    fn active_flows(&self) -> std::collections::BTreeMap<String, u64> {
         self.datapath
             .stats()
-            .ok()
-            .and_then(|all| {
-                all.into_iter()
-                    .find(|s| s.name.as_deref() == Some(interface))
-            })
-            .map_or(0, |s| s.active_flows)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|s| Some((s.name?, s.active_flows)))
+            .collect()
     }
 
     fn get_ip(&self, network: Option<&str>, mac: &str) -> Outcome {
@@ -235,7 +239,7 @@ impl Daemon {
             })
     }
 
-    async fn nat_rules(&self, net: &NetworkContext) -> NetworkNat {
+    async fn nat_rules(&self, net: &NetworkContext, active_flows: u64) -> NetworkNat {
         let c = &net.config;
         let upstream = self.exporter.resolve_upstream(c).await;
         let mut masquerade_address = None;
@@ -268,7 +272,7 @@ impl Daemon {
                     public: p.public,
                 })
                 .collect(),
-            active_flows: self.active_flows(&c.interface),
+            active_flows,
         }
     }
 

@@ -1,11 +1,9 @@
 //! A datapath that only remembers what it was asked (tests of the daemon's
 //! logic without root, as aya's `sys/fake.rs` does for syscalls).
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use super::{
-    Carrier, Datapath, DatapathError, DutNetwork, InterfaceStats, NatPorts, PublicChange,
-    ebpf::{EbpfError, FlowListing, SweepReport},
-    expiry::FlowTimeouts,
+    Carrier, Datapath, DatapathError, DutNetwork, NatPorts, PublicChange, ebpf::EbpfError,
 };
 
 /// What the fake holds; `fail_attach` makes the next attaches fail.
@@ -61,13 +59,6 @@ impl Datapath for FakeDatapath {
         Ok(())
     }
 
-    fn sweep(
-        &mut self,
-        _: &dyn Fn(&str) -> Option<FlowTimeouts>,
-    ) -> Result<SweepReport, DatapathError> {
-        Ok(SweepReport::default())
-    }
-
     fn carrier(&self, iface: &str) -> Carrier {
         if self.attached.contains_key(iface) {
             Carrier::Nft
@@ -82,14 +73,6 @@ impl Datapath for FakeDatapath {
 
     fn nat_ports(&self, _: &str) -> NatPorts {
         NatPorts::default()
-    }
-
-    fn stats(&self) -> Result<Vec<InterfaceStats>, DatapathError> {
-        Ok(Vec::new())
-    }
-
-    fn flows(&self, _: &BTreeSet<u32>, _: usize) -> Result<FlowListing, DatapathError> {
-        Ok(FlowListing::default())
     }
 
     fn shutdown(&mut self) -> Result<(), DatapathError> {

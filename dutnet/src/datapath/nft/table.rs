@@ -11,11 +11,7 @@ use std::{
 };
 
 use super::{FallbackNetwork, replace_table, ruleset};
-use crate::datapath::{
-    Carrier, Datapath, DatapathError, DutNetwork, InterfaceStats, NatPorts, PublicChange,
-    ebpf::{FlowListing, SweepReport},
-    expiry::FlowTimeouts,
-};
+use crate::datapath::{Carrier, Datapath, DatapathError, DutNetwork, NatPorts, PublicChange};
 
 /// The table's networks, by DUT interface.
 #[derive(Debug, Default)]
@@ -121,13 +117,6 @@ impl Datapath for NftTable {
     }
 
     /// The kernel's conntrack expires the table's flows itself.
-    fn sweep(
-        &mut self,
-        _timeouts: &dyn Fn(&str) -> Option<FlowTimeouts>,
-    ) -> Result<SweepReport, DatapathError> {
-        Ok(SweepReport::default())
-    }
-
     fn carrier(&self, iface: &str) -> Carrier {
         if self.attached.contains(iface) {
             Carrier::Nft
@@ -145,15 +134,6 @@ impl Datapath for NftTable {
             fast_path: None,
             kernel: self.kernel_ports.clone(),
         }
-    }
-
-    fn stats(&self) -> Result<Vec<InterfaceStats>, DatapathError> {
-        Ok(Vec::new())
-    }
-
-    /// Its flows are conntrack's, listed with `conntrack -L`.
-    fn flows(&self, _: &BTreeSet<u32>, _: usize) -> Result<FlowListing, DatapathError> {
-        Ok(FlowListing::default())
     }
 
     /// The table itself goes with the undo journal (it was journaled
