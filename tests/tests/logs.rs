@@ -1,13 +1,14 @@
 //! The daemon's log as a service manager reads it: one JSON object per
-//! line when asked, syslog priorities for the journal, and a warning that
-//! every DUT query can trigger written once per period, not per query.
+//! line when asked, syslog priorities for the journal, a warning that
+//! every DUT query can trigger written once per period, not per query, and
+//! the eBPF programs' own records only when `DUTNET_EBPF_LOG` asks.
 use std::{os::unix::fs::MetadataExt as _, process::Stdio, time::Duration};
 
 use dutnet_tests::{
     cli, cmd,
     lab::{
         Dut, Lab,
-        config::{GATEWAY, Network},
+        config::{GATEWAY, LAN_IP, Network, dut_nic},
     },
     prereq,
 };
@@ -104,5 +105,101 @@ fn a_dead_dns_upstream_is_warned_about_once_per_period_not_per_query() {
     assert!(
         (1..=2).contains(&warnings),
         "{warnings} warnings for 12 failed queries:\n{log}"
+    );
+}
+
+/// How the text log names the target of a forwarded eBPF record.
+const EBPF_TARGET: &str = "dutnet::ebpf:";
+
+/// The ifindex of DUT NIC `n` in the exporter, as the programs see it.
+fn dut_nic_ifindex(lab: &Lab, n: usize) -> u32 {
+    let out = lab.exporter.ip(&format!("-o link show {}", dut_nic(n)));
+    out.stdout
+        .split(':')
+        .next()
+        .and_then(|index| index.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no ifindex in {out:#?}"))
+}
+
+/// A ping with TTL 1 from DUT 1 to the LAN host: the fast path punts it
+/// (`ttl_expired`, reason 2), the kernel answers with time-exceeded.
+fn ping_with_ttl_1(lab: &Lab) {
+    let out = lab.dut(1).exec(
+        "ping",
+        &["-c", "1", "-t", "1", "-W", "1", &LAN_IP.to_string()],
+    );
+    assert!(
+        out.stdout.contains("Time to live exceeded"),
+        "the kernel did not answer the punted ping: {out:#?}"
+    );
+}
+
+#[test]
+fn with_dutnet_ebpf_log_a_punted_packet_shows_in_the_daemons_log() {
+    prereq::require("ping", "iputils-ping");
+    let mut lab = Lab::builder().upstream().static_duts(1).build();
+    lab.set_env("DUTNET_EBPF_LOG", "debug");
+    lab.load_nat_on("ebpf", "");
+    let ifindex = dut_nic_ifindex(&lab, 1);
+    ping_with_ttl_1(&lab);
+    let wanted = format!("punted to the kernel: ifindex={ifindex} reason=2");
+    let record = cmd::wait_for(Duration::from_secs(5), || {
+        lab.log()
+            .lines()
+            .find(|l| l.contains(EBPF_TARGET) && l.contains(&wanted))
+            .map(str::to_owned)
+    });
+    let record = record.unwrap_or_else(|| panic!("no `{wanted}` record:\n{}", lab.log()));
+    assert!(record.contains("DEBUG"), "{record}");
+    assert!(
+        lab.log().contains("ebpf_log=debug"),
+        "the load does not say eBPF logging is on:\n{}",
+        lab.log()
+    );
+}
+
+#[test]
+fn without_dutnet_ebpf_log_the_programs_log_nothing() {
+    prereq::require("ping", "iputils-ping");
+    let mut lab = Lab::builder().upstream().static_duts(1).build();
+    lab.load_nat_on("ebpf", "");
+    ping_with_ttl_1(&lab);
+    // A record would be forwarded within milliseconds (the reader wakes on
+    // the ring buffer); the stats show the punt happened.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        lab.total("/punts/ttl_expired") >= 1,
+        "the ping was not punted:\n{}",
+        lab.report()
+    );
+    let log = lab.log();
+    assert!(
+        !log.contains(EBPF_TARGET),
+        "eBPF records without DUTNET_EBPF_LOG:\n{log}"
+    );
+    assert!(log.contains("ebpf_log=off"), "{log}");
+}
+
+#[test]
+fn an_invalid_dutnet_ebpf_log_stops_the_start_naming_the_accepted_values() {
+    let lab = Lab::builder().upstream().static_duts(1).build();
+    let config = lab.write_config(&lab.nat_config(|_| String::new()));
+    let mut command = lab.exporter.command(
+        &cli::binary().to_string_lossy(),
+        &["load", &config.display().to_string()],
+    );
+    command
+        .envs(cli::env(&lab.topology))
+        .env("DUTNET_EBPF_LOG", "loud");
+    let out = cmd::run(command, Duration::from_secs(15));
+    assert_eq!(out.code, Some(1), "{out:#?}");
+    assert!(
+        out.stderr
+            .contains("DUTNET_EBPF_LOG=\"loud\" is not an eBPF log level: set it to error, warn, info, debug, trace or 1 (debug)"),
+        "{out:#?}"
+    );
+    assert!(
+        !out.stderr.contains("network up"),
+        "it started anyway: {out:#?}"
     );
 }

@@ -24,9 +24,11 @@ pub fn run(args: &Args) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    // Entered for the signal handlers and for the task that forwards the
+    // programs' log records (DUTNET_EBPF_LOG).
+    let _entered = runtime.enter();
     let signals = {
         use tokio::signal::unix::{SignalKind, signal};
-        let _entered = runtime.enter();
         (
             signal(SignalKind::terminate()).context("waiting for SIGTERM")?,
             signal(SignalKind::interrupt()).context("waiting for SIGINT")?,

@@ -45,6 +45,9 @@ fn group_id(name: &str) -> Result<u32> {
 
 pub fn run(args: &Args) -> Result<()> {
     // Validate everything before touching the host: a bad file changes nothing.
+    // Checked here, not only when the programs load: there an error would
+    // move `datapath: auto` networks to nft instead of stopping.
+    dutnet::datapath::ebpf::log::level_from_env()?;
     let mut loaded = config::load_file(&args.file).with_context(|| {
         format!(
             "{} is not a valid dutnet configuration",

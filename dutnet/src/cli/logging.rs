@@ -3,8 +3,11 @@
 //! one JSON object per line, and under systemd (stderr is the journal, as
 //! `JOURNAL_STREAM` says) each line starts with its syslog priority (`<4>`
 //! for a warning) and no timestamp, so `journalctl -p warning` filters.
+//! `DUTNET_EBPF_LOG` (see `dutnet::datapath::ebpf::log`) lets the eBPF
+//! programs' records through at the level it names.
 use std::os::unix::fs::MetadataExt as _;
 
+use dutnet::datapath::ebpf::log as ebpf_log;
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::{
     fmt::{FmtContext, FormatEvent, FormatFields, format::Writer},
@@ -18,8 +21,16 @@ pub const FORMAT_ENV: &str = "DUTNET_LOG_FORMAT";
 
 /// Installs the subscriber for the whole process.
 pub fn init() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env(LOG_ENV)
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env(LOG_ENV)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Asking the programs for records means wanting to read them,
+    // whatever DUTNET_LOG says about the rest. An invalid value is reported
+    // by the verbs that load the programs.
+    if let Ok(Some(level)) = ebpf_log::level_from_env()
+        && let Ok(directive) = format!("{}={level}", ebpf_log::TARGET).parse()
+    {
+        filter = filter.add_directive(directive);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

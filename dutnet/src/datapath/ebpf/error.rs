@@ -95,4 +95,21 @@ pub enum EbpfError {
         #[source]
         source: io::Error,
     },
+    #[error(transparent)]
+    LogLevel(#[from] super::log::InvalidLevel),
+    #[error(
+        "eBPF logging ({env}) needs the eBPF datapath loaded on a tokio runtime: a bug in the caller",
+        env = super::log::EBPF_LOG_ENV
+    )]
+    LogWithoutRuntime,
+    #[error("cannot read the eBPF programs' log ring buffer: {source}")]
+    LogRing {
+        #[source]
+        source: aya_log::Error,
+    },
+    #[error("cannot wait for the eBPF programs' log records: {source}")]
+    LogPoll {
+        #[source]
+        source: io::Error,
+    },
 }

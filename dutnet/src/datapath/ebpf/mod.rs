@@ -8,6 +8,7 @@ mod budgets;
 mod counters;
 mod error;
 mod flow_list;
+pub mod log;
 pub mod nat_maps;
 
 use std::{
@@ -80,13 +81,20 @@ pub struct EbpfDatapath {
     /// `NET_SWEPT` and `DUT_SWEPT` values (only the sweeper writes them).
     swept: BTreeMap<u32, u64>,
     dut_swept: BTreeMap<PrivateKey, u64>,
+    /// Reads the programs' log records while held, when `DUTNET_EBPF_LOG`
+    /// asks for them.
+    _log_forwarder: Option<log::Forwarder>,
 }
 
 impl EbpfDatapath {
     /// Loads the programs into the kernel and pins the maps under
     /// `paths.pin_dir()`, mounting a bpffs first if there is none. The
     /// connection table is sized for `networks`, each with its own budget.
+    /// With [`log::EBPF_LOG_ENV`] set, it must run on a tokio runtime, which
+    /// then forwards the programs' log records.
     pub fn load(paths: &Paths, networks: &[FlowLimits]) -> Result<Self, EbpfError> {
+        let log_level = log::level_from_env()?;
+        let log_level_byte = log::level_byte(log_level);
         raise_memlock_limit();
         bpffs::ensure_mounted(&paths.bpffs).map_err(|source| EbpfError::Bpffs {
             path: paths.bpffs.clone(),
@@ -101,10 +109,13 @@ impl EbpfDatapath {
             source,
         })?;
         let capacity = Capacity::for_networks(networks);
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .default_map_pin_directory(&pin_dir)
             .map_max_entries(maps::NAT_FLOWS, capacity.table_entries())
-            .map_max_entries(maps::FLOW_RING, capacity.ring.max(1))
+            .map_max_entries(maps::FLOW_RING, capacity.ring.max(1));
+        log::set_level(&mut loader, &log_level_byte);
+        let mut ebpf = loader
             .load(OBJECT)
             .map_err(|source| EbpfError::Load { source })?;
         for name in [
@@ -119,8 +130,9 @@ impl EbpfDatapath {
         let mut take = |name| ebpf.take_map(name).ok_or(EbpfError::MissingMap { name });
         let one_to_one_out = take(maps::NAT_1TO1_OUT)?;
         let one_to_one_in = take(maps::NAT_1TO1_IN)?;
+        let log = log_level.map(|_| log::forward(&mut ebpf)).transpose()?;
         let mode = TcAttachMode::detect();
-        info!(pin_dir = %pin_dir.display(), ?mode, flows = capacity.flows, "eBPF datapath loaded");
+        info!(pin_dir = %pin_dir.display(), ?mode, flows = capacity.flows, ebpf_log = %log::describe(log_level), "eBPF datapath loaded");
         Ok(Self {
             ebpf,
             paths: paths.clone(),
@@ -132,6 +144,7 @@ impl EbpfDatapath {
             budgets: budgets::Budgets::new(capacity),
             swept: BTreeMap::new(),
             dut_swept: BTreeMap::new(),
+            _log_forwarder: log,
         })
     }
 
