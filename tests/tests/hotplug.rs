@@ -124,8 +124,14 @@ fn masquerade_follows_the_uplink_through_a_flap_and_a_new_address() {
     );
 
     // Gone, then back under the same name with a new index and address.
+    // Meanwhile the network waits for it, saying so.
     lab.exporter.ip(&format!("link del {UPSTREAM_NIC}"));
-    std::thread::sleep(Duration::from_millis(300));
+    lab.wait_network_state("dut1", "waiting", Duration::from_secs(2));
+    let (_, problem) = lab.network_state("dut1").unwrap_or_default();
+    assert!(
+        problem.as_deref().is_some_and(|p| p.contains(UPSTREAM_NIC)),
+        "the wait does not name the uplink: {problem:?}"
+    );
     let renumbered = Ipv4Addr::new(10, 99, 0, 3);
     lab.topology
         .veth((&lab.exporter, UPSTREAM_NIC), (lab.lan(), "eth0"));

@@ -42,7 +42,7 @@ use crate::{
     dhcp::DhcpError,
     dns::DnsError,
     host::{
-        HostError,
+        HostCause, HostError, InterfaceProblem,
         journal::{self, JournalError, Leftover},
         restore,
     },
@@ -113,6 +113,21 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl DaemonError {
+    /// The configured upstream interface this error says is missing (an
+    /// uplink unplugged or being re-created): a wait, not a failure.
+    #[must_use]
+    pub fn missing_upstream(&self) -> Option<&str> {
+        match self {
+            Self::Host(HostError {
+                source: HostCause::Interface(InterfaceProblem::UpstreamMissing { name }),
+                ..
+            }) => Some(name),
+            _ => None,
+        }
+    }
 }
 
 /// The problems of an undo, one after the other.

@@ -52,8 +52,9 @@ pub struct NetworkContext {
 pub enum Phase {
     /// Not tried yet.
     Starting,
-    /// Its DUT interface does not exist (yet).
-    Waiting,
+    /// An interface it needs does not exist (yet): a USB NIC unplugged,
+    /// an uplink being re-plugged. Link events bring it up.
+    Waiting(Awaited),
     Up,
     /// The last attempt failed, saying why; every event and tick retries.
     Failed(String),
@@ -65,11 +66,18 @@ impl Phase {
     pub fn name(&self) -> &'static str {
         match self {
             Self::Starting => "starting",
-            Self::Waiting => "waiting",
+            Self::Waiting(_) => "waiting",
             Self::Up => "up",
             Self::Failed(_) => "failed",
         }
     }
+}
+
+/// The interface a waiting network waits for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Awaited {
+    DutInterface,
+    Upstream(String),
 }
 
 /// A runtime change applied: the reply, and whether a 1:1 mapping changed
@@ -124,6 +132,14 @@ impl NetworkContext {
         match self.try_reconfigure(exporter, datapath, paths).await {
             Ok(()) => Ok(()),
             Err(e) => {
+                if let Some(name) = e.missing_upstream() {
+                    let awaited = Awaited::Upstream(name.to_owned());
+                    if self.phase != Phase::Waiting(awaited.clone()) {
+                        warn!(network = %self.config.name, upstream = %name, "the upstream interface does not exist; waiting for it (DHCP and DNS keep serving if they were)");
+                    }
+                    self.phase = Phase::Waiting(awaited);
+                    return Err(e);
+                }
                 let reason = e.to_string();
                 if self.phase != Phase::Failed(reason.clone()) {
                     tracing::error!(network = %self.config.name, error = %reason, "network failed to come up; retrying on every link event and every second");
@@ -144,10 +160,10 @@ impl NetworkContext {
             if self.taken.is_some() {
                 warn!(network = %self.config.name, interface = %self.config.interface, "DUT interface disappeared; waiting for it to come back");
                 self.deconfigure(datapath).await;
-            } else if self.phase != Phase::Waiting {
+            } else if self.phase != Phase::Waiting(Awaited::DutInterface) {
                 warn!(network = %self.config.name, interface = %self.config.interface, "DUT interface does not exist yet; waiting for it");
             }
-            self.phase = Phase::Waiting;
+            self.phase = Phase::Waiting(Awaited::DutInterface);
             return Ok(());
         };
         if self.ifindex() == Some(taken.link.index) && self.phase == Phase::Up {
@@ -578,9 +594,12 @@ impl NetworkContext {
             state: self.phase.name().to_owned(),
             problem: match &self.phase {
                 Phase::Failed(reason) => Some(reason.clone()),
-                Phase::Waiting => Some(format!(
+                Phase::Waiting(Awaited::DutInterface) => Some(format!(
                     "interface {} does not exist; dutnet takes it over when it appears",
                     c.interface
+                )),
+                Phase::Waiting(Awaited::Upstream(name)) => Some(format!(
+                    "upstream_interface `{name}` does not exist; dutnet uses it when it appears"
                 )),
                 Phase::Starting | Phase::Up => None,
             },
