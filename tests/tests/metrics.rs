@@ -17,6 +17,7 @@ use dutnet_tests::{
     lab::Lab,
     nat::{DUT_IP, GATEWAY, LAN_IP},
     prereq,
+    upstream_dns::{Dnsmasq, ONLY_UPSTREAM, ONLY_UPSTREAM_IP},
 };
 
 const LISTEN: &str = "127.0.0.1:9464";
@@ -87,7 +88,7 @@ fn a_scrape_shows_dut_traffic_and_dhcp_renewals_and_parses() {
     );
     let mut lab = Lab::builder().upstream().static_duts(1).build();
     let config = lab.nat_config(|_| {
-        "datapath: ebpf\ndhcp_enabled: true\ndhcp_range_start: 192.168.100.100\ndhcp_range_end: 192.168.100.200\n".to_owned()
+        format!("datapath: ebpf\ndhcp_enabled: true\ndhcp_range_start: 192.168.100.100\ndhcp_range_end: 192.168.100.200\ndns_servers: [\"{LAN_IP}\"]\n")
     });
     lab.write_config(&config);
     lab.start_with(&["--metrics-listen", LISTEN]);
@@ -123,6 +124,24 @@ fn a_scrape_shows_dut_traffic_and_dhcp_renewals_and_parses() {
         ],
     );
     assert!(dig.success(), "{dig:#?}\n{}", lab.log());
+    // A name only the LAN's resolver knows: forwarded, its answer timed.
+    let _upstream = Dnsmasq::start(lab.lan(), LAN_IP, &lab.topology.dir);
+    let dig = lab.duts[0].exec(
+        "dig",
+        &[
+            "+time=3",
+            "+tries=1",
+            "+short",
+            &format!("@{GATEWAY}"),
+            ONLY_UPSTREAM,
+        ],
+    );
+    assert_eq!(
+        dig.stdout.trim(),
+        ONLY_UPSTREAM_IP.to_string(),
+        "{dig:#?}\n{}",
+        lab.log()
+    );
     // A second run remembers the lease: a REQUEST for the same address.
     let renew = client.run();
     assert!(renew.success(), "{renew:#?}\n{}", lab.log());
@@ -168,6 +187,16 @@ fn a_scrape_shows_dut_traffic_and_dhcp_renewals_and_parses() {
             &after,
             r#"dutnet_dns_queries_by_type_total{network="dut1",type="ptr"}"#
         ) >= 1,
+        "{after}"
+    );
+    let answered = r#"dutnet_dns_upstream_seconds_count{network="dut1"}"#;
+    assert_eq!(value(&after, answered), 1, "{after}");
+    assert_eq!(
+        value(
+            &after,
+            r#"dutnet_dns_upstream_seconds_bucket{le="+Inf",network="dut1"}"#
+        ),
+        1,
         "{after}"
     );
     assert!(after.contains("dutnet_build_info{version="), "{after}");

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     datapath::InterfaceStats,
     dhcp::{DhcpCounters, message_type},
-    dns::{DnsCounters, query_type},
+    dns::{DnsCounters, latency::UpstreamLatency, query_type},
 };
 
 /// Packets and bytes one way.
@@ -188,6 +188,9 @@ pub struct DnsStats {
     pub notimp: u64,
     pub refused: u64,
     pub malformed: u64,
+    /// How long the upstreams took for the forwarded queries they answered.
+    #[serde(default)]
+    pub upstream_latency: UpstreamLatency,
 }
 
 impl From<DnsCounters> for DnsStats {
@@ -203,6 +206,7 @@ impl From<DnsCounters> for DnsStats {
             notimp: c.notimp,
             refused: c.refused,
             malformed: c.dropped_malformed,
+            upstream_latency: c.upstream_latency,
         }
     }
 }

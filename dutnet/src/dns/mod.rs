@@ -16,6 +16,7 @@ pub mod cache;
 mod fixtures;
 pub mod forward;
 pub mod handler;
+pub mod latency;
 mod server;
 mod service;
 pub(crate) mod socket;
@@ -143,6 +144,8 @@ pub struct DnsCounters {
     pub dropped_malformed: u64,
     /// Responses (QR=1) sent to the server: dropped, never answered.
     pub dropped_responses: u64,
+    /// How long the upstreams took for the forwarded queries they answered.
+    pub upstream_latency: latency::UpstreamLatency,
 }
 
 /// A running DNS server; dropping it stops the tasks too, [`DnsServer::shutdown`]

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::cache::{Cache, CacheKey};
 use super::forward::Forwarder;
 use super::handler::{self, DropReason, Inbound, LocalAnswer};
+use super::latency::LatencyHistogram;
 use super::zone::Zone;
 use super::{DnsCounters, query_type};
 
@@ -35,6 +36,7 @@ struct Counters {
     refused: AtomicU64,
     dropped_malformed: AtomicU64,
     dropped_responses: AtomicU64,
+    upstream_latency: LatencyHistogram,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -106,6 +108,7 @@ impl Service {
             refused: get(&c.refused),
             dropped_malformed: get(&c.dropped_malformed),
             dropped_responses: get(&c.dropped_responses),
+            upstream_latency: c.upstream_latency.snapshot(),
         }
     }
 
@@ -177,8 +180,10 @@ impl Service {
             return handler::forwarded_response(query, &answer);
         }
         bump(&self.counters.forwarded);
+        let asked = Instant::now();
         match forwarder.resolve(question, dnssec_ok, cd).await {
             Ok(answer) => {
+                self.counters.upstream_latency.observe(asked.elapsed());
                 self.cache().insert(key, &answer, Instant::now().into_std());
                 handler::forwarded_response(query, &answer)
             }

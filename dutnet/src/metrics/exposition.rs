@@ -3,13 +3,20 @@
 //! The registry is built anew for each scrape from the snapshot: the
 //! daemon's counters live in the eBPF maps and the servers, so nothing is
 //! kept here between scrapes.
+use std::sync::{Arc, Mutex, PoisonError};
+
 use prometheus_client::{
-    encoding::text::encode,
-    metrics::{counter::Counter, family::Family, gauge::Gauge, info::Info},
+    encoding::{EncodeMetric, MetricEncoder, NoLabelSet, text::encode},
+    metrics::{
+        MetricType, TypedMetric, counter::Counter, family::Family, gauge::Gauge, info::Info,
+    },
     registry::Registry,
 };
 
-use crate::control::counters::{InterfaceCounters, NetworkCounters, Traffic};
+use crate::{
+    control::counters::{InterfaceCounters, NetworkCounters, Traffic},
+    dns::latency::{BOUNDS_MICROS, UpstreamLatency},
+};
 
 type Labels = Vec<(&'static str, String)>;
 type Counters = Family<Labels, Counter>;
@@ -17,6 +24,44 @@ type Gauges = Family<Labels, Gauge>;
 
 /// What the OpenMetrics text is served as.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A histogram counted elsewhere (the DNS server's own, lock-free), shown
+/// as it is: prometheus-client's `Histogram` only counts what it observes.
+#[derive(Clone, Debug, Default)]
+struct CountedHistogram(Arc<Mutex<UpstreamLatency>>);
+
+impl CountedHistogram {
+    fn set(&self, latency: UpstreamLatency) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = latency;
+    }
+}
+
+impl TypedMetric for CountedHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for CountedHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let latency = *self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let seconds = |micros: u64| micros as f64 / 1e6;
+        let bounds = BOUNDS_MICROS
+            .iter()
+            .map(|b| seconds(*b))
+            .chain(std::iter::once(f64::INFINITY));
+        // Per bucket: the encoder adds them up into `le` counts.
+        let buckets: Vec<(f64, u64)> = bounds.zip(latency.counts).collect();
+        encoder.encode_histogram::<NoLabelSet>(
+            seconds(latency.sum_micros),
+            latency.count(),
+            &buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
 
 fn gauge_value(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -44,6 +89,7 @@ struct Families {
     dns_queries_by_type: Counters,
     dns_answers: Counters,
     dns_errors: Counters,
+    dns_upstream_seconds: Family<Labels, CountedHistogram>,
     tftp_transfers: Counters,
     tftp_bytes: Counters,
 }
@@ -137,6 +183,11 @@ impl Families {
             "dns_errors",
             "DNS error answers, by rcode (servfail: upstreams failing)",
             self.dns_errors.clone(),
+        );
+        r.register(
+            "dns_upstream_seconds",
+            "How long the upstream servers took to answer a forwarded query (unanswered ones count in dns_errors as servfail)",
+            self.dns_upstream_seconds.clone(),
         );
         r.register(
             "tftp_transfers",
@@ -253,6 +304,9 @@ impl Families {
                     .get_or_create(&with("rcode", rcode))
                     .inc_by(count);
             }
+            self.dns_upstream_seconds
+                .get_or_create(&base)
+                .set(dns.upstream_latency);
         }
         if let Some(tftp) = &n.tftp {
             for (outcome, count) in [
