@@ -16,14 +16,15 @@ pub mod stats;
 /// directory named after it (`<bpffs>/dutnet-v<ABI_VERSION>`, see
 /// `dutnet::state::paths::Paths::pin_dir`), so a new dutnet never reads an
 /// old layout, and `dutnet stats --offline` says so when it finds one.
-pub const ABI_VERSION: u32 = 4;
+///
+/// 5: `IfaceCounters::egress` holds the NIC's transmit counters when it was
+/// attached (no program counts egress any more).
+pub const ABI_VERSION: u32 = 5;
 
 /// Names of the TC programs in the eBPF object, as the controller looks them up.
 pub mod programs {
     /// TC ingress on a DUT interface: packets coming from the DUT.
     pub const DUT_INGRESS: &str = "dut_ingress";
-    /// TC egress on a DUT interface: packets going to the DUT.
-    pub const DUT_EGRESS: &str = "dut_egress";
     /// TC ingress on an upstream interface: replies to translated flows.
     pub const UPSTREAM_INGRESS: &str = "upstream_ingress";
 }

@@ -82,8 +82,11 @@ pub mod drop {
 /// Value of the `IFACE_STATS` map, keyed by the DUT NIC's interface index
 /// (`u32`, host byte order). Per-CPU: userspace sums the CPUs' copies.
 ///
-/// `ingress` is what the DUT NIC received (from the DUT), `egress` what it
-/// sent (to the DUT). `nat_out`/`nat_in` count what the fast path translated
+/// `ingress` is what the DUT NIC received (from the DUT), counted by the
+/// programs. `egress` is written by userspace only: the NIC's own transmit
+/// counters when dutnet attached, so that what it sent the DUT since then is
+/// the kernel's counters minus these (no program runs on a DUT NIC's
+/// egress). `nat_out`/`nat_in` count what the fast path translated
 /// and forwarded, from the DUT to upstream and back; what happened upstream
 /// of a flow is counted against the DUT NIC the flow belongs to.
 #[repr(C)]

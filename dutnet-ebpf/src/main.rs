@@ -25,9 +25,7 @@ mod rewrite;
 mod stats;
 mod verdict;
 
-use aya_ebpf::{bindings::TC_ACT_UNSPEC, macros::classifier, programs::TcContext};
-
-use crate::stats::Direction;
+use aya_ebpf::{macros::classifier, programs::TcContext};
 
 /// TC ingress on a DUT NIC: frames coming from the DUT.
 #[classifier]
@@ -35,13 +33,9 @@ pub fn dut_ingress(ctx: TcContext) -> i32 {
     outbound::handle(&ctx).tc_action()
 }
 
-/// TC egress on a DUT NIC: frames going to the DUT (counted only).
-#[classifier]
-pub fn dut_egress(ctx: TcContext) -> i32 {
-    stats::count(stats::ifindex(&ctx), Direction::Egress, ctx.len());
-    // TC_ACT_UNSPEC is TCX_NEXT: let any later program and the stack decide.
-    TC_ACT_UNSPEC
-}
+// Nothing runs on a DUT NIC's egress: what it sends the DUT is the kernel's
+// own transmit counters, and each TCX attachment costs an RCU grace period
+// under the RTNL lock (two a NIC doubled the bring-up time).
 
 /// TC ingress on an upstream NIC: replies to translated flows.
 #[classifier]

@@ -9,8 +9,6 @@ use crate::maps::IFACE_STATS;
 pub enum Direction {
     /// Received on the DUT NIC (from the DUT).
     Ingress,
-    /// Sent on the DUT NIC (to the DUT).
-    Egress,
     /// Translated and forwarded from the DUT towards upstream.
     NatOut,
     /// Translated and forwarded from upstream to the DUT.
@@ -40,7 +38,6 @@ pub fn count(ifindex: u32, direction: Direction, bytes: u32) {
     with_counters(ifindex, |c| {
         let dir: &mut DirCounters = match direction {
             Direction::Ingress => &mut c.ingress,
-            Direction::Egress => &mut c.egress,
             Direction::NatOut => &mut c.nat_out,
             Direction::NatIn => &mut c.nat_in,
         };

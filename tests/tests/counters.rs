@@ -192,14 +192,12 @@ fn attach_shows_up_as_tcx_programs_while_running() {
     let mut daemon = cli::spawn(&topology, &rx, &["attach", "--interface", "eth0"], "attach");
     let names = cmd::wait_for(Duration::from_secs(10), || {
         let names = rx.enter(|| tcx_program_names("eth0").unwrap_or_default());
-        (names.len() == 2).then_some(names)
+        (!names.is_empty()).then_some(names)
     });
+    // One program: nothing runs on the NIC's egress.
     assert_eq!(
         names,
-        Some(vec![
-            programs::DUT_INGRESS.to_owned(),
-            programs::DUT_EGRESS.to_owned()
-        ]),
+        Some(vec![programs::DUT_INGRESS.to_owned()]),
         "dutnet log:\n{}",
         daemon.log()
     );
@@ -229,8 +227,9 @@ fn attach_to_a_missing_interface_fails_and_leaves_no_pins() {
     assert!(topology.dutnet_pins().is_empty());
 }
 
-/// BPF_PROG_TEST_RUN: the counter programs pass a frame through unchanged
-/// (TC_ACT_UNSPEC: the next program or the stack decides) and count it.
+/// BPF_PROG_TEST_RUN: the DUT NIC's program passes a frame for the stack
+/// through unchanged (TC_ACT_UNSPEC: the next program or the stack decides)
+/// and counts it; what the NIC sends is counted by the kernel.
 #[test]
 fn test_run_counts_a_frame_and_passes_it_unchanged() {
     let mut topology = Topology::new();
@@ -257,25 +256,39 @@ fn test_run_counts_a_frame_and_passes_it_unchanged() {
             (Ipv4Addr::new(10, 99, 0, 2), 53),
             b"hello",
         );
-        for program in [programs::DUT_INGRESS, programs::DUT_EGRESS] {
-            let fd = datapath.program_fd(program).unwrap();
-            let run = bpf_test_run::run(fd, &frame).unwrap();
-            assert_eq!(run.verdict, -1, "{program}: TC_ACT_UNSPEC expected");
-            assert_eq!(run.frame, frame, "{program} changed the frame");
-        }
-        let stats = datapath.stats().unwrap();
-        let lo = stats
-            .iter()
-            .find(|s| s.name.as_deref() == Some("lo"))
-            .unwrap();
+        let fd = datapath.program_fd(programs::DUT_INGRESS).unwrap();
+        let run = bpf_test_run::run(fd, &frame).unwrap();
+        assert_eq!(run.verdict, -1, "TC_ACT_UNSPEC expected");
+        assert_eq!(run.frame, frame, "the program changed the frame");
+        let lo_counters = |datapath: &EbpfDatapath| {
+            let stats = datapath.stats().unwrap();
+            stats
+                .into_iter()
+                .find(|s| s.name.as_deref() == Some("lo"))
+                .unwrap()
+                .counters
+        };
+        let before = lo_counters(&datapath);
         let len = frame.len() as u64;
+        assert_eq!((before.ingress.packets, before.ingress.bytes), (1, len));
+        // What the NIC sends is the kernel's count, from the attach on: one
+        // datagram over loopback (to a bound socket: no ICMP error back).
+        let receiver = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sender
+            .send_to(b"counted", receiver.local_addr().unwrap())
+            .unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(receiver.recv(&mut buf).unwrap(), 7);
+        let after = lo_counters(&datapath);
+        // IPv4, UDP, 7 bytes: loopback counts after taking its Ethernet
+        // header off (a veth counts whole frames, as counters_match_* shows).
         assert_eq!(
-            (lo.counters.ingress.packets, lo.counters.ingress.bytes),
-            (1, len)
-        );
-        assert_eq!(
-            (lo.counters.egress.packets, lo.counters.egress.bytes),
-            (1, len)
+            (
+                after.egress.packets - before.egress.packets,
+                after.egress.bytes - before.egress.bytes
+            ),
+            (1, 20 + 8 + 7)
         );
         datapath.shutdown().unwrap();
         assert!(!paths.pin_dir().exists());

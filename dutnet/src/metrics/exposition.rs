@@ -97,7 +97,7 @@ struct Families {
 impl Families {
     fn register(&self, registry: &mut Registry) {
         let r = registry;
-        r.register("packets", "Packets the eBPF datapath saw on a DUT NIC, by direction (from_dut, to_dut, nat_out, nat_in)", self.packets.clone());
+        r.register("packets", "Packets of a DUT NIC on the eBPF datapath, by direction (from_dut, to_dut: the NIC's transmit counters, nat_out, nat_in)", self.packets.clone());
         r.register(
             "bytes",
             "Bytes (whole frames) the eBPF datapath saw on a DUT NIC, by direction",

@@ -23,7 +23,7 @@ const DEFAULT_BPFFS: &str = "/sys/fs/bpf";
 const DEFAULT_STATE_DIR: &str = "/var/lib/dutnet";
 const DEFAULT_RUN_DIR: &str = "/run/dutnet";
 
-/// The name of the pin directory of ABI `version` (`dutnet-v4`).
+/// The name of the pin directory of ABI `version` (`dutnet-v5`).
 #[must_use]
 pub fn pin_dir_name(version: u32) -> String {
     format!("dutnet-v{version}")

@@ -6,12 +6,13 @@ use aya::maps::{Array, HashMap, Map, MapData, PerCpuHashMap};
 use dutnet_common::{
     maps::{DUT_CONFIG, IFACE_STATS, NET_FLOWS, NET_SWEPT},
     nat::{DutConfig, FlowCounts},
-    stats::IfaceCounters,
+    stats::{DirCounters, IfaceCounters},
 };
 
 use super::{
     EbpfError,
     nat_maps::{self, NetworkFlows},
+    transmitted,
 };
 use crate::{
     datapath::{InterfaceStats, interface_name},
@@ -30,9 +31,14 @@ fn merge<T: std::borrow::Borrow<MapData>>(
     let mut stats = Vec::new();
     for entry in counters.iter() {
         let (ifindex, per_cpu) = entry.map_err(map_error(IFACE_STATS))?;
-        let counters = per_cpu
+        let mut counters = per_cpu
             .iter()
             .fold(IfaceCounters::default(), |sum, cpu| sum.merged(*cpu));
+        // `egress` holds the NIC's transmit counters at attach time.
+        counters.egress = transmitted::transmitted(ifindex)
+            .map_or_else(DirCounters::default, |now| {
+                transmitted::since(now, counters.egress)
+            });
         let network = flows.get(&ifindex).copied().unwrap_or_default();
         stats.push(InterfaceStats {
             ifindex,

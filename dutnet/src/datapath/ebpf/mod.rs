@@ -10,6 +10,7 @@ mod error;
 mod flow_list;
 pub mod log;
 pub mod nat_maps;
+mod transmitted;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -118,11 +119,7 @@ impl EbpfDatapath {
         let mut ebpf = loader
             .load(OBJECT)
             .map_err(|source| EbpfError::Load { source })?;
-        for name in [
-            programs::DUT_INGRESS,
-            programs::DUT_EGRESS,
-            programs::UPSTREAM_INGRESS,
-        ] {
+        for name in [programs::DUT_INGRESS, programs::UPSTREAM_INGRESS] {
             classifier(&mut ebpf, name)?
                 .load()
                 .map_err(|source| EbpfError::Program { name, source })?;
@@ -361,16 +358,19 @@ impl EbpfDatapath {
         ifindex: u32,
         budget: dutnet_common::nat::FlowBudget,
     ) -> Result<(), EbpfError> {
-        // The counters entry exists before the programs run: they only update.
+        // The counters entry exists before the programs run: they only
+        // update. What the NIC sent before now is not the network's: its
+        // transmit counters now are where `egress` starts from.
         let cpus =
             aya::util::nr_cpus().map_err(|(_, source)| EbpfError::PossibleCpus { source })?;
-        let zeroes = aya::maps::PerCpuValues::try_from(vec![IfaceCounters::default(); cpus])
-            .map_err(|e| EbpfError::Map {
-                name: maps::IFACE_STATS,
-                source: aya::maps::MapError::from(e),
-            })?;
+        let mut start = vec![IfaceCounters::default(); cpus];
+        start[0].egress = transmitted::transmitted(ifindex).unwrap_or_default();
+        let start = aya::maps::PerCpuValues::try_from(start).map_err(|e| EbpfError::Map {
+            name: maps::IFACE_STATS,
+            source: aya::maps::MapError::from(e),
+        })?;
         self.stats_map()?
-            .insert(ifindex, zeroes, 0)
+            .insert(ifindex, start, 0)
             .map_err(|source| EbpfError::Map {
                 name: maps::IFACE_STATS,
                 source,
@@ -555,10 +555,9 @@ impl EbpfDatapath {
             let _ = self.unconfigure(network, ifindex);
             return Err(e);
         }
-        let hooks = [
-            (programs::DUT_INGRESS, TcAttachType::Ingress),
-            (programs::DUT_EGRESS, TcAttachType::Egress),
-        ];
+        // Ingress only: what the NIC sends the DUT is the kernel's transmit
+        // counters (see `transmitted`).
+        let hooks = [(programs::DUT_INGRESS, TcAttachType::Ingress)];
         match self.attach_programs(iface, ifindex, &hooks) {
             Ok((links, added_clsact)) => {
                 info!(%iface, ifindex, mode = ?self.mode, "eBPF programs attached");
