@@ -367,3 +367,60 @@ fn state_files_are_root_only_and_down_after_a_crash_leaves_no_pid_or_socket() {
     let again = lab.ok(&["down"]);
     assert!(again.contains("nothing to do"), "{again}");
 }
+
+/// The `nat` part of the lease of `ip` in `dutnet leases --json`.
+fn nat_of_lease(lab: &Lab, ip: &str) -> serde_json::Value {
+    fn find(value: &serde_json::Value, ip: &str) -> Option<serde_json::Value> {
+        match value {
+            serde_json::Value::Object(map)
+                if map.get("ip").and_then(|v| v.as_str()) == Some(ip) =>
+            {
+                Some(map.get("nat").cloned().unwrap_or_default())
+            }
+            serde_json::Value::Object(map) => map.values().find_map(|v| find(v, ip)),
+            serde_json::Value::Array(items) => items.iter().find_map(|v| find(v, ip)),
+            _ => None,
+        }
+    }
+    let leases = lab.json(&["leases"]);
+    find(&leases, ip).unwrap_or_else(|| panic!("no lease of {ip}: {leases:#}"))
+}
+
+/// `dutnet leases` tells a DUT that is talking through NAT from one that
+/// is not: its flows in the table and how long ago it last sent.
+#[test]
+fn leases_show_whether_a_dut_is_sending_through_nat() {
+    // A 2 s timeout makes the table's sweeps (which count the flows per
+    // DUT) run every second.
+    let config = Network::services()
+        .set("dhcp_range_start: 192.168.100.100\ndhcp_range_end: 192.168.100.200\nnat_timeouts:\n  tcp_close: 2s")
+        .single();
+    let lab = with_config(&config);
+    let ip = lease(&lab, "activity").expect("a lease");
+    let idle = nat_of_lease(&lab, &ip);
+    assert_eq!(idle["flows"], 0, "{idle:#}");
+    assert!(idle["last_sent_secs_ago"].is_null(), "{idle:#}");
+    let text = lab.ok(&["leases"]);
+    assert!(text.contains("idle"), "{text}");
+
+    // The client only records its lease: the address goes on by hand.
+    lab.dut(1).ip(&format!("addr add {ip}/24 dev eth0"));
+    lab.dut(1).ip("route replace default via 192.168.100.1");
+    let udp = dutnet_tests::nat::lan_udp_echo(&lab);
+    let source = std::net::SocketAddrV4::new(ip.parse().unwrap(), 0);
+    let socket = dutnet_tests::nat::udp_socket(lab.dut(1), source);
+    dutnet_tests::nat::udp_exchange(&lab, &socket, &udp, b"through nat");
+    let sending = cmd::wait_for(std::time::Duration::from_secs(4), || {
+        let nat = nat_of_lease(&lab, &ip);
+        (nat["flows"].as_u64() >= Some(1) && nat["last_sent_secs_ago"].as_u64() <= Some(3))
+            .then_some(nat)
+    });
+    assert!(
+        sending.is_some(),
+        "{:#}\n{}",
+        nat_of_lease(&lab, &ip),
+        lab.log()
+    );
+    let text = lab.ok(&["leases"]);
+    assert!(text.contains("1 flow, sent"), "{text}");
+}

@@ -1,6 +1,6 @@
 //! `dutnet leases`: the DHCP leases the daemon handed out.
 use anyhow::Result;
-use dutnet::control::{Reply, Request};
+use dutnet::control::{Reply, Request, protocol::NatActivity};
 
 use super::control::{Common, ask, or_dash, unexpected};
 
@@ -20,22 +20,41 @@ pub fn run(args: &Args) -> Result<()> {
         Some(other) => return Err(unexpected(&other)),
     };
     println!(
-        "{:<16} {:<17} {:<15} {:<24} {:<7} EXPIRES",
-        "NETWORK", "MAC", "IP", "HOSTNAME", "STATIC"
+        "{:<16} {:<17} {:<15} {:<24} {:<7} {:<12} NAT",
+        "NETWORK", "MAC", "IP", "HOSTNAME", "STATIC", "EXPIRES"
     );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     for lease in networks.iter().flat_map(|n| &n.leases) {
         println!(
-            "{:<16} {:<17} {:<15} {:<24} {:<7} in {}s",
+            "{:<16} {:<17} {:<15} {:<24} {:<7} {:<12} {}",
             lease.network,
             lease.mac,
             lease.ip,
             or_dash(lease.hostname.as_ref()),
             if lease.is_static { "yes" } else { "no" },
-            lease.expires.saturating_sub(now)
+            format!("in {}s", lease.expires.saturating_sub(now)),
+            nat_column(lease.nat)
         );
     }
     Ok(())
+}
+
+/// `12 flows, sent 3s ago`, `idle` (no flow) or `-` (no fast path).
+fn nat_column(nat: Option<NatActivity>) -> String {
+    match nat {
+        None => "-".to_owned(),
+        Some(NatActivity {
+            last_sent_secs_ago: None,
+            ..
+        }) => "idle".to_owned(),
+        Some(NatActivity {
+            flows,
+            last_sent_secs_ago: Some(ago),
+        }) => {
+            let plural = if flows == 1 { "" } else { "s" };
+            format!("{flows} flow{plural}, sent {ago}s ago")
+        }
+    }
 }

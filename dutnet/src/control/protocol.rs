@@ -313,6 +313,20 @@ pub struct LeaseInfo {
     pub expires: u64,
     /// From an `addresses` entry with this MAC.
     pub is_static: bool,
+    /// What the DUT does through NAT, as of the flow table's last sweep
+    /// (every 1 to 10 s); absent on a network without a fast path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat: Option<NatActivity>,
+}
+
+/// A DUT's flows in the fast path's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatActivity {
+    /// Its flows the table holds.
+    pub flows: u64,
+    /// Seconds since it last sent a packet through NAT; `None` when it has
+    /// no flow.
+    pub last_sent_secs_ago: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -20,7 +20,7 @@ use crate::{
     control::{
         Failure, Reply, Request, Response,
         counters::{DhcpStats, InterfaceCounters, NetworkCounters},
-        protocol::{Mapping, NetworkLeases, NetworkNat, PortRange},
+        protocol::{Mapping, NatActivity, NetworkLeases, NetworkNat, PortRange},
         server::Pending,
     },
     datapath::{Datapath as _, nft},
@@ -55,9 +55,16 @@ impl Daemon {
                 let networks = self
                     .select_many(network.as_deref())?
                     .into_iter()
-                    .map(|index| NetworkLeases {
-                        network: self.networks[index].config.name.clone(),
-                        leases: self.networks[index].lease_infos(),
+                    .map(|index| {
+                        let net = &self.networks[index];
+                        let mut leases = net.lease_infos();
+                        for lease in &mut leases {
+                            lease.nat = self.nat_activity(net, lease.ip);
+                        }
+                        NetworkLeases {
+                            network: net.config.name.clone(),
+                            leases,
+                        }
                     })
                     .collect();
                 Ok(Reply::Leases { networks })
@@ -225,6 +232,34 @@ impl Daemon {
             .into_iter()
             .filter_map(|s| Some((s.name?, s.active_flows)))
             .collect()
+    }
+
+    /// What DUT `ip` of `net` does through NAT, as of the last sweep; `None`
+    /// when its network has no fast-path flows (nft, NAT disabled, down).
+    fn nat_activity(&self, net: &NetworkContext, ip: std::net::Ipv4Addr) -> Option<NatActivity> {
+        let on_fast_path = matches!(
+            self.datapath.carrier(&net.config.interface),
+            crate::datapath::Carrier::Ebpf(_)
+        );
+        if net.config.nat_mode == NatMode::Disabled || !on_fast_path {
+            return None;
+        }
+        let dut = dutnet_common::nat::PrivateKey {
+            dut_ifindex: net.ifindex()?,
+            // Network order, as the programs key it.
+            private_addr: u32::from_ne_bytes(ip.octets()),
+        };
+        let now = crate::datapath::ebpf::nat_maps::monotonic_now_ns();
+        Some(match self.nat_activity.get(&dut) {
+            Some(&(flows, sent)) => NatActivity {
+                flows,
+                last_sent_secs_ago: (sent > 0).then(|| now.saturating_sub(sent) / 1_000_000_000),
+            },
+            None => NatActivity {
+                flows: 0,
+                last_sent_secs_ago: None,
+            },
+        })
     }
 
     fn get_ip(&self, network: Option<&str>, mac: &str) -> Outcome {

@@ -648,6 +648,7 @@ impl NetworkContext {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             is_static: lease.is_static,
+            nat: None,
         }
     }
 

@@ -54,6 +54,9 @@ pub(super) struct Daemon {
     notifier: notify::Notifier,
     /// The last `STATUS=` sent.
     status_line: String,
+    /// Per DUT, as of the last sweep: flows in the table and when it last
+    /// sent through NAT (`bpf_ktime_get_ns()`), for `dutnet leases`.
+    pub(super) nat_activity: std::collections::BTreeMap<dutnet_common::nat::PrivateKey, (u64, u64)>,
 }
 
 /// `dutnet load`: brings every network up and runs until SIGINT/SIGTERM,
@@ -124,6 +127,7 @@ pub async fn run(
         lease_changes,
         notifier: notify::Notifier::from_env(),
         status_line: String::new(),
+        nat_activity: std::collections::BTreeMap::new(),
     };
     daemon.bring_up().await;
     let status = daemon.status_line();
@@ -362,6 +366,14 @@ impl Daemon {
         if report.expired > 0 {
             debug!(expired = report.expired, active = ?report.active, "NAT flows swept");
         }
+        self.nat_activity = report
+            .held
+            .iter()
+            .map(|(dut, flows)| {
+                let sent = report.last_sent_ns.get(dut).copied().unwrap_or(0);
+                (*dut, (*flows, sent))
+            })
+            .collect();
         match self.datapath.stats() {
             Ok(stats) if !stats.is_empty() => {
                 let names: Vec<_> = networks

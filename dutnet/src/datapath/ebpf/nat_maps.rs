@@ -169,6 +169,9 @@ pub struct SweepReport {
     pub removed: BTreeMap<PrivateKey, u64>,
     /// Flows kept, per DUT: who holds a full budget.
     pub held: BTreeMap<PrivateKey, u64>,
+    /// The last packet a DUT sent through NAT (`bpf_ktime_get_ns()`), over
+    /// its kept flows: whether it is sending now.
+    pub last_sent_ns: BTreeMap<PrivateKey, u64>,
     /// The endpoint-independent bindings the kept flows use.
     pub bindings: std::collections::HashSet<BindingKey>,
 }
@@ -304,6 +307,8 @@ pub fn sweep(
         } else {
             *report.active.entry(entry.dut_ifindex).or_default() += 1;
             *report.held.entry(dut_of(key)).or_default() += 1;
+            let sent = report.last_sent_ns.entry(dut_of(key)).or_default();
+            *sent = (*sent).max(entry.last_seen_ns);
             report.bindings.insert(BindingKey {
                 ifindex: key.ifindex,
                 src_addr: key.src_addr,
