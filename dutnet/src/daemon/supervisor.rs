@@ -205,16 +205,37 @@ async fn start_datapaths(
         .filter(|n| n.datapath != DatapathChoice::Nft)
         .map(|n| nat::flow_limits(n))
         .collect();
+    // The verifier keeps one core busy for a few hundred milliseconds: the
+    // programs load on a thread of their own while the DUT interfaces are
+    // taken over (nothing forwards before the datapath exists).
+    let wants_ebpf = configs.iter().any(|n| n.datapath != DatapathChoice::Nft);
+    let loading = wants_ebpf.then(|| {
+        let paths = paths.clone();
+        tokio::task::spawn_blocking(move || {
+            if select::ebpf_broken_for_test() {
+                return Err(format!(
+                    "{BREAK_EBPF_ENV}=1 is set (a test hook that fails the eBPF load); unset it"
+                ));
+            }
+            EbpfDatapath::load(&paths, &flow_limits).map_err(|e| e.to_string())
+        })
+    });
+    for net in &configs {
+        // A failure here is reported by the network's own bring-up.
+        if let Err(e) = takeover::prepare(net, None, &exporter.netlink, &mut exporter.journal).await
+        {
+            debug!(network = %net.name, error = %e, "taking the DUT interface over early failed");
+        }
+    }
+    let loaded = match loading {
+        Some(handle) => handle
+            .await
+            .unwrap_or_else(|e| Err(format!("the eBPF load thread ended: {e}"))),
+        None => Err("no network asked for the eBPF datapath".to_owned()),
+    };
     // `auto` networks fall back to nft when the programs cannot load (one
     // warning).
-    let selection = select::select(&configs, || {
-        if select::ebpf_broken_for_test() {
-            return Err(format!(
-                "{BREAK_EBPF_ENV}=1 is set (a test hook that fails the eBPF load); unset it"
-            ));
-        }
-        EbpfDatapath::load(paths, &flow_limits).map_err(|e| e.to_string())
-    })?;
+    let selection = select::select(&configs, move || loaded)?;
     if let Some(reason) = &selection.fallback_reason {
         warn!(error = %reason, "the eBPF datapath cannot load, so every `datapath: auto` network runs on the nftables datapath (same behaviour, slower: every packet crosses netfilter); to fix, run dutnet as root on a kernel >= 5.10 with BTF (CONFIG_DEBUG_INFO_BTF=y), or set `datapath: nft` to choose it and silence this warning");
     }

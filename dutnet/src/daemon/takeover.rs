@@ -34,14 +34,43 @@ pub async fn apply(
     netlink: &Netlink,
     journal: &mut Journal,
 ) -> Result<Option<TakenOver>, HostError> {
+    let Some(link) = prepare(net, known, netlink, journal).await? else {
+        return Ok(None);
+    };
+    let upstream = resolve_upstream(net, netlink).await?;
+
+    // Forwarding only where dutnet needs it, never the global ip_forward; in
+    // `disabled` mode the DUT interface must not forward at all.
+    let dut_forwarding = net.nat_mode != NatMode::Disabled;
+    journal.apply_local(
+        &net.name,
+        &LocalChange::forwarding(&net.interface, dut_forwarding),
+    )?;
+    if let Some(upstream) = &upstream {
+        // Shared by every network using this upstream: undone at full teardown.
+        journal
+            .apply_local("", &LocalChange::forwarding(&upstream.name, true))
+            .map_err(|e| e.for_network(&net.name))?;
+    }
+    Ok(Some(TakenOver { link, upstream }))
+}
+
+/// The steps of [`apply`] that make nothing forward: NetworkManager let go,
+/// the gateway address on, the link up. Done while the eBPF programs load
+/// (before the datapath and its leak guard exist); `apply` finds them done.
+/// `Ok(None)`: the interface does not exist (yet).
+pub async fn prepare(
+    net: &Network,
+    known: Option<u32>,
+    netlink: &Netlink,
+    journal: &mut Journal,
+) -> Result<Option<Link>, HostError> {
     let Some(link) = netlink.link_by_name(&net.interface).await.map_err(|e| {
         HostError::new("finding the DUT interface", Some(&net.interface), e).for_network(&net.name)
     })?
     else {
         return Ok(None);
     };
-    let upstream = resolve_upstream(net, netlink).await?;
-
     // Asking NetworkManager costs two nmcli runs; the reconcile tick would
     // pay them every second for every network. A link NetworkManager was
     // told to leave stays left, so only a new link (a re-plugged NIC) is
@@ -61,21 +90,7 @@ pub async fn apply(
     journal.apply(&net.name, &gateway, netlink).await?;
     let up = HostChange::LinkUp { link: link.clone() };
     journal.apply(&net.name, &up, netlink).await?;
-
-    // Forwarding only where dutnet needs it, never the global ip_forward; in
-    // `disabled` mode the DUT interface must not forward at all.
-    let dut_forwarding = net.nat_mode != NatMode::Disabled;
-    journal.apply_local(
-        &net.name,
-        &LocalChange::forwarding(&net.interface, dut_forwarding),
-    )?;
-    if let Some(upstream) = &upstream {
-        // Shared by every network using this upstream: undone at full teardown.
-        journal
-            .apply_local("", &LocalChange::forwarding(&upstream.name, true))
-            .map_err(|e| e.for_network(&net.name))?;
-    }
-    Ok(Some(TakenOver { link, upstream }))
+    Ok(Some(link))
 }
 
 /// The configured upstream, or the default route's interface. None when NAT
