@@ -9,7 +9,7 @@ use std::{
 };
 
 use dutnet_tests::{
-    cli,
+    both_datapaths, cli,
     clients::Dhclient,
     cmd,
     far_end::TcpEcho,
@@ -97,17 +97,17 @@ fn lan_sees(lab: &Lab, server: SocketAddrV4, limit: Duration) -> Option<Ipv4Addr
     })
 }
 
+both_datapaths!(masquerade_follows_the_uplink_through_a_flap_and_a_new_address);
 /// The uplink flaps (carrier down and up), then goes away and comes back as
 /// a new interface with another address (a USB uplink re-plugged, a DHCP
 /// uplink renumbered): masquerade keeps working and follows the new
-/// address, without a restart, on the fast path.
-#[test]
-fn masquerade_follows_the_uplink_through_a_flap_and_a_new_address() {
+/// address, without a restart, on either datapath.
+fn masquerade_follows_the_uplink_through_a_flap_and_a_new_address(datapath: &str) {
     let mut lab = Lab::builder()
         .upstream()
         .dut(Dut::on(1).ip(DUT_IP).routed())
         .build();
-    lab.load_nat_on("ebpf", "");
+    lab.load_nat_on(datapath, "");
     let echo = TcpEcho::start(lab.lan(), SocketAddrV4::new(LAN_IP, 7002));
     let limit = Duration::from_secs(3);
     assert_eq!(lan_sees(&lab, echo.addr, limit), Some(EXPORTER_UP));
@@ -150,7 +150,7 @@ fn masquerade_follows_the_uplink_through_a_flap_and_a_new_address() {
     assert_eq!(
         status["networks"][0]["datapath"]
             .as_str()
-            .map(|d| d.starts_with("ebpf")),
+            .map(|d| d.starts_with(datapath)),
         Some(true),
         "{status:#}"
     );
