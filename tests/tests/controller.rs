@@ -181,6 +181,38 @@ fn sighup_never_ends_the_daemon_and_sigquit_restores_the_host() {
     );
 }
 
+/// Ctrl-C on a foreground `dutnet load` (SIGINT) restores the host exactly,
+/// as SIGTERM does.
+#[test]
+fn sigint_restores_the_host() {
+    let lab = lab(1);
+    let before = snapshot(&lab.exporter, &WATCHED);
+    lab.write_config(&masquerade(&["dn-dut1"]));
+    let mut daemon = load(&lab, "load");
+    wait_taken_over(&lab, "dn-dut1", &daemon);
+    assert_ne!(
+        snapshot(&lab.exporter, &WATCHED),
+        before,
+        "dutnet changed nothing to restore"
+    );
+    assert_eq!(
+        daemon.signal_and_wait(libc::SIGINT, Duration::from_secs(15)),
+        Some(0),
+        "dutnet log:\n{}",
+        daemon.log()
+    );
+    assert_eq!(
+        snapshot(&lab.exporter, &WATCHED),
+        before,
+        "{}",
+        daemon.log()
+    );
+    assert!(
+        lab.topology.dutnet_pins().is_empty(),
+        "pins left after SIGINT"
+    );
+}
+
 #[test]
 fn after_sigkill_dutnet_down_restores_the_snapshot() {
     let lab = lab(1);
