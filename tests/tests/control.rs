@@ -368,14 +368,14 @@ fn state_files_are_root_only_and_down_after_a_crash_leaves_no_pid_or_socket() {
     assert!(again.contains("nothing to do"), "{again}");
 }
 
-/// The `nat` part of the lease of `ip` in `dutnet leases --json`.
-fn nat_of_lease(lab: &Lab, ip: &str) -> serde_json::Value {
+/// The lease of `ip` in `dutnet leases --json`.
+fn lease_json(lab: &Lab, ip: &str) -> serde_json::Value {
     fn find(value: &serde_json::Value, ip: &str) -> Option<serde_json::Value> {
         match value {
             serde_json::Value::Object(map)
                 if map.get("ip").and_then(|v| v.as_str()) == Some(ip) =>
             {
-                Some(map.get("nat").cloned().unwrap_or_default())
+                Some(value.clone())
             }
             serde_json::Value::Object(map) => map.values().find_map(|v| find(v, ip)),
             serde_json::Value::Array(items) => items.iter().find_map(|v| find(v, ip)),
@@ -384,6 +384,11 @@ fn nat_of_lease(lab: &Lab, ip: &str) -> serde_json::Value {
     }
     let leases = lab.json(&["leases"]);
     find(&leases, ip).unwrap_or_else(|| panic!("no lease of {ip}: {leases:#}"))
+}
+
+/// The `nat` part of the lease of `ip`.
+fn nat_of_lease(lab: &Lab, ip: &str) -> serde_json::Value {
+    lease_json(lab, ip)["nat"].clone()
 }
 
 /// `dutnet leases` tells a DUT that is talking through NAT from one that
@@ -402,6 +407,17 @@ fn leases_show_whether_a_dut_is_sending_through_nat() {
     assert!(idle["last_sent_secs_ago"].is_null(), "{idle:#}");
     let text = lab.ok(&["leases"]);
     assert!(text.contains("idle"), "{text}");
+    // And when it was last heard from: the ACK just now.
+    let lease = lease_json(&lab, &ip);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let last_ack = lease["last_ack"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{lease:#}"));
+    assert!(now.saturating_sub(last_ack) < 30, "{lease:#}");
+    assert!(text.contains("s ago"), "{text}");
 
     // The client only records its lease: the address goes on by hand.
     lab.dut(1).ip(&format!("addr add {ip}/24 dev eth0"));

@@ -20,21 +20,25 @@ pub fn run(args: &Args) -> Result<()> {
         Some(other) => return Err(unexpected(&other)),
     };
     println!(
-        "{:<16} {:<17} {:<15} {:<24} {:<7} {:<12} NAT",
-        "NETWORK", "MAC", "IP", "HOSTNAME", "STATIC", "EXPIRES"
+        "{:<16} {:<17} {:<15} {:<24} {:<7} {:<12} {:<12} NAT",
+        "NETWORK", "MAC", "IP", "HOSTNAME", "STATIC", "EXPIRES", "LAST ACK"
     );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     for lease in networks.iter().flat_map(|n| &n.leases) {
         println!(
-            "{:<16} {:<17} {:<15} {:<24} {:<7} {:<12} {}",
+            "{:<16} {:<17} {:<15} {:<24} {:<7} {:<12} {:<12} {}",
             lease.network,
             lease.mac,
             lease.ip,
             or_dash(lease.hostname.as_ref()),
             if lease.is_static { "yes" } else { "no" },
             format!("in {}s", lease.expires.saturating_sub(now)),
+            lease.last_ack.map_or_else(
+                || "-".to_owned(),
+                |at| format!("{}s ago", now.saturating_sub(at))
+            ),
             nat_column(lease.nat)
         );
     }

@@ -313,6 +313,10 @@ pub struct LeaseInfo {
     pub expires: u64,
     /// From an `addresses` entry with this MAC.
     pub is_static: bool,
+    /// Seconds since the Unix epoch of the DUT's last DHCP exchange (its
+    /// last ACK) since dutnet started; absent before its first one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_ack: Option<u64>,
     /// What the DUT does through NAT, as of the flow table's last sweep
     /// (every 1 to 10 s); absent on a network without a fast path.
     #[serde(default, skip_serializing_if = "Option::is_none")]

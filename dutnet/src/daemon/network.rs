@@ -648,6 +648,10 @@ impl NetworkContext {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             is_static: lease.is_static,
+            last_ack: lease
+                .acked
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_secs()),
             nat: None,
         }
     }

@@ -277,6 +277,7 @@ impl LeaseState {
             client_id: client.client_id.clone(),
             expires: now + lease_time,
             is_static: static_entry.is_some(),
+            acked: Some(now),
         };
         self.bindings.insert(ip, lease.clone());
         self.dirty = true;
@@ -473,6 +474,7 @@ mod tests {
             client_id: None,
             expires,
             is_static: false,
+            acked: None,
         };
         let s = LeaseState::new(
             &c,

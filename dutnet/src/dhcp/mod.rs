@@ -76,6 +76,9 @@ pub struct Lease {
     pub client_id: Option<Vec<u8>>,
     pub expires: SystemTime,
     pub is_static: bool,
+    /// When the client last got an ACK, this run (the lease file keeps the
+    /// dnsmasq format, without it): when the DUT was last heard from.
+    pub acked: Option<SystemTime>,
 }
 
 /// The client message types counted in [`DhcpCounters::received`].

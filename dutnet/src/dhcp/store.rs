@@ -84,6 +84,7 @@ fn parse_line(line: &str) -> Option<Lease> {
         client_id,
         expires: SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(expiry))?,
         is_static: false,
+        acked: None,
     })
 }
 
@@ -161,6 +162,7 @@ mod tests {
             client_id,
             expires: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + u64::from(last)),
             is_static: false,
+            acked: None,
         }
     }
 
