@@ -116,15 +116,25 @@ pub enum DaemonError {
 }
 
 impl DaemonError {
-    /// The configured upstream interface this error says is missing (an
-    /// uplink unplugged or being re-created): a wait, not a failure.
+    /// The uplink this error waits for: missing (unplugged, being
+    /// re-created) or without an IPv4 address yet (its DHCP client still
+    /// asking). A wait, not a failure.
     #[must_use]
-    pub fn missing_upstream(&self) -> Option<&str> {
+    pub fn awaited_upstream(&self) -> Option<network::Awaited> {
         match self {
             Self::Host(HostError {
                 source: HostCause::Interface(InterfaceProblem::UpstreamMissing { name }),
                 ..
-            }) => Some(name),
+            }) => Some(network::Awaited::Upstream(name.clone())),
+            Self::Attach {
+                source: DatapathError::Ebpf(e),
+                ..
+            } => match e.as_ref() {
+                crate::datapath::ebpf::EbpfError::NoMasqueradeAddress { upstream } => {
+                    Some(network::Awaited::UpstreamAddress(upstream.clone()))
+                }
+                _ => None,
+            },
             _ => None,
         }
     }

@@ -78,6 +78,8 @@ impl Phase {
 pub enum Awaited {
     DutInterface,
     Upstream(String),
+    /// The uplink exists without an IPv4 address to masquerade behind.
+    UpstreamAddress(String),
 }
 
 /// A runtime change applied: the reply, and whether a 1:1 mapping changed
@@ -132,10 +134,9 @@ impl NetworkContext {
         match self.try_reconfigure(exporter, datapath, paths).await {
             Ok(()) => Ok(()),
             Err(e) => {
-                if let Some(name) = e.missing_upstream() {
-                    let awaited = Awaited::Upstream(name.to_owned());
+                if let Some(awaited) = e.awaited_upstream() {
                     if self.phase != Phase::Waiting(awaited.clone()) {
-                        warn!(network = %self.config.name, upstream = %name, "the upstream interface does not exist; waiting for it (DHCP and DNS keep serving if they were)");
+                        warn!(network = %self.config.name, error = %e, "waiting for the upstream interface (DHCP and DNS keep serving if they were)");
                     }
                     self.phase = Phase::Waiting(awaited);
                     return Err(e);
@@ -600,6 +601,9 @@ impl NetworkContext {
                 )),
                 Phase::Waiting(Awaited::Upstream(name)) => Some(format!(
                     "upstream_interface `{name}` does not exist; dutnet uses it when it appears"
+                )),
+                Phase::Waiting(Awaited::UpstreamAddress(name)) => Some(format!(
+                    "the upstream interface `{name}` has no IPv4 address yet; dutnet masquerades behind it once it has one"
                 )),
                 Phase::Starting | Phase::Up => None,
             },
