@@ -132,6 +132,9 @@ fn masquerade_follows_the_uplink_through_a_flap_and_a_new_address(datapath: &str
         problem.as_deref().is_some_and(|p| p.contains(UPSTREAM_NIC)),
         "the wait does not name the uplink: {problem:?}"
     );
+    // Its DUTs keep their DNS (local names) meanwhile.
+    let status = lab.json(&["status"]);
+    assert_eq!(status["networks"][0]["dns_running"], true, "{status:#}");
     let renumbered = Ipv4Addr::new(10, 99, 0, 3);
     lab.topology
         .veth((&lab.exporter, UPSTREAM_NIC), (lab.lan(), "eth0"));
@@ -163,6 +166,11 @@ fn masquerade_follows_the_uplink_through_a_flap_and_a_new_address(datapath: &str
     );
     let status = lab.json(&["status"]);
     assert_eq!(status["networks"][0]["state"], "up", "{status:#}");
+    assert!(
+        !lab.log().contains("configuring it again"),
+        "the uplink's return restarted the network:\n{}",
+        lab.log()
+    );
     assert_eq!(
         status["networks"][0]["datapath"]
             .as_str()

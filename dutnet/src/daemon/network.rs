@@ -167,7 +167,9 @@ impl NetworkContext {
             self.phase = Phase::Waiting(Awaited::DutInterface);
             return Ok(());
         };
-        if self.ifindex() == Some(taken.link.index) && self.phase == Phase::Up {
+        if self.ifindex() == Some(taken.link.index)
+            && (self.phase == Phase::Up || self.waits_for_upstream())
+        {
             return self.follow_upstream(taken, exporter, datapath).await;
         }
         if self.taken.is_some() {
@@ -261,24 +263,34 @@ impl NetworkContext {
         };
         let before = self.taken.as_ref().and_then(|t| t.upstream.as_ref());
         let external = exporter.masquerade_address(upstream).await?;
-        if before.map(|b| b.index) == Some(upstream.index) && external == self.external {
+        let up = self.phase == Phase::Up;
+        if up && before.map(|b| b.index) == Some(upstream.index) && external == self.external {
             return Ok(());
         }
-        info!(network = %self.config.name, upstream = %upstream.name, address = ?external, "the upstream changed; attaching the datapath again");
-        self.detach(datapath);
-        match self.attach(&taken, exporter, datapath).await {
-            Ok(external) => {
-                self.external = external;
-                self.taken = Some(taken);
-                Ok(())
-            }
-            Err(e) => {
-                // Down until the next event attaches it again.
-                self.servers.stop().await;
-                self.taken = None;
-                Err(e)
-            }
+        if up {
+            info!(network = %self.config.name, upstream = %upstream.name, address = ?external, "the upstream changed; attaching the datapath again");
         }
+        self.detach(datapath);
+        let external = self.attach(&taken, exporter, datapath).await?;
+        // An error above leaves the network detached and waiting; its DUTs
+        // keep DHCP and DNS (their local names) while the uplink is away,
+        // and the next event or tick attaches again.
+        if !up {
+            info!(network = %self.config.name, upstream = %upstream.name, address = ?external, "the upstream is back; the network is up again");
+        }
+        self.external = external;
+        self.taken = Some(taken);
+        self.phase = Phase::Up;
+        Ok(())
+    }
+
+    /// Waiting for its uplink (gone, or without an address yet) while its
+    /// own DUT interface stays taken over.
+    fn waits_for_upstream(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Waiting(Awaited::Upstream(_) | Awaited::UpstreamAddress(_))
+        ) && self.taken.is_some()
     }
 
     /// Stops the servers and detaches the datapath (the host changes stay
