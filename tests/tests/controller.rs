@@ -135,6 +135,27 @@ fn takeover_sets_exactly_the_gateway_and_sigterm_restores_everything() {
     );
 }
 
+/// Sends `signal` to `daemon`, which must exit 0 having restored the
+/// host to `before`, pins included.
+fn signal_restores(lab: &Lab, daemon: &mut Process, signal: i32, before: &Snapshot) {
+    assert_eq!(
+        daemon.signal_and_wait(signal, Duration::from_secs(15)),
+        Some(0),
+        "dutnet log:\n{}",
+        daemon.log()
+    );
+    assert_eq!(
+        &snapshot(&lab.exporter, &WATCHED),
+        before,
+        "{}",
+        daemon.log()
+    );
+    assert!(
+        lab.topology.dutnet_pins().is_empty(),
+        "pins left after signal {signal}"
+    );
+}
+
 /// Closing the SSH session that runs `dutnet load` sends SIGHUP: the
 /// daemon keeps running and serving; SIGQUIT stops it like SIGTERM,
 /// restoring everything.
@@ -163,22 +184,7 @@ fn sighup_never_ends_the_daemon_and_sigquit_restores_the_host() {
     assert!(status.success(), "no answer after SIGHUP: {status:#?}");
     assert!(daemon.log().contains("SIGHUP"), "{}", daemon.log());
 
-    assert_eq!(
-        daemon.signal_and_wait(libc::SIGQUIT, Duration::from_secs(15)),
-        Some(0),
-        "dutnet log:\n{}",
-        daemon.log()
-    );
-    assert_eq!(
-        snapshot(&lab.exporter, &WATCHED),
-        before,
-        "{}",
-        daemon.log()
-    );
-    assert!(
-        lab.topology.dutnet_pins().is_empty(),
-        "pins left after SIGQUIT"
-    );
+    signal_restores(&lab, &mut daemon, libc::SIGQUIT, &before);
 }
 
 /// Ctrl-C on a foreground `dutnet load` (SIGINT) restores the host exactly,
@@ -195,22 +201,7 @@ fn sigint_restores_the_host() {
         before,
         "dutnet changed nothing to restore"
     );
-    assert_eq!(
-        daemon.signal_and_wait(libc::SIGINT, Duration::from_secs(15)),
-        Some(0),
-        "dutnet log:\n{}",
-        daemon.log()
-    );
-    assert_eq!(
-        snapshot(&lab.exporter, &WATCHED),
-        before,
-        "{}",
-        daemon.log()
-    );
-    assert!(
-        lab.topology.dutnet_pins().is_empty(),
-        "pins left after SIGINT"
-    );
+    signal_restores(&lab, &mut daemon, libc::SIGINT, &before);
 }
 
 #[test]
