@@ -59,7 +59,7 @@ impl Daemon {
                         let net = &self.networks[index];
                         let mut leases = net.lease_infos();
                         for lease in &mut leases {
-                            lease.nat = self.nat_activity(net, lease.ip);
+                            lease.nat = self.lease_nat(net, lease.ip);
                         }
                         NetworkLeases {
                             network: net.config.name.clone(),
@@ -236,7 +236,7 @@ impl Daemon {
 
     /// What DUT `ip` of `net` does through NAT, as of the last sweep; `None`
     /// when its network has no fast-path flows (nft, NAT disabled, down).
-    fn nat_activity(&self, net: &NetworkContext, ip: std::net::Ipv4Addr) -> Option<NatActivity> {
+    fn lease_nat(&self, net: &NetworkContext, ip: std::net::Ipv4Addr) -> Option<NatActivity> {
         let on_fast_path = matches!(
             self.datapath.carrier(&net.config.interface),
             crate::datapath::Carrier::Ebpf(_)

@@ -29,13 +29,15 @@ fn merge<T: std::borrow::Borrow<MapData>>(
     flows: &BTreeMap<u32, NetworkFlows>,
 ) -> Result<Vec<InterfaceStats>, EbpfError> {
     let mut stats = Vec::new();
+    let nics = transmitted::Asker::open();
     for entry in counters.iter() {
         let (ifindex, per_cpu) = entry.map_err(map_error(IFACE_STATS))?;
         let mut counters = per_cpu
             .iter()
             .fold(IfaceCounters::default(), |sum, cpu| sum.merged(*cpu));
         // `egress` holds the NIC's transmit counters at attach time.
-        counters.egress = transmitted::transmitted(ifindex)
+        counters.egress = nics
+            .transmitted(ifindex)
             .map_or_else(DirCounters::default, |now| {
                 transmitted::since(now, counters.egress)
             });

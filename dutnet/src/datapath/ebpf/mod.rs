@@ -364,7 +364,9 @@ impl EbpfDatapath {
         let cpus =
             aya::util::nr_cpus().map_err(|(_, source)| EbpfError::PossibleCpus { source })?;
         let mut start = vec![IfaceCounters::default(); cpus];
-        start[0].egress = transmitted::transmitted(ifindex).unwrap_or_default();
+        start[0].egress = transmitted::Asker::open()
+            .transmitted(ifindex)
+            .unwrap_or_default();
         let start = aya::maps::PerCpuValues::try_from(start).map_err(|e| EbpfError::Map {
             name: maps::IFACE_STATS,
             source: aya::maps::MapError::from(e),

@@ -16,13 +16,30 @@ use rtnetlink::{
     sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE},
 };
 
-/// The frames and bytes interface `ifindex` transmitted since it was
-/// created; `None` when it is gone (or netlink cannot be asked).
-#[must_use]
-pub fn transmitted(ifindex: u32) -> Option<DirCounters> {
-    let mut socket = Socket::new(NETLINK_ROUTE).ok()?;
-    socket.bind_auto().ok()?;
-    socket.connect(&SocketAddr::new(0, 0)).ok()?;
+/// A socket to ask with: one serves every interface of a counters read.
+pub struct Asker(Option<Socket>);
+
+impl Asker {
+    /// Opens the socket; if that fails every answer is `None`.
+    #[must_use]
+    pub fn open() -> Self {
+        let socket = Socket::new(NETLINK_ROUTE).ok().and_then(|mut socket| {
+            socket.bind_auto().ok()?;
+            socket.connect(&SocketAddr::new(0, 0)).ok()?;
+            Some(socket)
+        });
+        Self(socket)
+    }
+
+    /// The frames and bytes interface `ifindex` transmitted since it was
+    /// created; `None` when it is gone (or netlink cannot be asked).
+    #[must_use]
+    pub fn transmitted(&self, ifindex: u32) -> Option<DirCounters> {
+        transmitted(self.0.as_ref()?, ifindex)
+    }
+}
+
+fn transmitted(socket: &Socket, ifindex: u32) -> Option<DirCounters> {
     let mut link = LinkMessage::default();
     link.header.index = ifindex;
     let mut request = NetlinkMessage::new(
@@ -40,6 +57,11 @@ pub fn transmitted(ifindex: u32) -> Option<DirCounters> {
         // An error reply: no such interface.
         return None;
     };
+    // One request, one answer, in order on the socket; an answer for
+    // another interface (a read that failed before) is not this one's.
+    if link.header.index != ifindex {
+        return None;
+    }
     link.attributes
         .iter()
         .find_map(|attribute| match attribute {
@@ -71,8 +93,10 @@ mod tests {
 
     #[test]
     fn loopback_has_counters_and_a_missing_index_none() {
-        assert!(transmitted(1).is_some(), "lo always exists");
-        assert_eq!(transmitted(u32::MAX), None);
+        let asker = Asker::open();
+        assert!(asker.transmitted(1).is_some(), "lo always exists");
+        assert_eq!(asker.transmitted(u32::MAX), None);
+        assert!(asker.transmitted(1).is_some(), "the socket serves again");
     }
 
     #[test]
