@@ -284,13 +284,12 @@ impl NetworkContext {
         Ok(())
     }
 
-    /// Waiting for its uplink (gone, or without an address yet) while its
-    /// own DUT interface stays taken over.
+    /// Waiting for its uplink (gone, or without an address yet).
     fn waits_for_upstream(&self) -> bool {
         matches!(
             self.phase,
             Phase::Waiting(Awaited::Upstream(_) | Awaited::UpstreamAddress(_))
-        ) && self.taken.is_some()
+        )
     }
 
     /// Stops the servers and detaches the datapath (the host changes stay

@@ -15,7 +15,7 @@ use super::{
     notify, pressure, restore, takeover, undo_leftover,
 };
 use crate::{
-    config::{DatapathChoice, LoadedConfig, NatMode, Network},
+    config::{LoadedConfig, NatMode, Network},
     control::server::ControlServer,
     datapath::{
         Datapath as _, Datapaths,
@@ -202,14 +202,13 @@ async fn start_datapaths(
     let configs: Vec<&Network> = networks.iter().map(|n| &n.config).collect();
     let flow_limits: Vec<_> = configs
         .iter()
-        .filter(|n| n.datapath != DatapathChoice::Nft)
+        .filter(|n| select::wants_ebpf(n))
         .map(|n| nat::flow_limits(n))
         .collect();
     // The verifier keeps one core busy for a few hundred milliseconds: the
     // programs load on a thread of their own while the DUT interfaces are
     // taken over (nothing forwards before the datapath exists).
-    let wants_ebpf = configs.iter().any(|n| n.datapath != DatapathChoice::Nft);
-    let loading = wants_ebpf.then(|| {
+    let loading = configs.iter().any(|n| select::wants_ebpf(n)).then(|| {
         let paths = paths.clone();
         tokio::task::spawn_blocking(move || {
             if select::ebpf_broken_for_test() {
@@ -231,6 +230,7 @@ async fn start_datapaths(
         Some(handle) => handle
             .await
             .unwrap_or_else(|e| Err(format!("the eBPF load thread ended: {e}"))),
+        // Never asked for: `select` loads only for a network that wants it.
         None => Err("no network asked for the eBPF datapath".to_owned()),
     };
     // `auto` networks fall back to nft when the programs cannot load (one

@@ -56,21 +56,27 @@ pub struct Selection<T> {
     pub fallback_reason: Option<String>,
 }
 
+/// Whether `network` would run on the programs if they load (`ebpf` or
+/// `auto`).
+#[must_use]
+pub fn wants_ebpf(network: &Network) -> bool {
+    network.datapath != DatapathChoice::Nft
+}
+
 /// Chooses the datapath of every network, calling `load` (the eBPF loader)
 /// only when some network may run on eBPF.
 pub fn select<T, E: Display>(
     networks: &[&Network],
     load: impl FnOnce() -> Result<T, E>,
 ) -> Result<Selection<T>, SelectError> {
-    let wants_ebpf = |n: &&Network| n.datapath != DatapathChoice::Nft;
-    if !networks.iter().any(wants_ebpf) {
+    if !networks.iter().any(|n| wants_ebpf(n)) {
         return Ok(Selection {
             ebpf: None,
             on_ebpf: vec![false; networks.len()],
             fallback_reason: None,
         });
     }
-    let on_ebpf: Vec<bool> = networks.iter().map(wants_ebpf).collect();
+    let on_ebpf: Vec<bool> = networks.iter().map(|n| wants_ebpf(n)).collect();
     match load() {
         Ok(ebpf) => Ok(Selection {
             ebpf: Some(ebpf),
