@@ -35,6 +35,11 @@ pub fn run(args: &Args) -> Result<()> {
 fn run_check(args: &CheckArgs) -> Result<()> {
     match config::load_file(&args.file) {
         Ok(loaded) => {
+            // Warnings (partly overlapping subnets, ignored exports) also go
+            // to stderr, where a wrapper script sees them.
+            for note in &loaded.notes {
+                eprintln!("{}: note: {note}", args.file.display());
+            }
             print!("{}", render(&loaded, args.json)?);
             Ok(())
         }

@@ -138,15 +138,35 @@ pub(crate) fn build(w: NetworkWire, p: &mut Vec<Problem>) -> Network {
     let dns_timeout = opt_duration(p, "dns_timeout", &w.dns_timeout, DEFAULT_DNS_TIMEOUT);
     let udp_timeout = opt_duration(p, "udp_timeout", &w.udp_timeout, DEFAULT_UDP_TIMEOUT);
     let nat_timeouts = nat_timeouts(p, udp_timeout, w.nat_timeouts.unwrap_or_default());
+    // Beyond u32 is out of the allowed range too: reported here with the
+    // number as written (not cut down to u32::MAX), the default kept so the
+    // model's rules do not report it a second time.
     let nat_table_size = match w.nat_table_size {
         None => DEFAULT_NAT_TABLE_SIZE,
-        // Out of u32 range is out of the allowed range too: saturate and let
-        // the range rule report it with the bounds.
-        Some(n) => u32::try_from(n).unwrap_or(u32::MAX),
+        Some(n) => u32::try_from(n).unwrap_or_else(|_| {
+            p.push(Problem::new(
+                "nat_table_size",
+                format!(
+                    "{n} is out of range; use {} to {}",
+                    validate::NAT_TABLE_SIZES.start(),
+                    validate::NAT_TABLE_SIZES.end()
+                ),
+            ));
+            DEFAULT_NAT_TABLE_SIZE
+        }),
     };
+    let default_share = FlowLimits::new(nat_table_size).per_dut;
     let nat_flows_per_dut = match w.nat_flows_per_dut {
-        None => FlowLimits::new(nat_table_size).per_dut,
-        Some(n) => u32::try_from(n).unwrap_or(u32::MAX),
+        None => default_share,
+        Some(n) => u32::try_from(n).unwrap_or_else(|_| {
+            p.push(Problem::new(
+                "nat_flows_per_dut",
+                format!(
+                    "{n} is more than nat_table_size ({nat_table_size}), the flows of the whole network; use at most {nat_table_size}, or raise nat_table_size"
+                ),
+            ));
+            default_share
+        }),
     };
     let dns_servers = match &w.dns_servers {
         None => DEFAULT_DNS_SERVERS.iter().copied().map(IpAddr::V4).collect(),
@@ -262,23 +282,17 @@ pub(crate) fn build(w: NetworkWire, p: &mut Vec<Problem>) -> Network {
         rules.retain(|q| !q.path.starts_with("dhcp_range"));
     }
     p.extend(rules);
-    for (i, entry) in net.addresses.iter().enumerate() {
-        let previous: Vec<(String, &AddressEntry)> = address_paths[..i]
-            .iter()
-            .cloned()
-            .zip(&net.addresses[..i])
-            .collect();
-        let found = validate::check_address(&net, layout, &previous, entry);
-        p.extend(found.into_iter().map(|q| prefix(&address_paths[i], q)));
+    let mut seen = validate::SeenAddresses::default();
+    for (entry, path) in net.addresses.iter().zip(&address_paths) {
+        let found = validate::check_address(&net, layout, &seen, entry);
+        p.extend(found.into_iter().map(|q| prefix(path, q)));
+        seen.add(path, entry);
     }
-    for (i, entry) in net.dns_entries.iter().enumerate() {
-        let previous: Vec<(String, &DnsEntry)> = dns_paths[..i]
-            .iter()
-            .cloned()
-            .zip(&net.dns_entries[..i])
-            .collect();
-        let found = validate::check_dns_entry(&previous, entry);
-        p.extend(found.into_iter().map(|q| prefix(&dns_paths[i], q)));
+    let mut seen = validate::SeenDnsNames::default();
+    for (entry, path) in net.dns_entries.iter().zip(&dns_paths) {
+        let found = validate::check_dns_entry(&seen, entry);
+        p.extend(found.into_iter().map(|q| prefix(path, q)));
+        seen.add(path, entry);
     }
     net
 }
@@ -413,6 +427,16 @@ fn parse_subnet(text: &str) -> Result<Ipv4Net, String> {
     if net.prefix_len() > MAX_PREFIX {
         return Err(format!(
             "`{text}` leaves no room for a gateway and a DUT; use a prefix of /{MAX_PREFIX} or shorter"
+        ));
+    }
+    if let Some((range, why)) = validate::reserved_overlap(net) {
+        let within = if range.contains(&net) {
+            "is in"
+        } else {
+            "overlaps"
+        };
+        return Err(format!(
+            "`{text}` {within} {range}, {why}; DUT subnets come from private space, e.g. 192.168.100.0/24 or 10.0.0.0/24"
         ));
     }
     Ok(net)

@@ -16,12 +16,64 @@ pub struct Problem {
 }
 
 impl Problem {
+    /// Long words in the path or the message (an echoed 10 MB interface
+    /// name, say) are shortened to their first [`SHOWN_CHARS`] characters
+    /// and their size: a problem stays one readable line.
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
-            path: path.into(),
-            message: message.into(),
+            path: shorten(path.into()),
+            message: shorten(message.into()),
         }
     }
+}
+
+/// How much of a long value a message shows.
+pub const SHOWN_CHARS: usize = 64;
+/// Words up to this many bytes are shown whole.
+const LONG_WORD: usize = 80;
+/// A message longer than this (a long value with spaces) keeps its start
+/// and its end, which says what to do.
+const LONG_MESSAGE: usize = 1024;
+
+/// `text` with every whitespace-separated word longer than [`LONG_WORD`]
+/// bytes cut to `first 64 chars… (N bytes)`, a closing quote or backtick
+/// kept; then, if still long, the middle of the whole text cut the same way.
+pub(crate) fn shorten(text: String) -> String {
+    if text.len() <= LONG_WORD {
+        return text;
+    }
+    let mut out = String::with_capacity(LONG_MESSAGE);
+    let mut rest = text.as_str();
+    while !rest.is_empty() {
+        let start = rest
+            .find(|c: char| !c.is_whitespace())
+            .unwrap_or(rest.len());
+        out.push_str(&rest[..start]);
+        rest = &rest[start..];
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let word = &rest[..end];
+        rest = &rest[end..];
+        if word.len() <= LONG_WORD {
+            out.push_str(word);
+            continue;
+        }
+        out.extend(word.chars().take(SHOWN_CHARS));
+        out.push_str(&format!("… ({} bytes)", word.len()));
+        // Keep a closing `...` or "..." (and what follows it: `;`, `,`).
+        let tail: String = word
+            .chars()
+            .rev()
+            .take_while(|c| matches!(c, '`' | '"' | ';' | ',' | '.' | ')' | ':'))
+            .collect();
+        out.extend(tail.chars().rev());
+    }
+    if out.len() <= LONG_MESSAGE {
+        return out;
+    }
+    let head: String = out.chars().take(LONG_MESSAGE / 2).collect();
+    let tail: Vec<char> = out.chars().rev().take(LONG_MESSAGE / 4).collect();
+    let tail: String = tail.into_iter().rev().collect();
+    format!("{head}… ({} bytes) …{tail}", out.len())
 }
 
 impl fmt::Display for Problem {
@@ -101,6 +153,29 @@ mod tests {
             problems: vec![Problem::new("a.b", "bad"), Problem::new("", "whole file")],
         };
         assert_eq!(e.to_string(), "a.b: bad\nwhole file");
+    }
+
+    #[test]
+    fn long_values_are_shortened() {
+        let name = "x".repeat(10_000);
+        let p = Problem::new(
+            "interface",
+            format!("`{name}` is too long; use at most 15 bytes"),
+        );
+        assert_eq!(
+            p.message,
+            format!(
+                "`{}… (10002 bytes)` is too long; use at most 15 bytes",
+                "x".repeat(63)
+            )
+        );
+        // Short words, however many, are left alone up to the message limit.
+        let p = Problem::new("a", "short words stay as they are");
+        assert_eq!(p.message, "short words stay as they are");
+        let spaced = "ab ".repeat(5_000);
+        let p = Problem::new("a", format!("`{spaced}` is bad; do this"));
+        assert!(p.message.len() < 2 * LONG_MESSAGE, "{}", p.message.len());
+        assert!(p.message.ends_with("` is bad; do this"), "{}", p.message);
     }
 
     #[test]

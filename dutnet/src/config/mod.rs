@@ -43,16 +43,57 @@ pub struct LoadedConfig {
     pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
+/// The largest config file dutnet reads: a lab of 256 networks with a
+/// thousand commented DUT entries each fits in a tenth of it, and the limit
+/// bounds the time and memory a check takes (the YAML tree costs tens of
+/// bytes of memory per byte of input). Checked before anything is parsed.
+pub const MAX_FILE_SIZE: usize = 4 * 1024 * 1024;
+
 /// Reads and validates a config file.
 pub fn load_file(path: &Path) -> Result<LoadedConfig, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::single("", format!("cannot read {}: {e}", path.display())))?;
+    use std::io::Read;
+    let cannot =
+        |e: std::io::Error| ConfigError::single("", format!("cannot read {}: {e}", path.display()));
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    // Read at most one byte past the limit: the file's size as reported by
+    // metadata can lie (a pipe, /proc, a file still growing).
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_SIZE as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() > MAX_FILE_SIZE {
+        return Err(too_big());
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        ConfigError::single(
+            "",
+            format!(
+                "cannot read {}: not UTF-8 text (byte {} is not valid UTF-8); save the file as UTF-8",
+                path.display(),
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })?;
     parse_str(&text)
+}
+
+fn too_big() -> ConfigError {
+    ConfigError::single(
+        "",
+        format!(
+            "the file is larger than {} MiB, the most dutnet reads; split the lab into several files (one daemon each) or remove unused entries",
+            MAX_FILE_SIZE / (1024 * 1024)
+        ),
+    )
 }
 
 /// Validates config text in any of the three shapes.
 pub fn parse_str(text: &str) -> Result<LoadedConfig, ConfigError> {
-    shape::load(text)
+    if text.len() > MAX_FILE_SIZE {
+        return Err(too_big());
+    }
+    // A UTF-8 byte order mark (Windows editors write one) is not content.
+    shape::load(text.strip_prefix('\u{feff}').unwrap_or(text))
 }
 
 #[cfg(test)]

@@ -18,7 +18,10 @@ pub enum Kind {
     Bool,
     /// An integer number of seconds or a duration string.
     Duration,
-    UInt,
+    /// A non-negative integer. The bound is what the message for an integer
+    /// beyond 64 bits names (the model's own rules judge the others, with
+    /// the number as written).
+    UInt(u64),
     /// A list of strings (numbers accepted as for [`Kind::Str`]).
     StrList,
     /// A list of mappings with these keys.
@@ -39,6 +42,8 @@ pub struct Field {
     pub kind: Kind,
 }
 
+const U32_MAX: u64 = u32::MAX as u64;
+
 const fn f(key: &'static str, kind: Kind) -> Field {
     Field { key, kind }
 }
@@ -55,7 +60,7 @@ pub const STATIC_ROUTE_FIELDS: &[Field] = &[f("destination", Kind::Str), f("gate
 
 /// The value's kind depends on `type`; [`super::dhcp_options`] checks it.
 pub const CUSTOM_OPTION_FIELDS: &[Field] = &[
-    f("code", Kind::UInt),
+    f("code", Kind::UInt(u64::MAX)),
     f("type", Kind::Str),
     f("value", Kind::Any),
 ];
@@ -76,7 +81,7 @@ pub const DHCP_OPTION_FIELDS: &[Field] = &[
     f("vendor_specific", Kind::Str),
     f("ntp_servers", Kind::StrList),
     f("domain_search", Kind::StrList),
-    f("mtu", Kind::UInt),
+    f("mtu", Kind::UInt(u64::MAX)),
     f("static_routes", Kind::Table(STATIC_ROUTE_FIELDS)),
     f("options", Kind::Table(CUSTOM_OPTION_FIELDS)),
     f("boot_rules", Kind::Table(BOOT_RULE_FIELDS)),
@@ -126,8 +131,8 @@ pub const NETWORK_FIELDS: &[Field] = &[
     f("domain", Kind::Str),
     f("dns_timeout", Kind::Duration),
     f("udp_timeout", Kind::Duration),
-    f("nat_table_size", Kind::UInt),
-    f("nat_flows_per_dut", Kind::UInt),
+    f("nat_table_size", Kind::UInt(U32_MAX)),
+    f("nat_flows_per_dut", Kind::UInt(U32_MAX)),
     f("nat_timeouts", Kind::Mapping(NAT_TIMEOUT_FIELDS)),
     f("dhcp_options", Kind::Mapping(DHCP_OPTION_FIELDS)),
     f("tftp_root", Kind::Str),
@@ -210,11 +215,32 @@ fn check_value(v: &mut Value, kind: Kind, path: &str, problems: &mut Vec<Problem
     if v.is_null() {
         return true;
     }
+    // A number beyond the key's range, reported as written.
+    // A negative one is of the wrong kind, reported below.
+    let too_big = |max: u64, unit: &str| {
+        huge_digits(v)
+            .filter(|digits| !digits.starts_with('-'))
+            .map(|n| {
+                Problem::new(
+                    path,
+                    format!("{n} is too large; must be at most {max}{unit}"),
+                )
+            })
+    };
+    let limit = match kind {
+        Kind::UInt(max) => too_big(max, ""),
+        Kind::Duration => too_big(u64::MAX, " seconds"),
+        _ => None,
+    };
+    if let Some(problem) = limit {
+        problems.push(problem);
+        return false;
+    }
     let ok = match kind {
         Kind::Any => true,
         Kind::Str => normalize_str(v),
         Kind::Bool => v.is_bool(),
-        Kind::UInt => v.is_u64(),
+        Kind::UInt(_) => v.is_u64(),
         Kind::Duration => v.is_u64() || v.is_string(),
         Kind::StrList => match v {
             Value::Sequence(items) => {
@@ -262,7 +288,19 @@ fn check_value(v: &mut Value, kind: Kind, path: &str, problems: &mut Vec<Problem
     ok
 }
 
+/// The digits of an integer too big for 64 bits (see [`super::shape`]).
+fn huge_digits(v: &Value) -> Option<&str> {
+    match v {
+        Value::Tagged(t) if t.tag == super::shape::HUGE_INTEGER_TAG => t.value.as_str(),
+        _ => None,
+    }
+}
+
 fn normalize_str(v: &mut Value) -> bool {
+    if let Some(digits) = huge_digits(v) {
+        *v = Value::String(digits.to_owned());
+        return true;
+    }
     match v {
         Value::String(_) => true,
         Value::Number(n) => {
@@ -280,7 +318,7 @@ fn expected(kind: Kind) -> &'static str {
         Kind::Duration => {
             "a duration (seconds as an integer, or a string like \"12h\", \"30m\", \"90s\")"
         }
-        Kind::UInt => "a non-negative integer",
+        Kind::UInt(_) => "a non-negative integer",
         Kind::StrList => "a list of strings",
         Kind::Table(_) => "a list of mappings",
         Kind::Mapping(_) => "a mapping",
@@ -298,6 +336,9 @@ pub fn describe(v: &Value) -> String {
         Value::String(s) => format!("the string {s:?}"),
         Value::Sequence(_) => "a list".into(),
         Value::Mapping(_) => "a mapping".into(),
+        Value::Tagged(_) if huge_digits(v).is_some() => {
+            format!("the number {}", huge_digits(v).unwrap_or_default())
+        }
         Value::Tagged(t) => format!("a value tagged {}", t.tag),
     }
 }

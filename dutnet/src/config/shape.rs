@@ -40,8 +40,16 @@ struct Pending {
 }
 
 pub fn load(text: &str) -> Result<LoadedConfig, ConfigError> {
-    let mut root: Value = serde_yaml::from_str(text)
-        .map_err(|e| ConfigError::single("", format!("not valid YAML: {e}")))?;
+    check_depth(text)?;
+    let mut root = read_yaml(text).map_err(|e| {
+        let e = e.to_string();
+        let message = if e.starts_with("recursion limit exceeded") {
+            format!("not valid YAML: {e}; a config nests at most {MAX_DEPTH} levels deep")
+        } else {
+            format!("not valid YAML: {e}")
+        };
+        ConfigError::single("", message)
+    })?;
     // YAML merge keys (`<<: *defaults`) let a lab share settings between networks.
     root.apply_merge()
         .map_err(|e| ConfigError::single("", format!("bad YAML merge key (`<<`): {e}")))?;
@@ -97,11 +105,167 @@ pub fn load(text: &str) -> Result<LoadedConfig, ConfigError> {
     // Faulty networks take part too (with defaults for what did not parse),
     // so one run reports cross-network clashes alongside their own problems.
     problems.extend(validate::check_across(&networks, &paths, &subnet_parsed));
+    let (overlaps, warnings) = validate::check_overlaps(&networks, &paths, &subnet_parsed);
+    problems.extend(overlaps);
+    notes.extend(warnings);
     ConfigError::from_problems(problems).map(|()| LoadedConfig {
         networks,
         notes,
         metrics_listen,
     })
+}
+
+/// How deep `[` and `{` may nest. A config needs five levels; the YAML
+/// parser takes time quadratic in the depth (100 000 levels took 39 s to
+/// refuse), so deeper text is refused before it is parsed.
+pub(crate) const MAX_DEPTH: usize = 64;
+
+/// Refuses flow collections nested deeper than [`MAX_DEPTH`], in one pass
+/// over the text. Brackets inside quotes and comments do not count; a
+/// bracket inside a plain scalar does (it can only make the count high,
+/// and no real config comes near the limit).
+fn check_depth(text: &str) -> Result<(), ConfigError> {
+    let (mut depth, mut quote, mut comment, mut prev) = (0usize, None, false, '\n');
+    let mut escaped = false;
+    for (line, c) in text.chars().scan(1usize, |line, c| {
+        let here = *line;
+        if c == '\n' {
+            *line += 1;
+        }
+        Some((here, c))
+    }) {
+        match (quote, c) {
+            (_, '\n') => comment = false,
+            _ if comment => {}
+            (Some('"'), '\\') if !escaped => {
+                escaped = true;
+                prev = c;
+                continue;
+            }
+            (Some(q), c) if c == q && !escaped => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '#') if prev.is_whitespace() => comment = true,
+            (None, '[' | '{') => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(ConfigError::single(
+                        "",
+                        format!(
+                            "not valid YAML: lists or mappings nest more than {MAX_DEPTH} levels deep at line {line}; a config needs a handful, check the brackets"
+                        ),
+                    ));
+                }
+            }
+            (None, ']' | '}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        escaped = false;
+        prev = c;
+    }
+    Ok(())
+}
+
+/// The tag [`read_yaml`] gives an integer beyond the 64-bit range, its
+/// digits as a string: the schema pass reports it at its key like any value
+/// out of range, where serde_yaml alone fails the whole file.
+pub(crate) const HUGE_INTEGER_TAG: &str = "dutnet-integer-out-of-range";
+
+/// Parses YAML into a [`Value`] like `serde_yaml::from_str`, except that an
+/// integer too big for 64 bits becomes a [`HUGE_INTEGER_TAG`] value.
+fn read_yaml(text: &str) -> Result<Value, serde_yaml::Error> {
+    use serde::de::DeserializeSeed;
+    ValueSeed.deserialize(serde_yaml::Deserializer::from_str(text))
+}
+
+struct ValueSeed;
+
+impl<'de> serde::de::DeserializeSeed<'de> for ValueSeed {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(ValueVisitor)
+    }
+}
+
+struct ValueVisitor;
+
+fn huge(digits: String) -> Value {
+    Value::Tagged(Box::new(serde_yaml::value::TaggedValue {
+        tag: serde_yaml::value::Tag::new(HUGE_INTEGER_TAG),
+        value: Value::String(digits),
+    }))
+}
+
+impl<'de> serde::de::Visitor<'de> for ValueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any YAML value")
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::Number(n.into()))
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+        Ok(Value::Number(n.into()))
+    }
+    fn visit_i128<E>(self, n: i128) -> Result<Value, E> {
+        Ok(i64::try_from(n).map_or_else(|_| huge(n.to_string()), |n| Value::Number(n.into())))
+    }
+    fn visit_u128<E>(self, n: u128) -> Result<Value, E> {
+        Ok(u64::try_from(n).map_or_else(|_| huge(n.to_string()), |n| Value::Number(n.into())))
+    }
+    fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
+        Ok(Value::Number(n.into()))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(s.to_owned()))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+        Ok(Value::String(s))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(ValueVisitor)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(ValueSeed)? {
+            items.push(item);
+        }
+        Ok(Value::Sequence(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Mapping::new();
+        while let Some(key) = map.next_key_seed(ValueSeed)? {
+            let value = map.next_value_seed(ValueSeed)?;
+            // A repeated key: YAML forbids it, as serde_yaml's own Value does.
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "duplicate entry with key {}",
+                    schema::describe(&key)
+                )));
+            }
+            out.insert(key, value);
+        }
+        Ok(Value::Mapping(out))
+    }
+    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, data: A) -> Result<Value, A::Error> {
+        use serde::de::VariantAccess;
+        let (tag, contents) = data.variant::<String>()?;
+        let value = contents.newtype_variant_seed(ValueSeed)?;
+        Ok(Value::Tagged(Box::new(serde_yaml::value::TaggedValue {
+            tag: serde_yaml::value::Tag::new(tag),
+            value,
+        })))
+    }
 }
 
 /// The top-level `metrics_listen` key, taken out of the file before its

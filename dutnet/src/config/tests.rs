@@ -542,11 +542,17 @@ fn one_to_one_needs_a_public_ip() {
 
 #[test]
 fn public_ip_resolves_names_at_load() {
-    let n = &load(&single(
-        "nat_mode: 1to1\naddresses: [{ip: 192.168.100.10, public_ip: localhost}]\n",
-    ))
-    .networks[0];
-    assert_eq!(n.addresses[0].public_ip, Some(Ipv4Addr::LOCALHOST));
+    assert_eq!(
+        resolve_public_ip("localhost", system_resolver),
+        Ok(Ipv4Addr::LOCALHOST)
+    );
+    // Resolved at load, then judged as the address it names (loopback
+    // cannot be a public address).
+    assert_problem(
+        &single("nat_mode: 1to1\naddresses: [{ip: 192.168.100.10, public_ip: localhost}]\n"),
+        "addresses[0].public_ip",
+        "127.0.0.1 is in 127.0.0.0/8, loopback",
+    );
     assert_problem(
         &single("addresses: [{ip: 192.168.100.10, public_ip: 'not a host'}]\n"),
         "addresses[0].public_ip",
@@ -1308,4 +1314,264 @@ fn a_datapath_override_is_checked_with_the_same_rule() {
     let err = check_datapaths(&nets).unwrap_err().to_string();
     assert!(err.contains("networks[1].subnet"), "{err}");
     assert!(err.contains("`a` and `b`"), "{err}");
+}
+
+/// A single network with `n` address entries (distinct IPs, MACs and names).
+fn many_addresses(n: usize) -> String {
+    let mut yaml = String::from("interface: eth2\nsubnet: 10.0.0.0/8\naddresses:\n");
+    for i in 0..n {
+        let ip = 0x0a00_0000_u32 + 0x100 + i as u32;
+        let [_, b, c, d] = ip.to_be_bytes();
+        yaml.push_str(&format!(
+            "  - {{ip: 10.{b}.{c}.{d}, mac: \"02:00:00:{b:02x}:{c:02x}:{d:02x}\", hostname: dut{i}}}\n"
+        ));
+    }
+    yaml
+}
+
+fn time_load(yaml: &str) -> Duration {
+    let start = std::time::Instant::now();
+    let loaded = load(yaml);
+    assert!(!loaded.networks[0].addresses.is_empty());
+    start.elapsed()
+}
+
+#[test]
+fn checking_is_linear_in_the_entries() {
+    let (small, big) = (many_addresses(16_000), many_addresses(32_000));
+    // Warm up once, then take the best of two, so a busy machine does not
+    // make it flaky.
+    let _ = time_load(&small);
+    let t16 = time_load(&small).min(time_load(&small));
+    let t32 = time_load(&big).min(time_load(&big));
+    // Debug build: generous; release takes well under a second.
+    assert!(t32 < Duration::from_secs(20), "32 000 entries took {t32:?}");
+    // Twice the entries: about twice the time when linear, four times when
+    // quadratic (it was 10 times: 1.3 s for 8 000, 12.8 s for 16 000).
+    let ratio = t32.as_secs_f64() / t16.as_secs_f64().max(1e-6);
+    assert!(ratio < 3.2, "16k: {t16:?}, 32k: {t32:?}, ratio {ratio:.2}");
+}
+
+#[test]
+fn duplicates_name_the_first_entry_that_holds_the_value() {
+    let found = problems(
+        "interface: eth2\naddresses:
+  - {ip: 192.168.100.10, mac: \"02:00:00:00:00:01\", hostname: a, public_ip: 10.0.0.1}
+  - {ip: 192.168.100.11}
+  - {ip: 192.168.100.10, mac: \"02:00:00:00:00:01\", hostname: A, public_ip: 10.0.0.1}
+nat_mode: 1to1
+dns_entries:
+  - {hostname: x.lab, ip: 10.0.0.5}
+  - {hostname: X.lab, ip: 10.0.0.6}
+",
+    );
+    let lines: Vec<String> = found.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        lines,
+        [
+            "addresses[2].ip: 192.168.100.10 is already used by addresses[0]; every entry needs its own IP",
+            "addresses[2].mac: 02:00:00:00:00:01 is already used by addresses[0]; a MAC can have one static lease",
+            "addresses[2].hostname: `A` is already used by addresses[0]; host names must be unique",
+            "addresses[2].public_ip: 10.0.0.1 is already mapped to addresses[0]; each DUT needs its own public IP",
+            "dns_entries[1].hostname: `X.lab` is already defined by dns_entries[0]; keep one record per name",
+        ]
+    );
+}
+
+#[test]
+fn the_size_limit_is_checked_before_parsing() {
+    let text = format!("interface: eth2\n# {}\n", "x".repeat(MAX_FILE_SIZE));
+    let found = problems(&text);
+    assert_eq!(found.len(), 1);
+    assert!(
+        found[0].message.contains("larger than 4 MiB"),
+        "{}",
+        found[0]
+    );
+    assert!(found[0].message.contains("split the lab"), "{}", found[0]);
+}
+
+#[test]
+fn deep_nesting_is_refused_fast() {
+    let start = std::time::Instant::now();
+    let found = problems(&format!("interface: eth2\nx: {}\n", "[".repeat(100_000)));
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        found[0]
+            .message
+            .contains("more than 64 levels deep at line 2"),
+        "{}",
+        found[0]
+    );
+    // Brackets in quotes and comments do not count.
+    let deep = "[".repeat(100);
+    let loaded = load(&format!(
+        "interface: eth2 # {deep}\ndhcp_options: {{boot_file: \"{deep}x\", tftp_server_name: '{deep}'}}\n"
+    ));
+    assert_eq!(loaded.networks[0].interface, "eth2");
+    // Block nesting is bounded by the parser.
+    let found = problems(&format!(
+        "interface: eth2\nx:\n{}",
+        (0..200)
+            .map(|i| format!("{}- \n", "  ".repeat(i)))
+            .collect::<String>()
+    ));
+    assert!(!found.is_empty());
+}
+
+#[test]
+fn a_huge_integer_is_reported_at_its_key_with_the_others() {
+    let found = problems(
+        "interface: eth2\nnat_table_size: 99999999999999999999999\nsubnet: bad\nlease_time: 99999999999999999999999\n",
+    );
+    let lines: Vec<String> = found.iter().map(ToString::to_string).collect();
+    assert!(
+        lines.contains(
+            &"nat_table_size: 99999999999999999999999 is too large; must be at most 4294967295"
+                .to_owned()
+        ),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("subnet: `bad`")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"lease_time: 99999999999999999999999 is too large; must be at most 18446744073709551615 seconds".to_owned()),
+        "{lines:?}"
+    );
+    // Just past the 32-bit range: as written, not cut down to fit.
+    assert_problem(
+        "interface: eth2\nnat_table_size: 4294967296\n",
+        "nat_table_size",
+        "4294967296 is out of range; use 1024 to 4194304",
+    );
+    assert_problem(
+        "interface: eth2\nnat_flows_per_dut: 4294967296\n",
+        "nat_flows_per_dut",
+        "4294967296 is more than nat_table_size (16384)",
+    );
+    assert_problem(
+        "interface: eth2\nnat_flows_per_dut: -99999999999999999999999\n",
+        "nat_flows_per_dut",
+        "expected a non-negative integer, found the number -99999999999999999999999",
+    );
+    assert_problem(
+        "interface: eth2\nnat_flows_per_dut: 99999999999999999999999\n",
+        "nat_flows_per_dut",
+        "99999999999999999999999 is too large; must be at most 4294967295",
+    );
+    // Where a string is expected, the digits are the string.
+    assert_problem(
+        "interface: 99999999999999999999999\n",
+        "interface",
+        "99999999999999999999999",
+    );
+}
+
+#[test]
+fn a_byte_order_mark_is_not_content() {
+    let loaded = load("\u{feff}interface: eth2\n");
+    assert_eq!(loaded.networks[0].interface, "eth2");
+    let loaded = load("\u{feff}# lab\n---\ninterface: eth2\n");
+    assert_eq!(loaded.networks[0].interface, "eth2");
+}
+
+#[test]
+fn long_values_are_shortened_in_messages() {
+    let name = "e".repeat(1_000_000);
+    let found = problems(&format!("interface: {name}\n"));
+    assert!(found[0].message.len() < 300, "{}", found[0].message.len());
+    assert!(
+        found[0].message.contains("… (1000002 bytes)`"),
+        "{}",
+        found[0]
+    );
+    let found = problems(&format!("interface: eth2\n{name}: 1\n"));
+    assert!(found[0].path.len() < 120, "{}", found[0].path.len());
+}
+
+#[test]
+fn reserved_subnets_are_refused_with_why() {
+    for (subnet, why) in [
+        ("0.0.0.0/0", "overlaps 0.0.0.0/8, \"this network\""),
+        ("0.0.0.0/24", "is in 0.0.0.0/8"),
+        ("127.0.0.0/8", "is in 127.0.0.0/8, loopback"),
+        ("224.0.0.0/24", "is in 224.0.0.0/4, multicast"),
+        ("169.254.0.0/16", "is in 169.254.0.0/16, link-local"),
+        ("240.0.0.0/24", "is in 240.0.0.0/4, reserved"),
+        (
+            "255.255.255.252/30",
+            "overlaps 255.255.255.255/32, the limited broadcast",
+        ),
+        ("128.0.0.0/1", "overlaps 169.254.0.0/16"),
+    ] {
+        assert_problem(&single(&format!("subnet: {subnet}\n")), "subnet", why);
+        assert_problem(
+            &single(&format!("subnet: {subnet}\n")),
+            "subnet",
+            "DUT subnets come from private space",
+        );
+    }
+    // Private, shared (CGNAT) and public space all stay allowed.
+    for subnet in [
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "100.64.0.0/10",
+        "198.51.100.0/24",
+        "8.8.8.0/24",
+    ] {
+        load(&single(&format!("subnet: {subnet}\n")));
+    }
+}
+
+#[test]
+fn reserved_public_ips_are_refused_with_why() {
+    for (public, why) in [
+        ("127.0.0.1", "is in 127.0.0.0/8, loopback"),
+        ("0.1.2.3", "is in 0.0.0.0/8"),
+        ("169.254.1.1", "link-local"),
+        ("240.0.0.1", "reserved"),
+    ] {
+        assert_problem(
+            &format!(
+                "interface: eth2\nnat_mode: 1to1\naddresses:\n  - {{ip: 192.168.100.10, public_ip: {public}}}\n"
+            ),
+            "addresses[0].public_ip",
+            why,
+        );
+    }
+}
+
+#[test]
+fn partly_overlapping_subnets_warn_and_nft_refuses_them() {
+    let yaml = "networks:
+  - {name: wide, interface: eth2, subnet: 192.168.0.0/16, gateway_ip: 192.168.0.1, dhcp_range_start: 192.168.1.1, dhcp_range_end: 192.168.1.200}
+  - {name: narrow, interface: eth3, subnet: 192.168.100.0/24}
+  - {name: same, interface: eth4, subnet: 192.168.100.0/24}
+";
+    let loaded = load(yaml);
+    assert_eq!(loaded.notes.len(), 2, "{:?}", loaded.notes);
+    assert!(
+        loaded.notes[0].starts_with("networks[1].subnet: 192.168.100.0/24 of network `narrow` overlaps 192.168.0.0/16 of network `wide` (networks[0]) in part"),
+        "{:?}",
+        loaded.notes
+    );
+    assert_problem(
+        &yaml.replace("name: narrow,", "name: narrow, datapath: nft,"),
+        "networks[1].subnet",
+        "overlaps 192.168.0.0/16 of network `wide` (networks[0]) in part, which the nftables datapath cannot do",
+    );
+    // Identical subnets alone: no note.
+    let loaded = load(
+        &yaml
+            .replace("192.168.0.0/16", "10.0.0.0/16")
+            .replace("192.168.0.1", "10.0.0.1")
+            .replace("192.168.1.", "10.0.1."),
+    );
+    assert!(loaded.notes.is_empty(), "{:?}", loaded.notes);
 }
