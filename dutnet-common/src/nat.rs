@@ -207,6 +207,9 @@ pub struct Mapping {
     pub public_addr: u32,
     /// The DUT NIC (host order).
     pub dut_ifindex: u32,
+    /// Its network's [`FlowBudget::slot`], which also names its filter
+    /// (host order).
+    pub slot: u32,
 }
 
 /// Key of `NAT_1TO1_OUT`: the DUT NIC and the DUT's address on it (DUT NICs
@@ -271,7 +274,7 @@ const _: () = assert!(core::mem::size_of::<FlowBudget>() == 20);
 const _: () = assert!(core::mem::size_of::<FlowCounts>() == 32);
 const _: () = assert!(core::mem::size_of::<FragKey>() == 16);
 const _: () = assert!(core::mem::size_of::<FragEntry>() == 32);
-const _: () = assert!(core::mem::size_of::<Mapping>() == 12);
+const _: () = assert!(core::mem::size_of::<Mapping>() == 16);
 const _: () = assert!(core::mem::size_of::<PrivateKey>() == 8);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 20);
 const _: () = assert!(core::mem::size_of::<BindingKey>() == 12);

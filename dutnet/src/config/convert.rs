@@ -168,7 +168,6 @@ pub(crate) fn build(w: NetworkWire, p: &mut Vec<Problem>) -> Network {
     for (key, value) in [
         ("local_ntp", &w.local_ntp),
         ("enable_tcpdump", &w.enable_tcpdump),
-        ("filter", &w.filter),
     ] {
         if let Some(v) = value
             && !(v.is_null() || v.as_bool() == Some(false))
@@ -179,6 +178,7 @@ pub(crate) fn build(w: NetworkWire, p: &mut Vec<Problem>) -> Network {
             ));
         }
     }
+    let filter = super::filter::filter(p, w.filter);
     let dhcp_options = dhcp_options(p, "dhcp_options", w.dhcp_options);
     let tftp_root = w.tftp_root.and_then(|t| {
         let path = PathBuf::from(&t);
@@ -250,6 +250,7 @@ pub(crate) fn build(w: NetworkWire, p: &mut Vec<Problem>) -> Network {
         state_dir: w.state_dir.map(PathBuf::from),
         dhcp_options,
         tftp_root,
+        filter,
     };
 
     // Range rules only with a parsed range; the layout covers subnet and gateway.

@@ -12,7 +12,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize, Serializer, ser::SerializeMap};
 
 use super::duration;
-use crate::datapath::expiry::FlowTimeouts;
+use crate::datapath::{expiry::FlowTimeouts, filter::Filter};
 use crate::dhcp::DhcpOptions;
 
 /// One isolated network behind one DUT NIC.
@@ -57,6 +57,10 @@ pub struct Network {
     /// The directory the network's TFTP server serves; `None`: no TFTP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tftp_root: Option<PathBuf>,
+    /// What the network's DUTs may open beyond the gateway, and what may be
+    /// opened towards them; `None`: everything NAT lets through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Filter>,
 }
 
 /// The `nat_timeouts` keys and their values: every state but replied UDP.

@@ -938,11 +938,127 @@ fn unsupported_jumpstarter_keys_only_when_off() {
         "local_ntp",
         "does not support `local_ntp` yet",
     );
+}
+
+// ---- filter (jumpstarter 0.9) --------------------------------------------
+
+const FILTER: &str = "filter:
+  egress:
+    policy: drop
+    rules:
+      - action: accept
+        destination: 10.0.0.5
+      - action: drop
+        destination: 10.1.2.3/16
+        protocol: tcp
+        port: 22
+  ingress:
+    rules:
+      - action: accept
+        source: 192.0.2.0/24
+        protocol: udp
+";
+
+#[test]
+fn a_filter_loads_as_jumpstarter_reads_it() {
+    use crate::datapath::filter::{Action, Protocol};
+    let n = &load(&single(FILTER)).networks[0];
+    let f = n.filter.as_ref().expect("a filter");
+    let egress = f.egress.as_ref().unwrap();
+    assert_eq!(egress.policy, Action::Drop);
+    assert_eq!(egress.rules.len(), 2);
+    assert_eq!(egress.rules[0].peer, Some("10.0.0.5/32".parse().unwrap()));
+    // Host bits allowed, as Python's ip_network(strict=False).
+    assert_eq!(egress.rules[1].peer, Some("10.1.0.0/16".parse().unwrap()));
+    assert_eq!(egress.rules[1].protocol, Some(Protocol::Tcp));
+    assert_eq!(egress.rules[1].port, Some(22));
+    let ingress = f.ingress.as_ref().unwrap();
+    assert_eq!(ingress.policy, Action::Accept, "policy defaults to accept");
+    assert_eq!(ingress.rules[0].peer, Some("192.0.2.0/24".parse().unwrap()));
+}
+
+#[test]
+fn an_empty_filter_is_no_filter() {
+    for empty in ["filter: {}\n", "filter: ~\n", "filter: {egress: ~}\n"] {
+        assert_eq!(load(&single(empty)).networks[0].filter, None, "{empty}");
+    }
+    // An empty direction is a filter with policy accept and no rules.
+    let n = &load(&single("filter: {egress: {}}\n")).networks[0];
+    assert!(n.filter.as_ref().unwrap().egress.is_some());
+}
+
+#[test]
+fn filter_mistakes_name_their_key() {
+    let rule = |r: &str| single(&format!("filter:\n  egress:\n    rules:\n      - {r}\n"));
     assert_problem(
-        &single("filter: {allow: [1]}\n"),
-        "filter",
-        "does not support",
+        &rule("{action: reject}"),
+        "filter.egress.rules[0].action",
+        "`accept` or `drop`, not `reject`",
     );
+    assert_problem(
+        &rule("{destination: 10.0.0.1}"),
+        "filter.egress.rules[0].action",
+        "is required",
+    );
+    assert_problem(
+        &rule("{action: drop, port: 22}"),
+        "filter.egress.rules[0].port",
+        "port requires protocol",
+    );
+    assert_problem(
+        &rule("{action: drop, protocol: icmp}"),
+        "filter.egress.rules[0].protocol",
+        "`tcp` or `udp`",
+    );
+    assert_problem(
+        &rule("{action: drop, protocol: tcp, port: 70000}"),
+        "filter.egress.rules[0].port",
+        "1-65535",
+    );
+    assert_problem(
+        &rule("{action: drop, destination: 10.0.0.300}"),
+        "filter.egress.rules[0].destination",
+        "not a valid network address",
+    );
+    assert_problem(
+        &rule("{action: drop, destination: \"2001:db8::/32\"}"),
+        "filter.egress.rules[0].destination",
+        "IPv6",
+    );
+    assert_problem(
+        &rule("{action: drop, source: 10.0.0.0/8}"),
+        "filter.egress.rules[0].source",
+        "write `destination`",
+    );
+    assert_problem(
+        &rule("{action: drop, dport: 22}"),
+        "filter.egress.rules[0].dport",
+        "unknown key",
+    );
+    assert_problem(
+        &single("filter: {egress: {policy: allow}}\n"),
+        "filter.egress.policy",
+        "`accept` or `drop`, not `allow`",
+    );
+    assert_problem(
+        &single("filter: {egres: {}}\n"),
+        "filter.egres",
+        "did you mean `egress`?",
+    );
+    assert_problem(&single("filter: [1]\n"), "filter", "expected a mapping");
+    // Every problem at once.
+    let found = problems(&rule("{action: x, protocol: y, port: 0}"));
+    assert!(found.len() >= 3, "{found:?}");
+}
+
+#[test]
+fn a_normalized_filter_loads_again() {
+    let original = &load(&single(FILTER)).networks[0];
+    let printed = serde_yaml::to_value(original).unwrap();
+    let filter = serde_yaml::to_string(&printed["filter"]).unwrap();
+    let indented: String = filter.lines().map(|l| format!("  {l}\n")).collect();
+    let again = &load(&single(&format!("filter:\n{indented}"))).networks[0];
+    assert_eq!(again.filter, original.filter);
 }
 
 // ---- runtime changes ----------------------------------------------------

@@ -19,7 +19,7 @@ use crate::{
     config::{MacAddr, NatMode, wire::AddressWire},
     control::{
         Failure, Reply, Request, Response,
-        counters::{DhcpStats, InterfaceCounters, NetworkCounters},
+        counters::{DhcpStats, FilterCounters, InterfaceCounters, NetworkCounters},
         protocol::{Mapping, NatActivity, NetworkLeases, NetworkNat, PortRange},
         server::Pending,
     },
@@ -155,16 +155,37 @@ impl Daemon {
     /// another namespace would resolve the ifindexes to other interfaces),
     /// and each network's DHCP and DNS counters.
     pub(super) fn stats(&self) -> Outcome {
-        let networks = self
-            .networks
-            .iter()
-            .map(|n| self.network_counters(n))
-            .collect();
         let stats = self.datapath.stats().map_err(|e| {
             Failure::failed(format!(
                 "reading the eBPF counters failed: {e}; see the daemon's log"
             ))
         })?;
+        let kernel_hits = if self.networks.iter().any(|n| n.config.filter.is_some()) {
+            nft::filter_hits::read().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "reading the filter counters of dutnet's nft table failed");
+                std::collections::BTreeMap::new()
+            })
+        } else {
+            std::collections::BTreeMap::new()
+        };
+        let networks = self
+            .networks
+            .iter()
+            .map(|n| {
+                let mut counters = self.network_counters(n);
+                if let Some(filter) = &n.config.filter {
+                    let fast = stats
+                        .iter()
+                        .find(|s| s.name.as_ref() == Some(&n.config.interface))
+                        .and_then(|s| s.filter.clone())
+                        .unwrap_or_default();
+                    let hits =
+                        fast.plus(&kernel_hits.get(&n.config.name).cloned().unwrap_or_default());
+                    counters.filter = Some(FilterCounters::new(filter, &hits));
+                }
+                counters
+            })
+            .collect();
         let network_of = |name: Option<&String>| {
             self.networks
                 .iter()
@@ -327,6 +348,7 @@ impl Daemon {
             }),
             dns: servers.dns.as_ref().map(|dns| dns.counters().into()),
             tftp: servers.tftp.as_ref().map(|t| t.counters()),
+            filter: None,
         }
     }
 }

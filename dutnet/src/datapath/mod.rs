@@ -8,6 +8,7 @@ pub mod ebpf;
 pub mod expiry;
 #[cfg(test)]
 pub mod fake;
+pub mod filter;
 pub mod nft;
 mod owner;
 pub mod ports;
@@ -34,6 +35,8 @@ pub struct InterfaceStats {
     pub flow_budget: u32,
     /// Flows evicted to make room for new ones since the network came up.
     pub evictions: u64,
+    /// Flows each filter rule decided on the fast path (`None`: no filter).
+    pub filter: Option<filter::FilterHits>,
 }
 
 /// How much of the connection table a network may use.
@@ -72,6 +75,8 @@ pub struct DutNetwork {
     pub reply_mark: u32,
     /// Its share of the connection table.
     pub flows: FlowLimits,
+    /// What its DUTs may open and be opened; `None`: no filter.
+    pub filter: Option<filter::FilterPlan>,
 }
 
 /// A DUT reachable at its own public address.

@@ -385,6 +385,7 @@ mod tests {
             active_flows: 2,
             flow_budget: 64,
             evictions: 0,
+            filter: None,
         };
         let mut dhcp = DhcpCounters::default();
         dhcp.received[message_type::REQUEST] = 5;
@@ -400,6 +401,7 @@ mod tests {
                 bytes_sent: 4096,
                 ..Default::default()
             }),
+            filter: None,
         };
         let text = render(
             &[InterfaceCounters::new(&stats, Some("lab".into()))],

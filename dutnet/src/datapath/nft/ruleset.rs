@@ -3,7 +3,10 @@ use std::{fmt::Write as _, ops::RangeInclusive};
 
 use ipnet::Ipv4Net;
 
-use crate::datapath::PublicAddress;
+use crate::datapath::{
+    PublicAddress,
+    filter::{Direction, DirectionFilter, Filter, Rule},
+};
 
 /// The family and name of dutnet's table.
 pub const TABLE: &str = "ip dutnet";
@@ -18,6 +21,8 @@ pub struct FallbackNetwork {
     pub upstream_interface: Option<String>,
     /// 1:1 mappings.
     pub public: Vec<PublicAddress>,
+    /// What its DUTs may open and be opened (`None`: no filter).
+    pub filter: Option<Filter>,
 }
 
 /// The whole table: `nft -f` input that creates it from nothing (the caller
@@ -44,13 +49,23 @@ pub fn ruleset(networks: &[FallbackNetwork], ports: Option<&RangeInclusive<u16>>
         let comment = quote(&format!("dutnet network {}", n.name));
         if let Some(upstream) = &n.upstream_interface {
             let up = quote(upstream);
-            // From the DUT subnet only: a spoofed source falls to the
-            // isolation drop below.
-            let _ = writeln!(
-                accepts,
-                "    iifname {dut} oifname {up} ip saddr {} accept comment {comment}",
-                n.subnet.trunc()
-            );
+            let filter = n.filter.clone().unwrap_or_default();
+            let outwards = format!("iifname {dut} oifname {up} ip saddr {}", n.subnet.trunc());
+            match &filter.egress {
+                // From the DUT subnet only: a spoofed source falls to the
+                // isolation drop below.
+                None => {
+                    let _ = writeln!(accepts, "    {outwards} accept comment {comment}");
+                }
+                Some(egress) => {
+                    // Answers to what the ingress let in are not new flows.
+                    let _ = writeln!(
+                        accepts,
+                        "    iifname {dut} oifname {up} ct state established,related accept comment {comment}"
+                    );
+                    judged(&mut accepts, &outwards, &n.name, Direction::Egress, egress);
+                }
+            }
             let _ = writeln!(
                 accepts,
                 "    oifname {dut} ct state established,related accept comment {comment}"
@@ -74,10 +89,18 @@ pub fn ruleset(networks: &[FallbackNetwork], ports: Option<&RangeInclusive<u16>>
                 // exporter and DUTs are masqueraded behind the gateway, or
                 // the DUT would answer them directly (same subnet) or the
                 // reply would miss the translation back.
-                let _ = writeln!(
-                    accepts,
-                    "    oifname {dut} ct status dnat accept comment {comment}"
-                );
+                match &filter.ingress {
+                    None => {
+                        let _ = writeln!(
+                            accepts,
+                            "    oifname {dut} ct status dnat accept comment {comment}"
+                        );
+                    }
+                    Some(ingress) => {
+                        let inwards = format!("oifname {dut} ct status dnat");
+                        judged(&mut accepts, &inwards, &n.name, Direction::Ingress, ingress);
+                    }
+                }
                 let _ = writeln!(
                     snat,
                     "    oifname {dut} ct status dnat fib saddr type local masquerade comment {comment}"
@@ -136,6 +159,55 @@ pub fn ruleset(networks: &[FallbackNetwork], ports: Option<&RangeInclusive<u16>>
     )
 }
 
+/// The comment of a filter rule's (or policy's) nft rule, by which its
+/// counter is read back.
+#[must_use]
+pub fn filter_comment(network: &str, which: Direction, rule: Option<usize>) -> String {
+    match rule {
+        Some(i) => format!("dutnet network {network} filter {} rule {i}", which.key()),
+        None => format!("dutnet network {network} filter {} policy", which.key()),
+    }
+}
+
+/// A direction's rules in order, then its policy, each with a counter,
+/// matching packets `scope` selects (the new flows of that direction: the
+/// established ones were accepted before).
+fn judged(out: &mut String, scope: &str, network: &str, which: Direction, f: &DirectionFilter) {
+    let peer = match which {
+        Direction::Egress => "ip daddr",
+        Direction::Ingress => "ip saddr",
+    };
+    for (i, rule) in f.rules.iter().enumerate() {
+        let Rule {
+            action,
+            peer: net,
+            protocol,
+            port,
+        } = rule;
+        let mut line = format!("    {scope}");
+        if let Some(net) = net {
+            let _ = write!(line, " {peer} {net}");
+        }
+        match (protocol, port) {
+            (Some(p), Some(port)) => {
+                let _ = write!(line, " {} dport {port}", p.key());
+            }
+            (Some(p), None) => {
+                let _ = write!(line, " meta l4proto {}", p.key());
+            }
+            _ => {}
+        }
+        let comment = quote(&filter_comment(network, which, Some(i)));
+        let _ = writeln!(out, "{line} counter {} comment {comment}", action.key());
+    }
+    let comment = quote(&filter_comment(network, which, None));
+    let _ = writeln!(
+        out,
+        "    {scope} counter {} comment {comment}",
+        f.policy.key()
+    );
+}
+
 /// An nft string literal. Interface and network names are validated by the
 /// config (no quotes), this only guards the syntax.
 fn quote(s: &str) -> String {
@@ -157,6 +229,7 @@ mod tests {
             subnet: "192.168.100.0/24".parse().unwrap(),
             upstream_interface: upstream.map(str::to_owned),
             public: Vec::new(),
+            filter: None,
         }
     }
 
