@@ -141,3 +141,50 @@ fn a_drop_policy_ingress_closes_a_public_dut_but_not_its_own_connections(datapat
     assert!(hits(&lab, "/ingress/rules/0/hits") >= 1, "{}", lab.report());
     assert!(hits(&lab, "/ingress/policy_hits") >= 1, "{}", lab.report());
 }
+
+both_datapaths!(a_reloaded_filter_judges_new_flows_and_keeps_open_ones);
+fn a_reloaded_filter_judges_new_flows_and_keeps_open_ones(datapath: &str) {
+    let mut lab = Lab::builder().upstream().static_duts(1).build();
+    second_lan_host(&lab);
+    let _allowed = TcpEcho::start(lab.lan(), SocketAddrV4::new(LAN_IP, 8080));
+    let _other = TcpEcho::start(lab.lan(), SocketAddrV4::new(OTHER_LAN, 8080));
+    let udp = UdpEcho::start(lab.lan(), SocketAddrV4::new(OTHER_LAN, 5002));
+    let on = |filter: &str| format!("datapath: {datapath}\n{filter}");
+    lab.load_nat_each(|_| on(""));
+    // A flow open before the change: one UDP socket, one 4-tuple.
+    let open = udp_socket(lab.dut(1), SocketAddrV4::new(DUT_IP, 0));
+    let mut buf = [0u8; 1500];
+    open.send_to(b"before", udp.addr).unwrap();
+    assert!(open.recv(&mut buf).is_ok(), "{}", lab.report());
+    assert!(dut_reaches(&lab, SocketAddrV4::new(OTHER_LAN, 8080)));
+
+    let filtered = lab.nat_config(|_| {
+        on(&format!(
+            "filter:\n  egress:\n    policy: drop\n    rules:\n      - action: accept\n        destination: {LAN_IP}\n"
+        ))
+    });
+    lab.write_config(&filtered);
+    let reload = lab.dutnet(&["reload"]);
+    assert!(reload.success(), "{reload:#?}\n{}", lab.log());
+    assert!(
+        !dut_reaches(&lab, SocketAddrV4::new(OTHER_LAN, 8080)),
+        "a new connection passed the reloaded drop policy\n{}",
+        lab.report()
+    );
+    assert!(dut_reaches(&lab, SocketAddrV4::new(LAN_IP, 8080)));
+    open.send_to(b"after", udp.addr).unwrap();
+    assert!(
+        open.recv(&mut buf).is_ok(),
+        "the flow open before the change was cut\n{}",
+        lab.report()
+    );
+
+    lab.write_config(&lab.nat_config(|_| on("")));
+    let reload = lab.dutnet(&["reload"]);
+    assert!(reload.success(), "{reload:#?}\n{}", lab.log());
+    assert!(
+        dut_reaches(&lab, SocketAddrV4::new(OTHER_LAN, 8080)),
+        "the filter outlived its removal\n{}",
+        lab.report()
+    );
+}

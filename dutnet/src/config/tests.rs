@@ -151,6 +151,7 @@ fn jumpstarter_fixtures_load_unchanged() {
         include_str!("../../../examples/jumpstarter-1to1.yaml"),
         include_str!("../../../examples/jumpstarter-disabled.yaml"),
         include_str!("../../../examples/jumpstarter-dns.yaml"),
+        include_str!("../../../examples/jumpstarter-filter.yaml"),
     ];
     for text in fixtures {
         let c = load(text);
@@ -171,6 +172,10 @@ fn jumpstarter_fixtures_load_unchanged() {
     let dns = &load(fixtures[3]).networks[0];
     assert_eq!(dns.dns_entries[1].hostname, "registry.lab.local");
     assert_eq!(load(fixtures[2]).networks[0].interface, "enx00e04c683af1");
+    let filtered = &load(fixtures[4]).networks[0];
+    let filter = filtered.filter.as_ref().expect("the file's filter");
+    assert_eq!(filter.egress.as_ref().map(|e| e.rules.len()), Some(2));
+    assert_eq!(filter.ingress.as_ref().map(|e| e.rules.len()), Some(1));
 }
 
 #[test]

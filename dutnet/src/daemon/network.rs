@@ -468,10 +468,19 @@ impl NetworkContext {
         same_rest.addresses.clone_from(&self.config.addresses);
         same_rest.dns_entries.clone_from(&self.config.dns_entries);
         same_rest.nat_timeouts = self.config.nat_timeouts;
+        same_rest.filter.clone_from(&self.config.filter);
         if same_rest != self.config {
             return Ok(false);
         }
         let mut problems = Vec::new();
+        let plan = super::nat::filter_plan(&new);
+        if plan != super::nat::filter_plan(&self.config) {
+            // Atomic on either datapath; flows open now are kept.
+            match datapath.set_filter(&self.config.interface, plan.as_ref()) {
+                Ok(()) => self.config.filter.clone_from(&new.filter),
+                Err(e) => problems.push(format!("filter: {e}; the previous filter stays")),
+            }
+        }
         let gone: Vec<AddressEntry> = self
             .config
             .addresses

@@ -222,6 +222,15 @@ pub trait Datapath {
     /// A 1:1 mapping of `iface`'s network added or removed at run time.
     fn set_public(&mut self, iface: &str, change: PublicChange) -> Result<(), DatapathError>;
 
+    /// Makes `filter` the filter of `iface`'s network at once (a reload):
+    /// new flows are judged by it, open ones are kept. On an error the
+    /// previous filter stays.
+    fn set_filter(
+        &mut self,
+        iface: &str,
+        filter: Option<&filter::FilterPlan>,
+    ) -> Result<(), DatapathError>;
+
     /// Removes idle flows, by each DUT interface's `timeouts`. A datapath
     /// whose flows are conntrack's has none of its own to remove.
     fn sweep(

@@ -58,14 +58,15 @@ impl CellNumbers {
 }
 
 /// Makes `plan` (or no filter) the live filter of the network in `slot`,
-/// replacing `previous`. On an error the previous filter stays live.
+/// replacing `current`'s tables (and `current` with the new ones). On an
+/// error the current filter stays live, and `current` as it was.
 pub fn replace(
     maps: FilterMaps<'_>,
     numbers: &mut CellNumbers,
     slot: u32,
     plan: Option<&FilterPlan>,
-    previous: Option<Installed>,
-) -> Result<Option<Installed>, EbpfError> {
+    current: &mut Option<Installed>,
+) -> Result<(), EbpfError> {
     let FilterMaps {
         heads,
         cells,
@@ -80,7 +81,7 @@ pub fn replace(
         PerCpuHashMap::try_from(hits).map_err(map_error(FILTER_HITS))?;
     let mut heads: Array<_, FilterHead> =
         Array::try_from(heads).map_err(map_error(FILTER_HEADS))?;
-    let generation = previous.as_ref().map_or(0, |p| p.generation ^ 1);
+    let generation = current.as_ref().map_or(0, |p| p.generation ^ 1);
     let mut installed = Installed {
         generation,
         ..Installed::default()
@@ -159,8 +160,8 @@ pub fn replace(
     let live = written.and_then(|()| heads.set(slot, head, 0).map_err(map_error(FILTER_HEADS)));
     // What is not live goes: the new tables after a failure, else the old.
     let stale = match live {
-        Ok(()) => previous,
-        Err(_) => Some(std::mem::take(&mut installed)),
+        Ok(()) => std::mem::replace(current, plan.is_some().then_some(installed)),
+        Err(_) => Some(installed),
     };
     if let Some(stale) = stale {
         for (bits, data) in &stale.cells {
@@ -173,8 +174,7 @@ pub fn replace(
             let _ = hits.remove(key);
         }
     }
-    live?;
-    Ok(plan.is_some().then_some(installed))
+    live
 }
 
 /// The flows each rule of `installed` decided, from the loaded object.

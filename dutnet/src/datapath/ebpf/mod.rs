@@ -406,7 +406,9 @@ impl EbpfDatapath {
             }
         }
         // Before the programs run: no flow escapes the filter.
-        self.replace_filter(budget.slot, network.filter.as_ref(), None)
+        let mut installed = None;
+        self.replace_filter(budget.slot, network.filter.as_ref(), &mut installed)?;
+        Ok(installed)
     }
 
     /// Makes `plan` the filter of the network in `slot` (see
@@ -415,8 +417,8 @@ impl EbpfDatapath {
         &mut self,
         slot: u32,
         plan: Option<&FilterPlan>,
-        previous: Option<filter_maps::Installed>,
-    ) -> Result<Option<filter_maps::Installed>, EbpfError> {
+        current: &mut Option<filter_maps::Installed>,
+    ) -> Result<(), EbpfError> {
         let [heads, cells, ports, hits] = self.ebpf.maps_disjoint_mut([
             maps::FILTER_HEADS,
             maps::FILTER_CELLS,
@@ -430,7 +432,7 @@ impl EbpfDatapath {
             ports: ports.ok_or_else(|| missing(maps::FILTER_PORTS))?,
             hits: hits.ok_or_else(|| missing(maps::FILTER_HITS))?,
         };
-        filter_maps::replace(tables, &mut self.filter_cells, slot, plan, previous)
+        filter_maps::replace(tables, &mut self.filter_cells, slot, plan, current)
     }
 
     /// A public address belongs to one DUT only.
@@ -462,7 +464,8 @@ impl EbpfDatapath {
         filter: Option<filter_maps::Installed>,
     ) -> Result<(), EbpfError> {
         nat_maps::remove_dut_config(self.map_mut(maps::DUT_CONFIG)?, ifindex)?;
-        self.replace_filter(slot, None, filter)?;
+        let mut filter = filter;
+        self.replace_filter(slot, None, &mut filter)?;
         for public in network.nat.public() {
             nat_maps::remove_mapping(
                 &mut self.one_to_one_out,
@@ -506,6 +509,29 @@ impl Datapath for EbpfDatapath {
 
     fn set_public(&mut self, iface: &str, change: PublicChange) -> Result<(), DatapathError> {
         Ok(self.change_public(iface, change)?)
+    }
+
+    fn set_filter(
+        &mut self,
+        iface: &str,
+        filter: Option<&FilterPlan>,
+    ) -> Result<(), DatapathError> {
+        let attachment = self
+            .attached
+            .get_mut(iface)
+            .ok_or_else(|| EbpfError::NotAttached {
+                iface: iface.to_owned(),
+            })?;
+        let slot = attachment.budget.slot;
+        let mut current = attachment.filter.take();
+        let result = self.replace_filter(slot, filter, &mut current);
+        if let Some(a) = self.attached.get_mut(iface) {
+            a.filter = current;
+            if result.is_ok() {
+                a.network.filter = filter.cloned();
+            }
+        }
+        Ok(result?)
     }
 
     fn sweep(

@@ -11,7 +11,9 @@ use std::{
 };
 
 use super::{FallbackNetwork, replace_table, ruleset};
-use crate::datapath::{Carrier, Datapath, DatapathError, DutNetwork, NatPorts, PublicChange};
+use crate::datapath::{
+    Carrier, Datapath, DatapathError, DutNetwork, NatPorts, PublicChange, filter::FilterPlan,
+};
 
 /// The table's networks, by DUT interface.
 #[derive(Debug, Default)]
@@ -110,6 +112,31 @@ impl Datapath for NftTable {
             // The kernel kept the old table: so does the view.
             if let (Some(network), Some(before)) = (self.networks.get_mut(iface), before) {
                 network.public = before;
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn set_filter(
+        &mut self,
+        iface: &str,
+        filter: Option<&FilterPlan>,
+    ) -> Result<(), DatapathError> {
+        let network = self
+            .networks
+            .get_mut(iface)
+            .ok_or_else(|| DatapathError::Unknown {
+                iface: iface.to_owned(),
+            })?;
+        let wanted = filter.map(|f| f.filter.clone());
+        if network.filter == wanted {
+            return Ok(());
+        }
+        let before = std::mem::replace(&mut network.filter, wanted);
+        if let Err(e) = self.install() {
+            if let Some(network) = self.networks.get_mut(iface) {
+                network.filter = before;
             }
             return Err(e);
         }
