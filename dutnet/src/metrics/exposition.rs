@@ -92,6 +92,7 @@ struct Families {
     dns_upstream_seconds: Family<Labels, CountedHistogram>,
     tftp_transfers: Counters,
     tftp_bytes: Counters,
+    filter_hits: Counters,
 }
 
 impl Families {
@@ -198,6 +199,11 @@ impl Families {
             "tftp_bytes",
             "File bytes of the finished TFTP transfers",
             self.tftp_bytes.clone(),
+        );
+        r.register(
+            "filter_hits",
+            "Flows a filter rule decided, by direction and rule (its position in the file, or `policy`)",
+            self.filter_hits.clone(),
         );
     }
 
@@ -320,6 +326,21 @@ impl Families {
             }
             self.tftp_bytes.get_or_create(&base).inc_by(tftp.bytes_sent);
         }
+        if let Some(filter) = &n.filter {
+            for (direction, d) in [("egress", &filter.egress), ("ingress", &filter.ingress)] {
+                let Some(d) = d else { continue };
+                let rules = d
+                    .rules
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| (i.to_string(), r.hits));
+                for (rule, hits) in rules.chain([("policy".to_owned(), d.policy_hits)]) {
+                    let mut labels = with("direction", direction);
+                    labels.push(("rule", rule));
+                    self.filter_hits.get_or_create(&labels).inc_by(hits);
+                }
+            }
+        }
     }
 }
 
@@ -401,7 +422,17 @@ mod tests {
                 bytes_sent: 4096,
                 ..Default::default()
             }),
-            filter: None,
+            filter: Some(crate::control::counters::FilterCounters {
+                egress: Some(crate::control::counters::DirectionCounters {
+                    rules: vec![crate::control::counters::RuleCounter {
+                        rule: "accept 10.0.0.1".into(),
+                        hits: 3,
+                    }],
+                    policy: "drop".into(),
+                    policy_hits: 5,
+                }),
+                ingress: None,
+            }),
         };
         let text = render(
             &[InterfaceCounters::new(&stats, Some("lab".into()))],
@@ -415,6 +446,8 @@ mod tests {
             r#"dutnet_dhcp_received_total{network="lab",type="request"} 5"#,
             r#"dutnet_tftp_transfers_total{network="lab",outcome="ok"} 2"#,
             r#"dutnet_tftp_bytes_total{network="lab"} 4096"#,
+            r#"dutnet_filter_hits_total{network="lab",direction="egress",rule="0"} 3"#,
+            r#"dutnet_filter_hits_total{network="lab",direction="egress",rule="policy"} 5"#,
             r#"dutnet_dhcp_replies_total{network="lab",type="nak"} 1"#,
             r#"dutnet_dhcp_pool_size{network="lab"} 101"#,
             r#"dutnet_network_datapath{network="lab",datapath="ebpf"} 1"#,
