@@ -440,3 +440,19 @@ fn leases_show_whether_a_dut_is_sending_through_nat() {
     let text = lab.ok(&["leases"]);
     assert!(text.contains("1 flow, sent"), "{text}");
 }
+
+/// `nat-rules --network` shows that network's rules, not the table's
+/// every rule (jumpstarter users script it per network).
+#[test]
+fn nat_rules_of_one_network_are_its_own() {
+    let mut lab = Lab::builder().upstream().static_duts(2).build();
+    lab.load_nat_on("ebpf", "");
+    let both = lab.json(&["nat-rules"]);
+    let all = both["ruleset"].as_str().unwrap_or_default();
+    assert!(all.contains("dn-dut1") && all.contains("dn-dut2"), "{both:#}");
+    let one = lab.json(&["nat-rules", "--network", "dut2"]);
+    let ruleset = one["ruleset"].as_str().unwrap_or_default();
+    assert!(ruleset.contains("\"dn-dut2\""), "{one:#}");
+    assert!(!ruleset.contains("dn-dut1"), "dut1's rules in dut2's:\n{ruleset}");
+    assert_eq!(one["networks"].as_array().map(Vec::len), Some(1), "{one:#}");
+}

@@ -128,6 +128,12 @@ impl Daemon {
                 }
                 // One short `nft` run, off the runtime's threads.
                 let ruleset = match tokio::task::spawn_blocking(nft::list_table).await {
+                    // One network asked for: its rules only.
+                    Ok(Ok(text)) if network.is_some() => {
+                        let names: Vec<&str> =
+                            networks.iter().map(|n| n.network.as_str()).collect();
+                        Some(nft::rules_of(&text, &names))
+                    }
                     Ok(Ok(text)) => Some(text),
                     Ok(Err(e)) => {
                         warn!(error = %e, "listing dutnet's nftables table failed");

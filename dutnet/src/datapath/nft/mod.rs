@@ -15,7 +15,7 @@ mod run;
 mod table;
 
 pub use self::{
-    ruleset::{FallbackNetwork, TABLE, filter_comment, ruleset},
+    ruleset::{FallbackNetwork, TABLE, filter_comment, rules_of, ruleset},
     run::{NftError, delete_table, list_table, replace_table, table_exists},
     table::NftTable,
 };

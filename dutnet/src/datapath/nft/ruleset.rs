@@ -159,6 +159,24 @@ pub fn ruleset(networks: &[FallbackNetwork], ports: Option<&RangeInclusive<u16>>
     )
 }
 
+/// `nft list table` output with only the rules of `networks`: every rule of
+/// a network carries a `dutnet network NAME` comment (`... filter ...` for
+/// its filter's); the table's and chains' own lines stay.
+#[must_use]
+pub fn rules_of(listing: &str, networks: &[&str]) -> String {
+    const TAG: &str = "comment \"dutnet network ";
+    let network_of = |line: &str| -> Option<String> {
+        let rest = &line[line.find(TAG)? + TAG.len()..];
+        let name = rest.split(['"', ' ']).next()?;
+        Some(name.to_owned())
+    };
+    listing
+        .lines()
+        .filter(|line| network_of(line).is_none_or(|n| networks.contains(&n.as_str())))
+        .map(|line| format!("{line}\n"))
+        .collect()
+}
+
 /// The comment of a filter rule's (or policy's) nft rule, by which its
 /// counter is read back.
 #[must_use]
@@ -338,5 +356,20 @@ mod tests {
     #[test]
     fn names_cannot_break_out_of_their_string() {
         assert_eq!(quote("a\"b"), "\"a_b\"");
+    }
+
+    #[test]
+    fn one_networks_rules_are_its_own_only() {
+        let mut a = net("dut1", "dn-dut1", Some("dn-up"));
+        a.subnet = "192.168.100.0/24".parse().unwrap();
+        let mut b = net("dut10", "dn-dut10", Some("dn-up"));
+        b.subnet = "192.168.110.0/24".parse().unwrap();
+        let text = ruleset(&[a, b], None);
+        let only = rules_of(&text, &["dut1"]);
+        assert!(only.contains("dn-dut1\""), "{only}");
+        assert!(!only.contains("dn-dut10"), "{only}");
+        assert!(!only.contains("192.168.110.0"), "{only}");
+        assert!(only.contains("chain forward {"), "{only}");
+        assert_eq!(rules_of(&text, &["dut1", "dut10"]), text);
     }
 }
