@@ -326,7 +326,7 @@ fn state_files_are_root_only_and_down_after_a_crash_leaves_no_pid_or_socket() {
     let private_files = [
         state.join("undo.journal"),
         state.join("runtime").join("dn-dut1.json"),
-        network.join("leases"),
+        network.join("dnsmasq.leases"),
         run.join("dutnet.pid"),
         run.join("dutnet.sock"),
     ];
@@ -449,10 +449,16 @@ fn nat_rules_of_one_network_are_its_own() {
     lab.load_nat_on("ebpf", "");
     let both = lab.json(&["nat-rules"]);
     let all = both["ruleset"].as_str().unwrap_or_default();
-    assert!(all.contains("dn-dut1") && all.contains("dn-dut2"), "{both:#}");
+    assert!(
+        all.contains("dn-dut1") && all.contains("dn-dut2"),
+        "{both:#}"
+    );
     let one = lab.json(&["nat-rules", "--network", "dut2"]);
     let ruleset = one["ruleset"].as_str().unwrap_or_default();
     assert!(ruleset.contains("\"dn-dut2\""), "{one:#}");
-    assert!(!ruleset.contains("dn-dut1"), "dut1's rules in dut2's:\n{ruleset}");
+    assert!(
+        !ruleset.contains("dn-dut1"),
+        "dut1's rules in dut2's:\n{ruleset}"
+    );
     assert_eq!(one["networks"].as_array().map(Vec::len), Some(1), "{one:#}");
 }

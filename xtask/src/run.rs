@@ -56,3 +56,10 @@ pub fn is_root() -> bool {
 pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
+
+/// The workspace's root directory (where README.md is).
+#[must_use]
+pub fn workspace_root() -> Result<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    Ok(root.canonicalize()?)
+}

@@ -150,7 +150,7 @@ fn dhcp_config(net: &Network, paths: &Paths) -> DhcpConfig {
             .collect(),
         lease_file: paths
             .network_dir(&net.name, net.state_dir.as_deref())
-            .join("leases"),
+            .join("dnsmasq.leases"),
         options: net.dhcp_options.clone(),
     }
 }
