@@ -328,7 +328,7 @@ fn networks_need_valid_unique_names() {
     assert_problem(
         "networks:\n  - {name: Bad.Name, interface: eth2}\n",
         "networks[0].name",
-        "lowercase",
+        "contains '.'",
     );
     assert_problem(
         "networks:\n  - {name: a, interface: eth2}\n  - {name: a, interface: eth3}\n",
@@ -343,7 +343,33 @@ fn name_not_allowed_in_single_or_exporter_shapes() {
     let exporter =
         "export:\n  Net.1:\n    type: a.DutNetwork\n    config: {interface: eth2, name: x}\n";
     assert_problem(exporter, "export.Net.1.config.name", "named by its export");
-    assert_problem(exporter, "export.Net.1", "lowercase");
+    assert_problem(exporter, "export.Net.1", "contains '.'");
+}
+
+/// jumpstarter names exports freely (capitals too) and nests drivers in a
+/// Composite's `children:`; a DutNetwork there is a network like any other.
+#[test]
+fn a_dut_network_inside_a_composite_with_a_capitalised_name_loads() {
+    let c = load(
+        "export:
+  Lab-A:
+    type: jumpstarter_driver_composite.driver.Composite
+    children:
+      power:
+        type: jumpstarter_driver_power.driver.MockPower
+      DutNet:
+        type: jumpstarter_driver_dut_network.driver.DutNetwork
+        config: {interface: eth2}
+",
+    );
+    assert_eq!(c.networks.len(), 1);
+    assert_eq!(c.networks[0].name, "DutNet");
+    assert_eq!(c.networks[0].interface, "eth2");
+    assert_problem(
+        "export:\n  a:\n    type: x.Composite\n    children: [1]\n",
+        "export.a.children",
+        "expected a mapping",
+    );
 }
 
 #[test]
