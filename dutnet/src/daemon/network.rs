@@ -317,9 +317,88 @@ impl NetworkContext {
         datapath: &mut dyn Datapath,
         paths: &Paths,
     ) -> Result<Applied, Failure> {
-        let entry = AddressEntry::try_from(wire)
-            .and_then(|e| self.config.check_new_address(&e).map(|()| e))
+        let entry =
+            AddressEntry::try_from(wire).map_err(|e| Failure::invalid(runtime::one_line(&e)))?;
+        if let Some(old) = self.config.addresses.iter().find(|a| a.ip == entry.ip) {
+            // jumpstarter's add-address replaces the entry of that address.
+            let old = old.clone();
+            return self
+                .replace_address(old, entry, exporter, datapath, paths)
+                .await;
+        }
+        self.config
+            .check_new_address(&entry)
             .map_err(|e| Failure::invalid(runtime::one_line(&e)))?;
+        self.add_checked(entry, exporter, datapath, paths).await
+    }
+
+    /// Replaces entry `old` by `new` (same address), all or nothing: `new`
+    /// is checked against the other entries first, and `old` comes back if
+    /// `new` cannot be applied.
+    async fn replace_address(
+        &mut self,
+        old: AddressEntry,
+        new: AddressEntry,
+        exporter: &mut impl Exporter,
+        datapath: &mut dyn Datapath,
+        paths: &Paths,
+    ) -> Result<Applied, Failure> {
+        let name = self.config.name.clone();
+        if old == new {
+            return Ok(Applied {
+                reply: Reply::Done {
+                    message: format!("network `{name}` has {} already", describe(&new)),
+                    network: name,
+                },
+                public_changed: false,
+            });
+        }
+        let mut others = self.config.clone();
+        others.addresses.retain(|a| a.ip != old.ip);
+        others
+            .check_new_address(&new)
+            .map_err(|e| Failure::invalid(runtime::one_line(&e)))?;
+        let removed = self
+            .remove_address(&old.ip.to_string(), exporter, datapath, paths)
+            .await?;
+        match self
+            .add_checked(new.clone(), exporter, datapath, paths)
+            .await
+        {
+            Ok(added) => {
+                info!(network = %name, ip = %new.ip, "address entry replaced at run time");
+                Ok(Applied {
+                    reply: Reply::Done {
+                        message: format!(
+                            "replaced {} with {} in network `{name}`",
+                            describe(&old),
+                            describe(&new)
+                        ),
+                        network: name,
+                    },
+                    public_changed: removed.public_changed || added.public_changed,
+                })
+            }
+            Err(failure) => {
+                if let Err(e) = self
+                    .add_checked(old.clone(), exporter, datapath, paths)
+                    .await
+                {
+                    warn!(network = %name, ip = %old.ip, error = %e.message, "putting the replaced address entry back failed");
+                }
+                Err(failure)
+            }
+        }
+    }
+
+    /// Adds a checked entry: saved, then applied (undone if it cannot be).
+    async fn add_checked(
+        &mut self,
+        entry: AddressEntry,
+        exporter: &mut impl Exporter,
+        datapath: &mut dyn Datapath,
+        paths: &Paths,
+    ) -> Result<Applied, Failure> {
         let previous = self.save_changes(paths, |c| c.add_address(&entry))?;
         self.config.addresses.push(entry.clone());
         if let Err(failure) = self.apply_address(&entry, exporter, datapath).await {
@@ -545,9 +624,60 @@ impl NetworkContext {
             hostname: Some(hostname),
             ip: Some(ip),
         };
-        let entry = DnsEntry::try_from(wire)
-            .and_then(|e| self.config.check_new_dns_entry(&e).map(|()| e))
+        let entry =
+            DnsEntry::try_from(wire).map_err(|e| Failure::invalid(runtime::one_line(&e)))?;
+        let same_name = |d: &DnsEntry| {
+            d.hostname
+                .trim_end_matches('.')
+                .eq_ignore_ascii_case(entry.hostname.trim_end_matches('.'))
+        };
+        if let Some(old) = self
+            .config
+            .dns_entries
+            .iter()
+            .find(|d| same_name(d))
+            .cloned()
+        {
+            // jumpstarter's add-dns replaces the entry of that name.
+            if old == entry {
+                let name = self.config.name.clone();
+                return Ok(Reply::Done {
+                    message: format!(
+                        "{} resolves to {} in network `{name}` already",
+                        entry.hostname, entry.ip
+                    ),
+                    network: name,
+                });
+            }
+            let mut others = self.config.clone();
+            others.dns_entries.retain(|d| !same_name(d));
+            others
+                .check_new_dns_entry(&entry)
+                .map_err(|e| Failure::invalid(runtime::one_line(&e)))?;
+            self.remove_dns(&old.hostname, paths)?;
+            return match self.add_dns_checked(entry.clone(), paths) {
+                Ok(Reply::Done { network, .. }) => Ok(Reply::Done {
+                    message: format!(
+                        "{} now resolves to {} in network `{network}` (was {})",
+                        entry.hostname, entry.ip, old.ip
+                    ),
+                    network,
+                }),
+                Ok(other) => Ok(other),
+                Err(failure) => {
+                    let _ = self.add_dns_checked(old, paths);
+                    Err(failure)
+                }
+            };
+        }
+        self.config
+            .check_new_dns_entry(&entry)
             .map_err(|e| Failure::invalid(runtime::one_line(&e)))?;
+        self.add_dns_checked(entry, paths)
+    }
+
+    /// Adds a checked DNS entry: saved, then served.
+    fn add_dns_checked(&mut self, entry: DnsEntry, paths: &Paths) -> Result<Reply, Failure> {
         let previous = self.save_changes(paths, |c| c.add_dns(&entry))?;
         if let Some(dns) = &self.servers.dns
             && let Err(e) = dns.add_entry(&entry.hostname, entry.ip)
