@@ -165,11 +165,7 @@ pub(crate) fn build(w: NetworkWire, p: &mut Vec<Problem>) -> Network {
             })
             .collect(),
     };
-    for (key, value) in [
-        ("local_ntp", &w.local_ntp),
-        ("enable_tcpdump", &w.enable_tcpdump),
-        ("filter", &w.filter),
-    ] {
+    for (key, value) in [("local_ntp", &w.local_ntp), ("filter", &w.filter)] {
         if let Some(v) = value
             && !(v.is_null() || v.as_bool() == Some(false))
         {
@@ -179,6 +175,17 @@ pub(crate) fn build(w: NetworkWire, p: &mut Vec<Problem>) -> Network {
             ));
         }
     }
+    let enable_tcpdump = match &w.enable_tcpdump {
+        None => false,
+        Some(v) if v.is_null() => false,
+        Some(v) => v.as_bool().unwrap_or_else(|| {
+            p.push(Problem::new(
+                "enable_tcpdump",
+                "give `true` (users of the control socket may run `dutnet capture`) or `false` (only root may)",
+            ));
+            false
+        }),
+    };
     let dhcp_options = dhcp_options(p, "dhcp_options", w.dhcp_options);
     let tftp_root = w.tftp_root.and_then(|t| {
         let path = PathBuf::from(&t);
@@ -250,6 +257,7 @@ pub(crate) fn build(w: NetworkWire, p: &mut Vec<Problem>) -> Network {
         state_dir: w.state_dir.map(PathBuf::from),
         dhcp_options,
         tftp_root,
+        enable_tcpdump,
     };
 
     // Range rules only with a parsed range; the layout covers subnet and gateway.

@@ -57,6 +57,10 @@ pub struct Network {
     /// The directory the network's TFTP server serves; `None`: no TFTP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tftp_root: Option<PathBuf>,
+    /// `enable_tcpdump`: every user who may use the control socket may
+    /// capture this network's packets (`dutnet capture`); off, only root.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub enable_tcpdump: bool,
 }
 
 /// The `nat_timeouts` keys and their values: every state but replied UDP.

@@ -945,6 +945,19 @@ fn unsupported_jumpstarter_keys_only_when_off() {
     );
 }
 
+#[test]
+fn enable_tcpdump_is_a_bool_or_null() {
+    assert!(!load(&single("")).networks[0].enable_tcpdump);
+    assert!(!load(&single("enable_tcpdump: null\n")).networks[0].enable_tcpdump);
+    assert!(!load(&single("enable_tcpdump: false\n")).networks[0].enable_tcpdump);
+    assert!(load(&single("enable_tcpdump: true\n")).networks[0].enable_tcpdump);
+    assert_problem(
+        &single("enable_tcpdump: [eth0]\n"),
+        "enable_tcpdump",
+        "give `true`",
+    );
+}
+
 // ---- runtime changes ----------------------------------------------------
 
 fn demo_net() -> Network {
