@@ -58,7 +58,6 @@ pub fn cargo() -> Command {
 }
 
 /// The workspace's root directory (where README.md is).
-#[must_use]
 pub fn workspace_root() -> Result<std::path::PathBuf> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     Ok(root.canonicalize()?)

@@ -15,8 +15,12 @@ use crate::run;
 const NIGHTLY: &str = "nightly";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// Debian packages the tests, the demo and the benchmark use.
+/// Debian packages the tests, the demo and the benchmark use, and what
+/// building dutnet needs: `test` and `demo` install them before they build.
 const PACKAGES: &[&str] = &[
+    // dutnet links libpcap (`dutnet capture`: the live capture and the
+    // filter compiler); the build needs its headers and libpcap.so.
+    "libpcap-dev",
     "iproute2",
     "iputils-ping",
     "procps",

@@ -2,6 +2,7 @@
 mod add_address;
 mod add_dns;
 mod attach;
+mod capture;
 mod completions;
 mod config;
 mod control;
@@ -63,6 +64,10 @@ enum Command {
     /// List the connections NAT translates now (`conntrack -L` for the
     /// eBPF fast path): DUT, translated and remote address, state, idle time.
     Flows(flows::Args),
+    /// Capture a network's packets (on its DUT NIC, or `--upstream` after
+    /// NAT) as pcap (`-w FILE`, `-w -`) or one line per packet.
+    #[command(visible_alias = "tcpdump")]
+    Capture(capture::Args),
     /// List the names the networks' DNS servers answer.
     DnsEntries(dns_entries::Args),
     /// Add a custom DNS record to the running network; kept until `dutnet down`.
@@ -98,6 +103,7 @@ pub fn run() -> ExitCode {
         Command::RemoveAddress(args) => remove_address::run(&args),
         Command::NatRules(args) => nat_rules::run(&args),
         Command::Flows(args) => flows::run(&args),
+        Command::Capture(args) => capture::run(&args),
         Command::DnsEntries(args) => dns_entries::run(&args),
         Command::AddDns(args) => add_dns::run(&args),
         Command::RemoveDns(args) => remove_dns::run(&args),
@@ -138,6 +144,7 @@ mod tests {
             "remove-dns",
             "get-ip",
             "flows",
+            "capture",
         ] {
             assert!(script.contains(verb), "bash completion lacks {verb}");
         }

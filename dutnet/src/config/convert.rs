@@ -165,10 +165,7 @@ pub(crate) fn build(w: NetworkWire, p: &mut Vec<Problem>) -> Network {
             })
             .collect(),
     };
-    for (key, value) in [
-        ("local_ntp", &w.local_ntp),
-        ("enable_tcpdump", &w.enable_tcpdump),
-    ] {
+    for (key, value) in [("local_ntp", &w.local_ntp)] {
         if let Some(v) = value
             && !(v.is_null() || v.as_bool() == Some(false))
         {
@@ -179,6 +176,17 @@ pub(crate) fn build(w: NetworkWire, p: &mut Vec<Problem>) -> Network {
         }
     }
     let filter = super::filter::filter(p, w.filter);
+    let enable_tcpdump = match &w.enable_tcpdump {
+        None => false,
+        Some(v) if v.is_null() => false,
+        Some(v) => v.as_bool().unwrap_or_else(|| {
+            p.push(Problem::new(
+                "enable_tcpdump",
+                "give `true` (users of the control socket may run `dutnet capture`) or `false` (only root may)",
+            ));
+            false
+        }),
+    };
     let dhcp_options = dhcp_options(p, "dhcp_options", w.dhcp_options);
     let tftp_root = w.tftp_root.and_then(|t| {
         let path = PathBuf::from(&t);
@@ -251,6 +259,7 @@ pub(crate) fn build(w: NetworkWire, p: &mut Vec<Problem>) -> Network {
         dhcp_options,
         tftp_root,
         filter,
+        enable_tcpdump,
     };
 
     // Range rules only with a parsed range; the layout covers subnet and gateway.

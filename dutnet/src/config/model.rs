@@ -61,6 +61,10 @@ pub struct Network {
     /// opened towards them; `None`: everything NAT lets through.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub filter: Option<Filter>,
+    /// `enable_tcpdump`: every user who may use the control socket may
+    /// capture this network's packets (`dutnet capture`); off, only root.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub enable_tcpdump: bool,
 }
 
 /// The `nat_timeouts` keys and their values: every state but replied UDP.

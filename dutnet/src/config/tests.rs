@@ -1092,6 +1092,19 @@ fn a_normalized_filter_loads_again() {
     assert_eq!(again.filter, original.filter);
 }
 
+#[test]
+fn enable_tcpdump_is_a_bool_or_null() {
+    assert!(!load(&single("")).networks[0].enable_tcpdump);
+    assert!(!load(&single("enable_tcpdump: null\n")).networks[0].enable_tcpdump);
+    assert!(!load(&single("enable_tcpdump: false\n")).networks[0].enable_tcpdump);
+    assert!(load(&single("enable_tcpdump: true\n")).networks[0].enable_tcpdump);
+    assert_problem(
+        &single("enable_tcpdump: [eth0]\n"),
+        "enable_tcpdump",
+        "give `true`",
+    );
+}
+
 // ---- runtime changes ----------------------------------------------------
 
 fn demo_net() -> Network {

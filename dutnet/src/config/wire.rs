@@ -25,7 +25,8 @@ pub struct NetworkWire {
     pub state_dir: Option<String>,
     pub nat_mode: Option<String>,
     pub public_interface: Option<String>,
-    /// jumpstarter keys dutnet does not implement: accepted only when off.
+    /// jumpstarter keys dutnet does not implement (`local_ntp`, `filter`):
+    /// accepted only when off. `enable_tcpdump` is a bool or null.
     pub local_ntp: Option<serde_yaml::Value>,
     pub enable_tcpdump: Option<serde_yaml::Value>,
     pub filter: Option<FilterWire>,

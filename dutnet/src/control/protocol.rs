@@ -108,6 +108,35 @@ pub enum Request {
         #[serde(default)]
         limit: Option<u64>,
     },
+    /// A packet capture: the one streaming request (see
+    /// [`crate::capture`]). Its answer is a [`Reply::Capture`] line, then
+    /// the capture as a pcap byte stream until the daemon closes the
+    /// connection; or an error line and nothing more.
+    Capture(CaptureRequest),
+}
+
+/// What `dutnet capture` asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureRequest {
+    #[serde(default)]
+    pub network: Option<String>,
+    /// Only this DUT's packets: its address or MAC, as the user typed it.
+    #[serde(default)]
+    pub dut: Option<String>,
+    /// On the upstream NIC, after translation, instead of the DUT NIC.
+    #[serde(default)]
+    pub upstream: bool,
+    /// End after this many packets.
+    #[serde(default)]
+    pub count: Option<u64>,
+    /// End after this many milliseconds (at most
+    /// [`crate::capture::MAX_DURATION`]).
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+    /// A pcap-filter(7) expression the packets must match too.
+    #[serde(default)]
+    pub filter: Option<String>,
 }
 
 /// The daemon's answer.
@@ -135,6 +164,9 @@ pub enum FailureKind {
     Invalid,
     /// A valid request the daemon could not carry out (a kernel call failed).
     Failed,
+    /// The client may not do this (a capture without `enable_tcpdump`, by
+    /// another user than root).
+    Denied,
 }
 
 impl Failure {
@@ -148,6 +180,13 @@ impl Failure {
     pub fn invalid(message: impl Into<String>) -> Self {
         Self {
             kind: FailureKind::Invalid,
+            message: message.into(),
+        }
+    }
+
+    pub fn denied(message: impl Into<String>) -> Self {
+        Self {
+            kind: FailureKind::Denied,
             message: message.into(),
         }
     }
@@ -219,6 +258,28 @@ pub enum Reply {
         /// datapath), each with where to see them instead.
         elsewhere: Vec<FlowsElsewhere>,
     },
+    /// What a capture records; the pcap stream follows this line.
+    Capture(CapturePlan),
+}
+
+/// Where and what a capture records. The daemon answers a
+/// [`Request::Capture`] with it (the server then opens the capture and
+/// forwards it to the client as the header line).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapturePlan {
+    pub network: String,
+    /// The interface the packets are read on.
+    pub interface: String,
+    /// The whole pcap-filter(7) expression applied: the DUT's or its
+    /// translated flows', and the user's; empty for every packet.
+    pub filter: String,
+    /// `enable_tcpdump` of the network: users other than root may capture.
+    pub any_user: bool,
+    /// When it ends at the latest, in milliseconds.
+    pub duration_ms: u64,
+    /// How many packets it ends after, if it does.
+    #[serde(default)]
+    pub count: Option<u64>,
 }
 
 /// What a reload did, by network name.
@@ -546,6 +607,24 @@ mod tests {
                 limit: None
             })
         );
+    }
+
+    #[test]
+    fn a_capture_request_is_one_object_with_its_verb() {
+        let line = r#"{"version":1,"request":{"verb":"capture","network":"lab","upstream":true,"count":5,"filter":"icmp"}}"#;
+        assert_eq!(
+            parse_request(line),
+            Ok(Request::Capture(CaptureRequest {
+                network: Some("lab".into()),
+                dut: None,
+                upstream: true,
+                count: Some(5),
+                duration_ms: None,
+                filter: Some("icmp".into()),
+            }))
+        );
+        let bogus = r#"{"version":1,"request":{"verb":"capture","bogus":1}}"#;
+        assert!(parse_request(bogus).is_err());
     }
 
     #[test]

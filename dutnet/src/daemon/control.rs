@@ -146,6 +146,7 @@ impl Daemon {
             Request::Flows { network, limit } => self.flows(network.as_deref(), limit),
             Request::Stats => self.stats(),
             Request::Reload => self.reload().await,
+            Request::Capture(capture) => self.capture_plan(&capture).await,
         }
     }
 
@@ -239,7 +240,7 @@ impl Daemon {
     }
 
     /// The named network, or the only one.
-    fn select_one(&self, name: Option<&str>) -> Result<usize, Failure> {
+    pub(super) fn select_one(&self, name: Option<&str>) -> Result<usize, Failure> {
         match name {
             Some(name) => self.find_network(name),
             None if self.networks.len() == 1 => Ok(0),

@@ -8,6 +8,7 @@
 //! - `network`: one network's context (reconfigure, runtime changes, status);
 //! - `exporter`: what a network needs from the host (a trait, faked in tests);
 //! - `control`: control requests, each routed to a network's context.
+mod capture;
 mod coexist;
 mod control;
 mod exporter;
