@@ -122,3 +122,59 @@ except (ValueError, TypeError) as e:
         );
     }
 }
+
+/// `dutnet status --json` carries every field of jumpstarter's
+/// `NetworkStatus` (and `InterfaceStatus`, and each lease's `DhcpLease`
+/// fields), each of the type the installed package declares; dutnet's own
+/// fields sit beside them.
+#[test]
+fn status_has_jumpstarters_network_status_fields() {
+    prereq::require("dhclient", "isc-dhcp-client");
+    let mut lab = Lab::builder()
+        .upstream()
+        .dut(Dut::on(1).mac(DUT_MAC))
+        .resolv_conf()
+        .build();
+    let config = Network::services()
+        .set("dhcp_range_start: 192.168.100.100\ndhcp_range_end: 192.168.100.200")
+        .single();
+    lab.load(&config);
+    let client = Dhclient::new(lab.dut(1), "eth0", &lab.topology.dir, "js", "");
+    assert!(client.run().success(), "{}", lab.log());
+    let status = lab.json(&["status"]);
+    let network = status["networks"][0].to_string();
+    let out = python(
+        r#"import sys, json, typing, dataclasses
+from jumpstarter_driver_dut_network.driver import NetworkStatus
+from jumpstarter_driver_dut_network.dnsmasq import DhcpLease
+ours = json.loads(sys.argv[1])
+def check(hints, value, where):
+    for key, kind in typing.get_type_hints(hints).items():
+        assert key in value, f"{where}: no `{key}` in {sorted(value)}"
+        origin = typing.get_origin(kind) or kind
+        if typing.is_typeddict(kind):
+            assert isinstance(value[key], dict), f"{where}.{key}: not a mapping"
+            check(kind, value[key], f"{where}.{key}")
+            continue
+        if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+            allowed = tuple(typing.get_origin(a) or a for a in typing.get_args(kind))
+        else:
+            allowed = (origin,)
+        allowed = tuple(type(None) if a is None else a for a in allowed)
+        assert isinstance(value[key], allowed), f"{where}.{key}: {value[key]!r} is not {kind}"
+check(NetworkStatus, ours, "status")
+assert ours["leases"], "no lease listed"
+for lease in ours["leases"]:
+    for f in dataclasses.fields(DhcpLease):
+        assert f.name in lease, f"lease: no `{f.name}`"
+        assert isinstance(lease[f.name], f.type if isinstance(f.type, type) else eval(f.type)), f"lease.{f.name}"
+for entry in ours["dns_entries"]:
+    assert set(entry) >= {"hostname", "ip"}, entry
+print("same fields")"#,
+        &[&network],
+    );
+    assert!(
+        out.success() && out.stdout.contains("same fields"),
+        "{out:#?}\n{network}"
+    );
+}

@@ -322,18 +322,46 @@ pub struct NetworkStatus {
     pub dhcp_enabled: bool,
     pub dhcp_running: bool,
     pub dns_running: bool,
-    /// Bound DHCP leases.
-    pub leases: usize,
+    /// jumpstarter's `NetworkStatus.interface_status`.
+    pub interface_status: InterfaceStatus,
+    /// Bound DHCP leases, as jumpstarter's `NetworkStatus.leases` lists them.
+    pub leases: Vec<StatusLease>,
     /// `addresses` entries (config file plus runtime changes).
     pub addresses: usize,
-    /// `dns_entries` (config file plus runtime changes).
-    pub dns_entries: usize,
+    /// `dns_entries` (config file plus runtime changes), jumpstarter's
+    /// `{hostname, ip}` each.
+    pub dns_entries: Vec<DnsRecord>,
+    /// This network's rules in dutnet's nft table (jumpstarter's
+    /// `nat_rules`: its table's listing); empty when it cannot be listed.
+    #[serde(default)]
+    pub nat_rules: String,
     /// Flows in the NAT table for this DUT interface.
     pub flows: u64,
     /// Network boot; `None` when the network configures none (and from a
     /// dutnet older than network boot).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot: Option<BootStatus>,
+}
+
+/// jumpstarter's `InterfaceStatus`: the DUT interface.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceStatus {
+    pub name: String,
+    /// It exists (and dutnet has taken it over).
+    pub exists: bool,
+    /// dutnet's addresses on it (`address/prefix`).
+    pub addresses: Vec<String>,
+}
+
+/// A lease as jumpstarter's `NetworkStatus.leases` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusLease {
+    pub mac: String,
+    pub ip: String,
+    /// Empty when the DUT sent none.
+    pub hostname: String,
+    /// Unix seconds.
+    pub expiry: u64,
 }
 
 /// The network-boot configuration of one network and its TFTP server.

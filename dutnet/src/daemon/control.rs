@@ -44,10 +44,19 @@ impl Daemon {
             Request::Status { network } => {
                 let mut networks = Vec::new();
                 let flows = self.active_flows();
+                // One short `nft` run, off the runtime's threads.
+                let ruleset = match tokio::task::spawn_blocking(nft::list_table).await {
+                    Ok(Ok(text)) => text,
+                    _ => String::new(),
+                };
                 for index in self.select_many(network.as_deref())? {
                     let net = &self.networks[index];
                     let flows = flows.get(&net.config.interface).copied().unwrap_or(0);
-                    networks.push(net.status(&self.exporter, &self.datapath, flows).await);
+                    let rules = nft::rules_of(&ruleset, &[net.config.name.as_str()]);
+                    networks.push(
+                        net.status(&self.exporter, &self.datapath, flows, &rules)
+                            .await,
+                    );
                 }
                 Ok(Reply::Status { networks })
             }

@@ -21,7 +21,10 @@ use crate::{
     },
     control::{
         Failure, Reply,
-        protocol::{BootStatus, DnsRecord, DutBoot, LeaseInfo, NetworkDns, NetworkStatus},
+        protocol::{
+            BootStatus, DnsRecord, DutBoot, InterfaceStatus, LeaseInfo, NetworkDns, NetworkStatus,
+            StatusLease,
+        },
     },
     datapath::{Datapath, PublicAddress, PublicChange},
     dhcp::{Lease, format_mac},
@@ -732,6 +735,7 @@ impl NetworkContext {
         exporter: &impl Exporter,
         datapath: &dyn Datapath,
         active_flows: u64,
+        nat_rules: &str,
     ) -> NetworkStatus {
         let c = &self.config;
         let upstream = match &self.taken {
@@ -765,9 +769,39 @@ impl NetworkContext {
             dhcp_enabled: c.dhcp.enabled,
             dhcp_running: self.servers.dhcp.is_some(),
             dns_running: self.servers.dns.is_some(),
-            leases: self.servers.leases().len(),
+            interface_status: InterfaceStatus {
+                name: c.interface.clone(),
+                exists: self.taken.is_some(),
+                addresses: if self.taken.is_some() {
+                    vec![gateway_address(c).to_string()]
+                } else {
+                    Vec::new()
+                },
+            },
+            leases: self
+                .servers
+                .leases()
+                .iter()
+                .map(|l| StatusLease {
+                    mac: format_mac(&l.mac),
+                    ip: l.ip.to_string(),
+                    hostname: l.hostname.clone().unwrap_or_default(),
+                    expiry: l
+                        .expires
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
+                })
+                .collect(),
             addresses: c.addresses.len(),
-            dns_entries: c.dns_entries.len(),
+            dns_entries: c
+                .dns_entries
+                .iter()
+                .map(|d| DnsRecord {
+                    hostname: d.hostname.clone(),
+                    ip: d.ip,
+                })
+                .collect(),
+            nat_rules: nat_rules.to_owned(),
             flows: active_flows,
             boot: self.boot_status(),
         }
