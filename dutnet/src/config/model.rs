@@ -57,6 +57,10 @@ pub struct Network {
     /// The directory the network's TFTP server serves; `None`: no TFTP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tftp_root: Option<PathBuf>,
+    /// `local_ntp`: an NTP server on the gateway, UDP 123 of any address
+    /// from the DUTs redirected to it, and DHCP option 42 defaulting to it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub local_ntp: bool,
 }
 
 /// The `nat_timeouts` keys and their values: every state but replied UDP.

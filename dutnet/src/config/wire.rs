@@ -25,8 +25,9 @@ pub struct NetworkWire {
     pub state_dir: Option<String>,
     pub nat_mode: Option<String>,
     pub public_interface: Option<String>,
-    /// jumpstarter keys dutnet does not implement: accepted only when off.
+    /// jumpstarter's: a boolean (checked in convert, like the two below).
     pub local_ntp: Option<serde_yaml::Value>,
+    /// jumpstarter keys dutnet does not implement: accepted only when off.
     pub enable_tcpdump: Option<serde_yaml::Value>,
     pub filter: Option<serde_yaml::Value>,
     // dutnet's own keys.
