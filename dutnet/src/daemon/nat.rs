@@ -84,6 +84,7 @@ pub fn dut_network(
         reply_mark: reply_mark.unwrap_or(0),
         flows: flow_limits(network),
         nat,
+        local_ntp: network.local_ntp,
     })
 }
 
@@ -221,6 +222,7 @@ pub fn fallback_network(network: &Network, upstream: Option<String>) -> Fallback
         subnet: network.subnet,
         upstream_interface: upstream,
         public: public_addresses(network),
+        ntp_redirect: network.local_ntp.then_some(network.gateway_ip),
     }
 }
 

@@ -72,6 +72,8 @@ pub struct DutNetwork {
     pub reply_mark: u32,
     /// Its share of the connection table.
     pub flows: FlowLimits,
+    /// `local_ntp`: the DUTs' NTP goes to the stack (and the gateway).
+    pub local_ntp: bool,
 }
 
 /// A DUT reachable at its own public address.

@@ -304,6 +304,7 @@ mod tests {
             subnet: "192.168.100.1/24".parse().unwrap(),
             upstream_interface: upstream.map(str::to_owned),
             public: Vec::new(),
+            ntp_redirect: None,
         }
     }
 

@@ -157,6 +157,7 @@ mod tests {
                 subnet: "192.168.100.0/24".parse().unwrap(),
                 upstream_interface: Some("dn-up".to_owned()),
                 public: Vec::new(),
+                ntp_redirect: None,
             }],
             None,
         )
