@@ -103,12 +103,15 @@ impl Limiter {
                 b.refilled = now;
             }
         }
-        if b.tokens > 0 {
+        if b.kissed && b.tokens < rate.burst {
+            // Silence until the client has slowed down for as long as a
+            // whole burst takes to come back (RFC 5905 7.4: a kissed
+            // client backs off; one that does not gets nothing).
+            Verdict::Drop
+        } else if b.tokens > 0 {
             b.tokens -= 1;
             b.kissed = false;
             Verdict::Answer
-        } else if b.kissed {
-            Verdict::Drop
         } else {
             b.kissed = true;
             Verdict::Kiss
@@ -192,11 +195,12 @@ mod tests {
         assert_eq!(l.check(A, t, w), Verdict::Answer);
         assert_eq!(l.check(A, t, w), Verdict::Answer);
         assert_eq!(l.check(A, t, w), Verdict::Kiss);
+        // Kissed: silent until the whole burst is back.
         let later = t + Duration::from_millis(1_500);
-        assert_eq!(l.check(A, later, w), Verdict::Answer);
-        // The half second left over still counts.
-        assert_eq!(l.check(A, later, w), Verdict::Kiss);
+        assert_eq!(l.check(A, later, w), Verdict::Drop);
         assert_eq!(l.check(A, t + Duration::from_secs(2), w), Verdict::Answer);
+        assert_eq!(l.check(A, t + Duration::from_secs(2), w), Verdict::Answer);
+        assert_eq!(l.check(A, t + Duration::from_secs(2), w), Verdict::Kiss);
         // An hour idle refills to the burst, not beyond.
         let much_later = t + Duration::from_secs(3_600);
         for _ in 0..2 {
