@@ -40,6 +40,8 @@ const PACKAGES: &[&str] = &[
     // tests/metrics.rs parses the /metrics exposition with the official
     // Python client's OpenMetrics parser.
     "python3-prometheus-client",
+    // The real NTP client of tests/ntp.rs (`ntpdig`).
+    "ntpsec-ntpdate",
 ];
 /// Installed when the distribution packages it; nothing depends on it.
 const OPTIONAL_PACKAGES: &[&str] = &["bpftool"];
