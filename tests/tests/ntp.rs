@@ -15,7 +15,7 @@ use std::{
 };
 
 use dutnet_tests::{
-    both_datapaths, cmd,
+    both_datapaths, cli, cmd,
     lab::{Lab, config::dut_ip},
     nat::udp_socket,
     prereq,
@@ -152,4 +152,18 @@ fn duts_get_the_exporters_time_at_the_gateway_and_at_any_address(datapath: &str)
     let b = udp_socket(lab.dut_behind(1, 2), SocketAddrV4::new(dut_ip(2), 0));
     let (reply, _) = query(&b, GATEWAY).expect("the other DUT is still answered");
     assert_eq!(reply[1], stratum);
+
+    // `dutnet stats --json` counts them, per network (its network section
+    // is the eBPF datapath's: on nft alone it points at nft's counters).
+    if datapath == "ebpf" {
+        let out = cli::run(&lab.topology, &lab.exporter, &["stats", "--json"]).ok();
+        let stats: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        let ntp = &stats["networks"][0]["ntp"];
+        assert_eq!(ntp["kod_sent"], 1, "{stats}");
+        // The two first queries, the flood's answers, DUT 2's (and ntpdig's).
+        assert!(
+            ntp["requests_served"].as_u64().unwrap() >= answers + 3,
+            "{stats}"
+        );
+    }
 }

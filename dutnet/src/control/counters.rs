@@ -134,6 +134,9 @@ pub struct NetworkCounters {
     /// `None` when it serves no `tftp_root`.
     #[serde(default)]
     pub tftp: Option<crate::tftp::TftpCounters>,
+    /// `None` without `local_ntp`.
+    #[serde(default)]
+    pub ntp: Option<crate::ntp::NtpCounters>,
 }
 
 /// A DHCP server's pool and counters.

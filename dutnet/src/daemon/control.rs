@@ -327,6 +327,7 @@ impl Daemon {
             }),
             dns: servers.dns.as_ref().map(|dns| dns.counters().into()),
             tftp: servers.tftp.as_ref().map(|t| t.counters()),
+            ntp: servers.ntp.as_ref().map(|t| t.counters()),
         }
     }
 }

@@ -92,6 +92,7 @@ struct Families {
     dns_upstream_seconds: Family<Labels, CountedHistogram>,
     tftp_transfers: Counters,
     tftp_bytes: Counters,
+    ntp_requests: Counters,
 }
 
 impl Families {
@@ -198,6 +199,11 @@ impl Families {
             "tftp_bytes",
             "File bytes of the finished TFTP transfers",
             self.tftp_bytes.clone(),
+        );
+        r.register(
+            "ntp_requests",
+            "NTP requests by outcome (served; kod: RATE kiss-o'-death sent; ignored: other modes or versions, malformed, silenced over the rate)",
+            self.ntp_requests.clone(),
         );
     }
 
@@ -320,6 +326,17 @@ impl Families {
             }
             self.tftp_bytes.get_or_create(&base).inc_by(tftp.bytes_sent);
         }
+        if let Some(ntp) = &n.ntp {
+            for (outcome, count) in [
+                ("served", ntp.requests_served),
+                ("kod", ntp.kod_sent),
+                ("ignored", ntp.ignored),
+            ] {
+                self.ntp_requests
+                    .get_or_create(&with("outcome", outcome))
+                    .inc_by(count);
+            }
+        }
     }
 }
 
@@ -400,6 +417,11 @@ mod tests {
                 bytes_sent: 4096,
                 ..Default::default()
             }),
+            ntp: Some(crate::ntp::NtpCounters {
+                requests_served: 9,
+                kod_sent: 1,
+                ignored: 0,
+            }),
         };
         let text = render(
             &[InterfaceCounters::new(&stats, Some("lab".into()))],
@@ -413,6 +435,7 @@ mod tests {
             r#"dutnet_dhcp_received_total{network="lab",type="request"} 5"#,
             r#"dutnet_tftp_transfers_total{network="lab",outcome="ok"} 2"#,
             r#"dutnet_tftp_bytes_total{network="lab"} 4096"#,
+            r#"dutnet_ntp_requests_total{network="lab",outcome="kod"} 1"#,
             r#"dutnet_dhcp_replies_total{network="lab",type="nak"} 1"#,
             r#"dutnet_dhcp_pool_size{network="lab"} 101"#,
             r#"dutnet_network_datapath{network="lab",datapath="ebpf"} 1"#,
