@@ -153,6 +153,18 @@ fn duts_get_the_exporters_time_at_the_gateway_and_at_any_address(datapath: &str)
     let (reply, _) = query(&b, GATEWAY).expect("the other DUT is still answered");
     assert_eq!(reply[1], stratum);
 
+    // `dutnet ntp-status --json`: jumpstarter's keys, the counters, the
+    // clients and the clock as the test read it.
+    let out = cli::run(&lab.topology, &lab.exporter, &["ntp-status", "--json"]).ok();
+    let status: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let net = &status["networks"][0];
+    assert_eq!(net["enabled"], true, "{status}");
+    assert_eq!(net["running"], true, "{status}");
+    assert_eq!(net["counters"]["kod_sent"], 1, "{status}");
+    assert_eq!(net["clients"].as_array().unwrap().len(), 2, "{status}");
+    assert_eq!(status["clock"]["leap"], leap, "{status}");
+    assert_eq!(status["clock"]["stratum"], stratum, "{status}");
+
     // `dutnet stats --json` counts them, per network (its network section
     // is the eBPF datapath's: on nft alone it points at nft's counters).
     if datapath == "ebpf" {
