@@ -35,7 +35,11 @@ pub struct DutConfig {
     pub port_max: u16,
     /// One of [`mode`].
     pub nat_mode: u8,
-    pub _pad: [u8; 3],
+    /// Non-zero: the network serves NTP (`local_ntp`); the DUTs' UDP to
+    /// port 123 of any address goes to the stack, whose nft rule redirects
+    /// it to the gateway.
+    pub local_ntp: u8,
+    pub _pad: [u8; 2],
     /// When non-zero, `skb->mark` for what the DUT NIC hands to the stack, so
     /// the exporter's replies route back out of this NIC even when another
     /// DUT NIC carries the same subnet (host order).

@@ -24,6 +24,7 @@ use crate::{
 
 const PACKET_HOST: u32 = 0;
 const ICMP_ECHO_REQUEST: u8 = 8;
+const NTP_PORT: u16 = 123;
 
 pub fn handle(ctx: &TcContext) -> Verdict {
     let ifindex = stats::ifindex(ctx);
@@ -123,6 +124,12 @@ pub fn handle(ctx: &TcContext) -> Verdict {
             (parse::port(&l4, 0), parse::port(&l4, 2), 0)
         }
     };
+    if cfg.local_ntp != 0 && ip.protocol == protocol::UDP && u16::from_be(dport) == NTP_PORT {
+        // NTP to anywhere is the exporter's to answer (`local_ntp`): the
+        // stack's nft rule redirects it to the gateway, as it does on the
+        // nft datapath.
+        return Verdict::Pass;
+    }
     if cfg.nat_mode == mode::ONE_TO_ONE
         && let Some(target) = one_to_one::of_public(ip.dst)
         && let Some(mapping) = one_to_one::of_private(ifindex, ip.src)

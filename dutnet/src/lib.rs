@@ -15,6 +15,7 @@ pub mod host;
 pub mod log_limit;
 pub mod metrics;
 pub mod netlink;
+pub mod ntp;
 pub mod sock;
 pub mod state;
 pub mod tftp;

@@ -238,7 +238,9 @@ fn runtime_changes_survive_a_restart_until_down() {
     let status = lab.json(&["status"]);
     assert_eq!(status["networks"][0]["addresses"], 2, "{status}");
     assert_eq!(
-        status["networks"][0]["dns_entries"].as_array().map(Vec::len),
+        status["networks"][0]["dns_entries"]
+            .as_array()
+            .map(Vec::len),
         Some(1),
         "{status}"
     );

@@ -94,6 +94,7 @@ fn network(iface: &str, public: Vec<PublicAddress>) -> DutNetwork {
         reply_mark: 0,
         flows: FlowLimits::new(1024),
         filter: None,
+        local_ntp: false,
     }
 }
 

@@ -46,6 +46,8 @@ const PACKAGES: &[&str] = &[
     "python3-prometheus-client",
     // The venv of jumpstarter's own packages (tests/jumpstarter.rs).
     "python3-venv",
+    // The real NTP client of tests/ntp.rs (`ntpdig`).
+    "ntpsec-ntpdate",
 ];
 /// Installed when the distribution packages it; nothing depends on it.
 const OPTIONAL_PACKAGES: &[&str] = &["bpftool"];

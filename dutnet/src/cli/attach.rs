@@ -46,6 +46,7 @@ pub fn run(args: &Args) -> Result<()> {
             reply_mark: 0,
             flows: FlowLimits::new(1),
             filter: None,
+            local_ntp: false,
         };
         if let Err(e) = datapath.attach(&counting_only) {
             // Leave nothing behind on the interfaces that did attach.

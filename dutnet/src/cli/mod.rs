@@ -14,6 +14,7 @@ mod leases;
 mod load;
 mod logging;
 mod nat_rules;
+mod ntp_status;
 mod reload;
 mod remove_address;
 mod remove_dns;
@@ -52,6 +53,9 @@ enum Command {
     Status(status::Args),
     /// List the DHCP leases.
     Leases(leases::Args),
+    /// Show the local NTP server of each network (`local_ntp`) and the
+    /// exporter's clock state.
+    NtpStatus(ntp_status::Args),
     /// Print the address leased to a DUT's MAC (exit code 3 if none).
     GetIp(get_ip::Args),
     /// Add a DUT address entry (static lease, host name, 1:1 public IP) to
@@ -98,6 +102,7 @@ pub fn run() -> ExitCode {
         Command::Stats(args) => stats::run(&args),
         Command::Status(args) => status::run(&args),
         Command::Leases(args) => leases::run(&args),
+        Command::NtpStatus(args) => ntp_status::run(&args),
         Command::GetIp(args) => get_ip::run(&args),
         Command::AddAddress(args) => add_address::run(&args),
         Command::RemoveAddress(args) => remove_address::run(&args),

@@ -165,16 +165,7 @@ pub(crate) fn build(w: NetworkWire, p: &mut Vec<Problem>) -> Network {
             })
             .collect(),
     };
-    for (key, value) in [("local_ntp", &w.local_ntp)] {
-        if let Some(v) = value
-            && !(v.is_null() || v.as_bool() == Some(false))
-        {
-            p.push(Problem::new(
-                key,
-                format!("dutnet does not support `{key}` yet; remove it or set it to false"),
-            ));
-        }
-    }
+    let local_ntp = local_ntp(p, w.local_ntp.as_ref());
     let filter = super::filter::filter(p, w.filter);
     let enable_tcpdump = match &w.enable_tcpdump {
         None => false,
@@ -260,6 +251,7 @@ pub(crate) fn build(w: NetworkWire, p: &mut Vec<Problem>) -> Network {
         tftp_root,
         filter,
         enable_tcpdump,
+        local_ntp,
     };
 
     // Range rules only with a parsed range; the layout covers subnet and gateway.
@@ -501,4 +493,19 @@ fn dhcp_options(
 
 fn prefix(path: &str, q: Problem) -> Problem {
     Problem::new(join(path, &q.path), q.message)
+}
+
+/// `local_ntp`: a boolean, as in jumpstarter; `null` is off.
+fn local_ntp(p: &mut Vec<Problem>, value: Option<&serde_yaml::Value>) -> bool {
+    match value {
+        None => false,
+        Some(v) if v.is_null() => false,
+        Some(v) => v.as_bool().unwrap_or_else(|| {
+            p.push(Problem::new(
+                "local_ntp",
+                "`local_ntp` is true or false: true serves NTP on the gateway and redirects the DUTs' NTP to it",
+            ));
+            false
+        }),
+    }
 }

@@ -65,6 +65,10 @@ pub struct Network {
     /// capture this network's packets (`dutnet capture`); off, only root.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub enable_tcpdump: bool,
+    /// `local_ntp`: an NTP server on the gateway, UDP 123 of any address
+    /// from the DUTs redirected to it, and DHCP option 42 defaulting to it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub local_ntp: bool,
 }
 
 /// The `nat_timeouts` keys and their values: every state but replied UDP.

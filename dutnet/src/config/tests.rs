@@ -964,10 +964,12 @@ fn unsupported_jumpstarter_keys_only_when_off() {
     load(&single(
         "local_ntp: false\nenable_tcpdump: null\nfilter: ~\n",
     ));
+    assert!(load(&single("local_ntp: true\n")).networks[0].local_ntp);
+    assert!(!load(&single("local_ntp: ~\n")).networks[0].local_ntp);
     assert_problem(
-        &single("local_ntp: true\n"),
+        &single("local_ntp: yes please\n"),
         "local_ntp",
-        "does not support `local_ntp` yet",
+        "true or false",
     );
 }
 

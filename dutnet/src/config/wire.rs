@@ -25,9 +25,10 @@ pub struct NetworkWire {
     pub state_dir: Option<String>,
     pub nat_mode: Option<String>,
     pub public_interface: Option<String>,
-    /// jumpstarter keys dutnet does not implement (`local_ntp`, `filter`):
-    /// accepted only when off. `enable_tcpdump` is a bool or null.
+    /// jumpstarter's `local_ntp` and `enable_tcpdump`: booleans or null
+    /// (checked in convert).
     pub local_ntp: Option<serde_yaml::Value>,
+    /// jumpstarter keys dutnet does not implement: accepted only when off.
     pub enable_tcpdump: Option<serde_yaml::Value>,
     pub filter: Option<FilterWire>,
     // dutnet's own keys.

@@ -142,6 +142,9 @@ pub struct NetworkCounters {
     /// Its `filter`'s rules with the flows each decided; absent without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<FilterCounters>,
+    /// `None` without `local_ntp`.
+    #[serde(default)]
+    pub ntp: Option<crate::ntp::NtpCounters>,
 }
 
 /// A network's filter as `dutnet stats` shows it: each rule beside the new

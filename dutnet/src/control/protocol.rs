@@ -52,6 +52,11 @@ pub enum Request {
         #[serde(default)]
         network: Option<String>,
     },
+    /// The local NTP server of each network (`local_ntp`).
+    NtpStatus {
+        #[serde(default)]
+        network: Option<String>,
+    },
     /// The address leased to `mac` (any network unless `network` is given).
     GetIp {
         #[serde(default)]
@@ -208,6 +213,11 @@ pub enum Reply {
     },
     Leases {
         networks: Vec<NetworkLeases>,
+    },
+    NtpStatus {
+        networks: Vec<NetworkNtp>,
+        /// The exporter's clock, as adjtimex(2) reads it.
+        clock: NtpClock,
     },
     Ip(LeaseInfo),
     /// A change was made (add/remove); `message` says which.
@@ -382,6 +392,33 @@ pub struct DutBoot {
     pub ip: Ipv4Addr,
     pub mac: Option<String>,
     pub dhcp_options: serde_json::Value,
+}
+
+/// One network's NTP server; `enabled` and `running` as jumpstarter's
+/// driver names them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkNtp {
+    pub network: String,
+    /// `local_ntp` is set.
+    pub enabled: bool,
+    /// Its server is listening.
+    pub running: bool,
+    /// `None` while it does not run.
+    pub counters: Option<crate::ntp::NtpCounters>,
+    /// The clients its rate limiter remembers (at most 1024).
+    pub clients: Vec<crate::ntp::limit::ClientSeen>,
+}
+
+/// The exporter's clock as the NTP server reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NtpClock {
+    pub synchronized: bool,
+    /// The leap indicator sent (3: unsynchronized).
+    pub leap: u8,
+    pub stratum: u8,
+    pub offset_ns: i64,
+    pub maxerror_us: i64,
+    pub esterror_us: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -20,7 +20,9 @@ use crate::{
     control::{
         Failure, Reply, Request, Response,
         counters::{DhcpStats, FilterCounters, InterfaceCounters, NetworkCounters},
-        protocol::{Mapping, NatActivity, NetworkLeases, NetworkNat, PortRange},
+        protocol::{
+            Mapping, NatActivity, NetworkLeases, NetworkNat, NetworkNtp, NtpClock, PortRange,
+        },
         server::Pending,
     },
     datapath::{Datapath as _, nft},
@@ -77,6 +79,35 @@ impl Daemon {
                     })
                     .collect();
                 Ok(Reply::Leases { networks })
+            }
+            Request::NtpStatus { network } => {
+                let networks = self
+                    .select_many(network.as_deref())?
+                    .into_iter()
+                    .map(|index| {
+                        let net = &self.networks[index];
+                        let ntp = net.servers.ntp.as_ref();
+                        NetworkNtp {
+                            network: net.config.name.clone(),
+                            enabled: net.config.local_ntp,
+                            running: ntp.is_some_and(crate::ntp::NtpServer::running),
+                            counters: ntp.map(crate::ntp::NtpServer::counters),
+                            clients: ntp.map(crate::ntp::NtpServer::clients).unwrap_or_default(),
+                        }
+                    })
+                    .collect();
+                let c = crate::ntp::clock::ClockState::read();
+                Ok(Reply::NtpStatus {
+                    networks,
+                    clock: NtpClock {
+                        synchronized: c.synchronized(),
+                        leap: c.leap(),
+                        stratum: c.stratum(),
+                        offset_ns: c.offset_ns,
+                        maxerror_us: c.maxerror_us,
+                        esterror_us: c.esterror_us,
+                    },
+                })
             }
             Request::GetIp { network, mac } => self.get_ip(network.as_deref(), &mac),
             Request::AddAddress {
@@ -365,6 +396,7 @@ impl Daemon {
             dns: servers.dns.as_ref().map(|dns| dns.counters().into()),
             tftp: servers.tftp.as_ref().map(|t| t.counters()),
             filter: None,
+            ntp: servers.ntp.as_ref().map(|t| t.counters()),
         }
     }
 }

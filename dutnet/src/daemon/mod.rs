@@ -93,6 +93,12 @@ pub enum DaemonError {
         #[source]
         source: TftpError,
     },
+    #[error("network `{network}`: starting the NTP server failed: {source}")]
+    Ntp {
+        network: String,
+        #[source]
+        source: crate::ntp::NtpError,
+    },
     #[error("network `{network}`: starting the DHCP server failed: {source}")]
     Dhcp {
         network: String,

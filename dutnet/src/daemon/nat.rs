@@ -86,6 +86,7 @@ pub fn dut_network(
         flows: flow_limits(network),
         nat,
         filter: filter_plan(network),
+        local_ntp: network.local_ntp,
     })
 }
 
@@ -233,6 +234,7 @@ pub fn fallback_network(network: &Network, upstream: Option<String>) -> Fallback
         upstream_interface: upstream,
         public: public_addresses(network),
         filter: network.filter.clone(),
+        ntp_redirect: network.local_ntp.then_some(network.gateway_ip),
     }
 }
 

@@ -77,6 +77,8 @@ pub struct DutNetwork {
     pub flows: FlowLimits,
     /// What its DUTs may open and be opened; `None`: no filter.
     pub filter: Option<filter::FilterPlan>,
+    /// `local_ntp`: the DUTs' NTP goes to the stack (and the gateway).
+    pub local_ntp: bool,
 }
 
 /// A DUT reachable at its own public address.

@@ -93,6 +93,7 @@ struct Families {
     tftp_transfers: Counters,
     tftp_bytes: Counters,
     filter_hits: Counters,
+    ntp_requests: Counters,
 }
 
 impl Families {
@@ -204,6 +205,11 @@ impl Families {
             "filter_hits",
             "Flows a filter rule decided, by direction and rule (its position in the file, or `policy`)",
             self.filter_hits.clone(),
+        );
+        r.register(
+            "ntp_requests",
+            "NTP requests by outcome (served; kod: RATE kiss-o'-death sent; ignored: other modes or versions, malformed, silenced over the rate)",
+            self.ntp_requests.clone(),
         );
     }
 
@@ -341,6 +347,17 @@ impl Families {
                 }
             }
         }
+        if let Some(ntp) = &n.ntp {
+            for (outcome, count) in [
+                ("served", ntp.requests_served),
+                ("kod", ntp.kod_sent),
+                ("ignored", ntp.ignored),
+            ] {
+                self.ntp_requests
+                    .get_or_create(&with("outcome", outcome))
+                    .inc_by(count);
+            }
+        }
     }
 }
 
@@ -433,6 +450,11 @@ mod tests {
                 }),
                 ingress: None,
             }),
+            ntp: Some(crate::ntp::NtpCounters {
+                requests_served: 9,
+                kod_sent: 1,
+                ignored: 0,
+            }),
         };
         let text = render(
             &[InterfaceCounters::new(&stats, Some("lab".into()))],
@@ -448,6 +470,7 @@ mod tests {
             r#"dutnet_tftp_bytes_total{network="lab"} 4096"#,
             r#"dutnet_filter_hits_total{network="lab",direction="egress",rule="0"} 3"#,
             r#"dutnet_filter_hits_total{network="lab",direction="egress",rule="policy"} 5"#,
+            r#"dutnet_ntp_requests_total{network="lab",outcome="kod"} 1"#,
             r#"dutnet_dhcp_replies_total{network="lab",type="nak"} 1"#,
             r#"dutnet_dhcp_pool_size{network="lab"} 101"#,
             r#"dutnet_network_datapath{network="lab",datapath="ebpf"} 1"#,

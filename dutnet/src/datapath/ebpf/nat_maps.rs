@@ -60,7 +60,8 @@ pub fn dut_config(network: &DutNetwork, upstream_ifindex: u32, budget: FlowBudge
         port_min: *ports.start(),
         port_max: *ports.end(),
         nat_mode,
-        _pad: [0; 3],
+        local_ntp: u8::from(network.local_ntp),
+        _pad: [0; 2],
         reply_mark: network.reply_mark,
         budget,
     }

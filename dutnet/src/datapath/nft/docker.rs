@@ -305,6 +305,7 @@ mod tests {
             upstream_interface: upstream.map(str::to_owned),
             public: Vec::new(),
             filter: None,
+            ntp_redirect: None,
         }
     }
 

@@ -1,5 +1,5 @@
 //! The text of dutnet's fallback table (pure: tested without nft).
-use std::{fmt::Write as _, ops::RangeInclusive};
+use std::{fmt::Write as _, net::Ipv4Addr, ops::RangeInclusive};
 
 use ipnet::Ipv4Net;
 
@@ -23,6 +23,8 @@ pub struct FallbackNetwork {
     pub public: Vec<PublicAddress>,
     /// What its DUTs may open and be opened (`None`: no filter).
     pub filter: Option<Filter>,
+    /// `local_ntp`: the gateway, where the DUTs' NTP to any address goes.
+    pub ntp_redirect: Option<Ipv4Addr>,
 }
 
 /// The whole table: `nft -f` input that creates it from nothing (the caller
@@ -39,14 +41,38 @@ pub fn ruleset(networks: &[FallbackNetwork], ports: Option<&RangeInclusive<u16>>
     let mut snat = String::new();
     let mut dnat = String::new();
     let mut guard = String::new();
+    let mut ntp = String::new();
+    let mut zones = String::new();
+    let mut zones_out = String::new();
     let dut_subnets = networks
         .iter()
         .map(|n| n.subnet.trunc().to_string())
         .collect::<Vec<_>>()
         .join(", ");
-    for n in networks {
+    for (i, n) in networks.iter().enumerate() {
         let dut = quote(&n.dut_interface);
         let comment = quote(&format!("dutnet network {}", n.name));
+        if let Some(gateway) = n.ntp_redirect {
+            // A conntrack zone per DUT NIC keeps two DUTs with the same
+            // address on NICs with the same subnet apart: without it, the
+            // second one's request would match the first one's entry and
+            // take its translation (to the other NIC's gateway). The
+            // exporter's answers leave through the NIC (its socket is bound
+            // there) and join the zone on the way out.
+            let zone = i + 1;
+            let _ = writeln!(
+                zones,
+                "    iifname {dut} udp dport 123 ct zone set {zone} comment {comment}"
+            );
+            let _ = writeln!(
+                zones_out,
+                "    oifname {dut} udp sport 123 ct zone set {zone} comment {comment}"
+            );
+            let _ = writeln!(
+                ntp,
+                "    iifname {dut} udp dport 123 dnat to {gateway}:123 comment {comment}"
+            );
+        }
         if let Some(upstream) = &n.upstream_interface {
             let up = quote(upstream);
             let filter = n.filter.clone().unwrap_or_default();
@@ -142,9 +168,15 @@ pub fn ruleset(networks: &[FallbackNetwork], ports: Option<&RangeInclusive<u16>>
   chain forward {{
     type filter hook forward priority filter; policy accept;
 {accepts}{drops}  }}
+  chain ntp_zone {{
+    type filter hook prerouting priority raw; policy accept;
+{zones}  }}
+  chain ntp_zone_out {{
+    type filter hook output priority raw; policy accept;
+{zones_out}  }}
   chain prerouting {{
     type nat hook prerouting priority dstnat; policy accept;
-{dnat}  }}
+{ntp}{dnat}  }}
   chain output {{
     type nat hook output priority -100; policy accept;
 {dnat}  }}
@@ -248,7 +280,31 @@ mod tests {
             upstream_interface: upstream.map(str::to_owned),
             public: Vec::new(),
             filter: None,
+            ntp_redirect: None,
         }
+    }
+
+    #[test]
+    fn local_ntp_redirects_each_nics_ntp_to_its_gateway_in_its_own_zone() {
+        let gw = Ipv4Addr::new(192, 168, 100, 1);
+        let mut a = net("a", "dn-dut1", None);
+        a.ntp_redirect = Some(gw);
+        let mut b = net("b", "dn-dut2", Some("dn-up"));
+        b.ntp_redirect = Some(gw);
+        let text = ruleset(&[a, b, net("c", "dn-dut3", None)], None);
+        for (dut, zone) in [("dn-dut1", 1), ("dn-dut2", 2)] {
+            for rule in [
+                format!(r#"iifname "{dut}" udp dport 123 ct zone set {zone} comment"#),
+                format!(r#"oifname "{dut}" udp sport 123 ct zone set {zone} comment"#),
+                format!(r#"iifname "{dut}" udp dport 123 dnat to 192.168.100.1:123 comment"#),
+            ] {
+                assert_eq!(text.matches(&rule).count(), 1, "{rule}\n{text}");
+            }
+        }
+        assert!(!text.contains(r#""dn-dut3" udp"#), "{text}");
+        // Only in prerouting: the exporter's own NTP is not redirected.
+        let output = text.find("chain output").unwrap();
+        assert!(text.rfind("dnat to 192.168.100.1:123").unwrap() < output);
     }
 
     #[test]

@@ -185,6 +185,7 @@ mod tests {
                 upstream_interface: Some("dn-up".to_owned()),
                 public: Vec::new(),
                 filter: None,
+                ntp_redirect: None,
             }],
             None,
         )
