@@ -63,7 +63,7 @@ pub fn allows(slot: u32, head: &FilterHead, dir: u32, peer: u32, proto: u8, port
             _pad: 0,
         };
         // SAFETY: copied out at once.
-        unsafe { FILTER_PORTS.get(&key).copied() }
+        unsafe { FILTER_PORTS.get(key).copied() }
     };
     let decision = match proto {
         protocol::TCP => named(cell.tcp_ports).unwrap_or(cell.tcp),
@@ -113,5 +113,5 @@ pub fn remember(key: &FlowKey) {
         // SAFETY: bpf_ktime_get_ns has no preconditions.
         last_seen_ns: unsafe { bpf_ktime_get_ns() },
     };
-    let _ = FILTER_FLOWS.insert(key, &flow, 0);
+    let _ = FILTER_FLOWS.insert(key, flow, 0);
 }
