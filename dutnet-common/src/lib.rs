@@ -8,6 +8,7 @@
 #![no_std]
 
 pub mod csum;
+pub mod filter;
 pub mod flow_state;
 pub mod nat;
 pub mod stats;
@@ -19,7 +20,8 @@ pub mod stats;
 ///
 /// 5: `IfaceCounters::egress` holds the NIC's transmit counters when it was
 /// attached (no program counts egress any more).
-pub const ABI_VERSION: u32 = 5;
+/// 6: traffic filters (`FILTER_*` maps, [`nat::Mapping::slot`]).
+pub const ABI_VERSION: u32 = 6;
 
 /// Names of the TC programs in the eBPF object, as the controller looks them up.
 pub mod programs {
@@ -72,4 +74,14 @@ pub mod maps {
     /// Array of [`crate::nat::FlowKey`]: every network's eviction ring, the
     /// outbound keys of its flows in creation order.
     pub const FLOW_RING: &str = "FLOW_RING";
+    /// Array: slot -> [`crate::filter::FilterHead`].
+    pub const FILTER_HEADS: &str = "FILTER_HEADS";
+    /// LPM trie: [`crate::filter::FilterAddr`] -> [`crate::filter::FilterCell`].
+    pub const FILTER_CELLS: &str = "FILTER_CELLS";
+    /// Hash: [`crate::filter::FilterPortKey`] -> [`crate::filter::FilterDecision`].
+    pub const FILTER_PORTS: &str = "FILTER_PORTS";
+    /// Per-CPU hash: [`crate::filter::hit_key`] -> flows the rule judged (`u64`).
+    pub const FILTER_HITS: &str = "FILTER_HITS";
+    /// LRU hash: [`crate::nat::FlowKey`] -> [`crate::filter::FilterFlow`].
+    pub const FILTER_FLOWS: &str = "FILTER_FLOWS";
 }

@@ -35,7 +35,11 @@ pub struct DutConfig {
     pub port_max: u16,
     /// One of [`mode`].
     pub nat_mode: u8,
-    pub _pad: [u8; 3],
+    /// Non-zero: the network serves NTP (`local_ntp`); the DUTs' UDP to
+    /// port 123 of any address goes to the stack, whose nft rule redirects
+    /// it to the gateway.
+    pub local_ntp: u8,
+    pub _pad: [u8; 2],
     /// When non-zero, `skb->mark` for what the DUT NIC hands to the stack, so
     /// the exporter's replies route back out of this NIC even when another
     /// DUT NIC carries the same subnet (host order).
@@ -207,6 +211,9 @@ pub struct Mapping {
     pub public_addr: u32,
     /// The DUT NIC (host order).
     pub dut_ifindex: u32,
+    /// Its network's [`FlowBudget::slot`], which also names its filter
+    /// (host order).
+    pub slot: u32,
 }
 
 /// Key of `NAT_1TO1_OUT`: the DUT NIC and the DUT's address on it (DUT NICs
@@ -271,7 +278,7 @@ const _: () = assert!(core::mem::size_of::<FlowBudget>() == 20);
 const _: () = assert!(core::mem::size_of::<FlowCounts>() == 32);
 const _: () = assert!(core::mem::size_of::<FragKey>() == 16);
 const _: () = assert!(core::mem::size_of::<FragEntry>() == 32);
-const _: () = assert!(core::mem::size_of::<Mapping>() == 12);
+const _: () = assert!(core::mem::size_of::<Mapping>() == 16);
 const _: () = assert!(core::mem::size_of::<PrivateKey>() == 8);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 20);
 const _: () = assert!(core::mem::size_of::<BindingKey>() == 12);

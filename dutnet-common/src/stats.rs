@@ -65,7 +65,9 @@ pub mod drop {
     pub const SPOOFED: usize = 6;
     /// A VLAN-tagged frame on a DUT NIC, whose network is untagged.
     pub const VLAN_TAGGED: usize = 7;
-    pub const COUNT: usize = 8;
+    /// A new flow the network's `filter` refused.
+    pub const FILTERED: usize = 8;
+    pub const COUNT: usize = 9;
     /// Names, as `dutnet stats` prints them.
     pub const NAMES: [&str; COUNT] = [
         "unsolicited",
@@ -76,6 +78,7 @@ pub mod drop {
         "dut_flow_limit",
         "spoofed_source",
         "vlan_tagged",
+        "filtered",
     ];
 }
 

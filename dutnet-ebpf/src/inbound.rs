@@ -40,6 +40,9 @@ pub fn handle(ctx: &TcContext) -> Verdict {
         return Verdict::Pass;
     };
     if let Some(mapping) = one_to_one::of_public(ip.dst) {
+        if !ip.is_later_fragment && !one_to_one::inbound_allowed(ctx, &ip, &l4, &mapping) {
+            return verdict::dropped(mapping.dut_ifindex, drop::FILTERED);
+        }
         let icmp = (ip.protocol == protocol::ICMP).then_some(l4[0]);
         let icmp_check = u16::from_ne_bytes([l4[2], l4[3]]);
         if ip.is_fragment {

@@ -13,6 +13,7 @@
 
 mod budget;
 mod conntrack;
+mod filter;
 mod forward;
 mod fragments;
 mod icmp_error;

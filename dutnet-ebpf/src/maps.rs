@@ -5,6 +5,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuHashMap},
 };
 use dutnet_common::{
+    filter::{FilterAddr, FilterCell, FilterDecision, FilterFlow, FilterHead, FilterPortKey},
     nat::{
         Binding, BindingKey, DutConfig, FlowCounts, FlowEntry, FlowKey, FragEntry, FragKey,
         Mapping, PrivateKey,
@@ -88,3 +89,28 @@ pub static FLOW_RING: Array<FlowKey> = Array::pinned(65536, 0);
 /// a burst of new bindings can never fail a flow.
 #[map(name = "NAT_BINDINGS")]
 pub static NAT_BINDINGS: LruHashMap<BindingKey, Binding> = LruHashMap::pinned(65536, 0);
+
+/// Each network's filter, by `FlowBudget::slot` (zero: none).
+#[map(name = "FILTER_HEADS")]
+pub static FILTER_HEADS: Array<FilterHead> = Array::pinned(MAX_INTERFACES, 0);
+
+/// Every filter's cells (see `dutnet_common::filter`). Filled by the
+/// controller; two generations of a filter live while it is replaced.
+#[map(name = "FILTER_CELLS")]
+pub static FILTER_CELLS: LpmTrie<FilterAddr, FilterCell> =
+    LpmTrie::pinned(65536, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+
+/// The decisions of the ports filter rules name, by cell.
+#[map(name = "FILTER_PORTS")]
+pub static FILTER_PORTS: HashMap<FilterPortKey, FilterDecision> =
+    HashMap::pinned(65536, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+
+/// Flows each rule (and each policy) decided, by `hit_key`. Entries are
+/// created by the controller with the filter; the programs only add.
+#[map(name = "FILTER_HITS")]
+pub static FILTER_HITS: PerCpuHashMap<u32, u64> =
+    PerCpuHashMap::pinned(65536, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+
+/// 1:1 flows a filter accepted, by their outbound key on the DUT NIC.
+#[map(name = "FILTER_FLOWS")]
+pub static FILTER_FLOWS: LruHashMap<FlowKey, FilterFlow> = LruHashMap::pinned(65536, 0);

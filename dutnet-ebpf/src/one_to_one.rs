@@ -3,15 +3,17 @@
 //! connections on any port reach the DUT and no connection table is needed.
 use aya_ebpf::programs::TcContext;
 use dutnet_common::{
-    nat::{Mapping, PrivateKey},
+    filter::direction,
+    nat::{FlowKey, Mapping, PrivateKey, protocol},
     stats::{drop, punt},
 };
 
 use crate::{
+    filter::{self, Head},
     forward,
     icmp_error::{self, QuotedSide},
     maps::{NAT_1TO1_IN, NAT_1TO1_OUT},
-    parse::{IP_DST_OFF, IP_OFF, IP_SRC_OFF, Ipv4},
+    parse::{self, IP_DST_OFF, IP_OFF, IP_SRC_OFF, Ipv4},
     rewrite::{self, Address, Failed, Ipv4Rewrite, L4Check},
     stats::{self, Direction},
     verdict::{self, Verdict},
@@ -123,4 +125,86 @@ pub fn hairpin(ctx: &TcContext, ip: &Ipv4, from: &Mapping, to: &Mapping) -> Verd
     stats::count(from.dut_ifindex, Direction::NatOut, ctx.len());
     stats::count(to.dut_ifindex, Direction::NatIn, ctx.len());
     Verdict::Redirect(forward::to_next_hop(to.dut_ifindex, to.private_addr))
+}
+
+const ICMP_ECHO_REPLY: u8 = 0;
+
+/// The key a 1:1 DUT's flow is remembered by once its filter accepted it:
+/// its outbound key on the DUT NIC, whichever side opened it. For ICMP
+/// echo the DUT's "port" is the identifier of the echoes it sends (0 for
+/// the replies it gives), the remote's is 0.
+#[inline(always)]
+pub fn flow_key(m: &Mapping, remote: u32, dut_port: u16, remote_port: u16, proto: u8) -> FlowKey {
+    FlowKey {
+        ifindex: m.dut_ifindex,
+        src_addr: m.private_addr,
+        dst_addr: remote,
+        src_port: dut_port,
+        dst_port: remote_port,
+        protocol: proto,
+        _pad: [0; 3],
+    }
+}
+
+/// Whether the packet of flow `key` may pass: its flow was accepted
+/// already, or it opens one the filter accepts in `dir` (remembered then).
+#[inline(always)]
+pub fn opens_or_continues(
+    m: &Mapping,
+    head: &Head,
+    key: &FlowKey,
+    dir: u32,
+    peer: u32,
+    port: u16,
+) -> bool {
+    if filter::remembered(key, head) {
+        return true;
+    }
+    if !filter::allows(m.slot, head, dir, peer, key.protocol, port) {
+        return false;
+    }
+    filter::remember(key);
+    true
+}
+
+/// An ICMP error about 1:1 flow `quoted_key`: passes with its flow (as
+/// conntrack's `related`), else is judged like any ICMP in `dir`.
+#[inline(always)]
+pub fn error_allowed(m: &Mapping, quoted_key: &FlowKey, dir: u32, peer: u32) -> bool {
+    let Some(head) = filter::head(m.slot) else {
+        return true;
+    };
+    filter::remembered(quoted_key, &head)
+        || filter::allows(m.slot, &head, dir, peer, protocol::ICMP, 0)
+}
+
+/// Whether the network's ingress filter lets a packet from the far side to
+/// 1:1 DUT `m` through (see [`opens_or_continues`]).
+#[inline(always)]
+pub fn inbound_allowed(ctx: &TcContext, ip: &Ipv4, l4: &[u8; 8], m: &Mapping) -> bool {
+    let Some(head) = filter::head(m.slot) else {
+        return true;
+    };
+    let (dut_port, remote_port, port) = match ip.protocol {
+        protocol::ICMP if icmp_error::is_error(l4[0]) => {
+            let Some(q) = icmp_error::quoted(ctx, ip, Ipv4::L4_OFF) else {
+                return filter::allows(
+                    m.slot,
+                    &head,
+                    direction::INGRESS,
+                    ip.src,
+                    protocol::ICMP,
+                    0,
+                );
+            };
+            // The quoted packet is one the DUT sent from its public address.
+            let key = flow_key(m, q.dst, q.sport, q.dport, q.protocol);
+            return error_allowed(m, &key, direction::INGRESS, ip.src);
+        }
+        protocol::ICMP if l4[0] == ICMP_ECHO_REPLY => (parse::port(l4, 4), 0, 0),
+        protocol::ICMP => (0, 0, 0),
+        _ => (parse::port(l4, 2), parse::port(l4, 0), parse::port(l4, 2)),
+    };
+    let key = flow_key(m, ip.src, dut_port, remote_port, ip.protocol);
+    opens_or_continues(m, &head, &key, direction::INGRESS, ip.src, port)
 }

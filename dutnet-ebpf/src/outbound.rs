@@ -3,12 +3,14 @@
 //! NIC, bypassing the kernel's forwarding path and netfilter.
 use aya_ebpf::programs::TcContext;
 use dutnet_common::{
+    filter::direction as filter_direction,
     nat::{DutConfig, FlowEntry, FlowKey, FragEntry, direction, mode, protocol},
     stats::{drop, punt},
 };
 
 use crate::{
     conntrack::{self, Macs},
+    filter,
     forward::{self, Route},
     fragments,
     icmp_error::{self, Quoted, QuotedSide},
@@ -22,6 +24,7 @@ use crate::{
 
 const PACKET_HOST: u32 = 0;
 const ICMP_ECHO_REQUEST: u8 = 8;
+const NTP_PORT: u16 = 123;
 
 pub fn handle(ctx: &TcContext) -> Verdict {
     let ifindex = stats::ifindex(ctx);
@@ -121,10 +124,22 @@ pub fn handle(ctx: &TcContext) -> Verdict {
             (parse::port(&l4, 0), parse::port(&l4, 2), 0)
         }
     };
+    if cfg.local_ntp != 0 && ip.protocol == protocol::UDP && u16::from_be(dport) == NTP_PORT {
+        // NTP to anywhere is the exporter's to answer (`local_ntp`): the
+        // stack's nft rule redirects it to the gateway, as it does on the
+        // nft datapath.
+        return Verdict::Pass;
+    }
     if cfg.nat_mode == mode::ONE_TO_ONE
         && let Some(target) = one_to_one::of_public(ip.dst)
         && let Some(mapping) = one_to_one::of_private(ifindex, ip.src)
     {
+        if filter::head(target.slot).is_some_and(|h| h.ingress != 0) {
+            // The target's ingress filter needs the state of the flow's
+            // both halves across two networks: conntrack and the nft
+            // rules keep it (hairpins are rare, and never bulk).
+            return Verdict::Pass;
+        }
         // One published DUT to another's public address: straight across,
         // even when both DUT NICs carry the same subnet.
         return one_to_one::hairpin(ctx, &ip, &mapping, &target);
@@ -136,6 +151,19 @@ pub fn handle(ctx: &TcContext) -> Verdict {
     if cfg.nat_mode == mode::ONE_TO_ONE
         && let Some(mapping) = one_to_one::of_private(ifindex, ip.src)
     {
+        if let Some(head) = filter::head(mapping.slot) {
+            let flow = one_to_one::flow_key(&mapping, ip.dst, sport, dport, ip.protocol);
+            if !one_to_one::opens_or_continues(
+                &mapping,
+                &head,
+                &flow,
+                filter_direction::EGRESS,
+                ip.dst,
+                dport,
+            ) {
+                return verdict::dropped(ifindex, drop::FILTERED);
+            }
+        }
         if ip.is_fragment {
             remember_fragment(ifindex, &ip, mapping.public_addr, out_ifindex, next_hop);
         }
@@ -153,6 +181,18 @@ pub fn handle(ctx: &TcContext) -> Verdict {
     let entry = match conntrack::lookup(&key, tcp_flags) {
         Some(entry) => entry,
         None => {
+            if let Some(head) = filter::head(cfg.budget.slot)
+                && !filter::allows(
+                    cfg.budget.slot,
+                    &head,
+                    filter_direction::EGRESS,
+                    ip.dst,
+                    ip.protocol,
+                    dport,
+                )
+            {
+                return verdict::dropped(ifindex, drop::FILTERED);
+            }
             let macs = Macs {
                 dut: eth.src_addr,
                 gateway: eth.dst_addr,
@@ -287,6 +327,16 @@ fn error_from_dut(
     let Some((addr, port)) = error_translation(ifindex, cfg, ip, &quoted) else {
         return verdict::punted(ifindex, punt::PROTOCOL);
     };
+    if cfg.nat_mode == mode::ONE_TO_ONE
+        && let Some(m) = one_to_one::of_private(ifindex, ip.src)
+    {
+        // The quoted packet came from the far side to the DUT.
+        let flow =
+            one_to_one::flow_key(&m, quoted.src, quoted.dport, quoted.sport, quoted.protocol);
+        if !one_to_one::error_allowed(&m, &flow, filter_direction::EGRESS, ip.dst) {
+            return verdict::dropped(ifindex, drop::FILTERED);
+        }
+    }
     let (out_ifindex, next_hop) = match upstream_route(ctx, cfg, ip, ifindex, 0, 0) {
         Ok(hop) => hop,
         Err(verdict) => return verdict,

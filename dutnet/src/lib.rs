@@ -3,6 +3,7 @@
 //! Packet path: `dutnet-common` (the map ABI) -> `dutnet-ebpf` (TC programs) ->
 //! [`datapath::ebpf`] (loading, attaching, pinning). Control path: the daemon,
 //! its servers and the host settings it changes, in the other modules.
+pub mod capture;
 pub mod config;
 pub mod connections;
 pub mod control;
@@ -14,6 +15,7 @@ pub mod host;
 pub mod log_limit;
 pub mod metrics;
 pub mod netlink;
+pub mod ntp;
 pub mod sock;
 pub mod state;
 pub mod tftp;

@@ -153,12 +153,11 @@ fn bad_requests_exit_4_and_change_nothing() {
         ],
         // Not a MAC.
         &["add-address", "192.168.100.62", "--mac", "02:00:00:zz:01"],
-        // board1's IP.
-        &["add-address", "192.168.100.10"],
         // Masquerade network.
         &["add-address", "192.168.100.63", "--public-ip", "10.99.0.50"],
         &["add-dns", "not a name", "10.0.0.1"],
-        &["add-dns", "controller.lab.local", "10.0.0.2"],
+        // Not an address.
+        &["add-dns", "controller.lab.local", "10.0.0"],
         &["get-ip", "nonsense"],
     ] {
         let out = lab.dutnet(bad);
@@ -238,7 +237,13 @@ fn runtime_changes_survive_a_restart_until_down() {
     assert_ne!(dig(&lab, "controller.lab.local"), "10.99.0.1");
     let status = lab.json(&["status"]);
     assert_eq!(status["networks"][0]["addresses"], 2, "{status}");
-    assert_eq!(status["networks"][0]["dns_entries"], 1, "{status}");
+    assert_eq!(
+        status["networks"][0]["dns_entries"]
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "{status}"
+    );
 
     lab.stop();
     lab.ok(&["down"]);
@@ -326,7 +331,7 @@ fn state_files_are_root_only_and_down_after_a_crash_leaves_no_pid_or_socket() {
     let private_files = [
         state.join("undo.journal"),
         state.join("runtime").join("dn-dut1.json"),
-        network.join("leases"),
+        network.join("dnsmasq.leases"),
         run.join("dutnet.pid"),
         run.join("dutnet.sock"),
     ];
@@ -439,4 +444,67 @@ fn leases_show_whether_a_dut_is_sending_through_nat() {
     );
     let text = lab.ok(&["leases"]);
     assert!(text.contains("1 flow, sent"), "{text}");
+}
+
+/// `nat-rules --network` shows that network's rules, not the table's
+/// every rule (jumpstarter users script it per network).
+#[test]
+fn nat_rules_of_one_network_are_its_own() {
+    let mut lab = Lab::builder().upstream().static_duts(2).build();
+    lab.load_nat_on("ebpf", "");
+    let both = lab.json(&["nat-rules"]);
+    let all = both["ruleset"].as_str().unwrap_or_default();
+    assert!(
+        all.contains("dn-dut1") && all.contains("dn-dut2"),
+        "{both:#}"
+    );
+    let one = lab.json(&["nat-rules", "--network", "dut2"]);
+    let ruleset = one["ruleset"].as_str().unwrap_or_default();
+    assert!(ruleset.contains("\"dn-dut2\""), "{one:#}");
+    assert!(
+        !ruleset.contains("dn-dut1"),
+        "dut1's rules in dut2's:\n{ruleset}"
+    );
+    assert_eq!(one["networks"].as_array().map(Vec::len), Some(1), "{one:#}");
+}
+
+/// jumpstarter's add-address and add-dns replace the entry of the same
+/// address or name (and its `-m`/`-n` flags work): dutnet does too, says
+/// what it replaced, and refuses a replacement that would clash with
+/// another entry.
+#[test]
+fn add_address_and_add_dns_replace_the_entry_of_the_same_address_or_name() {
+    let lab = start();
+    lab.dut(1).ip("addr add 192.168.100.150/24 dev eth0");
+    lab.ok(&[
+        "add-address",
+        "192.168.100.70",
+        "-m",
+        "02:00:00:00:07:00",
+        "-n",
+        "bench",
+    ]);
+    assert_eq!(dig(&lab, "bench.lab.local"), "192.168.100.70");
+    let replaced = lab.ok(&["add-address", "192.168.100.70", "-n", "rig"]);
+    assert!(replaced.contains("replaced"), "{replaced}");
+    assert_eq!(dig(&lab, "rig.lab.local"), "192.168.100.70");
+    assert_eq!(
+        dig(&lab, "bench.lab.local"),
+        "",
+        "the replaced name still answers"
+    );
+    let status = lab.json(&["status"]);
+    assert_eq!(status["networks"][0]["addresses"], 2, "{status}");
+    // board1 has 02:00:00:00:01:0a: the same MAC on a second address is
+    // refused, and .70 keeps its entry.
+    let clash = lab.dutnet(&["add-address", "192.168.100.70", "-m", "02:00:00:00:01:0a"]);
+    assert_eq!(clash.code, Some(4), "{clash:#?}");
+    assert_eq!(dig(&lab, "rig.lab.local"), "192.168.100.70");
+
+    lab.ok(&["add-dns", "nas.lab.local", "10.99.0.7"]);
+    let moved = lab.ok(&["add-dns", "nas.lab.local", "10.99.0.8"]);
+    assert!(moved.contains("was 10.99.0.7"), "{moved}");
+    assert_eq!(dig(&lab, "nas.lab.local"), "10.99.0.8");
+    let entries = lab.json(&["dns-entries"]).to_string();
+    assert!(!entries.contains("10.99.0.7"), "{entries}");
 }

@@ -249,6 +249,8 @@ fn test_run_counts_a_frame_and_passes_it_unchanged() {
                 nat: NatPlan::Disabled,
                 reply_mark: 0,
                 flows: FlowLimits::new(16),
+                filter: None,
+                local_ntp: false,
             })
             .unwrap();
         let frame = frames::udp(

@@ -93,6 +93,8 @@ fn network(iface: &str, public: Vec<PublicAddress>) -> DutNetwork {
         nat,
         reply_mark: 0,
         flows: FlowLimits::new(1024),
+        filter: None,
+        local_ntp: false,
     }
 }
 

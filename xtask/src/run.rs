@@ -56,3 +56,9 @@ pub fn is_root() -> bool {
 pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
+
+/// The workspace's root directory (where README.md is).
+pub fn workspace_root() -> Result<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    Ok(root.canonicalize()?)
+}

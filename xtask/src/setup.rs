@@ -15,8 +15,12 @@ use crate::run;
 const NIGHTLY: &str = "nightly";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// Debian packages the tests, the demo and the benchmark use.
+/// Debian packages the tests, the demo and the benchmark use, and what
+/// building dutnet needs: `test` and `demo` install them before they build.
 const PACKAGES: &[&str] = &[
+    // dutnet links libpcap (`dutnet capture`: the live capture and the
+    // filter compiler); the build needs its headers and libpcap.so.
+    "libpcap-dev",
     "iproute2",
     "iputils-ping",
     "procps",
@@ -40,6 +44,10 @@ const PACKAGES: &[&str] = &[
     // tests/metrics.rs parses the /metrics exposition with the official
     // Python client's OpenMetrics parser.
     "python3-prometheus-client",
+    // The venv of jumpstarter's own packages (tests/jumpstarter.rs).
+    "python3-venv",
+    // The real NTP client of tests/ntp.rs (`ntpdig`).
+    "ntpsec-ntpdate",
 ];
 /// Installed when the distribution packages it; nothing depends on it.
 const OPTIONAL_PACKAGES: &[&str] = &["bpftool"];
@@ -48,6 +56,7 @@ pub fn run() -> Result<()> {
     install_debian_packages()?;
     install_rust_src()?;
     install_bpf_linker()?;
+    install_jumpstarter()?;
     eprintln!("setup: everything is installed");
     Ok(())
 }
@@ -124,6 +133,34 @@ fn install_rust_src() -> Result<()> {
         ),
     }
 }
+
+/// jumpstarter's packages, pinned by `xtask/jumpstarter/requirements.txt`,
+/// in a venv of their own: the compatibility tests import them.
+fn install_jumpstarter() -> Result<()> {
+    let root = run::workspace_root()?;
+    let requirements = root.join("xtask/jumpstarter/requirements.txt");
+    let venv = root.join(JUMPSTARTER_VENV);
+    let stamp = venv.join("requirements.txt");
+    let wanted =
+        std::fs::read(&requirements).with_context(|| format!("read {}", requirements.display()))?;
+    if std::fs::read(&stamp).is_ok_and(|had| had == wanted) {
+        return Ok(());
+    }
+    let _ = std::fs::remove_dir_all(&venv);
+    run::checked(Command::new("python3").arg("-m").arg("venv").arg(&venv))
+        .context("creating the jumpstarter venv failed (Debian: apt-get install python3-venv)")?;
+    run::checked(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(&requirements),
+    )
+    .context("installing jumpstarter's packages from PyPI failed")?;
+    std::fs::write(&stamp, wanted).with_context(|| format!("write {}", stamp.display()))?;
+    Ok(())
+}
+
+/// Where [`install_jumpstarter`] puts the venv, from the workspace root.
+pub const JUMPSTARTER_VENV: &str = "target/tools/jumpstarter-venv";
 
 fn install_bpf_linker() -> Result<()> {
     // aya-build runs bpf-linker through `rustup run nightly`, exactly like this.

@@ -1,4 +1,5 @@
-//! `dutnet add-address IP`: a DUT address entry, at run time.
+//! `dutnet add-address IP`: a DUT address entry, at run time (it replaces
+//! the entry of the same address, as jumpstarter's does).
 use anyhow::Result;
 use dutnet::control::Request;
 
@@ -9,10 +10,10 @@ pub struct Args {
     /// The DUT's address inside the network's subnet.
     ip: String,
     /// Give this MAC the address as a static DHCP lease.
-    #[arg(long)]
+    #[arg(long, short = 'm')]
     mac: Option<String>,
     /// Answer this name in DNS (and send it to the DUT by DHCP).
-    #[arg(long)]
+    #[arg(long, short = 'n')]
     hostname: Option<String>,
     /// With `nat_mode: 1to1`: the DUT's own public address.
     #[arg(long, value_name = "IP")]

@@ -45,6 +45,8 @@ pub fn run(args: &Args) -> Result<()> {
             nat: NatPlan::Disabled,
             reply_mark: 0,
             flows: FlowLimits::new(1),
+            filter: None,
+            local_ntp: false,
         };
         if let Err(e) = datapath.attach(&counting_only) {
             // Leave nothing behind on the interfaces that did attach.

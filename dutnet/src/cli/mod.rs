@@ -2,6 +2,7 @@
 mod add_address;
 mod add_dns;
 mod attach;
+mod capture;
 mod completions;
 mod config;
 mod control;
@@ -13,6 +14,7 @@ mod leases;
 mod load;
 mod logging;
 mod nat_rules;
+mod ntp_status;
 mod reload;
 mod remove_address;
 mod remove_dns;
@@ -51,6 +53,9 @@ enum Command {
     Status(status::Args),
     /// List the DHCP leases.
     Leases(leases::Args),
+    /// Show the local NTP server of each network (`local_ntp`) and the
+    /// exporter's clock state.
+    NtpStatus(ntp_status::Args),
     /// Print the address leased to a DUT's MAC (exit code 3 if none).
     GetIp(get_ip::Args),
     /// Add a DUT address entry (static lease, host name, 1:1 public IP) to
@@ -63,6 +68,10 @@ enum Command {
     /// List the connections NAT translates now (`conntrack -L` for the
     /// eBPF fast path): DUT, translated and remote address, state, idle time.
     Flows(flows::Args),
+    /// Capture a network's packets (on its DUT NIC, or `--upstream` after
+    /// NAT) as pcap (`-w FILE`, `-w -`) or one line per packet.
+    #[command(visible_alias = "tcpdump")]
+    Capture(capture::Args),
     /// List the names the networks' DNS servers answer.
     DnsEntries(dns_entries::Args),
     /// Add a custom DNS record to the running network; kept until `dutnet down`.
@@ -93,11 +102,13 @@ pub fn run() -> ExitCode {
         Command::Stats(args) => stats::run(&args),
         Command::Status(args) => status::run(&args),
         Command::Leases(args) => leases::run(&args),
+        Command::NtpStatus(args) => ntp_status::run(&args),
         Command::GetIp(args) => get_ip::run(&args),
         Command::AddAddress(args) => add_address::run(&args),
         Command::RemoveAddress(args) => remove_address::run(&args),
         Command::NatRules(args) => nat_rules::run(&args),
         Command::Flows(args) => flows::run(&args),
+        Command::Capture(args) => capture::run(&args),
         Command::DnsEntries(args) => dns_entries::run(&args),
         Command::AddDns(args) => add_dns::run(&args),
         Command::RemoveDns(args) => remove_dns::run(&args),
@@ -138,6 +149,7 @@ mod tests {
             "remove-dns",
             "get-ip",
             "flows",
+            "capture",
         ] {
             assert!(script.contains(verb), "bash completion lacks {verb}");
         }

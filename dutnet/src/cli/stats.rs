@@ -3,7 +3,10 @@
 //! The numbers come from the daemon, which names the interfaces as it sees
 //! them; with no daemon there are no numbers (exit code 5). `--offline`
 //! reads the pins instead, for a post-mortem.
-use std::time::{Duration, SystemTime};
+use std::{
+    fmt::Write as _,
+    time::{Duration, SystemTime},
+};
 
 use anyhow::Result;
 use dutnet::{
@@ -151,6 +154,7 @@ fn print(args: &Args, reading: &Reading, rates: Option<&[InterfaceRates]>) -> Re
         if let Some(rates) = rates {
             print!("{}", rate_table(&stats, rates));
         }
+        print!("{}", filter_table(&reading.networks));
     }
     Ok(())
 }
@@ -163,8 +167,10 @@ fn read(args: &Args) -> Result<Option<Reading>> {
     }
     let reply = dutnet::control::request(&paths.control_socket(), &Request::Stats)?;
     match reply {
-        Reply::Stats { datapath, .. } if datapath == "nft" => {
-            say_nft_only(args)?;
+        Reply::Stats {
+            datapath, networks, ..
+        } if datapath == "nft" => {
+            say_nft_only(args, &networks)?;
             Ok(None)
         }
         Reply::Stats {
@@ -184,7 +190,7 @@ fn read_pins(args: &Args, paths: &Paths) -> Result<Option<Reading>> {
     let stats = match ebpf::read_pinned(paths) {
         Ok(stats) => stats,
         Err(ebpf::EbpfError::NotRunning { .. }) if nft::table_exists() => {
-            say_nft_only(args)?;
+            say_nft_only(args, &[])?;
             return Ok(None);
         }
         // Still NotRunning underneath (exit code 5), with the reason on top.
@@ -223,14 +229,34 @@ fn other_abi(paths: &Paths) -> Option<String> {
     ))
 }
 
-fn say_nft_only(args: &Args) -> Result<()> {
+fn say_nft_only(args: &Args, networks: &[NetworkCounters]) -> Result<()> {
     if args.json {
-        let out = json!({ "datapath": "nft", "interfaces": [], "note": NFT_ONLY });
+        let out =
+            json!({ "datapath": "nft", "interfaces": [], "networks": networks, "note": NFT_ONLY });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!("{NFT_ONLY}");
+        print!("{}", filter_table(networks));
     }
     Ok(())
+}
+
+/// Each filter rule beside the flows it decided, by network.
+fn filter_table(networks: &[NetworkCounters]) -> String {
+    let mut out = String::new();
+    for n in networks {
+        let Some(filter) = &n.filter else { continue };
+        for (which, d) in [("egress", &filter.egress), ("ingress", &filter.ingress)] {
+            let Some(d) = d else { continue };
+            let _ = writeln!(out, "\n{} filter {which}:", n.network);
+            let _ = writeln!(out, "  {:>10}  RULE", "FLOWS");
+            for r in &d.rules {
+                let _ = writeln!(out, "  {:>10}  {}", r.hits, r.rule);
+            }
+            let _ = writeln!(out, "  {:>10}  policy {}", d.policy_hits, d.policy);
+        }
+    }
+    out
 }
 
 fn rate_table(stats: &[InterfaceStats], rates: &[InterfaceRates]) -> String {

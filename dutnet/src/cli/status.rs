@@ -43,11 +43,11 @@ pub fn run(args: &Args) -> Result<()> {
         } else {
             "disabled"
         };
-        println!("  dhcp        {dhcp}, {} leases", n.leases);
+        println!("  dhcp        {dhcp}, {} leases", n.leases.len());
         println!(
             "  dns         {}, {} entries",
             running(n.dns_running),
-            n.dns_entries
+            n.dns_entries.len()
         );
         println!("  addresses   {}", n.addresses);
         println!("  flows       {}", n.flows);

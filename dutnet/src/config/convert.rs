@@ -185,20 +185,19 @@ pub(crate) fn build(w: NetworkWire, p: &mut Vec<Problem>) -> Network {
             })
             .collect(),
     };
-    for (key, value) in [
-        ("local_ntp", &w.local_ntp),
-        ("enable_tcpdump", &w.enable_tcpdump),
-        ("filter", &w.filter),
-    ] {
-        if let Some(v) = value
-            && !(v.is_null() || v.as_bool() == Some(false))
-        {
+    let local_ntp = local_ntp(p, w.local_ntp.as_ref());
+    let filter = super::filter::filter(p, w.filter);
+    let enable_tcpdump = match &w.enable_tcpdump {
+        None => false,
+        Some(v) if v.is_null() => false,
+        Some(v) => v.as_bool().unwrap_or_else(|| {
             p.push(Problem::new(
-                key,
-                format!("dutnet does not support `{key}` yet; remove it or set it to false"),
+                "enable_tcpdump",
+                "give `true` (users of the control socket may run `dutnet capture`) or `false` (only root may)",
             ));
-        }
-    }
+            false
+        }),
+    };
     let dhcp_options = dhcp_options(p, "dhcp_options", w.dhcp_options);
     let tftp_root = w.tftp_root.and_then(|t| {
         let path = PathBuf::from(&t);
@@ -270,6 +269,9 @@ pub(crate) fn build(w: NetworkWire, p: &mut Vec<Problem>) -> Network {
         state_dir: w.state_dir.map(PathBuf::from),
         dhcp_options,
         tftp_root,
+        filter,
+        enable_tcpdump,
+        local_ntp,
     };
 
     // Range rules only with a parsed range; the layout covers subnet and gateway.
@@ -515,4 +517,19 @@ fn dhcp_options(
 
 fn prefix(path: &str, q: Problem) -> Problem {
     Problem::new(join(path, &q.path), q.message)
+}
+
+/// `local_ntp`: a boolean, as in jumpstarter; `null` is off.
+fn local_ntp(p: &mut Vec<Problem>, value: Option<&serde_yaml::Value>) -> bool {
+    match value {
+        None => false,
+        Some(v) if v.is_null() => false,
+        Some(v) => v.as_bool().unwrap_or_else(|| {
+            p.push(Problem::new(
+                "local_ntp",
+                "`local_ntp` is true or false: true serves NTP on the gateway and redirects the DUTs' NTP to it",
+            ));
+            false
+        }),
+    }
 }

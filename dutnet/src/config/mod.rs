@@ -10,6 +10,7 @@ mod convert;
 mod dhcp_options;
 pub mod duration;
 mod error;
+mod filter;
 mod model;
 pub mod names;
 mod schema;

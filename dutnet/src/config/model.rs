@@ -12,7 +12,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize, Serializer, ser::SerializeMap};
 
 use super::duration;
-use crate::datapath::expiry::FlowTimeouts;
+use crate::datapath::{expiry::FlowTimeouts, filter::Filter};
 use crate::dhcp::DhcpOptions;
 
 /// One isolated network behind one DUT NIC.
@@ -57,6 +57,18 @@ pub struct Network {
     /// The directory the network's TFTP server serves; `None`: no TFTP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tftp_root: Option<PathBuf>,
+    /// What the network's DUTs may open beyond the gateway, and what may be
+    /// opened towards them; `None`: everything NAT lets through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Filter>,
+    /// `enable_tcpdump`: every user who may use the control socket may
+    /// capture this network's packets (`dutnet capture`); off, only root.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub enable_tcpdump: bool,
+    /// `local_ntp`: an NTP server on the gateway, UDP 123 of any address
+    /// from the DUTs redirected to it, and DHCP option 42 defaulting to it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub local_ntp: bool,
 }
 
 /// The `nat_timeouts` keys and their values: every state but replied UDP.

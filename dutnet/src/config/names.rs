@@ -76,8 +76,8 @@ pub fn check_hostname(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Network names end up in file names and nftables table names: keep them to
-/// `[a-z0-9_-]{1,32}`.
+/// Network names end up in file names and nftables comments: keep them to
+/// `[A-Za-z0-9_-]{1,32}` (jumpstarter export names may have capitals).
 pub fn check_network_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > MAX_NETWORK_NAME {
         return Err(format!(
@@ -86,10 +86,10 @@ pub fn check_network_name(name: &str) -> Result<(), String> {
     }
     if let Some(c) = name
         .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-'))
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
     {
         return Err(format!(
-            "`{name}` contains {c:?}; use only lowercase letters, digits, `_` and `-`"
+            "`{name}` contains {c:?}; use only letters, digits, `_` and `-`"
         ));
     }
     Ok(())
@@ -135,7 +135,8 @@ mod tests {
     fn network_names() {
         assert_eq!(check_network_name("dut1"), Ok(()));
         assert_eq!(check_network_name("lab_a-2"), Ok(()));
-        for bad in ["", "Dut1", "a.b", &"a".repeat(33)] {
+        assert_eq!(check_network_name("Dut1"), Ok(()));
+        for bad in ["", "a.b", "a b", "../x", &"a".repeat(33)] {
             assert!(check_network_name(bad).is_err(), "{bad}");
         }
     }

@@ -56,6 +56,24 @@ pub const ADDRESS_FIELDS: &[Field] = &[
     f("dhcp_options", Kind::Mapping(DHCP_OPTION_FIELDS)),
 ];
 
+pub const FILTER_FIELDS: &[Field] = &[
+    f("egress", Kind::Mapping(FILTER_DIRECTION_FIELDS)),
+    f("ingress", Kind::Mapping(FILTER_DIRECTION_FIELDS)),
+];
+
+pub const FILTER_DIRECTION_FIELDS: &[Field] = &[
+    f("policy", Kind::Str),
+    f("rules", Kind::Table(FILTER_RULE_FIELDS)),
+];
+
+pub const FILTER_RULE_FIELDS: &[Field] = &[
+    f("action", Kind::Str),
+    f("destination", Kind::Str),
+    f("source", Kind::Str),
+    f("port", Kind::UInt),
+    f("protocol", Kind::Str),
+];
+
 pub const STATIC_ROUTE_FIELDS: &[Field] = &[f("destination", Kind::Str), f("gateway", Kind::Str)];
 
 /// The value's kind depends on `type`; [`super::dhcp_options`] checks it.
@@ -125,7 +143,7 @@ pub const NETWORK_FIELDS: &[Field] = &[
     f("public_interface", Kind::Str),
     f("local_ntp", Kind::Any),
     f("enable_tcpdump", Kind::Any),
-    f("filter", Kind::Any),
+    f("filter", Kind::Mapping(FILTER_FIELDS)),
     f("datapath", Kind::Str),
     f("lease_time", Kind::Duration),
     f("domain", Kind::Str),

@@ -370,6 +370,70 @@ fn networks_list(top: Mapping, problems: &mut Vec<Problem>) -> Vec<Pending> {
         .collect()
 }
 
+/// How deep `children:` of exports are looked into (a Composite's, and a
+/// Composite in a Composite...); deeper ones are reported.
+const MAX_EXPORT_DEPTH: usize = 8;
+
+/// The DutNetworks among `exports` (at `path`), and among their
+/// `children:` (jumpstarter's Composite): each named by its own key.
+fn exports_of(
+    exports: Mapping,
+    path: &str,
+    depth: usize,
+    pending: &mut Vec<Pending>,
+    problems: &mut Vec<Problem>,
+    notes: &mut Vec<String>,
+) {
+    for (name, export) in exports {
+        let Some(name) = name.as_str().map(str::to_owned) else {
+            problems.push(Problem::new(path, "export names must be strings"));
+            continue;
+        };
+        let here = format!("{path}.{name}");
+        let ty = export.get("type").and_then(Value::as_str).unwrap_or("");
+        if let Some(children) = export.get("children") {
+            match children {
+                Value::Mapping(children) if depth < MAX_EXPORT_DEPTH => exports_of(
+                    children.clone(),
+                    &join(&here, "children"),
+                    depth + 1,
+                    pending,
+                    problems,
+                    notes,
+                ),
+                Value::Mapping(_) => problems.push(Problem::new(
+                    join(&here, "children"),
+                    format!("exports nest deeper than {MAX_EXPORT_DEPTH} levels; flatten them"),
+                )),
+                Value::Null => {}
+                other => problems.push(Problem::new(
+                    join(&here, "children"),
+                    format!(
+                        "expected a mapping of export names, found {}",
+                        schema::describe(other)
+                    ),
+                )),
+            }
+        }
+        if !ty.ends_with(DUT_NETWORK_TYPE_SUFFIX) {
+            let ty = if ty.is_empty() { "none" } else { ty };
+            notes.push(format!(
+                "export `{name}` (type {ty}) is not a DutNetwork; ignored"
+            ));
+            continue;
+        }
+        let config = match export.get("config") {
+            Some(c) if !c.is_null() => c.clone(),
+            _ => Value::Mapping(Mapping::new()),
+        };
+        pending.push(Pending {
+            value: config,
+            path: join(&here, "config"),
+            name: Some(name),
+        });
+    }
+}
+
 fn exporter(top: Mapping, problems: &mut Vec<Problem>, notes: &mut Vec<String>) -> Vec<Pending> {
     let mut pending = Vec::new();
     for (key, value) in top {
@@ -394,30 +458,7 @@ fn exporter(top: Mapping, problems: &mut Vec<Problem>, notes: &mut Vec<String>) 
             ));
             continue;
         };
-        for (name, export) in exports {
-            let Some(name) = name.as_str().map(str::to_owned) else {
-                problems.push(Problem::new("export", "export names must be strings"));
-                continue;
-            };
-            let path = format!("export.{name}");
-            let ty = export.get("type").and_then(Value::as_str).unwrap_or("");
-            if !ty.ends_with(DUT_NETWORK_TYPE_SUFFIX) {
-                let ty = if ty.is_empty() { "none" } else { ty };
-                notes.push(format!(
-                    "export `{name}` (type {ty}) is not a DutNetwork; ignored"
-                ));
-                continue;
-            }
-            let config = match export.get("config") {
-                Some(c) if !c.is_null() => c.clone(),
-                _ => Value::Mapping(Mapping::new()),
-            };
-            pending.push(Pending {
-                value: config,
-                path: join(&path, "config"),
-                name: Some(name),
-            });
-        }
+        exports_of(exports, "export", 0, &mut pending, problems, notes);
     }
     pending
 }

@@ -151,6 +151,7 @@ fn jumpstarter_fixtures_load_unchanged() {
         include_str!("../../../examples/jumpstarter-1to1.yaml"),
         include_str!("../../../examples/jumpstarter-disabled.yaml"),
         include_str!("../../../examples/jumpstarter-dns.yaml"),
+        include_str!("../../../examples/jumpstarter-filter.yaml"),
     ];
     for text in fixtures {
         let c = load(text);
@@ -171,6 +172,10 @@ fn jumpstarter_fixtures_load_unchanged() {
     let dns = &load(fixtures[3]).networks[0];
     assert_eq!(dns.dns_entries[1].hostname, "registry.lab.local");
     assert_eq!(load(fixtures[2]).networks[0].interface, "enx00e04c683af1");
+    let filtered = &load(fixtures[4]).networks[0];
+    let filter = filtered.filter.as_ref().expect("the file's filter");
+    assert_eq!(filter.egress.as_ref().map(|e| e.rules.len()), Some(2));
+    assert_eq!(filter.ingress.as_ref().map(|e| e.rules.len()), Some(1));
 }
 
 #[test]
@@ -323,7 +328,7 @@ fn networks_need_valid_unique_names() {
     assert_problem(
         "networks:\n  - {name: Bad.Name, interface: eth2}\n",
         "networks[0].name",
-        "lowercase",
+        "contains '.'",
     );
     assert_problem(
         "networks:\n  - {name: a, interface: eth2}\n  - {name: a, interface: eth3}\n",
@@ -338,7 +343,33 @@ fn name_not_allowed_in_single_or_exporter_shapes() {
     let exporter =
         "export:\n  Net.1:\n    type: a.DutNetwork\n    config: {interface: eth2, name: x}\n";
     assert_problem(exporter, "export.Net.1.config.name", "named by its export");
-    assert_problem(exporter, "export.Net.1", "lowercase");
+    assert_problem(exporter, "export.Net.1", "contains '.'");
+}
+
+/// jumpstarter names exports freely (capitals too) and nests drivers in a
+/// Composite's `children:`; a DutNetwork there is a network like any other.
+#[test]
+fn a_dut_network_inside_a_composite_with_a_capitalised_name_loads() {
+    let c = load(
+        "export:
+  Lab-A:
+    type: jumpstarter_driver_composite.driver.Composite
+    children:
+      power:
+        type: jumpstarter_driver_power.driver.MockPower
+      DutNet:
+        type: jumpstarter_driver_dut_network.driver.DutNetwork
+        config: {interface: eth2}
+",
+    );
+    assert_eq!(c.networks.len(), 1);
+    assert_eq!(c.networks[0].name, "DutNet");
+    assert_eq!(c.networks[0].interface, "eth2");
+    assert_problem(
+        "export:\n  a:\n    type: x.Composite\n    children: [1]\n",
+        "export.a.children",
+        "expected a mapping",
+    );
 }
 
 #[test]
@@ -939,15 +970,146 @@ fn unsupported_jumpstarter_keys_only_when_off() {
     load(&single(
         "local_ntp: false\nenable_tcpdump: null\nfilter: ~\n",
     ));
+    assert!(load(&single("local_ntp: true\n")).networks[0].local_ntp);
+    assert!(!load(&single("local_ntp: ~\n")).networks[0].local_ntp);
     assert_problem(
-        &single("local_ntp: true\n"),
+        &single("local_ntp: yes please\n"),
         "local_ntp",
-        "does not support `local_ntp` yet",
+        "true or false",
+    );
+}
+
+// ---- filter (jumpstarter 0.9) --------------------------------------------
+
+const FILTER: &str = "filter:
+  egress:
+    policy: drop
+    rules:
+      - action: accept
+        destination: 10.0.0.5
+      - action: drop
+        destination: 10.1.2.3/16
+        protocol: tcp
+        port: 22
+  ingress:
+    rules:
+      - action: accept
+        source: 192.0.2.0/24
+        protocol: udp
+";
+
+#[test]
+fn a_filter_loads_as_jumpstarter_reads_it() {
+    use crate::datapath::filter::{Action, Protocol};
+    let n = &load(&single(FILTER)).networks[0];
+    let f = n.filter.as_ref().expect("a filter");
+    let egress = f.egress.as_ref().unwrap();
+    assert_eq!(egress.policy, Action::Drop);
+    assert_eq!(egress.rules.len(), 2);
+    assert_eq!(egress.rules[0].peer, Some("10.0.0.5/32".parse().unwrap()));
+    // Host bits allowed, as Python's ip_network(strict=False).
+    assert_eq!(egress.rules[1].peer, Some("10.1.0.0/16".parse().unwrap()));
+    assert_eq!(egress.rules[1].protocol, Some(Protocol::Tcp));
+    assert_eq!(egress.rules[1].port, Some(22));
+    let ingress = f.ingress.as_ref().unwrap();
+    assert_eq!(ingress.policy, Action::Accept, "policy defaults to accept");
+    assert_eq!(ingress.rules[0].peer, Some("192.0.2.0/24".parse().unwrap()));
+}
+
+#[test]
+fn an_empty_filter_is_no_filter() {
+    for empty in ["filter: {}\n", "filter: ~\n", "filter: {egress: ~}\n"] {
+        assert_eq!(load(&single(empty)).networks[0].filter, None, "{empty}");
+    }
+    // An empty direction is a filter with policy accept and no rules.
+    let n = &load(&single("filter: {egress: {}}\n")).networks[0];
+    assert!(n.filter.as_ref().unwrap().egress.is_some());
+}
+
+#[test]
+fn filter_mistakes_name_their_key() {
+    let rule = |r: &str| single(&format!("filter:\n  egress:\n    rules:\n      - {r}\n"));
+    assert_problem(
+        &rule("{action: reject}"),
+        "filter.egress.rules[0].action",
+        "`accept` or `drop`, not `reject`",
     );
     assert_problem(
-        &single("filter: {allow: [1]}\n"),
-        "filter",
-        "does not support",
+        &rule("{destination: 10.0.0.1}"),
+        "filter.egress.rules[0].action",
+        "is required",
+    );
+    assert_problem(
+        &rule("{action: drop, port: 22}"),
+        "filter.egress.rules[0].port",
+        "port requires protocol",
+    );
+    assert_problem(
+        &rule("{action: drop, protocol: icmp}"),
+        "filter.egress.rules[0].protocol",
+        "`tcp` or `udp`",
+    );
+    assert_problem(
+        &rule("{action: drop, protocol: tcp, port: 70000}"),
+        "filter.egress.rules[0].port",
+        "1-65535",
+    );
+    assert_problem(
+        &rule("{action: drop, destination: 10.0.0.300}"),
+        "filter.egress.rules[0].destination",
+        "not a valid network address",
+    );
+    assert_problem(
+        &rule("{action: drop, destination: \"2001:db8::/32\"}"),
+        "filter.egress.rules[0].destination",
+        "IPv6",
+    );
+    assert_problem(
+        &rule("{action: drop, source: 10.0.0.0/8}"),
+        "filter.egress.rules[0].source",
+        "write `destination`",
+    );
+    assert_problem(
+        &rule("{action: drop, dport: 22}"),
+        "filter.egress.rules[0].dport",
+        "unknown key",
+    );
+    assert_problem(
+        &single("filter: {egress: {policy: allow}}\n"),
+        "filter.egress.policy",
+        "`accept` or `drop`, not `allow`",
+    );
+    assert_problem(
+        &single("filter: {egres: {}}\n"),
+        "filter.egres",
+        "did you mean `egress`?",
+    );
+    assert_problem(&single("filter: [1]\n"), "filter", "expected a mapping");
+    // Every problem at once.
+    let found = problems(&rule("{action: x, protocol: y, port: 0}"));
+    assert!(found.len() >= 3, "{found:?}");
+}
+
+#[test]
+fn a_normalized_filter_loads_again() {
+    let original = &load(&single(FILTER)).networks[0];
+    let printed = serde_yaml::to_value(original).unwrap();
+    let filter = serde_yaml::to_string(&printed["filter"]).unwrap();
+    let indented: String = filter.lines().map(|l| format!("  {l}\n")).collect();
+    let again = &load(&single(&format!("filter:\n{indented}"))).networks[0];
+    assert_eq!(again.filter, original.filter);
+}
+
+#[test]
+fn enable_tcpdump_is_a_bool_or_null() {
+    assert!(!load(&single("")).networks[0].enable_tcpdump);
+    assert!(!load(&single("enable_tcpdump: null\n")).networks[0].enable_tcpdump);
+    assert!(!load(&single("enable_tcpdump: false\n")).networks[0].enable_tcpdump);
+    assert!(load(&single("enable_tcpdump: true\n")).networks[0].enable_tcpdump);
+    assert_problem(
+        &single("enable_tcpdump: [eth0]\n"),
+        "enable_tcpdump",
+        "give `true`",
     );
 }
 

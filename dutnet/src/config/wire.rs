@@ -25,10 +25,12 @@ pub struct NetworkWire {
     pub state_dir: Option<String>,
     pub nat_mode: Option<String>,
     pub public_interface: Option<String>,
-    /// jumpstarter keys dutnet does not implement: accepted only when off.
+    /// jumpstarter's `local_ntp` and `enable_tcpdump`: booleans or null
+    /// (checked in convert).
     pub local_ntp: Option<serde_yaml::Value>,
+    /// jumpstarter keys dutnet does not implement: accepted only when off.
     pub enable_tcpdump: Option<serde_yaml::Value>,
-    pub filter: Option<serde_yaml::Value>,
+    pub filter: Option<FilterWire>,
     // dutnet's own keys.
     pub datapath: Option<String>,
     pub lease_time: Option<DurationWire>,
@@ -40,6 +42,31 @@ pub struct NetworkWire {
     pub nat_timeouts: Option<NatTimeoutsWire>,
     pub dhcp_options: Option<DhcpOptionsWire>,
     pub tftp_root: Option<String>,
+}
+
+/// `filter:` (jumpstarter 0.9's keys).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterWire {
+    pub egress: Option<FilterDirectionWire>,
+    pub ingress: Option<FilterDirectionWire>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterDirectionWire {
+    pub policy: Option<String>,
+    pub rules: Option<Vec<FilterRuleWire>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterRuleWire {
+    pub action: Option<String>,
+    pub destination: Option<String>,
+    pub source: Option<String>,
+    pub port: Option<u64>,
+    pub protocol: Option<String>,
 }
 
 /// `dhcp_options:` of a network or of an address entry.

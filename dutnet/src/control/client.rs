@@ -6,7 +6,10 @@ use std::{
     time::Duration,
 };
 
-use super::protocol::{self, Failure, FailureKind, Reply, Request, Response, ResponseFrame};
+use super::protocol::{
+    self, CapturePlan, CaptureRequest, Failure, FailureKind, Reply, Request, Response,
+    ResponseFrame,
+};
 
 /// How long a reply may take; the daemon answers between reconciles, which
 /// take milliseconds unless the kernel is stuck.
@@ -53,6 +56,41 @@ impl ClientError {
 
 /// Sends `request` to the daemon listening at `socket` and returns its reply.
 pub fn request(socket: &Path, request: &Request) -> Result<Reply, ClientError> {
+    let (_, reply) = send(socket, request)?;
+    reply
+}
+
+/// Starts a capture: the daemon's plan and the pcap stream that follows it
+/// (see `control::capture`); the stream ends when the capture does.
+pub fn capture(
+    socket: &Path,
+    request: &CaptureRequest,
+) -> Result<(CapturePlan, BufReader<UnixStream>), ClientError> {
+    let (reader, reply) = send(socket, &Request::Capture(request.clone()))?;
+    match reply? {
+        Reply::Capture(plan) => {
+            // A capture may see nothing for a long time.
+            reader
+                .get_ref()
+                .set_read_timeout(None)
+                .map_err(|source| ClientError::Io {
+                    socket: socket.to_owned(),
+                    call: "clear the timeout",
+                    source,
+                })?;
+            Ok((plan, reader))
+        }
+        other => Err(ClientError::Protocol {
+            reason: format!("a capture was answered with {other:?}"),
+        }),
+    }
+}
+
+/// Sends `request` and reads the reply line; the reader holds what follows it.
+fn send(
+    socket: &Path,
+    request: &Request,
+) -> Result<(BufReader<UnixStream>, Result<Reply, ClientError>), ClientError> {
     let stream = UnixStream::connect(socket).map_err(|source| match source.kind() {
         // No socket, or one a killed daemon left behind.
         io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => ClientError::NotRunning {
@@ -83,10 +121,11 @@ pub fn request(socket: &Path, request: &Request) -> Result<Reply, ClientError> {
         .write_all(line.as_bytes())
         .map_err(io("send the request"))?;
     let mut answer = String::new();
-    BufReader::new(&stream)
+    let mut reader = BufReader::new(stream);
+    reader
         .read_line(&mut answer)
         .map_err(io("read the reply"))?;
-    parse_response(&answer)
+    Ok((reader, parse_response(&answer)))
 }
 
 fn parse_response(line: &str) -> Result<Reply, ClientError> {

@@ -9,7 +9,10 @@ use dutnet_common::stats::{DirCounters, IfaceCounters, drop, punt};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    datapath::InterfaceStats,
+    datapath::{
+        InterfaceStats,
+        filter::{Direction, Filter, FilterHits},
+    },
     dhcp::{DhcpCounters, message_type},
     dns::{DnsCounters, latency::UpstreamLatency, query_type},
 };
@@ -116,6 +119,8 @@ impl InterfaceCounters {
             active_flows: self.active_flows,
             flow_budget: self.flow_budget,
             evictions: self.evictions,
+            // By network, in [`NetworkCounters::filter`].
+            filter: None,
         }
     }
 }
@@ -134,6 +139,70 @@ pub struct NetworkCounters {
     /// `None` when it serves no `tftp_root`.
     #[serde(default)]
     pub tftp: Option<crate::tftp::TftpCounters>,
+    /// Its `filter`'s rules with the flows each decided; absent without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<FilterCounters>,
+    /// `None` without `local_ntp`.
+    #[serde(default)]
+    pub ntp: Option<crate::ntp::NtpCounters>,
+}
+
+/// A network's filter as `dutnet stats` shows it: each rule beside the new
+/// flows it decided (on the fast path and in the kernel together; nft
+/// counts each packet it judges, so a retransmitted SYN counts again).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilterCounters {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<DirectionCounters>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<DirectionCounters>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectionCounters {
+    pub rules: Vec<RuleCounter>,
+    /// `accept` or `drop`.
+    pub policy: String,
+    /// Flows no rule matched.
+    pub policy_hits: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleCounter {
+    /// The rule, e.g. `drop tcp 10.0.0.0/8 port 22`.
+    pub rule: String,
+    pub hits: u64,
+}
+
+impl FilterCounters {
+    /// `filter`'s rules with `hits`, the datapaths' counts summed.
+    #[must_use]
+    pub fn new(filter: &Filter, hits: &FilterHits) -> Self {
+        let direction = |which: Direction| {
+            let f = filter.direction(which)?;
+            let counted = match which {
+                Direction::Egress => hits.egress.as_ref(),
+                Direction::Ingress => hits.ingress.as_ref(),
+            };
+            Some(DirectionCounters {
+                rules: f
+                    .rules
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| RuleCounter {
+                        rule: r.to_string(),
+                        hits: counted.and_then(|c| c.rules.get(i)).copied().unwrap_or(0),
+                    })
+                    .collect(),
+                policy: f.policy.key().to_owned(),
+                policy_hits: counted.map_or(0, |c| c.policy),
+            })
+        };
+        Self {
+            egress: direction(Direction::Egress),
+            ingress: direction(Direction::Ingress),
+        }
+    }
 }
 
 /// A DHCP server's pool and counters.
@@ -233,6 +302,7 @@ mod tests {
             active_flows: 4,
             flow_budget: 64,
             evictions: 1,
+            filter: None,
         };
         let wire = InterfaceCounters::new(&stats, Some("lab".into()));
         let json = serde_json::to_value(&wire).unwrap();

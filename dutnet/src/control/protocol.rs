@@ -52,6 +52,11 @@ pub enum Request {
         #[serde(default)]
         network: Option<String>,
     },
+    /// The local NTP server of each network (`local_ntp`).
+    NtpStatus {
+        #[serde(default)]
+        network: Option<String>,
+    },
     /// The address leased to `mac` (any network unless `network` is given).
     GetIp {
         #[serde(default)]
@@ -108,6 +113,35 @@ pub enum Request {
         #[serde(default)]
         limit: Option<u64>,
     },
+    /// A packet capture: the one streaming request (see
+    /// [`crate::capture`]). Its answer is a [`Reply::Capture`] line, then
+    /// the capture as a pcap byte stream until the daemon closes the
+    /// connection; or an error line and nothing more.
+    Capture(CaptureRequest),
+}
+
+/// What `dutnet capture` asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureRequest {
+    #[serde(default)]
+    pub network: Option<String>,
+    /// Only this DUT's packets: its address or MAC, as the user typed it.
+    #[serde(default)]
+    pub dut: Option<String>,
+    /// On the upstream NIC, after translation, instead of the DUT NIC.
+    #[serde(default)]
+    pub upstream: bool,
+    /// End after this many packets.
+    #[serde(default)]
+    pub count: Option<u64>,
+    /// End after this many milliseconds (at most
+    /// [`crate::capture::MAX_DURATION`]).
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+    /// A pcap-filter(7) expression the packets must match too.
+    #[serde(default)]
+    pub filter: Option<String>,
 }
 
 /// The daemon's answer.
@@ -135,6 +169,9 @@ pub enum FailureKind {
     Invalid,
     /// A valid request the daemon could not carry out (a kernel call failed).
     Failed,
+    /// The client may not do this (a capture without `enable_tcpdump`, by
+    /// another user than root).
+    Denied,
 }
 
 impl Failure {
@@ -148,6 +185,13 @@ impl Failure {
     pub fn invalid(message: impl Into<String>) -> Self {
         Self {
             kind: FailureKind::Invalid,
+            message: message.into(),
+        }
+    }
+
+    pub fn denied(message: impl Into<String>) -> Self {
+        Self {
+            kind: FailureKind::Denied,
             message: message.into(),
         }
     }
@@ -169,6 +213,11 @@ pub enum Reply {
     },
     Leases {
         networks: Vec<NetworkLeases>,
+    },
+    NtpStatus {
+        networks: Vec<NetworkNtp>,
+        /// The exporter's clock, as adjtimex(2) reads it.
+        clock: NtpClock,
     },
     Ip(LeaseInfo),
     /// A change was made (add/remove); `message` says which.
@@ -219,6 +268,28 @@ pub enum Reply {
         /// datapath), each with where to see them instead.
         elsewhere: Vec<FlowsElsewhere>,
     },
+    /// What a capture records; the pcap stream follows this line.
+    Capture(CapturePlan),
+}
+
+/// Where and what a capture records. The daemon answers a
+/// [`Request::Capture`] with it (the server then opens the capture and
+/// forwards it to the client as the header line).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapturePlan {
+    pub network: String,
+    /// The interface the packets are read on.
+    pub interface: String,
+    /// The whole pcap-filter(7) expression applied: the DUT's or its
+    /// translated flows', and the user's; empty for every packet.
+    pub filter: String,
+    /// `enable_tcpdump` of the network: users other than root may capture.
+    pub any_user: bool,
+    /// When it ends at the latest, in milliseconds.
+    pub duration_ms: u64,
+    /// How many packets it ends after, if it does.
+    #[serde(default)]
+    pub count: Option<u64>,
 }
 
 /// What a reload did, by network name.
@@ -261,18 +332,46 @@ pub struct NetworkStatus {
     pub dhcp_enabled: bool,
     pub dhcp_running: bool,
     pub dns_running: bool,
-    /// Bound DHCP leases.
-    pub leases: usize,
+    /// jumpstarter's `NetworkStatus.interface_status`.
+    pub interface_status: InterfaceStatus,
+    /// Bound DHCP leases, as jumpstarter's `NetworkStatus.leases` lists them.
+    pub leases: Vec<StatusLease>,
     /// `addresses` entries (config file plus runtime changes).
     pub addresses: usize,
-    /// `dns_entries` (config file plus runtime changes).
-    pub dns_entries: usize,
+    /// `dns_entries` (config file plus runtime changes), jumpstarter's
+    /// `{hostname, ip}` each.
+    pub dns_entries: Vec<DnsRecord>,
+    /// This network's rules in dutnet's nft table (jumpstarter's
+    /// `nat_rules`: its table's listing); empty when it cannot be listed.
+    #[serde(default)]
+    pub nat_rules: String,
     /// Flows in the NAT table for this DUT interface.
     pub flows: u64,
     /// Network boot; `None` when the network configures none (and from a
     /// dutnet older than network boot).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot: Option<BootStatus>,
+}
+
+/// jumpstarter's `InterfaceStatus`: the DUT interface.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceStatus {
+    pub name: String,
+    /// It exists (and dutnet has taken it over).
+    pub exists: bool,
+    /// dutnet's addresses on it (`address/prefix`).
+    pub addresses: Vec<String>,
+}
+
+/// A lease as jumpstarter's `NetworkStatus.leases` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusLease {
+    pub mac: String,
+    pub ip: String,
+    /// Empty when the DUT sent none.
+    pub hostname: String,
+    /// Unix seconds.
+    pub expiry: u64,
 }
 
 /// The network-boot configuration of one network and its TFTP server.
@@ -293,6 +392,33 @@ pub struct DutBoot {
     pub ip: Ipv4Addr,
     pub mac: Option<String>,
     pub dhcp_options: serde_json::Value,
+}
+
+/// One network's NTP server; `enabled` and `running` as jumpstarter's
+/// driver names them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkNtp {
+    pub network: String,
+    /// `local_ntp` is set.
+    pub enabled: bool,
+    /// Its server is listening.
+    pub running: bool,
+    /// `None` while it does not run.
+    pub counters: Option<crate::ntp::NtpCounters>,
+    /// The clients its rate limiter remembers (at most 1024).
+    pub clients: Vec<crate::ntp::limit::ClientSeen>,
+}
+
+/// The exporter's clock as the NTP server reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NtpClock {
+    pub synchronized: bool,
+    /// The leap indicator sent (3: unsynchronized).
+    pub leap: u8,
+    pub stratum: u8,
+    pub offset_ns: i64,
+    pub maxerror_us: i64,
+    pub esterror_us: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -546,6 +672,24 @@ mod tests {
                 limit: None
             })
         );
+    }
+
+    #[test]
+    fn a_capture_request_is_one_object_with_its_verb() {
+        let line = r#"{"version":1,"request":{"verb":"capture","network":"lab","upstream":true,"count":5,"filter":"icmp"}}"#;
+        assert_eq!(
+            parse_request(line),
+            Ok(Request::Capture(CaptureRequest {
+                network: Some("lab".into()),
+                dut: None,
+                upstream: true,
+                count: Some(5),
+                duration_ms: None,
+                filter: Some("icmp".into()),
+            }))
+        );
+        let bogus = r#"{"version":1,"request":{"verb":"capture","bogus":1}}"#;
+        assert!(parse_request(bogus).is_err());
     }
 
     #[test]

@@ -182,7 +182,7 @@ async fn accept_loop(listener: UnixListener, requests: mpsc::Sender<Pending>) {
                         }
                         let requests = requests.clone();
                         tokio::spawn(async move {
-                            serve_connection(stream, &slot, requests).await;
+                            serve_connection(stream, &slot, uid, requests).await;
                         });
                     }
                     Admission::Refused => {
@@ -208,6 +208,7 @@ async fn accept_loop(listener: UnixListener, requests: mpsc::Sender<Pending>) {
 async fn serve_connection(
     stream: UnixStream,
     slot: &Slot<Client>,
+    uid: Client,
     requests: mpsc::Sender<Pending>,
 ) {
     let (read, mut write) = stream.into_split();
@@ -239,6 +240,11 @@ async fn serve_connection(
             )))
         } else {
             match protocol::parse_request(line.trim_end()) {
+                Ok(Request::Capture(capture)) => {
+                    // The connection is the capture's from here on.
+                    super::capture::serve(reader, write, uid, capture, requests).await;
+                    return;
+                }
                 Ok(request) => forward(request, &requests).await,
                 Err(failure) => Response::Error(failure),
             }

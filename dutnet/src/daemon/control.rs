@@ -19,8 +19,10 @@ use crate::{
     config::{MacAddr, NatMode, wire::AddressWire},
     control::{
         Failure, Reply, Request, Response,
-        counters::{DhcpStats, InterfaceCounters, NetworkCounters},
-        protocol::{Mapping, NatActivity, NetworkLeases, NetworkNat, PortRange},
+        counters::{DhcpStats, FilterCounters, InterfaceCounters, NetworkCounters},
+        protocol::{
+            Mapping, NatActivity, NetworkLeases, NetworkNat, NetworkNtp, NtpClock, PortRange,
+        },
         server::Pending,
     },
     datapath::{Datapath as _, nft},
@@ -44,10 +46,19 @@ impl Daemon {
             Request::Status { network } => {
                 let mut networks = Vec::new();
                 let flows = self.active_flows();
+                // One short `nft` run, off the runtime's threads.
+                let ruleset = match tokio::task::spawn_blocking(nft::list_table).await {
+                    Ok(Ok(text)) => text,
+                    _ => String::new(),
+                };
                 for index in self.select_many(network.as_deref())? {
                     let net = &self.networks[index];
                     let flows = flows.get(&net.config.interface).copied().unwrap_or(0);
-                    networks.push(net.status(&self.exporter, &self.datapath, flows).await);
+                    let rules = nft::rules_of(&ruleset, &[net.config.name.as_str()]);
+                    networks.push(
+                        net.status(&self.exporter, &self.datapath, flows, &rules)
+                            .await,
+                    );
                 }
                 Ok(Reply::Status { networks })
             }
@@ -68,6 +79,35 @@ impl Daemon {
                     })
                     .collect();
                 Ok(Reply::Leases { networks })
+            }
+            Request::NtpStatus { network } => {
+                let networks = self
+                    .select_many(network.as_deref())?
+                    .into_iter()
+                    .map(|index| {
+                        let net = &self.networks[index];
+                        let ntp = net.servers.ntp.as_ref();
+                        NetworkNtp {
+                            network: net.config.name.clone(),
+                            enabled: net.config.local_ntp,
+                            running: ntp.is_some_and(crate::ntp::NtpServer::running),
+                            counters: ntp.map(crate::ntp::NtpServer::counters),
+                            clients: ntp.map(crate::ntp::NtpServer::clients).unwrap_or_default(),
+                        }
+                    })
+                    .collect();
+                let c = crate::ntp::clock::ClockState::read();
+                Ok(Reply::NtpStatus {
+                    networks,
+                    clock: NtpClock {
+                        synchronized: c.synchronized(),
+                        leap: c.leap(),
+                        stratum: c.stratum(),
+                        offset_ns: c.offset_ns,
+                        maxerror_us: c.maxerror_us,
+                        esterror_us: c.esterror_us,
+                    },
+                })
             }
             Request::GetIp { network, mac } => self.get_ip(network.as_deref(), &mac),
             Request::AddAddress {
@@ -128,6 +168,12 @@ impl Daemon {
                 }
                 // One short `nft` run, off the runtime's threads.
                 let ruleset = match tokio::task::spawn_blocking(nft::list_table).await {
+                    // One network asked for: its rules only.
+                    Ok(Ok(text)) if network.is_some() => {
+                        let names: Vec<&str> =
+                            networks.iter().map(|n| n.network.as_str()).collect();
+                        Some(nft::rules_of(&text, &names))
+                    }
                     Ok(Ok(text)) => Some(text),
                     Ok(Err(e)) => {
                         warn!(error = %e, "listing dutnet's nftables table failed");
@@ -140,6 +186,7 @@ impl Daemon {
             Request::Flows { network, limit } => self.flows(network.as_deref(), limit),
             Request::Stats => self.stats(),
             Request::Reload => self.reload().await,
+            Request::Capture(capture) => self.capture_plan(&capture).await,
         }
     }
 
@@ -155,16 +202,37 @@ impl Daemon {
     /// another namespace would resolve the ifindexes to other interfaces),
     /// and each network's DHCP and DNS counters.
     pub(super) fn stats(&self) -> Outcome {
-        let networks = self
-            .networks
-            .iter()
-            .map(|n| self.network_counters(n))
-            .collect();
         let stats = self.datapath.stats().map_err(|e| {
             Failure::failed(format!(
                 "reading the eBPF counters failed: {e}; see the daemon's log"
             ))
         })?;
+        let kernel_hits = if self.networks.iter().any(|n| n.config.filter.is_some()) {
+            nft::filter_hits::read().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "reading the filter counters of dutnet's nft table failed");
+                std::collections::BTreeMap::new()
+            })
+        } else {
+            std::collections::BTreeMap::new()
+        };
+        let networks = self
+            .networks
+            .iter()
+            .map(|n| {
+                let mut counters = self.network_counters(n);
+                if let Some(filter) = &n.config.filter {
+                    let fast = stats
+                        .iter()
+                        .find(|s| s.name.as_ref() == Some(&n.config.interface))
+                        .and_then(|s| s.filter.clone())
+                        .unwrap_or_default();
+                    let hits =
+                        fast.plus(&kernel_hits.get(&n.config.name).cloned().unwrap_or_default());
+                    counters.filter = Some(FilterCounters::new(filter, &hits));
+                }
+                counters
+            })
+            .collect();
         let network_of = |name: Option<&String>| {
             self.networks
                 .iter()
@@ -212,7 +280,7 @@ impl Daemon {
     }
 
     /// The named network, or the only one.
-    fn select_one(&self, name: Option<&str>) -> Result<usize, Failure> {
+    pub(super) fn select_one(&self, name: Option<&str>) -> Result<usize, Failure> {
         match name {
             Some(name) => self.find_network(name),
             None if self.networks.len() == 1 => Ok(0),
@@ -327,6 +395,8 @@ impl Daemon {
             }),
             dns: servers.dns.as_ref().map(|dns| dns.counters().into()),
             tftp: servers.tftp.as_ref().map(|t| t.counters()),
+            filter: None,
+            ntp: servers.ntp.as_ref().map(|t| t.counters()),
         }
     }
 }

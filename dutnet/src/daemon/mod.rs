@@ -8,6 +8,7 @@
 //! - `network`: one network's context (reconfigure, runtime changes, status);
 //! - `exporter`: what a network needs from the host (a trait, faked in tests);
 //! - `control`: control requests, each routed to a network's context.
+mod capture;
 mod coexist;
 mod control;
 mod exporter;
@@ -91,6 +92,12 @@ pub enum DaemonError {
         network: String,
         #[source]
         source: TftpError,
+    },
+    #[error("network `{network}`: starting the NTP server failed: {source}")]
+    Ntp {
+        network: String,
+        #[source]
+        source: crate::ntp::NtpError,
     },
     #[error("network `{network}`: starting the DHCP server failed: {source}")]
     Dhcp {

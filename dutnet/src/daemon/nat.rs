@@ -6,7 +6,8 @@ use ipnet::Ipv4Net;
 use crate::{
     config::{NatMode, Network},
     datapath::{
-        DutNetwork, FlowLimits, NatPlan, PublicAddress, expiry::FlowTimeouts, nft::FallbackNetwork,
+        DutNetwork, FlowLimits, NatPlan, PublicAddress, expiry::FlowTimeouts, filter::FilterPlan,
+        nft::FallbackNetwork,
     },
     host::{HostChange, HostError, InterfaceProblem, LocalChange, journal::Journal},
     netlink::{Link, Netlink},
@@ -84,6 +85,17 @@ pub fn dut_network(
         reply_mark: reply_mark.unwrap_or(0),
         flows: flow_limits(network),
         nat,
+        filter: filter_plan(network),
+        local_ntp: network.local_ntp,
+    })
+}
+
+/// The network's filter as the datapaths enforce it.
+pub fn filter_plan(network: &Network) -> Option<FilterPlan> {
+    network.filter.clone().map(|filter| FilterPlan {
+        filter,
+        udp_idle: network.nat_timeouts.udp,
+        tcp_idle: network.nat_timeouts.tcp_established,
     })
 }
 
@@ -221,6 +233,8 @@ pub fn fallback_network(network: &Network, upstream: Option<String>) -> Fallback
         subnet: network.subnet,
         upstream_interface: upstream,
         public: public_addresses(network),
+        filter: network.filter.clone(),
+        ntp_redirect: network.local_ntp.then_some(network.gateway_ip),
     }
 }
 

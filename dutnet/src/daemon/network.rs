@@ -21,7 +21,10 @@ use crate::{
     },
     control::{
         Failure, Reply,
-        protocol::{BootStatus, DnsRecord, DutBoot, LeaseInfo, NetworkDns, NetworkStatus},
+        protocol::{
+            BootStatus, DnsRecord, DutBoot, InterfaceStatus, LeaseInfo, NetworkDns, NetworkStatus,
+            StatusLease,
+        },
     },
     datapath::{Datapath, PublicAddress, PublicChange},
     dhcp::{Lease, format_mac},
@@ -317,9 +320,88 @@ impl NetworkContext {
         datapath: &mut dyn Datapath,
         paths: &Paths,
     ) -> Result<Applied, Failure> {
-        let entry = AddressEntry::try_from(wire)
-            .and_then(|e| self.config.check_new_address(&e).map(|()| e))
+        let entry =
+            AddressEntry::try_from(wire).map_err(|e| Failure::invalid(runtime::one_line(&e)))?;
+        if let Some(old) = self.config.addresses.iter().find(|a| a.ip == entry.ip) {
+            // jumpstarter's add-address replaces the entry of that address.
+            let old = old.clone();
+            return self
+                .replace_address(old, entry, exporter, datapath, paths)
+                .await;
+        }
+        self.config
+            .check_new_address(&entry)
             .map_err(|e| Failure::invalid(runtime::one_line(&e)))?;
+        self.add_checked(entry, exporter, datapath, paths).await
+    }
+
+    /// Replaces entry `old` by `new` (same address), all or nothing: `new`
+    /// is checked against the other entries first, and `old` comes back if
+    /// `new` cannot be applied.
+    async fn replace_address(
+        &mut self,
+        old: AddressEntry,
+        new: AddressEntry,
+        exporter: &mut impl Exporter,
+        datapath: &mut dyn Datapath,
+        paths: &Paths,
+    ) -> Result<Applied, Failure> {
+        let name = self.config.name.clone();
+        if old == new {
+            return Ok(Applied {
+                reply: Reply::Done {
+                    message: format!("network `{name}` has {} already", describe(&new)),
+                    network: name,
+                },
+                public_changed: false,
+            });
+        }
+        let mut others = self.config.clone();
+        others.addresses.retain(|a| a.ip != old.ip);
+        others
+            .check_new_address(&new)
+            .map_err(|e| Failure::invalid(runtime::one_line(&e)))?;
+        let removed = self
+            .remove_address(&old.ip.to_string(), exporter, datapath, paths)
+            .await?;
+        match self
+            .add_checked(new.clone(), exporter, datapath, paths)
+            .await
+        {
+            Ok(added) => {
+                info!(network = %name, ip = %new.ip, "address entry replaced at run time");
+                Ok(Applied {
+                    reply: Reply::Done {
+                        message: format!(
+                            "replaced {} with {} in network `{name}`",
+                            describe(&old),
+                            describe(&new)
+                        ),
+                        network: name,
+                    },
+                    public_changed: removed.public_changed || added.public_changed,
+                })
+            }
+            Err(failure) => {
+                if let Err(e) = self
+                    .add_checked(old.clone(), exporter, datapath, paths)
+                    .await
+                {
+                    warn!(network = %name, ip = %old.ip, error = %e.message, "putting the replaced address entry back failed");
+                }
+                Err(failure)
+            }
+        }
+    }
+
+    /// Adds a checked entry: saved, then applied (undone if it cannot be).
+    async fn add_checked(
+        &mut self,
+        entry: AddressEntry,
+        exporter: &mut impl Exporter,
+        datapath: &mut dyn Datapath,
+        paths: &Paths,
+    ) -> Result<Applied, Failure> {
         let previous = self.save_changes(paths, |c| c.add_address(&entry))?;
         self.config.addresses.push(entry.clone());
         if let Err(failure) = self.apply_address(&entry, exporter, datapath).await {
@@ -468,10 +550,19 @@ impl NetworkContext {
         same_rest.addresses.clone_from(&self.config.addresses);
         same_rest.dns_entries.clone_from(&self.config.dns_entries);
         same_rest.nat_timeouts = self.config.nat_timeouts;
+        same_rest.filter.clone_from(&self.config.filter);
         if same_rest != self.config {
             return Ok(false);
         }
         let mut problems = Vec::new();
+        let plan = super::nat::filter_plan(&new);
+        if plan != super::nat::filter_plan(&self.config) {
+            // Atomic on either datapath; flows open now are kept.
+            match datapath.set_filter(&self.config.interface, plan.as_ref()) {
+                Ok(()) => self.config.filter.clone_from(&new.filter),
+                Err(e) => problems.push(format!("filter: {e}; the previous filter stays")),
+            }
+        }
         let gone: Vec<AddressEntry> = self
             .config
             .addresses
@@ -536,9 +627,60 @@ impl NetworkContext {
             hostname: Some(hostname),
             ip: Some(ip),
         };
-        let entry = DnsEntry::try_from(wire)
-            .and_then(|e| self.config.check_new_dns_entry(&e).map(|()| e))
+        let entry =
+            DnsEntry::try_from(wire).map_err(|e| Failure::invalid(runtime::one_line(&e)))?;
+        let same_name = |d: &DnsEntry| {
+            d.hostname
+                .trim_end_matches('.')
+                .eq_ignore_ascii_case(entry.hostname.trim_end_matches('.'))
+        };
+        if let Some(old) = self
+            .config
+            .dns_entries
+            .iter()
+            .find(|d| same_name(d))
+            .cloned()
+        {
+            // jumpstarter's add-dns replaces the entry of that name.
+            if old == entry {
+                let name = self.config.name.clone();
+                return Ok(Reply::Done {
+                    message: format!(
+                        "{} resolves to {} in network `{name}` already",
+                        entry.hostname, entry.ip
+                    ),
+                    network: name,
+                });
+            }
+            let mut others = self.config.clone();
+            others.dns_entries.retain(|d| !same_name(d));
+            others
+                .check_new_dns_entry(&entry)
+                .map_err(|e| Failure::invalid(runtime::one_line(&e)))?;
+            self.remove_dns(&old.hostname, paths)?;
+            return match self.add_dns_checked(entry.clone(), paths) {
+                Ok(Reply::Done { network, .. }) => Ok(Reply::Done {
+                    message: format!(
+                        "{} now resolves to {} in network `{network}` (was {})",
+                        entry.hostname, entry.ip, old.ip
+                    ),
+                    network,
+                }),
+                Ok(other) => Ok(other),
+                Err(failure) => {
+                    let _ = self.add_dns_checked(old, paths);
+                    Err(failure)
+                }
+            };
+        }
+        self.config
+            .check_new_dns_entry(&entry)
             .map_err(|e| Failure::invalid(runtime::one_line(&e)))?;
+        self.add_dns_checked(entry, paths)
+    }
+
+    /// Adds a checked DNS entry: saved, then served.
+    fn add_dns_checked(&mut self, entry: DnsEntry, paths: &Paths) -> Result<Reply, Failure> {
         let previous = self.save_changes(paths, |c| c.add_dns(&entry))?;
         if let Some(dns) = &self.servers.dns
             && let Err(e) = dns.add_entry(&entry.hostname, entry.ip)
@@ -593,6 +735,7 @@ impl NetworkContext {
         exporter: &impl Exporter,
         datapath: &dyn Datapath,
         active_flows: u64,
+        nat_rules: &str,
     ) -> NetworkStatus {
         let c = &self.config;
         let upstream = match &self.taken {
@@ -626,9 +769,39 @@ impl NetworkContext {
             dhcp_enabled: c.dhcp.enabled,
             dhcp_running: self.servers.dhcp.is_some(),
             dns_running: self.servers.dns.is_some(),
-            leases: self.servers.leases().len(),
+            interface_status: InterfaceStatus {
+                name: c.interface.clone(),
+                exists: self.taken.is_some(),
+                addresses: if self.taken.is_some() {
+                    vec![gateway_address(c).to_string()]
+                } else {
+                    Vec::new()
+                },
+            },
+            leases: self
+                .servers
+                .leases()
+                .iter()
+                .map(|l| StatusLease {
+                    mac: format_mac(&l.mac),
+                    ip: l.ip.to_string(),
+                    hostname: l.hostname.clone().unwrap_or_default(),
+                    expiry: l
+                        .expires
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
+                })
+                .collect(),
             addresses: c.addresses.len(),
-            dns_entries: c.dns_entries.len(),
+            dns_entries: c
+                .dns_entries
+                .iter()
+                .map(|d| DnsRecord {
+                    hostname: d.hostname.clone(),
+                    ip: d.ip,
+                })
+                .collect(),
+            nat_rules: nat_rules.to_owned(),
             flows: active_flows,
             boot: self.boot_status(),
         }

@@ -103,6 +103,7 @@ mod tests {
             active_flows: active,
             flow_budget: 100,
             evictions,
+            filter: None,
         }
     }
 

@@ -1,4 +1,4 @@
-//! The protocol servers of one network (DHCP, DNS, TFTP), built from its
+//! The protocol servers of one network (DHCP, DNS, TFTP, NTP), built from its
 //! config and bound to its DUT interface.
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -7,6 +7,7 @@ use crate::{
     config::Network,
     dhcp::{DhcpConfig, DhcpServer, Lease, StaticLease},
     dns::{DnsConfig, DnsServer},
+    ntp::{NtpConfig, NtpServer},
     state::paths::Paths,
     tftp::{TftpConfig, TftpServer},
 };
@@ -17,12 +18,14 @@ pub struct Servers {
     pub dns: Option<DnsServer>,
     /// Runs when the network has a `tftp_root`.
     pub tftp: Option<TftpServer>,
+    /// Runs when the network has `local_ntp`.
+    pub ntp: Option<NtpServer>,
     pub dhcp: Option<DhcpServer>,
 }
 
 impl Servers {
-    /// Starts DNS, then TFTP (with a `tftp_root`), then DHCP (when
-    /// enabled); a failure stops the ones already started.
+    /// Starts DNS, then TFTP (with a `tftp_root`), then NTP (with
+    /// `local_ntp`), then DHCP (when enabled); a failure stops the ones already started.
     pub async fn start(network: &Network, paths: &Paths) -> Result<Self, DaemonError> {
         let mut servers = Self::default();
         if let Err(e) = servers.start_each(network, paths).await {
@@ -57,6 +60,20 @@ impl Servers {
                 })?,
             );
         }
+        if network.local_ntp {
+            self.ntp = Some(
+                NtpServer::start(NtpConfig::new(
+                    &network.name,
+                    &network.interface,
+                    network.gateway_ip,
+                ))
+                .await
+                .map_err(|source| DaemonError::Ntp {
+                    network: name(),
+                    source,
+                })?,
+            );
+        }
         if network.dhcp.enabled {
             self.dhcp = Some(
                 DhcpServer::start(dhcp_config(network, paths))
@@ -70,8 +87,11 @@ impl Servers {
         Ok(())
     }
 
-    /// Stops DHCP, TFTP and DNS (leases stay persisted).
+    /// Stops NTP, TFTP, DHCP and DNS (leases stay persisted).
     pub async fn stop(&mut self) {
+        if let Some(ntp) = self.ntp.take() {
+            ntp.shutdown().await;
+        }
         if let Some(tftp) = self.tftp.take() {
             tftp.shutdown().await;
         }
@@ -150,8 +170,12 @@ fn dhcp_config(net: &Network, paths: &Paths) -> DhcpConfig {
             .collect(),
         lease_file: paths
             .network_dir(&net.name, net.state_dir.as_deref())
-            .join("leases"),
-        options: net.dhcp_options.clone(),
+            .join("dnsmasq.leases"),
+        options: if net.local_ntp {
+            net.dhcp_options.clone().with_default_ntp(net.gateway_ip)
+        } else {
+            net.dhcp_options.clone()
+        },
     }
 }
 

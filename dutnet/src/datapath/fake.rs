@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use super::{
     Carrier, Datapath, DatapathError, DutNetwork, NatPorts, PublicChange, ebpf::EbpfError,
+    filter::FilterPlan,
 };
 
 /// What the fake holds; `fail_attach` makes the next attaches fail.
@@ -38,6 +39,19 @@ impl Datapath for FakeDatapath {
     fn detach(&mut self, iface: &str) -> Result<(), DatapathError> {
         self.calls.push(format!("detach {iface}"));
         self.attached.remove(iface);
+        Ok(())
+    }
+
+    fn set_filter(
+        &mut self,
+        iface: &str,
+        filter: Option<&FilterPlan>,
+    ) -> Result<(), DatapathError> {
+        self.calls
+            .push(format!("set_filter {iface} {}", filter.is_some()));
+        if let Some(n) = self.attached.get_mut(iface) {
+            n.filter = filter.cloned();
+        }
         Ok(())
     }
 

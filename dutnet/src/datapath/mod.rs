@@ -8,6 +8,7 @@ pub mod ebpf;
 pub mod expiry;
 #[cfg(test)]
 pub mod fake;
+pub mod filter;
 pub mod nft;
 mod owner;
 pub mod ports;
@@ -34,6 +35,8 @@ pub struct InterfaceStats {
     pub flow_budget: u32,
     /// Flows evicted to make room for new ones since the network came up.
     pub evictions: u64,
+    /// Flows each filter rule decided on the fast path (`None`: no filter).
+    pub filter: Option<filter::FilterHits>,
 }
 
 /// How much of the connection table a network may use.
@@ -72,6 +75,10 @@ pub struct DutNetwork {
     pub reply_mark: u32,
     /// Its share of the connection table.
     pub flows: FlowLimits,
+    /// What its DUTs may open and be opened; `None`: no filter.
+    pub filter: Option<filter::FilterPlan>,
+    /// `local_ntp`: the DUTs' NTP goes to the stack (and the gateway).
+    pub local_ntp: bool,
 }
 
 /// A DUT reachable at its own public address.
@@ -216,6 +223,15 @@ pub trait Datapath {
 
     /// A 1:1 mapping of `iface`'s network added or removed at run time.
     fn set_public(&mut self, iface: &str, change: PublicChange) -> Result<(), DatapathError>;
+
+    /// Makes `filter` the filter of `iface`'s network at once (a reload):
+    /// new flows are judged by it, open ones are kept. On an error the
+    /// previous filter stays.
+    fn set_filter(
+        &mut self,
+        iface: &str,
+        filter: Option<&filter::FilterPlan>,
+    ) -> Result<(), DatapathError>;
 
     /// Removes idle flows, by each DUT interface's `timeouts`. A datapath
     /// whose flows are conntrack's has none of its own to remove.

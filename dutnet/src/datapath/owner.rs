@@ -12,6 +12,7 @@ use super::{
     Carrier, Datapath, DatapathError, DutNetwork, InterfaceStats, NatPorts, PublicChange,
     ebpf::{EbpfDatapath, FlowListing, SweepReport},
     expiry::FlowTimeouts,
+    filter::FilterPlan,
     nft::{FallbackNetwork, NftTable},
     ports::PortPlan,
 };
@@ -162,6 +163,20 @@ impl Datapath for Datapaths {
             }
         }
         result
+    }
+
+    fn set_filter(
+        &mut self,
+        iface: &str,
+        filter: Option<&FilterPlan>,
+    ) -> Result<(), DatapathError> {
+        // The table first: it judges what the fast path leaves to the
+        // kernel, and refuses nothing the config accepted.
+        self.table.set_filter(iface, filter)?;
+        match self.fast_path(iface) {
+            Some(ebpf) if ebpf.carrier(iface) != Carrier::None => ebpf.set_filter(iface, filter),
+            _ => Ok(()),
+        }
     }
 
     fn sweep(

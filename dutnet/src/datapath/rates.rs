@@ -78,6 +78,7 @@ mod tests {
             active_flows: 0,
             flow_budget: 0,
             evictions: 0,
+            filter: None,
         }
     }
 

@@ -218,6 +218,16 @@ fn user_class_has(data: &[u8], class: &[u8]) -> bool {
 }
 
 impl DhcpOptions {
+    /// With option 42 naming `server` unless the user gave NTP servers
+    /// (`local_ntp`: the gateway serves NTP).
+    #[must_use]
+    pub fn with_default_ntp(mut self, server: Ipv4Addr) -> Self {
+        if self.ntp_servers.is_none() {
+            self.ntp_servers = Some(vec![server]);
+        }
+        self
+    }
+
     /// `self` (a DUT's) over `base` (its network's).
     pub fn overlay(&self, base: &DhcpOptions) -> DhcpOptions {
         let mut custom = self.custom.clone();
@@ -450,6 +460,21 @@ mod tests {
         assert!(rule(Some(7), None, Some("iPXE"), "x").matches(&ipxe));
         assert!(rule(None, None, Some("iPXE"), "x").matches(&rfc3004));
         assert!(!rule(None, None, None, "x").matches(&uefi));
+    }
+
+    #[test]
+    fn local_ntp_names_the_gateway_unless_the_user_named_servers() {
+        let gw = Ipv4Addr::new(192, 168, 100, 1);
+        let other = Ipv4Addr::new(10, 0, 0, 123);
+        assert_eq!(
+            DhcpOptions::default().with_default_ntp(gw).ntp_servers,
+            Some(vec![gw])
+        );
+        let given = DhcpOptions {
+            ntp_servers: Some(vec![other]),
+            ..DhcpOptions::default()
+        };
+        assert_eq!(given.with_default_ntp(gw).ntp_servers, Some(vec![other]));
     }
 
     #[test]

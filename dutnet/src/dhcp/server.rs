@@ -66,8 +66,7 @@ impl Shared {
     /// blocking pool so the runtime (even a current_thread one) keeps going.
     async fn persist(&self, leases: Vec<Lease>) -> Result<(), DhcpError> {
         let path = self.config.lease_file.clone();
-        let network = self.config.network.clone();
-        match tokio::task::spawn_blocking(move || store::save(&path, &network, &leases)).await {
+        match tokio::task::spawn_blocking(move || store::save(&path, &leases)).await {
             Ok(r) => r,
             Err(join) => Err(DhcpError::LeaseFile {
                 path: self.config.lease_file.clone(),

@@ -1,5 +1,6 @@
-//! The lease file: one lease per line, dnsmasq-like, so a lab engineer can
-//! read it with `cat`:
+//! The lease file, `dnsmasq.leases`: one lease per line in dnsmasq's own
+//! format and nothing else (no comment lines), so jumpstarter's
+//! `parse_leases` and every script written for dnsmasq read it:
 //!
 //! ```text
 //! <expiry-unix-seconds> <mac> <ip> <hostname or *> <client-id hex or *>
@@ -25,6 +26,10 @@ use crate::state::{self, private};
 /// server); expired leases are dropped later by `LeaseState::new`. A file
 /// an older dutnet left readable by others is made private first.
 pub fn load(path: &Path) -> Result<Vec<Lease>, DhcpError> {
+    adopt_legacy(path).map_err(|source| DhcpError::LeaseFile {
+        path: path.to_owned(),
+        source,
+    })?;
     private::restrict_file(path).map_err(|source| DhcpError::LeaseFile {
         path: path.to_owned(),
         source,
@@ -42,7 +47,21 @@ pub fn load(path: &Path) -> Result<Vec<Lease>, DhcpError> {
     Ok(parse(&text, path))
 }
 
-/// Parses the file's text, skipping (and logging) bad lines.
+/// The name dutnet before 0.2 gave the lease file, beside the new one.
+const LEGACY_NAME: &str = "leases";
+
+/// A lease file an older dutnet wrote under [`LEGACY_NAME`] becomes `path`
+/// (when `path` does not exist yet), so no lease is lost on upgrade.
+fn adopt_legacy(path: &Path) -> std::io::Result<()> {
+    let legacy = path.with_file_name(LEGACY_NAME);
+    if legacy == path || path.exists() || !legacy.exists() {
+        return Ok(());
+    }
+    fs::rename(&legacy, path)
+}
+
+/// Parses the file's text, skipping (and logging) bad lines (and the
+/// comment lines older dutnets wrote).
 pub fn parse(text: &str, path: &Path) -> Vec<Lease> {
     let mut leases = Vec::new();
     for (n, line) in text.lines().enumerate() {
@@ -100,11 +119,9 @@ fn parse_hex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Renders the table; a header comment says what the columns are.
-pub fn render(network: &str, leases: &[Lease]) -> String {
-    let mut out = format!(
-        "# dutnet DHCP leases, network {network}\n# <expiry-unix-seconds> <mac> <ip> <hostname or *> <client-id or *>\n"
-    );
+/// Renders the table, dnsmasq's way.
+pub fn render(leases: &[Lease]) -> String {
+    let mut out = String::new();
     for l in leases {
         let expiry = l
             .expires
@@ -133,12 +150,12 @@ fn is_field(s: &str) -> bool {
 }
 
 /// Writes `leases` to `path` atomically and durably, creating its directory.
-pub fn save(path: &Path, network: &str, leases: &[Lease]) -> Result<(), DhcpError> {
+pub fn save(path: &Path, leases: &[Lease]) -> Result<(), DhcpError> {
     let err = |source| DhcpError::LeaseFile {
         path: path.to_owned(),
         source,
     };
-    state::atomic_write(path, render(network, leases).as_bytes()).map_err(err)
+    state::atomic_write(path, render(leases).as_bytes()).map_err(err)
 }
 
 #[cfg(test)]
@@ -169,12 +186,12 @@ mod tests {
     #[test]
     fn round_trip_creates_directory() {
         let dir = tmpdir("rt");
-        let path = dir.join("sub").join("lab1.leases");
+        let path = dir.join("sub").join("dnsmasq.leases");
         let leases = vec![
             lease(1, Some("board-a"), Some(vec![1, 2, 0, 0, 0, 0, 1])),
             lease(2, None, None),
         ];
-        save(&path, "lab1", &leases).unwrap();
+        save(&path, &leases).unwrap();
         let text = fs::read_to_string(&path).unwrap();
         assert!(
             text.contains(
@@ -187,7 +204,27 @@ mod tests {
             "{text}"
         );
         assert_eq!(load(&path).unwrap(), leases);
-        assert!(!dir.join("sub").join("lab1.leases.tmp").exists());
+        assert!(!dir.join("sub").join("dnsmasq.leases.tmp").exists());
+        assert!(
+            !text.contains('#'),
+            "dnsmasq's format has no comments:\n{text}"
+        );
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn an_older_dutnets_lease_file_is_adopted() {
+        let dir = tmpdir("legacy");
+        fs::create_dir_all(&dir).unwrap();
+        let legacy = dir.join("leases");
+        fs::write(
+            &legacy,
+            "# dutnet DHCP leases, network lab1\n# <expiry-unix-seconds> <mac> <ip> <hostname or *> <client-id or *>\n1800000001 02:00:00:00:00:01 192.168.50.1 board-a *\n",
+        )
+        .unwrap();
+        let path = dir.join("dnsmasq.leases");
+        assert_eq!(load(&path).unwrap().len(), 1);
+        assert!(path.exists() && !legacy.exists());
         fs::remove_dir_all(dir).unwrap();
     }
 
@@ -223,7 +260,7 @@ garbage
 
     #[test]
     fn unsafe_hostname_is_written_as_star() {
-        let text = render("x", &[lease(1, Some("a b"), None)]);
+        let text = render(&[lease(1, Some("a b"), None)]);
         assert!(text.contains(" * *\n"), "{text}");
     }
 }

@@ -92,6 +92,8 @@ struct Families {
     dns_upstream_seconds: Family<Labels, CountedHistogram>,
     tftp_transfers: Counters,
     tftp_bytes: Counters,
+    filter_hits: Counters,
+    ntp_requests: Counters,
 }
 
 impl Families {
@@ -198,6 +200,16 @@ impl Families {
             "tftp_bytes",
             "File bytes of the finished TFTP transfers",
             self.tftp_bytes.clone(),
+        );
+        r.register(
+            "filter_hits",
+            "Flows a filter rule decided, by direction and rule (its position in the file, or `policy`)",
+            self.filter_hits.clone(),
+        );
+        r.register(
+            "ntp_requests",
+            "NTP requests by outcome (served; kod: RATE kiss-o'-death sent; ignored: other modes or versions, malformed, silenced over the rate)",
+            self.ntp_requests.clone(),
         );
     }
 
@@ -320,6 +332,32 @@ impl Families {
             }
             self.tftp_bytes.get_or_create(&base).inc_by(tftp.bytes_sent);
         }
+        if let Some(filter) = &n.filter {
+            for (direction, d) in [("egress", &filter.egress), ("ingress", &filter.ingress)] {
+                let Some(d) = d else { continue };
+                let rules = d
+                    .rules
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| (i.to_string(), r.hits));
+                for (rule, hits) in rules.chain([("policy".to_owned(), d.policy_hits)]) {
+                    let mut labels = with("direction", direction);
+                    labels.push(("rule", rule));
+                    self.filter_hits.get_or_create(&labels).inc_by(hits);
+                }
+            }
+        }
+        if let Some(ntp) = &n.ntp {
+            for (outcome, count) in [
+                ("served", ntp.requests_served),
+                ("kod", ntp.kod_sent),
+                ("ignored", ntp.ignored),
+            ] {
+                self.ntp_requests
+                    .get_or_create(&with("outcome", outcome))
+                    .inc_by(count);
+            }
+        }
     }
 }
 
@@ -385,6 +423,7 @@ mod tests {
             active_flows: 2,
             flow_budget: 64,
             evictions: 0,
+            filter: None,
         };
         let mut dhcp = DhcpCounters::default();
         dhcp.received[message_type::REQUEST] = 5;
@@ -400,6 +439,22 @@ mod tests {
                 bytes_sent: 4096,
                 ..Default::default()
             }),
+            filter: Some(crate::control::counters::FilterCounters {
+                egress: Some(crate::control::counters::DirectionCounters {
+                    rules: vec![crate::control::counters::RuleCounter {
+                        rule: "accept 10.0.0.1".into(),
+                        hits: 3,
+                    }],
+                    policy: "drop".into(),
+                    policy_hits: 5,
+                }),
+                ingress: None,
+            }),
+            ntp: Some(crate::ntp::NtpCounters {
+                requests_served: 9,
+                kod_sent: 1,
+                ignored: 0,
+            }),
         };
         let text = render(
             &[InterfaceCounters::new(&stats, Some("lab".into()))],
@@ -413,6 +468,9 @@ mod tests {
             r#"dutnet_dhcp_received_total{network="lab",type="request"} 5"#,
             r#"dutnet_tftp_transfers_total{network="lab",outcome="ok"} 2"#,
             r#"dutnet_tftp_bytes_total{network="lab"} 4096"#,
+            r#"dutnet_filter_hits_total{network="lab",direction="egress",rule="0"} 3"#,
+            r#"dutnet_filter_hits_total{network="lab",direction="egress",rule="policy"} 5"#,
+            r#"dutnet_ntp_requests_total{network="lab",outcome="kod"} 1"#,
             r#"dutnet_dhcp_replies_total{network="lab",type="nak"} 1"#,
             r#"dutnet_dhcp_pool_size{network="lab"} 101"#,
             r#"dutnet_network_datapath{network="lab",datapath="ebpf"} 1"#,

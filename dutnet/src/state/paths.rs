@@ -136,7 +136,8 @@ impl Paths {
         self.state_dir.join("runtime")
     }
 
-    /// The state directory of one network (its leases, file `leases`, mode
+    /// The state directory of one network (its leases, file `dnsmasq.leases`
+    /// where jumpstarter keeps them, mode
     /// 0600): the network's `state_dir` when configured, else
     /// `<state_dir>/networks/<name>`. Created 0700 by the network's DHCP
     /// server; a configured directory that exists keeps its mode (it may be

@@ -49,6 +49,7 @@ fn merge<T: std::borrow::Borrow<MapData>>(
             active_flows: network.in_use,
             flow_budget: network.budget,
             evictions: network.evicted,
+            filter: None,
         });
     }
     stats.sort_by_key(|s| s.ifindex);

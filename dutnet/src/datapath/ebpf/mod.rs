@@ -7,6 +7,7 @@ mod bpffs;
 mod budgets;
 mod counters;
 mod error;
+mod filter_maps;
 mod flow_list;
 pub mod log;
 pub mod nat_maps;
@@ -35,7 +36,7 @@ pub use self::{
 };
 use super::{
     Carrier, Datapath, DatapathError, DutNetwork, FlowLimits, InterfaceStats, NatPlan, NatPorts,
-    PublicAddress, PublicChange, expiry::FlowTimeouts, interface_index,
+    PublicAddress, PublicChange, expiry::FlowTimeouts, filter::FilterPlan, interface_index,
 };
 use crate::state::paths::Paths;
 
@@ -54,6 +55,8 @@ struct Attachment {
     links: Links,
     /// dutnet added the clsact qdisc (netlink mode), so it removes it too.
     added_clsact: bool,
+    /// Its live filter's tables.
+    filter: Option<filter_maps::Installed>,
 }
 
 /// `upstream_ingress` on one upstream interface, shared by every masqueraded
@@ -82,6 +85,7 @@ pub struct EbpfDatapath {
     /// `NET_SWEPT` and `DUT_SWEPT` values (only the sweeper writes them).
     swept: BTreeMap<u32, u64>,
     dut_swept: BTreeMap<PrivateKey, u64>,
+    filter_cells: filter_maps::CellNumbers,
     /// Reads the programs' log records while held, when `DUTNET_EBPF_LOG`
     /// asks for them.
     _log_forwarder: Option<log::Forwarder>,
@@ -141,6 +145,7 @@ impl EbpfDatapath {
             budgets: budgets::Budgets::new(capacity),
             swept: BTreeMap::new(),
             dut_swept: BTreeMap::new(),
+            filter_cells: filter_maps::CellNumbers::default(),
             _log_forwarder: log,
         })
     }
@@ -357,7 +362,7 @@ impl EbpfDatapath {
         network: &DutNetwork,
         ifindex: u32,
         budget: dutnet_common::nat::FlowBudget,
-    ) -> Result<(), EbpfError> {
+    ) -> Result<Option<filter_maps::Installed>, EbpfError> {
         // The counters entry exists before the programs run: they only
         // update. What the NIC sent before now is not the network's: its
         // transmit counters now are where `egress` starts from.
@@ -395,11 +400,39 @@ impl EbpfDatapath {
                     &mut self.one_to_one_out,
                     &mut self.one_to_one_in,
                     ifindex,
+                    budget.slot,
                     *public,
                 )?;
             }
         }
-        Ok(())
+        // Before the programs run: no flow escapes the filter.
+        let mut installed = None;
+        self.replace_filter(budget.slot, network.filter.as_ref(), &mut installed)?;
+        Ok(installed)
+    }
+
+    /// Makes `plan` the filter of the network in `slot` (see
+    /// [`filter_maps::replace`]).
+    fn replace_filter(
+        &mut self,
+        slot: u32,
+        plan: Option<&FilterPlan>,
+        current: &mut Option<filter_maps::Installed>,
+    ) -> Result<(), EbpfError> {
+        let [heads, cells, ports, hits] = self.ebpf.maps_disjoint_mut([
+            maps::FILTER_HEADS,
+            maps::FILTER_CELLS,
+            maps::FILTER_PORTS,
+            maps::FILTER_HITS,
+        ]);
+        let missing = |name| EbpfError::MissingMap { name };
+        let tables = filter_maps::FilterMaps {
+            heads: heads.ok_or_else(|| missing(maps::FILTER_HEADS))?,
+            cells: cells.ok_or_else(|| missing(maps::FILTER_CELLS))?,
+            ports: ports.ok_or_else(|| missing(maps::FILTER_PORTS))?,
+            hits: hits.ok_or_else(|| missing(maps::FILTER_HITS))?,
+        };
+        filter_maps::replace(tables, &mut self.filter_cells, slot, plan, current)
     }
 
     /// A public address belongs to one DUT only.
@@ -423,8 +456,16 @@ impl EbpfDatapath {
 
     /// Removes what [`Self::configure`] wrote, keeping the subnet guarded
     /// while another network with the same subnet is attached.
-    fn unconfigure(&mut self, network: &DutNetwork, ifindex: u32) -> Result<(), EbpfError> {
+    fn unconfigure(
+        &mut self,
+        network: &DutNetwork,
+        ifindex: u32,
+        slot: u32,
+        filter: Option<filter_maps::Installed>,
+    ) -> Result<(), EbpfError> {
         nat_maps::remove_dut_config(self.map_mut(maps::DUT_CONFIG)?, ifindex)?;
+        let mut filter = filter;
+        self.replace_filter(slot, None, &mut filter)?;
         for public in network.nat.public() {
             nat_maps::remove_mapping(
                 &mut self.one_to_one_out,
@@ -470,6 +511,29 @@ impl Datapath for EbpfDatapath {
         Ok(self.change_public(iface, change)?)
     }
 
+    fn set_filter(
+        &mut self,
+        iface: &str,
+        filter: Option<&FilterPlan>,
+    ) -> Result<(), DatapathError> {
+        let attachment = self
+            .attached
+            .get_mut(iface)
+            .ok_or_else(|| EbpfError::NotAttached {
+                iface: iface.to_owned(),
+            })?;
+        let slot = attachment.budget.slot;
+        let mut current = attachment.filter.take();
+        let result = self.replace_filter(slot, filter, &mut current);
+        if let Some(a) = self.attached.get_mut(iface) {
+            a.filter = current;
+            if result.is_ok() {
+                a.network.filter = filter.cloned();
+            }
+        }
+        Ok(result?)
+    }
+
     fn sweep(
         &mut self,
         timeouts: &dyn Fn(&str) -> Option<FlowTimeouts>,
@@ -503,7 +567,18 @@ impl Datapath for EbpfDatapath {
     }
 
     fn stats(&self) -> Result<Vec<InterfaceStats>, DatapathError> {
-        Ok(counters::collect(&self.ebpf)?)
+        let mut stats = counters::collect(&self.ebpf)?;
+        let name = maps::FILTER_HITS;
+        let hits = self.ebpf.map(name).ok_or(EbpfError::MissingMap { name })?;
+        for s in &mut stats {
+            let Some(a) = self.attached.values().find(|a| a.ifindex == s.ifindex) else {
+                continue;
+            };
+            if let Some(installed) = &a.filter {
+                s.filter = Some(filter_maps::hits(hits, a.budget.slot, installed)?);
+            }
+        }
+        Ok(stats)
     }
 
     fn flows(
@@ -553,10 +628,13 @@ impl EbpfDatapath {
             });
         }
         let budget = self.budgets.place(iface, network.flows)?;
-        if let Err(e) = self.configure(network, ifindex, budget) {
-            let _ = self.unconfigure(network, ifindex);
-            return Err(e);
-        }
+        let filter = match self.configure(network, ifindex, budget) {
+            Ok(filter) => filter,
+            Err(e) => {
+                let _ = self.unconfigure(network, ifindex, budget.slot, None);
+                return Err(e);
+            }
+        };
         // Ingress only: what the NIC sends the DUT is the kernel's transmit
         // counters (see `transmitted`).
         let hooks = [(programs::DUT_INGRESS, TcAttachType::Ingress)];
@@ -571,12 +649,13 @@ impl EbpfDatapath {
                         budget,
                         links,
                         added_clsact,
+                        filter,
                     },
                 );
                 Ok(())
             }
             Err(e) => {
-                let _ = self.unconfigure(network, ifindex);
+                let _ = self.unconfigure(network, ifindex, budget.slot, filter);
                 Err(e)
             }
         }
@@ -586,9 +665,10 @@ impl EbpfDatapath {
         let Attachment {
             ifindex,
             network,
+            budget,
             links,
             added_clsact,
-            ..
+            filter,
         } = self
             .attached
             .remove(iface)
@@ -603,7 +683,7 @@ impl EbpfDatapath {
         } else {
             Ok(())
         };
-        self.unconfigure(&network, ifindex)?;
+        self.unconfigure(&network, ifindex, budget.slot, filter)?;
         // Its flows go with it, and its DUTs' counts.
         nat_maps::forget_interface(self.map_mut(maps::NAT_FLOWS)?, ifindex)?;
         let (dut_flows, dut_swept) = self.two_maps(maps::DUT_FLOWS, maps::DUT_SWEPT)?;
@@ -662,6 +742,7 @@ impl EbpfDatapath {
                 iface: iface.to_owned(),
             })?;
         let ifindex = attachment.ifindex;
+        let slot = attachment.budget.slot;
         let Some(mappings) = attachment.network.nat.public_mut() else {
             return Err(EbpfError::NatDisabled {
                 iface: iface.to_owned(),
@@ -673,6 +754,7 @@ impl EbpfDatapath {
                     &mut self.one_to_one_out,
                     &mut self.one_to_one_in,
                     ifindex,
+                    slot,
                     public,
                 )?;
                 if !mappings.contains(&public) {

@@ -36,7 +36,7 @@ fn removed(name: &'static str, result: Result<(), aya::maps::MapError>) -> Resul
 }
 
 /// Network-order `u32` of an address, as the programs compare it.
-fn wire(addr: Ipv4Addr) -> u32 {
+pub fn wire(addr: Ipv4Addr) -> u32 {
     u32::from_ne_bytes(addr.octets())
 }
 
@@ -60,7 +60,8 @@ pub fn dut_config(network: &DutNetwork, upstream_ifindex: u32, budget: FlowBudge
         port_min: *ports.start(),
         port_max: *ports.end(),
         nat_mode,
-        _pad: [0; 3],
+        local_ntp: u8::from(network.local_ntp),
+        _pad: [0; 2],
         reply_mark: network.reply_mark,
         budget,
     }
@@ -83,18 +84,20 @@ pub fn remove_dut_config(map: &mut aya::maps::Map, ifindex: u32) -> Result<(), E
     removed(DUT_CONFIG, map.remove(&ifindex))
 }
 
-/// Adds (or replaces) the 1:1 mapping `public` of DUT NIC `dut_ifindex`, in
-/// both directions' maps.
+/// Adds (or replaces) the 1:1 mapping `public` of DUT NIC `dut_ifindex`
+/// (whose network is in budget slot `slot`), in both directions' maps.
 pub fn set_mapping(
     out_map: &mut aya::maps::Map,
     in_map: &mut aya::maps::Map,
     dut_ifindex: u32,
+    slot: u32,
     public: PublicAddress,
 ) -> Result<(), EbpfError> {
     let mapping = Mapping {
         private_addr: wire(public.private),
         public_addr: wire(public.public),
         dut_ifindex,
+        slot,
     };
     let key = PrivateKey {
         dut_ifindex,

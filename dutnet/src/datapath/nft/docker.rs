@@ -304,6 +304,8 @@ mod tests {
             subnet: "192.168.100.1/24".parse().unwrap(),
             upstream_interface: upstream.map(str::to_owned),
             public: Vec::new(),
+            filter: None,
+            ntp_redirect: None,
         }
     }
 

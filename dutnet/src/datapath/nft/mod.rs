@@ -9,12 +9,13 @@
 //! tables: scoped accept rules at the top of drop-policy forward chains
 //! (Docker's `FORWARD`), see [`docker`].
 pub mod docker;
+pub mod filter_hits;
 mod ruleset;
 mod run;
 mod table;
 
 pub use self::{
-    ruleset::{FallbackNetwork, TABLE, ruleset},
+    ruleset::{FallbackNetwork, TABLE, filter_comment, rules_of, ruleset},
     run::{NftError, delete_table, list_table, replace_table, table_exists},
     table::NftTable,
 };

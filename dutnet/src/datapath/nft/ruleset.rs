@@ -1,9 +1,12 @@
 //! The text of dutnet's fallback table (pure: tested without nft).
-use std::{fmt::Write as _, ops::RangeInclusive};
+use std::{fmt::Write as _, net::Ipv4Addr, ops::RangeInclusive};
 
 use ipnet::Ipv4Net;
 
-use crate::datapath::PublicAddress;
+use crate::datapath::{
+    PublicAddress,
+    filter::{Direction, DirectionFilter, Filter, Rule},
+};
 
 /// The family and name of dutnet's table.
 pub const TABLE: &str = "ip dutnet";
@@ -18,6 +21,10 @@ pub struct FallbackNetwork {
     pub upstream_interface: Option<String>,
     /// 1:1 mappings.
     pub public: Vec<PublicAddress>,
+    /// What its DUTs may open and be opened (`None`: no filter).
+    pub filter: Option<Filter>,
+    /// `local_ntp`: the gateway, where the DUTs' NTP to any address goes.
+    pub ntp_redirect: Option<Ipv4Addr>,
 }
 
 /// The whole table: `nft -f` input that creates it from nothing (the caller
@@ -34,23 +41,57 @@ pub fn ruleset(networks: &[FallbackNetwork], ports: Option<&RangeInclusive<u16>>
     let mut snat = String::new();
     let mut dnat = String::new();
     let mut guard = String::new();
+    let mut ntp = String::new();
+    let mut zones = String::new();
+    let mut zones_out = String::new();
     let dut_subnets = networks
         .iter()
         .map(|n| n.subnet.trunc().to_string())
         .collect::<Vec<_>>()
         .join(", ");
-    for n in networks {
+    for (i, n) in networks.iter().enumerate() {
         let dut = quote(&n.dut_interface);
         let comment = quote(&format!("dutnet network {}", n.name));
+        if let Some(gateway) = n.ntp_redirect {
+            // A conntrack zone per DUT NIC keeps two DUTs with the same
+            // address on NICs with the same subnet apart: without it, the
+            // second one's request would match the first one's entry and
+            // take its translation (to the other NIC's gateway). The
+            // exporter's answers leave through the NIC (its socket is bound
+            // there) and join the zone on the way out.
+            let zone = i + 1;
+            let _ = writeln!(
+                zones,
+                "    iifname {dut} udp dport 123 ct zone set {zone} comment {comment}"
+            );
+            let _ = writeln!(
+                zones_out,
+                "    oifname {dut} udp sport 123 ct zone set {zone} comment {comment}"
+            );
+            let _ = writeln!(
+                ntp,
+                "    iifname {dut} udp dport 123 dnat to {gateway}:123 comment {comment}"
+            );
+        }
         if let Some(upstream) = &n.upstream_interface {
             let up = quote(upstream);
-            // From the DUT subnet only: a spoofed source falls to the
-            // isolation drop below.
-            let _ = writeln!(
-                accepts,
-                "    iifname {dut} oifname {up} ip saddr {} accept comment {comment}",
-                n.subnet.trunc()
-            );
+            let filter = n.filter.clone().unwrap_or_default();
+            let outwards = format!("iifname {dut} oifname {up} ip saddr {}", n.subnet.trunc());
+            match &filter.egress {
+                // From the DUT subnet only: a spoofed source falls to the
+                // isolation drop below.
+                None => {
+                    let _ = writeln!(accepts, "    {outwards} accept comment {comment}");
+                }
+                Some(egress) => {
+                    // Answers to what the ingress let in are not new flows.
+                    let _ = writeln!(
+                        accepts,
+                        "    iifname {dut} oifname {up} ct state established,related accept comment {comment}"
+                    );
+                    judged(&mut accepts, &outwards, &n.name, Direction::Egress, egress);
+                }
+            }
             let _ = writeln!(
                 accepts,
                 "    oifname {dut} ct state established,related accept comment {comment}"
@@ -74,10 +115,18 @@ pub fn ruleset(networks: &[FallbackNetwork], ports: Option<&RangeInclusive<u16>>
                 // exporter and DUTs are masqueraded behind the gateway, or
                 // the DUT would answer them directly (same subnet) or the
                 // reply would miss the translation back.
-                let _ = writeln!(
-                    accepts,
-                    "    oifname {dut} ct status dnat accept comment {comment}"
-                );
+                match &filter.ingress {
+                    None => {
+                        let _ = writeln!(
+                            accepts,
+                            "    oifname {dut} ct status dnat accept comment {comment}"
+                        );
+                    }
+                    Some(ingress) => {
+                        let inwards = format!("oifname {dut} ct status dnat");
+                        judged(&mut accepts, &inwards, &n.name, Direction::Ingress, ingress);
+                    }
+                }
                 let _ = writeln!(
                     snat,
                     "    oifname {dut} ct status dnat fib saddr type local masquerade comment {comment}"
@@ -119,9 +168,15 @@ pub fn ruleset(networks: &[FallbackNetwork], ports: Option<&RangeInclusive<u16>>
   chain forward {{
     type filter hook forward priority filter; policy accept;
 {accepts}{drops}  }}
+  chain ntp_zone {{
+    type filter hook prerouting priority raw; policy accept;
+{zones}  }}
+  chain ntp_zone_out {{
+    type filter hook output priority raw; policy accept;
+{zones_out}  }}
   chain prerouting {{
     type nat hook prerouting priority dstnat; policy accept;
-{dnat}  }}
+{ntp}{dnat}  }}
   chain output {{
     type nat hook output priority -100; policy accept;
 {dnat}  }}
@@ -134,6 +189,73 @@ pub fn ruleset(networks: &[FallbackNetwork], ports: Option<&RangeInclusive<u16>>
 }}
 "
     )
+}
+
+/// `nft list table` output with only the rules of `networks`: every rule of
+/// a network carries a `dutnet network NAME` comment (`... filter ...` for
+/// its filter's); the table's and chains' own lines stay.
+#[must_use]
+pub fn rules_of(listing: &str, networks: &[&str]) -> String {
+    const TAG: &str = "comment \"dutnet network ";
+    let network_of = |line: &str| -> Option<String> {
+        let rest = &line[line.find(TAG)? + TAG.len()..];
+        let name = rest.split(['"', ' ']).next()?;
+        Some(name.to_owned())
+    };
+    listing
+        .lines()
+        .filter(|line| network_of(line).is_none_or(|n| networks.contains(&n.as_str())))
+        .map(|line| format!("{line}\n"))
+        .collect()
+}
+
+/// The comment of a filter rule's (or policy's) nft rule, by which its
+/// counter is read back.
+#[must_use]
+pub fn filter_comment(network: &str, which: Direction, rule: Option<usize>) -> String {
+    match rule {
+        Some(i) => format!("dutnet network {network} filter {} rule {i}", which.key()),
+        None => format!("dutnet network {network} filter {} policy", which.key()),
+    }
+}
+
+/// A direction's rules in order, then its policy, each with a counter,
+/// matching packets `scope` selects (the new flows of that direction: the
+/// established ones were accepted before).
+fn judged(out: &mut String, scope: &str, network: &str, which: Direction, f: &DirectionFilter) {
+    let peer = match which {
+        Direction::Egress => "ip daddr",
+        Direction::Ingress => "ip saddr",
+    };
+    for (i, rule) in f.rules.iter().enumerate() {
+        let Rule {
+            action,
+            peer: net,
+            protocol,
+            port,
+        } = rule;
+        let mut line = format!("    {scope}");
+        if let Some(net) = net {
+            let _ = write!(line, " {peer} {net}");
+        }
+        match (protocol, port) {
+            (Some(p), Some(port)) => {
+                let _ = write!(line, " {} dport {port}", p.key());
+            }
+            (Some(p), None) => {
+                let _ = write!(line, " meta l4proto {}", p.key());
+            }
+            _ => {}
+        }
+        let comment = quote(&filter_comment(network, which, Some(i)));
+        let _ = writeln!(out, "{line} counter {} comment {comment}", action.key());
+    }
+    let comment = quote(&filter_comment(network, which, None));
+    let _ = writeln!(
+        out,
+        "    {scope} counter {} comment {comment}",
+        f.policy.key()
+    );
 }
 
 /// An nft string literal. Interface and network names are validated by the
@@ -157,7 +279,32 @@ mod tests {
             subnet: "192.168.100.0/24".parse().unwrap(),
             upstream_interface: upstream.map(str::to_owned),
             public: Vec::new(),
+            filter: None,
+            ntp_redirect: None,
         }
+    }
+
+    #[test]
+    fn local_ntp_redirects_each_nics_ntp_to_its_gateway_in_its_own_zone() {
+        let gw = Ipv4Addr::new(192, 168, 100, 1);
+        let mut a = net("a", "dn-dut1", None);
+        a.ntp_redirect = Some(gw);
+        let mut b = net("b", "dn-dut2", Some("dn-up"));
+        b.ntp_redirect = Some(gw);
+        let text = ruleset(&[a, b, net("c", "dn-dut3", None)], None);
+        for (dut, zone) in [("dn-dut1", 1), ("dn-dut2", 2)] {
+            for rule in [
+                format!(r#"iifname "{dut}" udp dport 123 ct zone set {zone} comment"#),
+                format!(r#"oifname "{dut}" udp sport 123 ct zone set {zone} comment"#),
+                format!(r#"iifname "{dut}" udp dport 123 dnat to 192.168.100.1:123 comment"#),
+            ] {
+                assert_eq!(text.matches(&rule).count(), 1, "{rule}\n{text}");
+            }
+        }
+        assert!(!text.contains(r#""dn-dut3" udp"#), "{text}");
+        // Only in prerouting: the exporter's own NTP is not redirected.
+        let output = text.find("chain output").unwrap();
+        assert!(text.rfind("dnat to 192.168.100.1:123").unwrap() < output);
     }
 
     #[test]
@@ -265,5 +412,20 @@ mod tests {
     #[test]
     fn names_cannot_break_out_of_their_string() {
         assert_eq!(quote("a\"b"), "\"a_b\"");
+    }
+
+    #[test]
+    fn one_networks_rules_are_its_own_only() {
+        let mut a = net("dut1", "dn-dut1", Some("dn-up"));
+        a.subnet = "192.168.100.0/24".parse().unwrap();
+        let mut b = net("dut10", "dn-dut10", Some("dn-up"));
+        b.subnet = "192.168.110.0/24".parse().unwrap();
+        let text = ruleset(&[a, b], None);
+        let only = rules_of(&text, &["dut1"]);
+        assert!(only.contains("dn-dut1\""), "{only}");
+        assert!(!only.contains("dn-dut10"), "{only}");
+        assert!(!only.contains("192.168.110.0"), "{only}");
+        assert!(only.contains("chain forward {"), "{only}");
+        assert_eq!(rules_of(&text, &["dut1", "dut10"]), text);
     }
 }

@@ -11,7 +11,9 @@ use std::{
 };
 
 use super::{FallbackNetwork, replace_table, ruleset};
-use crate::datapath::{Carrier, Datapath, DatapathError, DutNetwork, NatPorts, PublicChange};
+use crate::datapath::{
+    Carrier, Datapath, DatapathError, DutNetwork, NatPorts, PublicChange, filter::FilterPlan,
+};
 
 /// The table's networks, by DUT interface.
 #[derive(Debug, Default)]
@@ -116,6 +118,31 @@ impl Datapath for NftTable {
         Ok(())
     }
 
+    fn set_filter(
+        &mut self,
+        iface: &str,
+        filter: Option<&FilterPlan>,
+    ) -> Result<(), DatapathError> {
+        let network = self
+            .networks
+            .get_mut(iface)
+            .ok_or_else(|| DatapathError::Unknown {
+                iface: iface.to_owned(),
+            })?;
+        let wanted = filter.map(|f| f.filter.clone());
+        if network.filter == wanted {
+            return Ok(());
+        }
+        let before = std::mem::replace(&mut network.filter, wanted);
+        if let Err(e) = self.install() {
+            if let Some(network) = self.networks.get_mut(iface) {
+                network.filter = before;
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// The kernel's conntrack expires the table's flows itself.
     fn carrier(&self, iface: &str) -> Carrier {
         if self.attached.contains(iface) {
@@ -157,6 +184,8 @@ mod tests {
                 subnet: "192.168.100.0/24".parse().unwrap(),
                 upstream_interface: Some("dn-up".to_owned()),
                 public: Vec::new(),
+                filter: None,
+                ntp_redirect: None,
             }],
             None,
         )
