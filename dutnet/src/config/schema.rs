@@ -70,7 +70,7 @@ pub const FILTER_RULE_FIELDS: &[Field] = &[
     f("action", Kind::Str),
     f("destination", Kind::Str),
     f("source", Kind::Str),
-    f("port", Kind::UInt),
+    f("port", Kind::UInt(65_535)),
     f("protocol", Kind::Str),
 ];
 
