@@ -88,3 +88,47 @@ fn nft_networks_sharing_a_subnet_are_refused() {
     );
     assert!(out.success(), "{out:#?}");
 }
+
+/// A hostile or absurd file is refused quickly, with a short message, and
+/// a BOM is no problem (issue #25 item 5), run as a user would.
+#[test]
+fn absurd_files_are_refused_fast_and_briefly() {
+    let topology = Topology::new();
+    let started = std::time::Instant::now();
+    let nested = format!("interface: {}\n", "[".repeat(100_000));
+    let out = check(&topology, "nested.yaml", &nested);
+    assert_eq!(out.code, Some(1), "{out:#?}");
+    assert!(out.stderr.contains("nest more than 64 levels"), "{out:#?}");
+    let big = format!("interface: dn-dut1\n# {}\n", "x".repeat(5 << 20));
+    let out = check(&topology, "big.yaml", &big);
+    assert_eq!(out.code, Some(1), "{out:#?}");
+    assert!(out.stderr.contains("larger than 4 MiB"), "{out:#?}");
+    let long_name = format!("interface: {}\n", "e".repeat(3 << 20));
+    let out = check(&topology, "long.yaml", &long_name);
+    assert_eq!(out.code, Some(1), "{out:#?}");
+    assert!(
+        out.stderr.len() < 4096,
+        "the message echoes the value: {} bytes",
+        out.stderr.len()
+    );
+    // Three absurd files in well under the time one took before (39 s).
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let out = check(&topology, "bom.yaml", "\u{feff}interface: dn-dut1\n");
+    assert!(out.success(), "{out:#?}");
+    let out = check(
+        &topology,
+        "huge.yaml",
+        "interface: dn-dut1\nnat_table_size: 99999999999999999999999\nsubnet: 127.0.0.0/8\n",
+    );
+    assert_eq!(out.code, Some(1), "{out:#?}");
+    assert!(out.stderr.contains("nat_table_size"), "{out:#?}");
+    assert!(
+        out.stderr.contains("loopback"),
+        "every problem at once: {out:#?}"
+    );
+}
