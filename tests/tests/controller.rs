@@ -72,6 +72,10 @@ fn load(lab: &Lab, log: &str) -> Process {
 
 /// Waits until `iface` carries exactly the gateway address and is up.
 fn wait_taken_over(lab: &Lab, iface: &str, daemon: &Process) {
+    // Up first: after a SIGKILL the interface still looks taken over by the
+    // dead daemon, and a SIGTERM before the new one's handlers exist would
+    // end it by the signal's default action.
+    dutnet_tests::cli::wait_until_up(&lab.topology, daemon);
     let done = cmd::wait_for(Duration::from_secs(15), || {
         let snap = snapshot(&lab.exporter, &[iface]);
         let (_, addrs, up, forwarding) = &snap.interfaces[0];
