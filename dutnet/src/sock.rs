@@ -3,8 +3,8 @@
 //! the socket to the NIC (it only receives what arrived there, and its
 //! broadcasts only leave through it), and `SO_REUSEADDR` lets several
 //! networks bind the same gateway IP and port on different NICs (the kernel
-//! tells bound sockets apart by device). The DHCP, DNS and TFTP servers all
-//! open their sockets here.
+//! tells bound sockets apart by device). The DHCP, DNS, TFTP and NTP servers
+//! all open their sockets here.
 use std::{
     ffi::CString,
     io,
@@ -172,6 +172,27 @@ fn set_int(fd: &OwnedFd, opt: libc::c_int, call: &'static str) -> Result<(), Soc
 
 fn socklen_of<T>() -> libc::socklen_t {
     libc::socklen_t::try_from(std::mem::size_of::<T>()).unwrap_or(libc::socklen_t::MAX)
+}
+
+/// A tokio UDP socket on `addr`, bound to `interface` when one is given
+/// (the servers on a DUT NIC), plain otherwise (unit tests on loopback);
+/// the failing call and its error.
+pub fn udp(
+    interface: Option<&str>,
+    addr: SocketAddrV4,
+) -> Result<tokio::net::UdpSocket, (&'static str, std::io::Error)> {
+    let std_sock = match interface {
+        Some(interface) => bound_to_device(Proto::Udp, addr, interface, Options::default())
+            .map(std::net::UdpSocket::from)
+            .map_err(|e| (e.call, e.source))?,
+        None => {
+            let s = std::net::UdpSocket::bind(addr).map_err(|e| ("bind", e))?;
+            s.set_nonblocking(true)
+                .map_err(|e| ("set_nonblocking", e))?;
+            s
+        }
+    };
+    tokio::net::UdpSocket::from_std(std_sock).map_err(|e| ("tokio registration", e))
 }
 
 #[cfg(test)]

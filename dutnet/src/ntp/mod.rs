@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 use self::clock::ClockState;
 use self::limit::{ClientSeen, Limiter, Rate, Verdict};
 use self::packet::{Packet, Timestamp, leap, mode};
-use crate::sock::{self, Proto};
+use crate::sock;
 
 /// The reference identifier: the kernel does not say which server the
 /// host follows, so dutnet names its own kind of source, as jumpstarter's
@@ -183,20 +183,7 @@ fn bind(
     config: &NtpConfig,
     addr: SocketAddrV4,
 ) -> Result<UdpSocket, (&'static str, std::io::Error)> {
-    let std_sock = match &config.interface {
-        Some(interface) => {
-            sock::bound_to_device(Proto::Udp, addr, interface, sock::Options::default())
-                .map(std::net::UdpSocket::from)
-                .map_err(|e| (e.call, e.source))?
-        }
-        None => {
-            let s = std::net::UdpSocket::bind(addr).map_err(|e| ("bind", e))?;
-            s.set_nonblocking(true)
-                .map_err(|e| ("set_nonblocking", e))?;
-            s
-        }
-    };
-    UdpSocket::from_std(std_sock).map_err(|e| ("tokio registration", e))
+    sock::udp(config.interface.as_deref(), addr)
 }
 
 /// What to send for one datagram.

@@ -28,7 +28,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use self::packet::ErrorCode;
 use self::root::Root;
 use self::transfer::Pacing;
-use crate::sock::{self, Proto};
+use crate::sock;
 
 /// Transfers one network serves at once; further requests get an ERROR
 /// and retry (PXE ROMs and U-Boot do).
@@ -204,20 +204,7 @@ fn bind(
     config: &TftpConfig,
     addr: SocketAddrV4,
 ) -> Result<UdpSocket, (&'static str, std::io::Error)> {
-    let std_sock = match &config.interface {
-        Some(interface) => {
-            sock::bound_to_device(Proto::Udp, addr, interface, sock::Options::default())
-                .map(std::net::UdpSocket::from)
-                .map_err(|e| (e.call, e.source))?
-        }
-        None => {
-            let s = std::net::UdpSocket::bind(addr).map_err(|e| ("bind", e))?;
-            s.set_nonblocking(true)
-                .map_err(|e| ("set_nonblocking", e))?;
-            s
-        }
-    };
-    UdpSocket::from_std(std_sock).map_err(|e| ("tokio registration", e))
+    sock::udp(config.interface.as_deref(), addr)
 }
 
 async fn serve(
