@@ -21,7 +21,8 @@ pub mod stats;
 /// 5: `IfaceCounters::egress` holds the NIC's transmit counters when it was
 /// attached (no program counts egress any more).
 /// 6: traffic filters (`FILTER_*` maps, [`nat::Mapping::slot`]).
-pub const ABI_VERSION: u32 = 6;
+/// 7: per-DUT traffic (`DUT_TRAFFIC`).
+pub const ABI_VERSION: u32 = 7;
 
 /// Names of the TC programs in the eBPF object, as the controller looks them up.
 pub mod programs {
@@ -35,6 +36,9 @@ pub mod programs {
 pub mod maps {
     /// Per-CPU hash: interface index -> [`crate::stats::IfaceCounters`].
     pub const IFACE_STATS: &str = "IFACE_STATS";
+    /// Per-CPU hash: [`crate::nat::PrivateKey`] (DUT NIC, DUT address) ->
+    /// [`crate::stats::DutTraffic`] (programs write).
+    pub const DUT_TRAFFIC: &str = "DUT_TRAFFIC";
     /// Hash: DUT ifindex (`u32`) -> [`crate::nat::DutConfig`].
     pub const DUT_CONFIG: &str = "DUT_CONFIG";
     /// Hash: [`crate::nat::FlowKey`] -> [`crate::nat::FlowEntry`], both

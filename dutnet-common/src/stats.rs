@@ -107,7 +107,54 @@ pub struct IfaceCounters {
     pub drops: [u64; drop::COUNT],
 }
 
+/// Value of the `DUT_TRAFFIC` map, keyed by [`crate::nat::PrivateKey`] (DUT
+/// NIC, DUT address): one DUT's traffic. Per-CPU, created by the programs on
+/// the DUT's first packet; the controller removes a NIC's entries when it
+/// detaches from it.
+///
+/// `from_dut` is every IPv4 packet the DUT NIC received from that address
+/// (to the gateway's servers too; not the DHCP broadcasts of a client
+/// without one yet). `to_dut` is what the fast path delivered to it:
+/// translated replies, inbound 1:1 traffic, hairpins. What the kernel sends
+/// the DUT itself (the gateway's DHCP, DNS and ping answers, punted flows)
+/// is in its NIC's transmit counters only: no program runs on a DUT NIC's
+/// egress.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DutTraffic {
+    pub from_dut: DirCounters,
+    pub to_dut: DirCounters,
+}
+
+/// DUT addresses `DUT_TRAFFIC` holds at once, every DUT NIC together (a /24
+/// on each of 256 NICs). A DUT whose address finds no room is counted on
+/// its NIC only (`dutnet stats --by-dut` shows the rest as `other`).
+pub const MAX_DUTS: u32 = 65536;
+
+impl DutTraffic {
+    /// Adds another CPU's copy.
+    #[must_use]
+    pub fn merged(self, other: Self) -> Self {
+        Self {
+            from_dut: self.from_dut.plus(other.from_dut),
+            to_dut: self.to_dut.plus(other.to_dut),
+        }
+    }
+}
+
+impl DirCounters {
+    /// Both counts added (wrapping, like the kernel's counters).
+    #[must_use]
+    pub fn plus(self, other: Self) -> Self {
+        Self {
+            packets: self.packets.wrapping_add(other.packets),
+            bytes: self.bytes.wrapping_add(other.bytes),
+        }
+    }
+}
+
 const _: () = assert!(core::mem::size_of::<DirCounters>() == 16);
+const _: () = assert!(core::mem::size_of::<DutTraffic>() == 32);
 const _: () =
     assert!(core::mem::size_of::<IfaceCounters>() == 64 + 8 + 8 * punt::COUNT + 8 * drop::COUNT);
 
@@ -115,10 +162,7 @@ impl IfaceCounters {
     /// Adds another CPU's copy (used when reading a per-CPU map).
     #[must_use]
     pub fn merged(self, other: Self) -> Self {
-        let add = |a: DirCounters, b: DirCounters| DirCounters {
-            packets: a.packets.wrapping_add(b.packets),
-            bytes: a.bytes.wrapping_add(b.bytes),
-        };
+        let add = DirCounters::plus;
         let sum = |a: u64, b: u64| a.wrapping_add(b);
         Self {
             ingress: add(self.ingress, other.ingress),
@@ -135,3 +179,7 @@ impl IfaceCounters {
 // SAFETY: plain `#[repr(C)]` integers with no padding and no invalid bit patterns.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for IfaceCounters {}
+
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for DutTraffic {}

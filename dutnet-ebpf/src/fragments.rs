@@ -101,7 +101,7 @@ pub fn follow_inbound(ctx: &TcContext, ifindex: u32, ip: &Ipv4) -> Option<Verdic
     {
         return Some(verdict::dropped(entry.dut_ifindex, drop::MALFORMED));
     }
-    stats::count(entry.dut_ifindex, Direction::NatIn, ctx.len());
+    stats::delivered(entry.dut_ifindex, entry.rewrite_addr, ctx.len());
     Some(to_dut(ctx, &entry))
 }
 

@@ -17,7 +17,7 @@ use crate::{
     one_to_one,
     parse::{self, Ipv4},
     rewrite::{self, Address, L4Check},
-    stats::{self, Direction},
+    stats,
     verdict::{self, Verdict},
 };
 
@@ -202,7 +202,7 @@ fn error_to_dut(ctx: &TcContext, ip: &Ipv4, l4: &[u8; 8]) -> Verdict {
 fn redirect(ctx: &TcContext, entry: &FlowEntry) -> Verdict {
     match forward::to_dut(ctx, entry.dut_ifindex, &entry.dut_mac, &entry.gateway_mac) {
         Ok(code) => {
-            stats::count(entry.dut_ifindex, Direction::NatIn, ctx.len());
+            stats::delivered(entry.dut_ifindex, entry.rewrite_addr, ctx.len());
             Verdict::Redirect(code)
         }
         Err(_) => verdict::dropped(entry.dut_ifindex, drop::MALFORMED),

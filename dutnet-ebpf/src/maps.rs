@@ -10,7 +10,7 @@ use dutnet_common::{
         Binding, BindingKey, DutConfig, FlowCounts, FlowEntry, FlowKey, FragEntry, FragKey,
         Mapping, PrivateKey,
     },
-    stats::{IfaceCounters, MAX_INTERFACES},
+    stats::{DutTraffic, IfaceCounters, MAX_DUTS, MAX_INTERFACES},
 };
 
 /// DUT ifindex -> counters. Entries are created by the controller when it
@@ -19,6 +19,12 @@ use dutnet_common::{
 #[map(name = "IFACE_STATS")]
 pub static IFACE_STATS: PerCpuHashMap<u32, IfaceCounters> =
     PerCpuHashMap::pinned(MAX_INTERFACES, 0);
+
+/// (DUT NIC, DUT address) -> that DUT's traffic, made on its first packet.
+/// A DUT that finds the map full is counted on its NIC only.
+#[map(name = "DUT_TRAFFIC")]
+pub static DUT_TRAFFIC: PerCpuHashMap<PrivateKey, DutTraffic> =
+    PerCpuHashMap::pinned(MAX_DUTS, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
 
 /// DUT ifindex -> how its network is translated. Filled by the controller.
 #[map(name = "DUT_CONFIG")]

@@ -99,7 +99,7 @@ pub fn inbound(
     if result.is_err() {
         return verdict::dropped(m.dut_ifindex, drop::MALFORMED);
     }
-    stats::count(m.dut_ifindex, Direction::NatIn, ctx.len());
+    stats::delivered(m.dut_ifindex, m.private_addr, ctx.len());
     Verdict::Redirect(forward::to_next_hop(m.dut_ifindex, m.private_addr))
 }
 
@@ -123,7 +123,7 @@ pub fn hairpin(ctx: &TcContext, ip: &Ipv4, from: &Mapping, to: &Mapping) -> Verd
         return verdict::dropped(from.dut_ifindex, drop::MALFORMED);
     }
     stats::count(from.dut_ifindex, Direction::NatOut, ctx.len());
-    stats::count(to.dut_ifindex, Direction::NatIn, ctx.len());
+    stats::delivered(to.dut_ifindex, to.private_addr, ctx.len());
     Verdict::Redirect(forward::to_next_hop(to.dut_ifindex, to.private_addr))
 }
 

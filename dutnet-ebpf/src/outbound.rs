@@ -56,10 +56,14 @@ pub fn handle(ctx: &TcContext) -> Verdict {
         Err(NotIpv4::OtherProtocol) => return Verdict::Pass,
         Err(NotIpv4::Malformed) => return verdict::dropped(ifindex, drop::MALFORMED),
     };
+    let from_a_dut = from_a_dut(&cfg, ip.src);
+    if from_a_dut {
+        stats::sent_by_dut(ifindex, ip.src, ctx.len());
+    }
     if for_the_segment(&cfg, ip.dst) {
         return Verdict::Pass;
     }
-    if !from_a_dut(&cfg, ip.src) {
+    if !from_a_dut {
         // Never translated, never given a flow (nor a DUT's share of the
         // table), never handed to the kernel to forward raw.
         return verdict::dropped(ifindex, drop::SPOOFED);

@@ -1,9 +1,13 @@
 //! Counters, per DUT NIC: what its NIC carried, what the fast path
 //! translated, and why it left packets to the kernel or dropped them.
+use aya_ebpf::bindings::BPF_NOEXIST;
 use aya_ebpf::programs::TcContext;
-use dutnet_common::stats::{DirCounters, IfaceCounters};
+use dutnet_common::{
+    nat::PrivateKey,
+    stats::{DirCounters, DutTraffic, IfaceCounters},
+};
 
-use crate::maps::IFACE_STATS;
+use crate::maps::{DUT_TRAFFIC, IFACE_STATS};
 
 #[derive(Clone, Copy)]
 pub enum Direction {
@@ -41,9 +45,51 @@ pub fn count(ifindex: u32, direction: Direction, bytes: u32) {
             Direction::NatOut => &mut c.nat_out,
             Direction::NatIn => &mut c.nat_in,
         };
-        dir.packets += 1;
-        dir.bytes += u64::from(bytes);
+        add(dir, bytes);
     });
+}
+
+/// Counts a frame the DUT at `addr` (network order) behind DUT NIC
+/// `ifindex` sent.
+#[inline(always)]
+pub fn sent_by_dut(ifindex: u32, addr: u32, bytes: u32) {
+    with_dut(ifindex, addr, |t| add(&mut t.from_dut, bytes));
+}
+
+/// Counts a frame the fast path delivers to the DUT at `addr` behind DUT
+/// NIC `ifindex`, on the NIC (`nat_in`) and on the DUT.
+#[inline(always)]
+pub fn delivered(ifindex: u32, addr: u32, bytes: u32) {
+    count(ifindex, Direction::NatIn, bytes);
+    with_dut(ifindex, addr, |t| add(&mut t.to_dut, bytes));
+}
+
+#[inline(always)]
+fn add(dir: &mut DirCounters, bytes: u32) {
+    dir.packets += 1;
+    dir.bytes += u64::from(bytes);
+}
+
+/// Applies `update` to the DUT's counters, made on its first packet; with
+/// the map full the DUT is counted on its NIC only.
+#[inline(always)]
+fn with_dut(ifindex: u32, addr: u32, update: impl FnOnce(&mut DutTraffic)) {
+    let key = PrivateKey {
+        dut_ifindex: ifindex,
+        private_addr: addr,
+    };
+    let counters = match DUT_TRAFFIC.get_ptr_mut(key) {
+        Some(c) => c,
+        None => {
+            let _ = DUT_TRAFFIC.insert(key, DutTraffic::default(), u64::from(BPF_NOEXIST));
+            match DUT_TRAFFIC.get_ptr_mut(key) {
+                Some(c) => c,
+                None => return,
+            }
+        }
+    };
+    // SAFETY: this CPU's copy of a per-CPU value, valid for the whole run.
+    update(unsafe { &mut *counters });
 }
 
 #[inline(always)]

@@ -508,3 +508,79 @@ fn add_address_and_add_dns_replace_the_entry_of_the_same_address_or_name() {
     let entries = lab.json(&["dns-entries"]).to_string();
     assert!(!entries.contains("10.99.0.7"), "{entries}");
 }
+
+/// `stats --by-dut`: two DUTs behind one NIC, one sending far more while
+/// the rates are read. The busy one comes first with its rate, the quiet
+/// one shows its own echo requests and replies and the name its
+/// `addresses` entry gives it.
+#[test]
+fn stats_by_dut_puts_the_busiest_dut_first() {
+    prereq::require("ping", "iputils-ping");
+    const QUIET_MAC: &str = "02:00:00:00:02:44";
+    let mut lab = Lab::builder()
+        .upstream()
+        .dut(
+            Dut::on(1)
+                .ip(dutnet_tests::nat::DUT_IP)
+                .routed()
+                .mac(QUIET_MAC)
+                .switched(2),
+        )
+        .build();
+    let quiet = dutnet_tests::nat::DUT_IP;
+    let busy = dutnet_tests::lab::config::dut_ip(2);
+    let config = lab.nat_config(|_| {
+        format!("datapath: ebpf\naddresses:\n  - {{ip: {quiet}, mac: \"{QUIET_MAC}\", hostname: quiet-board}}\n")
+    });
+    lab.load(&config);
+    let lan = dutnet_tests::nat::LAN_IP.to_string();
+    let ping = lab
+        .dut_behind(1, 1)
+        .exec("ping", &["-c", "3", "-i", "0.2", "-W", "2", &lan]);
+    assert!(ping.success(), "{ping:#?}\n{}", lab.report());
+    // 400 echo requests in about 2 s: the rates are read in the middle.
+    let _flood = lab.dut_behind(1, 2).spawn(
+        "ping",
+        &["-c", "400", "-i", "0.005", "-W", "1", &lan],
+        &[],
+        lab.topology.path("busy-ping.log"),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let by_dut = lab.json(&["stats", "--by-dut", "--interval", "0.5"]);
+    let duts = by_dut["duts"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{by_dut:#}"));
+    let first = &duts[0];
+    assert_eq!(first["address"], busy.to_string(), "{by_dut:#}");
+    let rate = first["rates"]["from_dut"]["packets_per_s"]
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!(rate > 50.0, "{by_dut:#}");
+    let quiet_line = duts
+        .iter()
+        .find(|d| d["address"] == quiet.to_string())
+        .unwrap_or_else(|| panic!("{by_dut:#}"));
+    assert_eq!(quiet_line["network"], "dut1", "{by_dut:#}");
+    assert_eq!(quiet_line["mac"], QUIET_MAC, "{by_dut:#}");
+    assert_eq!(quiet_line["hostname"], "quiet-board", "{by_dut:#}");
+    assert!(
+        quiet_line["from_dut"]["packets"].as_u64() >= Some(3),
+        "{by_dut:#}"
+    );
+    assert!(
+        quiet_line["to_dut"]["packets"].as_u64() >= Some(3),
+        "{by_dut:#}"
+    );
+    assert!(
+        quiet_line["to_dut"]["bytes"].as_u64() >= Some(3 * 98),
+        "{by_dut:#}"
+    );
+
+    let text = lab.ok(&["stats", "--by-dut", "--interval", "0.2"]);
+    let quiet_row = text
+        .lines()
+        .find(|l| l.contains("quiet-board"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(quiet_row.contains(QUIET_MAC), "{text}");
+    assert!(text.contains(&busy.to_string()), "{text}");
+}

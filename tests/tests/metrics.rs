@@ -14,13 +14,15 @@ use std::{
 
 use dutnet_tests::{
     clients::Dhclient,
-    lab::Lab,
+    lab::{Dut, Lab},
     nat::{DUT_IP, GATEWAY, LAN_IP},
     prereq,
     upstream_dns::{Dnsmasq, ONLY_UPSTREAM, ONLY_UPSTREAM_IP},
 };
 
 const LISTEN: &str = "127.0.0.1:9464";
+/// The DUT's MAC, given [`DUT_IP`] and a host name in `addresses`.
+const DUT_MAC: &str = "02:00:00:00:09:01";
 const SYSTEM_PYTHON: &str = "/usr/bin/python3";
 
 /// `GET /metrics` from inside the exporter (the endpoint is on its
@@ -48,11 +50,15 @@ fn scrape(lab: &Lab) -> String {
 
 /// The value of the sample whose name and labels are `series` exactly.
 fn value(text: &str, series: &str) -> u64 {
+    sample(text, series).unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+}
+
+/// [`value`], `None` when there is no such series (yet).
+fn sample(text: &str, series: &str) -> Option<u64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse::<f64>().ok())
         .map(|v| v as u64)
-        .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
 }
 
 /// The exposition through `prometheus_client.openmetrics.parser` (strict:
@@ -86,9 +92,12 @@ fn a_scrape_shows_dut_traffic_and_dhcp_renewals_and_parses() {
         std::path::Path::new(SYSTEM_PYTHON).is_file(),
         "{SYSTEM_PYTHON} is missing: run `cargo xtask setup` (python3-prometheus-client)"
     );
-    let mut lab = Lab::builder().upstream().static_duts(1).build();
+    let mut lab = Lab::builder()
+        .upstream()
+        .dut(Dut::on(1).ip(DUT_IP).routed().mac(DUT_MAC))
+        .build();
     let config = lab.nat_config(|_| {
-        format!("datapath: ebpf\ndhcp_enabled: true\ndhcp_range_start: 192.168.100.100\ndhcp_range_end: 192.168.100.200\ndns_servers: [\"{LAN_IP}\"]\n")
+        format!("datapath: ebpf\ndhcp_enabled: true\ndhcp_range_start: 192.168.100.100\ndhcp_range_end: 192.168.100.200\ndns_servers: [\"{LAN_IP}\"]\naddresses:\n  - {{ip: {DUT_IP}, mac: \"{DUT_MAC}\", hostname: board1}}\n")
     });
     lab.write_config(&config);
     lab.start_with(&["--metrics-listen", LISTEN]);
@@ -106,6 +115,10 @@ fn a_scrape_shows_dut_traffic_and_dhcp_renewals_and_parses() {
     let nat_out = format!(r#"dutnet_packets_total{{{nic},direction="nat_out"}}"#);
     let requests = r#"dutnet_dhcp_received_total{network="dut1",type="request"}"#;
     let acks = r#"dutnet_dhcp_replies_total{network="dut1",type="ack"}"#;
+    let dut = format!(r#"{nic},address="{DUT_IP}",mac="{DUT_MAC}",hostname="board1""#);
+    let dut_sent = format!(r#"dutnet_dut_packets_total{{{dut},direction="from_dut"}}"#);
+    let dut_received = format!(r#"dutnet_dut_packets_total{{{dut},direction="to_dut"}}"#);
+    let dut_bytes = format!(r#"dutnet_dut_bytes_total{{{dut},direction="from_dut"}}"#);
 
     let ping = lab.duts[0].exec(
         "ping",
@@ -153,6 +166,20 @@ fn a_scrape_shows_dut_traffic_and_dhcp_renewals_and_parses() {
     );
     assert!(
         value(&after, &nat_out) >= value(&before, &nat_out) + 5,
+        "{after}"
+    );
+    // The DUT's own series, named by its lease: its 5 echo requests (and
+    // the DNS queries) from it, the 5 replies the fast path delivered.
+    assert!(
+        value(&after, &dut_sent) >= sample(&before, &dut_sent).unwrap_or(0) + 5,
+        "{before}\n---\n{after}"
+    );
+    assert!(
+        value(&after, &dut_received) >= sample(&before, &dut_received).unwrap_or(0) + 5,
+        "{before}\n---\n{after}"
+    );
+    assert!(
+        value(&after, &dut_bytes) >= sample(&before, &dut_bytes).unwrap_or(0) + 5 * 98,
         "{after}"
     );
     assert!(

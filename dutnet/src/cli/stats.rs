@@ -12,11 +12,11 @@ use anyhow::Result;
 use dutnet::{
     control::{
         Reply, Request,
-        counters::{InterfaceCounters, NetworkCounters},
+        counters::{DutCounters, InterfaceCounters, NetworkCounters},
     },
     datapath::{
         InterfaceStats, ebpf, nft,
-        rates::{self, InterfaceRates},
+        rates::{self, DutRates, InterfaceRates},
     },
     state::paths::Paths,
 };
@@ -36,6 +36,10 @@ pub struct Args {
     /// Refresh in place every `--interval`, with rates, until Ctrl-C.
     #[arg(long)]
     watch: bool,
+    /// One line per DUT (address, MAC, host name) with its rates over
+    /// `--interval` and its totals, the busiest senders first.
+    #[arg(long)]
+    by_dut: bool,
     /// Seconds between readings for `--rates` and `--watch` (0.1 to 3600).
     #[arg(long, default_value_t = 1.0, value_parser = interval)]
     interval: f64,
@@ -82,7 +86,7 @@ pub fn run(args: &Args) -> Result<()> {
     let Some(reading) = read(args)? else {
         return Ok(());
     };
-    if !args.rates {
+    if !args.rates && !args.by_dut {
         return print(args, &reading, None);
     }
     std::thread::sleep(Duration::from_secs_f64(args.interval));
@@ -124,6 +128,18 @@ fn watch(args: &Args) -> Result<()> {
 }
 
 fn print(args: &Args, reading: &Reading, rates: Option<&[InterfaceRates]>) -> Result<()> {
+    if args.by_dut {
+        let duts = by_dut(reading, rates.unwrap_or_default());
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({ "datapath": "ebpf", "duts": duts }))?
+            );
+        } else {
+            print!("{}", dut_table(&duts));
+        }
+        return Ok(());
+    }
     if args.json {
         let mut out = json!({
             "datapath": "ebpf",
@@ -239,6 +255,86 @@ fn say_nft_only(args: &Args, networks: &[NetworkCounters]) -> Result<()> {
         print!("{}", filter_table(networks));
     }
     Ok(())
+}
+
+/// One DUT's line of `--by-dut`.
+#[derive(Debug, serde::Serialize)]
+struct DutLine<'a> {
+    network: Option<&'a str>,
+    interface: Option<&'a str>,
+    #[serde(flatten)]
+    counters: &'a DutCounters,
+    rates: Option<&'a DutRates>,
+}
+
+/// Every DUT of every interface, each interface's busiest senders first
+/// (by rate, then by total).
+fn by_dut<'a>(reading: &'a Reading, rates: &'a [InterfaceRates]) -> Vec<DutLine<'a>> {
+    let mut lines = Vec::new();
+    for i in &reading.interfaces {
+        let rates = rates.iter().find(|r| r.ifindex == i.ifindex);
+        let mut duts: Vec<DutLine> = i
+            .duts
+            .iter()
+            .map(|d| DutLine {
+                network: i.network.as_deref(),
+                interface: i.interface.as_deref(),
+                counters: d,
+                rates: rates.and_then(|r| r.duts.iter().find(|r| r.address == d.address)),
+            })
+            .collect();
+        let rate = |l: &DutLine| {
+            l.rates
+                .map_or(0.0, |r| r.from_dut.bytes_per_s + r.to_dut.bytes_per_s)
+        };
+        let total = |l: &DutLine| l.counters.from_dut.bytes + l.counters.to_dut.bytes;
+        duts.sort_by(|a, b| rate(b).total_cmp(&rate(a)).then(total(b).cmp(&total(a))));
+        lines.extend(duts);
+    }
+    lines
+}
+
+fn dut_table(duts: &[DutLine]) -> String {
+    let mut out = format!(
+        "{:<12} {:<15} {:<17} {:<16} {:>10} {:>12} {:>10} {:>12} {:>10} {:>12} {:>10} {:>12}\n",
+        "NETWORK",
+        "ADDRESS",
+        "MAC",
+        "HOSTNAME",
+        "SENT PKT/S",
+        "SENT BIT/S",
+        "RECV PKT/S",
+        "RECV BIT/S",
+        "SENT PKTS",
+        "SENT BYTES",
+        "RECV PKTS",
+        "RECV BYTES"
+    );
+    for d in duts {
+        let c = d.counters;
+        let rate = |f: fn(&DutRates) -> f64| d.rates.map_or(0.0, f);
+        out.push_str(&format!(
+            "{:<12} {:<15} {:<17} {:<16} {:>10.0} {:>12.0} {:>10.0} {:>12.0} {:>10} {:>12} {:>10} {:>12}\n",
+            d.network.or(d.interface).unwrap_or("-"),
+            c.address.to_string(),
+            c.mac.as_deref().unwrap_or("-"),
+            c.hostname.as_deref().unwrap_or("-"),
+            rate(|r| r.from_dut.packets_per_s),
+            rate(|r| r.from_dut.bytes_per_s * 8.0),
+            rate(|r| r.to_dut.packets_per_s),
+            rate(|r| r.to_dut.bytes_per_s * 8.0),
+            c.from_dut.packets,
+            c.from_dut.bytes,
+            c.to_dut.packets,
+            c.to_dut.bytes,
+        ));
+    }
+    if duts.is_empty() {
+        out.push_str("(no DUT has sent a packet on the eBPF datapath yet)\n");
+    } else {
+        out.push_str("(SENT: every IPv4 packet from the DUT; RECV: what the fast path delivered to it, not the gateway's own DHCP/DNS answers)\n");
+    }
+    out
 }
 
 /// Each filter rule beside the flows it decided, by network.

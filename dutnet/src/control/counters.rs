@@ -3,14 +3,14 @@
 //! The JSON shape is the one `dutnet stats --json` has always printed (one
 //! object per DUT interface, reasons by name), so scripts that read it see
 //! the same fields whether the numbers came from the daemon or the pins.
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, net::Ipv4Addr};
 
-use dutnet_common::stats::{DirCounters, IfaceCounters, drop, punt};
+use dutnet_common::stats::{DirCounters, DutTraffic, IfaceCounters, drop, punt};
 use serde::{Deserialize, Serialize};
 
 use crate::{
     datapath::{
-        InterfaceStats,
+        DutStats, InterfaceStats,
         filter::{Direction, Filter, FilterHits},
     },
     dhcp::{DhcpCounters, message_type},
@@ -45,6 +45,25 @@ pub struct InterfaceCounters {
     pub punts: BTreeMap<String, u64>,
     /// By reason ([`drop::NAMES`]); every reason is present.
     pub drops: BTreeMap<String, u64>,
+    /// Each DUT's traffic, the busiest sender first.
+    #[serde(default)]
+    pub duts: Vec<DutCounters>,
+}
+
+/// One DUT's traffic since its NIC was attached: `from_dut` every IPv4
+/// packet from its address, `to_dut` what the fast path delivered to it
+/// (see `dutnet_common::stats::DutTraffic`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DutCounters {
+    pub address: Ipv4Addr,
+    /// From its lease or its `addresses` entry; `None` for a DUT dutnet
+    /// gave no address (configured by hand).
+    #[serde(default)]
+    pub mac: Option<String>,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    pub from_dut: Traffic,
+    pub to_dut: Traffic,
 }
 
 impl From<DirCounters> for Traffic {
@@ -98,6 +117,17 @@ impl InterfaceCounters {
             new_flows: c.new_flows,
             punts: by_name(&punt::NAMES, &c.punts),
             drops: by_name(&drop::NAMES, &c.drops),
+            duts: stats
+                .duts
+                .iter()
+                .map(|d| DutCounters {
+                    address: d.address,
+                    mac: None,
+                    hostname: None,
+                    from_dut: d.traffic.from_dut.into(),
+                    to_dut: d.traffic.to_dut.into(),
+                })
+                .collect(),
         }
     }
 
@@ -121,6 +151,17 @@ impl InterfaceCounters {
             evictions: self.evictions,
             // By network, in [`NetworkCounters::filter`].
             filter: None,
+            duts: self
+                .duts
+                .iter()
+                .map(|d| DutStats {
+                    address: d.address,
+                    traffic: DutTraffic {
+                        from_dut: d.from_dut.into(),
+                        to_dut: d.to_dut.into(),
+                    },
+                })
+                .collect(),
         }
     }
 }
@@ -303,6 +344,7 @@ mod tests {
             flow_budget: 64,
             evictions: 1,
             filter: None,
+            duts: Vec::new(),
         };
         let wire = InterfaceCounters::new(&stats, Some("lab".into()));
         let json = serde_json::to_value(&wire).unwrap();

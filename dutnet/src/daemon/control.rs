@@ -233,15 +233,24 @@ impl Daemon {
                 counters
             })
             .collect();
-        let network_of = |name: Option<&String>| {
-            self.networks
-                .iter()
-                .find(|n| Some(&n.config.interface) == name)
-                .map(|n| n.config.name.clone())
-        };
         let interfaces = stats
             .iter()
-            .map(|s| InterfaceCounters::new(s, network_of(s.name.as_ref())))
+            .map(|s| {
+                let network = self
+                    .networks
+                    .iter()
+                    .find(|n| s.name.as_ref() == Some(&n.config.interface));
+                let mut counters =
+                    InterfaceCounters::new(s, network.map(|n| n.config.name.clone()));
+                if let Some(network) = network {
+                    let mut known = network.dut_identities();
+                    for dut in &mut counters.duts {
+                        let identity = known.remove(&dut.address).unwrap_or_default();
+                        (dut.mac, dut.hostname) = (identity.mac, identity.hostname);
+                    }
+                }
+                counters
+            })
             .collect();
         Ok(Reply::Stats {
             datapath: self.datapath.name().to_owned(),

@@ -3,7 +3,7 @@
 //! then, and its servers. `reconfigure` brings it to the desired state
 //! after any event, `deconfigure` takes it down; runtime changes go through
 //! the same context, so a re-plugged NIC comes back with them.
-use std::{net::Ipv4Addr, time::UNIX_EPOCH};
+use std::{collections::HashMap, net::Ipv4Addr, time::UNIX_EPOCH};
 
 use tracing::{info, warn};
 
@@ -33,6 +33,13 @@ use crate::{
         runtime::{self, RuntimeChanges},
     },
 };
+
+/// Who a DUT is, as far as dutnet knows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DutIdentity {
+    pub mac: Option<String>,
+    pub hostname: Option<String>,
+}
 
 /// A network and what runs for it.
 pub struct NetworkContext {
@@ -823,6 +830,31 @@ impl NetworkContext {
             .iter()
             .find(|l| l.mac == mac)
             .map(|l| self.lease_info(l))
+    }
+
+    /// The MAC and host name of each DUT dutnet knows, by address: from its
+    /// lease, else from its `addresses` entry.
+    pub fn dut_identities(&self) -> HashMap<Ipv4Addr, DutIdentity> {
+        let mut known: HashMap<Ipv4Addr, DutIdentity> = self
+            .config
+            .addresses
+            .iter()
+            .map(|a| {
+                let identity = DutIdentity {
+                    mac: a.mac.map(|m| m.to_string()),
+                    hostname: a.hostname.clone(),
+                };
+                (a.ip, identity)
+            })
+            .collect();
+        for lease in self.servers.leases() {
+            let identity = DutIdentity {
+                mac: Some(format_mac(&lease.mac)),
+                hostname: lease.hostname,
+            };
+            known.insert(lease.ip, identity);
+        }
+        known
     }
 
     fn lease_info(&self, lease: &Lease) -> LeaseInfo {

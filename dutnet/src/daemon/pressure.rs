@@ -104,6 +104,7 @@ mod tests {
             flow_budget: 100,
             evictions,
             filter: None,
+            duts: Vec::new(),
         }
     }
 

@@ -37,6 +37,16 @@ pub struct InterfaceStats {
     pub evictions: u64,
     /// Flows each filter rule decided on the fast path (`None`: no filter).
     pub filter: Option<filter::FilterHits>,
+    /// Each DUT's traffic, by address (those `DUT_TRAFFIC` had room for).
+    pub duts: Vec<DutStats>,
+}
+
+/// One DUT's traffic on the fast path, since its NIC was attached (see
+/// [`dutnet_common::stats::DutTraffic`] for what each way counts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DutStats {
+    pub address: std::net::Ipv4Addr,
+    pub traffic: dutnet_common::stats::DutTraffic,
 }
 
 /// How much of the connection table a network may use.

@@ -1,4 +1,6 @@
 //! Per-second rates from two readings of the counters.
+use std::net::Ipv4Addr;
+
 use dutnet_common::stats::DirCounters;
 use serde::Serialize;
 
@@ -20,11 +22,23 @@ pub struct InterfaceRates {
     pub nat_out: DirRate,
     pub nat_in: DirRate,
     pub new_flows_per_s: f64,
+    /// Its DUTs' rates, the busiest sender first.
+    pub duts: Vec<DutRates>,
+}
+
+/// The rates of one DUT between two readings.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DutRates {
+    /// Beside its counters in what `stats --by-dut --json` prints.
+    #[serde(skip_serializing)]
+    pub address: Ipv4Addr,
+    pub from_dut: DirRate,
+    pub to_dut: DirRate,
 }
 
 /// Rates of every interface present in both readings, taken `seconds`
 /// apart. A counter that went backwards (the interface was re-attached in
-/// between) counts from zero.
+/// between) counts from zero, and so does a DUT first seen in `after`.
 #[must_use]
 pub fn between(
     before: &[InterfaceStats],
@@ -44,6 +58,24 @@ pub fn between(
         .filter_map(|a| {
             let b = before.iter().find(|b| b.ifindex == a.ifindex)?;
             let (o, n) = (b.counters, a.counters);
+            let mut duts: Vec<DutRates> = a
+                .duts
+                .iter()
+                .map(|d| {
+                    let old = b
+                        .duts
+                        .iter()
+                        .find(|old| old.address == d.address)
+                        .map(|old| old.traffic)
+                        .unwrap_or_default();
+                    DutRates {
+                        address: d.address,
+                        from_dut: dir(old.from_dut, d.traffic.from_dut),
+                        to_dut: dir(old.to_dut, d.traffic.to_dut),
+                    }
+                })
+                .collect();
+            duts.sort_by(|x, y| y.from_dut.bytes_per_s.total_cmp(&x.from_dut.bytes_per_s));
             Some(InterfaceRates {
                 ifindex: a.ifindex,
                 from_dut: dir(o.ingress, n.ingress),
@@ -51,6 +83,7 @@ pub fn between(
                 nat_out: dir(o.nat_out, n.nat_out),
                 nat_in: dir(o.nat_in, n.nat_in),
                 new_flows_per_s: per_s(o.new_flows, n.new_flows),
+                duts,
             })
         })
         .collect()
@@ -58,9 +91,10 @@ pub fn between(
 
 #[cfg(test)]
 mod tests {
-    use dutnet_common::stats::IfaceCounters;
+    use dutnet_common::stats::{DutTraffic, IfaceCounters};
 
     use super::*;
+    use crate::datapath::DutStats;
 
     fn reading(ifindex: u32, packets: u64, new_flows: u64) -> InterfaceStats {
         let counters = IfaceCounters {
@@ -79,6 +113,7 @@ mod tests {
             flow_budget: 0,
             evictions: 0,
             filter: None,
+            duts: Vec::new(),
         }
     }
 
@@ -100,5 +135,45 @@ mod tests {
         );
         assert_eq!(rates.len(), 1);
         assert_eq!(rates[0].from_dut.packets_per_s, 40.0);
+    }
+
+    fn dut(address: [u8; 4], bytes: u64) -> DutStats {
+        DutStats {
+            address: address.into(),
+            traffic: DutTraffic {
+                from_dut: DirCounters {
+                    packets: bytes / 100,
+                    bytes,
+                },
+                to_dut: DirCounters::default(),
+            },
+        }
+    }
+
+    #[test]
+    fn duts_are_ranked_by_what_they_sent_in_the_interval() {
+        let mut before = reading(3, 0, 0);
+        before.duts = vec![dut([10, 0, 0, 2], 1_000_000), dut([10, 0, 0, 3], 0)];
+        let mut after = reading(3, 0, 0);
+        // .2 sent more in all, .3 more in the interval; .4 is new.
+        after.duts = vec![
+            dut([10, 0, 0, 2], 1_000_100),
+            dut([10, 0, 0, 3], 5_000),
+            dut([10, 0, 0, 4], 700),
+        ];
+        let rates = between(&[before], &[after], 1.0);
+        let ranked: Vec<(Ipv4Addr, f64)> = rates[0]
+            .duts
+            .iter()
+            .map(|d| (d.address, d.from_dut.bytes_per_s))
+            .collect();
+        assert_eq!(
+            ranked,
+            [
+                ([10, 0, 0, 3].into(), 5_000.0),
+                ([10, 0, 0, 4].into(), 700.0),
+                ([10, 0, 0, 2].into(), 100.0),
+            ]
+        );
     }
 }

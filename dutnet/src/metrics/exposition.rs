@@ -72,6 +72,8 @@ fn gauge_value(n: u64) -> i64 {
 struct Families {
     packets: Counters,
     bytes: Counters,
+    dut_packets: Counters,
+    dut_bytes: Counters,
     flows_active: Gauges,
     flow_budget: Gauges,
     flows_new: Counters,
@@ -104,6 +106,16 @@ impl Families {
             "bytes",
             "Bytes (whole frames) the eBPF datapath saw on a DUT NIC, by direction",
             self.bytes.clone(),
+        );
+        r.register(
+            "dut_packets",
+            "Packets of one DUT on the eBPF datapath, by direction (from_dut: every IPv4 packet from its address; to_dut: what the fast path delivered to it); one series per DUT address seen on the NIC, at most 65536 addresses in all",
+            self.dut_packets.clone(),
+        );
+        r.register(
+            "dut_bytes",
+            "Bytes (whole frames) of one DUT on the eBPF datapath, by direction",
+            self.dut_bytes.clone(),
         );
         r.register(
             "flows_active",
@@ -235,6 +247,20 @@ impl Families {
             let labels = with("direction", direction);
             self.packets.get_or_create(&labels).inc_by(t.packets);
             self.bytes.get_or_create(&labels).inc_by(t.bytes);
+        }
+        for dut in &i.duts {
+            let mut labels = base.clone();
+            labels.extend([
+                ("address", dut.address.to_string()),
+                ("mac", dut.mac.clone().unwrap_or_default()),
+                ("hostname", dut.hostname.clone().unwrap_or_default()),
+            ]);
+            for (direction, t) in [("from_dut", dut.from_dut), ("to_dut", dut.to_dut)] {
+                let mut labels = labels.clone();
+                labels.push(("direction", direction.to_owned()));
+                self.dut_packets.get_or_create(&labels).inc_by(t.packets);
+                self.dut_bytes.get_or_create(&labels).inc_by(t.bytes);
+            }
         }
         self.flows_active
             .get_or_create(&base)
@@ -424,6 +450,7 @@ mod tests {
             flow_budget: 64,
             evictions: 0,
             filter: None,
+            duts: Vec::new(),
         };
         let mut dhcp = DhcpCounters::default();
         dhcp.received[message_type::REQUEST] = 5;
@@ -456,11 +483,18 @@ mod tests {
                 ignored: 0,
             }),
         };
-        let text = render(
-            &[InterfaceCounters::new(&stats, Some("lab".into()))],
-            &[network],
-            7,
-        );
+        let mut interface = InterfaceCounters::new(&stats, Some("lab".into()));
+        interface.duts.push(crate::control::counters::DutCounters {
+            address: [192, 168, 100, 10].into(),
+            mac: Some("02:00:00:00:00:01".into()),
+            hostname: Some("board1".into()),
+            from_dut: Traffic {
+                packets: 9,
+                bytes: 900,
+            },
+            to_dut: Traffic::default(),
+        });
+        let text = render(&[interface], &[network], 7);
         for line in [
             r#"dutnet_packets_total{network="lab",interface="dn-dut1",direction="from_dut"} 12"#,
             r#"dutnet_drops_total{network="lab",interface="dn-dut1",reason="table_full"} 3"#,
@@ -475,6 +509,8 @@ mod tests {
             r#"dutnet_dhcp_pool_size{network="lab"} 101"#,
             r#"dutnet_network_datapath{network="lab",datapath="ebpf"} 1"#,
             "dutnet_uptime_seconds 7",
+            r#"dutnet_dut_packets_total{network="lab",interface="dn-dut1",address="192.168.100.10",mac="02:00:00:00:00:01",hostname="board1",direction="from_dut"} 9"#,
+            r#"dutnet_dut_bytes_total{network="lab",interface="dn-dut1",address="192.168.100.10",mac="02:00:00:00:00:01",hostname="board1",direction="to_dut"} 0"#,
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }

@@ -1,12 +1,12 @@
-//! Reading the per-DUT counters and flow counts, from the loaded object or
-//! from the pins.
-use std::collections::BTreeMap;
+//! Reading the per-DUT-NIC and per-DUT counters and flow counts, from the
+//! loaded object or from the pins.
+use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuHashMap};
 use dutnet_common::{
-    maps::{DUT_CONFIG, IFACE_STATS, NET_FLOWS, NET_SWEPT},
-    nat::{DutConfig, FlowCounts},
-    stats::{DirCounters, IfaceCounters},
+    maps::{DUT_CONFIG, DUT_TRAFFIC, IFACE_STATS, NET_FLOWS, NET_SWEPT},
+    nat::{DutConfig, FlowCounts, PrivateKey},
+    stats::{DirCounters, DutTraffic, IfaceCounters},
 };
 
 use super::{
@@ -15,7 +15,7 @@ use super::{
     transmitted,
 };
 use crate::{
-    datapath::{InterfaceStats, interface_name},
+    datapath::{DutStats, InterfaceStats, interface_name},
     state::paths::Paths,
 };
 
@@ -23,11 +23,14 @@ fn map_error(name: &'static str) -> impl Fn(aya::maps::MapError) -> EbpfError {
     move |source| EbpfError::Map { name, source }
 }
 
-/// Sums each interface's per-CPU copies and adds its network's flows.
+/// Sums each interface's per-CPU copies and adds its network's flows and
+/// its DUTs' traffic.
 fn merge<T: std::borrow::Borrow<MapData>>(
     counters: &PerCpuHashMap<T, u32, IfaceCounters>,
     flows: &BTreeMap<u32, NetworkFlows>,
+    traffic: &PerCpuHashMap<T, PrivateKey, DutTraffic>,
 ) -> Result<Vec<InterfaceStats>, EbpfError> {
+    let mut duts = by_interface(traffic)?;
     let mut stats = Vec::new();
     let nics = transmitted::Asker::open();
     for entry in counters.iter() {
@@ -50,10 +53,50 @@ fn merge<T: std::borrow::Borrow<MapData>>(
             flow_budget: network.budget,
             evictions: network.evicted,
             filter: None,
+            duts: duts.remove(&ifindex).unwrap_or_default(),
         });
     }
     stats.sort_by_key(|s| s.ifindex);
     Ok(stats)
+}
+
+/// Each DUT NIC's DUTs, their per-CPU copies summed, the busiest sender
+/// first.
+fn by_interface<T: std::borrow::Borrow<MapData>>(
+    traffic: &PerCpuHashMap<T, PrivateKey, DutTraffic>,
+) -> Result<BTreeMap<u32, Vec<DutStats>>, EbpfError> {
+    let mut duts: BTreeMap<u32, Vec<DutStats>> = BTreeMap::new();
+    for entry in traffic.iter() {
+        let (key, per_cpu) = entry.map_err(map_error(DUT_TRAFFIC))?;
+        let traffic = per_cpu
+            .iter()
+            .fold(DutTraffic::default(), |sum, cpu| sum.merged(*cpu));
+        duts.entry(key.dut_ifindex).or_default().push(DutStats {
+            // Network order in the map: its bytes are the address's octets.
+            address: Ipv4Addr::from(key.private_addr.to_ne_bytes()),
+            traffic,
+        });
+    }
+    for list in duts.values_mut() {
+        list.sort_by_key(|d| (std::cmp::Reverse(d.traffic.from_dut.bytes), d.address));
+    }
+    Ok(duts)
+}
+
+/// Removes the DUTs of DUT NIC `dut_ifindex` from `DUT_TRAFFIC`, when the
+/// programs leave it: a NIC attached again counts from zero.
+pub fn forget_dut_traffic(map: &mut Map, dut_ifindex: u32) -> Result<(), EbpfError> {
+    let mut traffic: PerCpuHashMap<_, PrivateKey, DutTraffic> =
+        PerCpuHashMap::try_from(map).map_err(map_error(DUT_TRAFFIC))?;
+    let keys: Vec<PrivateKey> = traffic
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| k.dut_ifindex == dut_ifindex)
+        .collect();
+    for key in keys {
+        nat_maps::removed(DUT_TRAFFIC, traffic.remove(&key))?;
+    }
+    Ok(())
 }
 
 /// The counters of the loaded object.
@@ -67,9 +110,12 @@ pub fn collect(ebpf: &aya::Ebpf) -> Result<Vec<InterfaceStats>, EbpfError> {
         Array::try_from(map(NET_FLOWS)?).map_err(map_error(NET_FLOWS))?;
     let net_swept: Array<_, u64> =
         Array::try_from(map(NET_SWEPT)?).map_err(map_error(NET_SWEPT))?;
+    let traffic: PerCpuHashMap<_, PrivateKey, DutTraffic> =
+        PerCpuHashMap::try_from(map(DUT_TRAFFIC)?).map_err(map_error(DUT_TRAFFIC))?;
     merge(
         &counters,
         &nat_maps::network_flows(&configs, &net_flows, &net_swept)?,
+        &traffic,
     )
 }
 
@@ -102,8 +148,12 @@ pub fn read_pinned(paths: &Paths) -> Result<Vec<InterfaceStats>, EbpfError> {
         Array::try_from(Map::Array(pinned(NET_FLOWS)?)).map_err(map_error(NET_FLOWS))?;
     let net_swept: Array<MapData, u64> =
         Array::try_from(Map::Array(pinned(NET_SWEPT)?)).map_err(map_error(NET_SWEPT))?;
+    let traffic: PerCpuHashMap<MapData, PrivateKey, DutTraffic> =
+        PerCpuHashMap::try_from(Map::PerCpuHashMap(pinned(DUT_TRAFFIC)?))
+            .map_err(map_error(DUT_TRAFFIC))?;
     merge(
         &counters,
         &nat_maps::network_flows(&configs, &net_flows, &net_swept)?,
+        &traffic,
     )
 }

@@ -688,6 +688,7 @@ impl EbpfDatapath {
         nat_maps::forget_interface(self.map_mut(maps::NAT_FLOWS)?, ifindex)?;
         let (dut_flows, dut_swept) = self.two_maps(maps::DUT_FLOWS, maps::DUT_SWEPT)?;
         nat_maps::forget_duts(dut_flows, dut_swept, ifindex)?;
+        counters::forget_dut_traffic(self.map_mut(maps::DUT_TRAFFIC)?, ifindex)?;
         self.dut_swept.retain(|dut, _| dut.dut_ifindex != ifindex);
         info!(%iface, "eBPF programs detached");
         clsact

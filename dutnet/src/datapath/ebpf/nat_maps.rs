@@ -28,7 +28,10 @@ fn map_error(name: &'static str) -> impl Fn(aya::maps::MapError) -> EbpfError {
 }
 
 /// A removal of a key that is already gone succeeds.
-fn removed(name: &'static str, result: Result<(), aya::maps::MapError>) -> Result<(), EbpfError> {
+pub(super) fn removed(
+    name: &'static str,
+    result: Result<(), aya::maps::MapError>,
+) -> Result<(), EbpfError> {
     match result {
         Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
         Err(e) => Err(map_error(name)(e)),
