@@ -33,14 +33,18 @@ pub use validate::{
 };
 
 /// The networks of a config file, plus notes about what was ignored (the
-/// other exports of a jumpstarter exporter file, for instance).
+/// other exports of a jumpstarter exporter file, for instance). Serialized
+/// as a `networks:` file that loads again (`config check` prints it); the
+/// notes go to stderr instead.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LoadedConfig {
     pub networks: Vec<Network>,
+    #[serde(skip)]
     pub notes: Vec<String>,
     /// `metrics_listen:` at the top of the file: where the Prometheus
     /// endpoint listens (`None`: no endpoint). A setting of the daemon, not
     /// of a network, so one per file whatever its shape.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<std::net::SocketAddr>,
 }
 

@@ -15,7 +15,9 @@ use super::duration;
 use crate::datapath::{expiry::FlowTimeouts, filter::Filter};
 use crate::dhcp::DhcpOptions;
 
-/// One isolated network behind one DUT NIC.
+/// One isolated network behind one DUT NIC. Serialized with the keys of
+/// the `networks:` shape (what `config check` prints loads again), unset
+/// optional keys left out.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Network {
     /// Unique among the loaded networks: the `networks[].name`, the
@@ -27,17 +29,21 @@ pub struct Network {
     /// The address dutnet puts on `interface`; the DUTs' default gateway.
     pub gateway_ip: Ipv4Addr,
     /// `None`: the interface of the default route, resolved by the daemon.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_interface: Option<String>,
     /// Where 1:1 public IPs live; `None`: the upstream interface.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub public_interface: Option<String>,
     pub nat_mode: NatMode,
     pub datapath: DatapathChoice,
+    #[serde(flatten)]
     pub dhcp: DhcpSettings,
     pub addresses: Vec<AddressEntry>,
     /// Handed to DHCP clients (and used upstream by the DNS forwarder).
     pub dns_servers: Vec<IpAddr>,
     pub dns_entries: Vec<DnsEntry>,
     /// DNS domain of the DUT host names (`board1` answers as `board1.<domain>` too).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
     #[serde(serialize_with = "duration::serialize")]
     pub dns_timeout: Duration,
@@ -50,6 +56,7 @@ pub struct Network {
     pub nat_table_size: u32,
     /// Flows one DUT (one source address) may hold of those.
     pub nat_flows_per_dut: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub state_dir: Option<PathBuf>,
     /// Boot and extra DHCP options for every DUT of the network.
     #[serde(skip_serializing_if = "DhcpOptions::is_empty")]
@@ -186,11 +193,15 @@ impl FromStr for DatapathChoice {
     }
 }
 
+/// Serialized flat into its network, with the file's keys.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DhcpSettings {
+    #[serde(rename = "dhcp_enabled")]
     pub enabled: bool,
     /// The dynamic pool, both ends included.
+    #[serde(rename = "dhcp_range_start")]
     pub range_start: Ipv4Addr,
+    #[serde(rename = "dhcp_range_end")]
     pub range_end: Ipv4Addr,
     #[serde(serialize_with = "duration::serialize")]
     pub lease_time: Duration,
@@ -200,8 +211,11 @@ pub struct DhcpSettings {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AddressEntry {
     pub ip: Ipv4Addr,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mac: Option<MacAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub public_ip: Option<Ipv4Addr>,
     /// This DUT's DHCP options, over the network's (needs `mac`).
     #[serde(skip_serializing_if = "DhcpOptions::is_empty")]

@@ -1737,3 +1737,69 @@ fn partly_overlapping_subnets_warn_and_nft_refuses_them() {
     );
     assert!(loaded.notes.is_empty(), "{:?}", loaded.notes);
 }
+
+/// What `config check` prints (YAML and JSON) loads again as the same
+/// networks: every example, plus one file with every optional key set.
+#[test]
+fn the_normalized_config_loads_back_unchanged() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut files: Vec<(String, String)> = std::fs::read_dir(&examples)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .map(|p| {
+            (
+                p.display().to_string(),
+                std::fs::read_to_string(&p).unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        files.len() >= 5,
+        "examples missing in {}",
+        examples.display()
+    );
+    files.push((
+        "every key".into(),
+        format!("{BOOT_NETWORK}{EVERY_OTHER_KEY}"),
+    ));
+    for (name, text) in files {
+        let original = load(&text);
+        let yaml = serde_yaml::to_string(&original).unwrap();
+        let json = serde_json::to_string_pretty(&original).unwrap();
+        for printed in [yaml, json] {
+            let again = parse_str(&printed).unwrap_or_else(|e| {
+                panic!("{name}: the printed config is refused:\n{e}\n{printed}")
+            });
+            assert_eq!(again.networks, original.networks, "{name}:\n{printed}");
+            assert_eq!(again.metrics_listen, original.metrics_listen, "{name}");
+        }
+    }
+}
+
+/// The keys [`BOOT_NETWORK`] leaves at their defaults.
+const EVERY_OTHER_KEY: &str = r#"
+upstream_interface: eth0
+datapath: nft
+domain: lab.example
+state_dir: /var/lib/dutnet/every
+dns_timeout: 3s
+udp_timeout: 45s
+nat_table_size: 4096
+nat_flows_per_dut: 512
+local_ntp: true
+enable_tcpdump: true
+tftp_root: /srv/tftp
+dns_entries:
+  - {hostname: files.lab, ip: 10.0.0.9}
+filter:
+  egress:
+    policy: drop
+    rules:
+      - {action: accept, destination: 10.0.0.0/8, protocol: tcp, port: 443}
+  ingress:
+    policy: accept
+    rules:
+      - {action: drop, source: 10.1.0.0/16}
+metrics_listen: 127.0.0.1:9464
+"#;
