@@ -2,6 +2,7 @@
 //! Orchestration only: what dutnet does lives in the dutnet crate.
 mod bench;
 mod demo;
+mod fuzz;
 mod run;
 mod setup;
 mod test;
@@ -25,6 +26,8 @@ enum Command {
     Demo(demo::Args),
     /// Routing, nft masquerade and dutnet's eBPF masquerade side by side.
     Bench(bench::Args),
+    /// The libFuzzer targets of the parsers (cargo-fuzz, nightly).
+    Fuzz(fuzz::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,5 +36,6 @@ fn main() -> anyhow::Result<()> {
         Command::Test(args) => test::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
     }
 }

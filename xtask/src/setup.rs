@@ -12,7 +12,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::run;
 
 /// The eBPF build's toolchain (aya-build's default).
-const NIGHTLY: &str = "nightly";
+pub const NIGHTLY: &str = "nightly";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Debian packages the tests, the demo and the benchmark use, and what
@@ -157,6 +157,33 @@ fn install_jumpstarter() -> Result<()> {
     .context("installing jumpstarter's packages from PyPI failed")?;
     std::fs::write(&stamp, wanted).with_context(|| format!("write {}", stamp.display()))?;
     Ok(())
+}
+
+/// cargo-fuzz, pinned, under `target/tools` (built on first use by `cargo
+/// xtask fuzz`; the fuzz targets need the nightly toolchain, which setup
+/// installs for the eBPF build already).
+pub fn cargo_fuzz() -> Result<PathBuf> {
+    const VERSION: &str = "0.13.2";
+    let root = run::workspace_root()?.join("target/tools/cargo-fuzz");
+    let binary = root.join("bin/cargo-fuzz");
+    let installed =
+        run::stdout(Command::new(&binary).arg("--version")).is_ok_and(|v| v.contains(VERSION));
+    if !installed {
+        run::checked(
+            run::cargo()
+                .args([
+                    "install",
+                    "cargo-fuzz",
+                    "--locked",
+                    "--version",
+                    VERSION,
+                    "--root",
+                ])
+                .arg(&root),
+        )
+        .context("installing cargo-fuzz from crates.io failed")?;
+    }
+    Ok(binary)
 }
 
 /// Where [`install_jumpstarter`] puts the venv, from the workspace root.

@@ -81,6 +81,10 @@ pub fn run(args: &Args) -> Result<()> {
         // A filtered local run: no benchmark.
         return Ok(());
     }
+    // Every parser under libFuzzer for a few seconds: a crash, a timeout
+    // or a memory blow-up fails the run.
+    eprintln!("\n=== cargo xtask fuzz --quick");
+    crate::fuzz::run(&crate::fuzz::Args::quick())?;
     // The benchmark must keep running (CI checks it runs, not its numbers).
     eprintln!("\n=== cargo xtask bench --quick (smoke run)");
     crate::bench::quick_smoke(&dutnet)
