@@ -1,6 +1,7 @@
 //! `cargo xtask`: set up a machine, run every test, run the demo lab, bench.
 //! Orchestration only: what dutnet does lives in the dutnet crate.
 mod bench;
+mod chaos;
 mod demo;
 mod fuzz;
 mod run;
@@ -28,6 +29,8 @@ enum Command {
     Bench(bench::Args),
     /// The libFuzzer targets of the parsers (cargo-fuzz, nightly).
     Fuzz(fuzz::Args),
+    /// kill -9 at random moments, then check the host and the leases.
+    Chaos(chaos::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,5 +40,6 @@ fn main() -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
+        Command::Chaos(args) => chaos::run(&args),
     }
 }

@@ -148,7 +148,7 @@ fn count_before(summary: &str, word: &str) -> u64 {
 
 /// Builds every test binary of the workspace (except the eBPF crate, which
 /// only builds for the bpf target) and returns their paths.
-fn build_test_binaries() -> Result<Vec<PathBuf>> {
+pub(crate) fn build_test_binaries() -> Result<Vec<PathBuf>> {
     let output = run::cargo()
         .args([
             "test",
@@ -181,7 +181,7 @@ fn build_test_binaries() -> Result<Vec<PathBuf>> {
     Ok(binaries)
 }
 
-fn target_dir() -> Result<PathBuf> {
+pub(crate) fn target_dir() -> Result<PathBuf> {
     let metadata =
         run::stdout(run::cargo().args(["metadata", "--format-version", "1", "--no-deps"]))?;
     let metadata: serde_json::Value = serde_json::from_str(&metadata)?;
@@ -191,7 +191,7 @@ fn target_dir() -> Result<PathBuf> {
         .context("cargo metadata has no target_directory")
 }
 
-fn as_root(binary: &Path) -> Command {
+pub(crate) fn as_root(binary: &Path) -> Command {
     if run::is_root() {
         Command::new(binary)
     } else {
