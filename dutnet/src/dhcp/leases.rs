@@ -148,8 +148,26 @@ impl LeaseState {
             .map(|(ip, _)| *ip)
     }
 
-    /// Whether `ip` may be handed out dynamically to `client` right now.
+    /// Whether `ip` may be offered to `client` right now: free, or its own.
     pub fn is_available(
+        &self,
+        ip: Ipv4Addr,
+        client: &Client,
+        now: SystemTime,
+        config: &DhcpConfig,
+    ) -> bool {
+        self.is_bindable(ip, client, now, config)
+            && !self
+                .offers
+                .get(&ip)
+                .is_some_and(|o| o.until > now && !o.client.same_key(client))
+    }
+
+    /// [`Self::is_available`] without the pending offers: an offer is a
+    /// short reservation, not a lease, so the first client to REQUEST an
+    /// address only offered to another gets it (the other's REQUEST is
+    /// NAKed and it starts over).
+    fn is_bindable(
         &self,
         ip: Ipv4Addr,
         client: &Client,
@@ -172,18 +190,15 @@ impl LeaseState {
         {
             return false;
         }
-        if let Some(o) = self.offers.get(&ip)
-            && o.until > now
-            && !o.client.same_key(client)
-        {
-            return false;
-        }
         true
     }
 
     /// The address to offer to `client` (RFC 2131 4.3.1 order): its static
     /// address, its current binding, its pending offer, the address it
-    /// requested if free, else the lowest free address of the range.
+    /// requested if free, else the lowest free address of the range; with
+    /// none free, the address of the oldest pending offer to another
+    /// client. So DISCOVERs alone (a flood from random MACs) can never
+    /// leave a DUT without an offer: only bound leases fill the pool.
     pub fn choose(
         &self,
         client: &Client,
@@ -211,6 +226,13 @@ impl LeaseState {
         (start..=end)
             .map(Ipv4Addr::from)
             .find(|ip| self.is_available(*ip, client, now, config))
+            .or_else(|| {
+                self.offers
+                    .iter()
+                    .filter(|(ip, _)| self.is_bindable(**ip, client, now, config))
+                    .min_by_key(|(_, o)| o.until)
+                    .map(|(ip, _)| *ip)
+            })
     }
 
     /// Whether `client` may be acknowledged for `ip` (a REQUEST): its static
@@ -226,11 +248,13 @@ impl LeaseState {
         if let Some(s) = self.static_for_mac(&client.mac) {
             return s.ip == ip;
         }
-        // is_available() lets a client have its own binding and offer back.
-        self.is_available(ip, client, now, config)
+        // A client may have its own binding back; another's offer does
+        // not stop it.
+        self.is_bindable(ip, client, now, config)
     }
 
-    /// Holds `ip` for `client` for [`OFFER_HOLD`].
+    /// Holds `ip` for `client` for [`OFFER_HOLD`] (taking it from an older
+    /// offer to another client, when [`Self::choose`] reclaimed it).
     pub fn offer(&mut self, client: &Client, ip: Ipv4Addr, now: SystemTime) {
         self.offers.retain(|_, o| !o.client.same_key(client));
         self.offers.insert(
@@ -260,6 +284,8 @@ impl LeaseState {
         self.bindings
             .retain(|bound_ip, l| *bound_ip == ip || !client.owns(l));
         self.withdraw_offer(client);
+        // Another client's offer of this address is void now.
+        self.offers.remove(&ip);
         let static_entry = self.static_for_mac(&client.mac).filter(|s| s.ip == ip);
         let hostname = static_entry
             .and_then(|s| s.hostname.clone())
@@ -437,6 +463,30 @@ mod tests {
         let later = t0() + c.lease_time + Duration::from_secs(1);
         s.expire(later);
         assert_eq!(s.choose(&client(3), None, later, &c), Some(ip(100)));
+    }
+
+    #[test]
+    fn discovers_alone_never_exhaust_the_pool() {
+        let mut c = config();
+        c.range_end = ip(102);
+        let mut s = LeaseState::new(&c, vec![], t0());
+        // A flood: every address offered to a client that never REQUESTs.
+        for k in 10..60 {
+            let ip = s.choose(&client(k), None, t0(), &c).unwrap();
+            s.offer(&client(k), ip, t0());
+        }
+        // A DUT still gets an offer (the oldest one's address), and its
+        // REQUEST is granted over the flooder's offer.
+        let offered = s.choose(&client(1), None, t0(), &c).unwrap();
+        s.offer(&client(1), offered, t0());
+        assert!(s.may_bind(&client(1), offered, t0(), &c));
+        s.bind(&client(1), offered, None, t0(), c.lease_time);
+        // A bound lease is never reclaimed: the next DUT gets the other one.
+        let other = s.choose(&client(2), None, t0(), &c).unwrap();
+        assert_ne!(other, offered);
+        s.bind(&client(2), other, None, t0(), c.lease_time);
+        assert_eq!(s.choose(&client(3), None, t0(), &c), None);
+        assert!(!s.may_bind(&client(3), offered, t0(), &c));
     }
 
     #[test]

@@ -114,6 +114,13 @@ async fn exhaustion_is_counted() {
             .await
             .is_some()
     );
+    // Bound: only a lease fills the pool (an offer is reclaimable).
+    let only = s.config.range_start;
+    assert!(
+        process(&s, &mut rl, &packet(MessageType::Request, 1, Some(only)))
+            .await
+            .is_some()
+    );
     for last in 2..10 {
         assert!(
             process(&s, &mut rl, &packet(MessageType::Discover, last, None))
