@@ -24,6 +24,8 @@ use dutnet_tests::{
     prereq,
 };
 
+// Only sending and collecting replies here (`lease` is dhcp.rs's).
+#[allow(dead_code)]
 #[path = "common/raw_dhcp.rs"]
 mod raw_dhcp;
 

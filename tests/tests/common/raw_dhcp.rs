@@ -1,10 +1,6 @@
 //! A raw DHCP client for the tests that need messages no real client sends
 //! (DECLINE, option 93, malformed packets): shared by dhcp.rs and
 //! netboot.rs (`#[path]`-included, not a test target of its own).
-#![allow(
-    dead_code,
-    reason = "each including test uses its own part of the client"
-)]
 use std::{
     net::{Ipv4Addr, UdpSocket},
     time::{Duration, Instant},
