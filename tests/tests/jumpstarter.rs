@@ -329,17 +329,41 @@ impl Drop for Exporter {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        // A dutnet the killed exporter left: stopped by its PID.
-        if let Some(pid) = std::fs::read_to_string(self.run_dir.join("dutnet.pid"))
-            .ok()
-            .and_then(|p| p.trim().parse::<i32>().ok())
-        {
-            // SAFETY: kill(2) with the PID the test's own dutnet wrote.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-            let _ = cmd::wait_for(Duration::from_secs(30), || {
-                (!PathBuf::from(format!("/proc/{pid}")).exists()).then_some(())
-            });
-        }
+        stop_dutnet(&self.run_dir);
+    }
+}
+
+/// The PID of the dutnet whose run directory is `run_dir`, if one runs.
+fn dutnet_pid(run_dir: &std::path::Path) -> Option<i32> {
+    let pid = std::fs::read_to_string(run_dir.join("dutnet.pid"))
+        .ok()?
+        .trim()
+        .parse::<i32>()
+        .ok()?;
+    PathBuf::from(format!("/proc/{pid}"))
+        .exists()
+        .then_some(pid)
+}
+
+/// Stops, by its PID, a dutnet a killed (or failed) exporter left running
+/// in the test's run directory, and waits until it is gone.
+fn stop_dutnet(run_dir: &std::path::Path) {
+    if let Some(pid) = dutnet_pid(run_dir) {
+        // SAFETY: kill(2) with the PID the test's own dutnet wrote.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let _ = cmd::wait_for(Duration::from_secs(30), || {
+            (!PathBuf::from(format!("/proc/{pid}")).exists()).then_some(())
+        });
+    }
+}
+
+/// Runs [`stop_dutnet`] when dropped: a test that starts drivers without an
+/// [`Exporter`] leaves no dutnet behind, even when it fails.
+struct StopsDutnet(PathBuf);
+
+impl Drop for StopsDutnet {
+    fn drop(&mut self) {
+        stop_dutnet(&self.0);
     }
 }
 
@@ -674,4 +698,102 @@ print("same fields and methods")"#,
         out.success() && out.stdout.contains("same fields and methods"),
         "{out:#?}"
     );
+}
+
+/// Two DutNetworks of one exporter share one dutnet (the second is added
+/// with a reload); closing one leaves the other up, closing the last one
+/// stops dutnet.
+#[test]
+fn two_dutnet_drivers_share_one_dutnet() {
+    let lab = Lab::builder()
+        .upstream()
+        .dut(Dut::on(1).ip(DUT_IP).routed())
+        .dut(Dut::on(2).ip(DUT_IP).routed())
+        .build();
+    let script = r#"import os, pathlib, subprocess, sys
+from jumpstarter_driver_dutnet.driver import DutNetwork
+from jumpstarter_driver_dutnet import daemon
+def up(iface):
+    return DutNetwork(interface=iface, upstream_interface="dn-up", dhcp_enabled=False)
+one = up("dn-dut1")
+pid = pathlib.Path(os.environ["DUTNET_RUN_DIR"], "dutnet.pid").read_text().strip()
+two = up("dn-dut2")
+assert pathlib.Path(os.environ["DUTNET_RUN_DIR"], "dutnet.pid").read_text().strip() == pid, "a second dutnet"
+names = sorted(n["name"] for n in daemon.request("status")["networks"])
+assert names == ["dn-dut1", "dn-dut2"], names
+one.close()
+assert two.status()["interface_status"]["exists"], two.status()
+names = [n["name"] for n in daemon.request("status")["networks"]]
+assert names == ["dn-dut2"], names
+print("after one", subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", "dn-dut1"], capture_output=True, text=True).stdout.strip())
+two.close()
+try:
+    daemon.request("status")
+    raise SystemExit("dutnet still answers after the last driver closed")
+except daemon.DutnetError as e:
+    assert e.kind == "not_running", e
+print("shared")"#;
+    let _guard = StopsDutnet(lab.topology.path("run"));
+    let mut command = lab
+        .exporter
+        .command(&jumpstarter_python().to_string_lossy(), &["-c", script]);
+    command
+        .envs(cli::env(&lab.topology))
+        .env("DUTNET_BINARY", cli::binary());
+    let out = cmd::run(command, CALL_LIMIT);
+    assert!(out.success() && out.stdout.contains("shared"), "{out:#?}");
+    assert!(
+        !out.stdout.contains(&GATEWAY.to_string()),
+        "dn-dut1 kept its address after its driver closed: {out:#?}"
+    );
+    for nic in ["dn-dut1", "dn-dut2"] {
+        let addresses = lab.exporter.ip(&format!("-4 -o addr show dev {nic}"));
+        assert!(
+            !addresses.stdout.contains(&GATEWAY.to_string()),
+            "{nic}: {addresses:#?}"
+        );
+    }
+}
+
+/// An exporter killed with SIGKILL cannot stop its dutnet; the next one
+/// stops what the last left, comes up, and still knows the lease.
+#[test]
+fn a_killed_exporters_dutnet_is_replaced_by_the_next_exporter() {
+    prereq::require("dhclient", "isc-dhcp-client");
+    let lab = Lab::builder()
+        .upstream()
+        .dut(Dut::on(1).mac(DUT_MAC))
+        .resolv_conf()
+        .build();
+    let driver = format!(
+        "type: jumpstarter_driver_dutnet.driver.DutNetwork
+config:
+  interface: dn-dut1
+  upstream_interface: {UPSTREAM_NIC}"
+    );
+    let run_dir = lab.topology.path("run");
+    let mut first = Exporter::start(&lab, &driver, "exporter-1");
+    let client = Dhclient::new(lab.dut(1), "eth0", &lab.topology.dir, "js", "");
+    assert!(client.run().success(), "{}", first.log());
+    let leased = client.address().expect("a lease");
+    let left = dutnet_pid(&run_dir).expect("dutnet runs");
+    first.stdin = None;
+    let _ = first.child.kill();
+    let _ = first.child.wait();
+    assert_eq!(
+        dutnet_pid(&run_dir),
+        Some(left),
+        "dutnet died with its exporter"
+    );
+
+    let mut second = Exporter::start(&lab, &driver, "exporter-2");
+    let now = dutnet_pid(&run_dir).expect("dutnet runs");
+    assert_ne!(now, left, "the left dutnet still runs");
+    assert!(
+        !PathBuf::from(format!("/proc/{left}")).exists(),
+        "the left dutnet {left} still runs beside {now}"
+    );
+    assert_eq!(second.call("get_dut_ip", json!([DUT_MAC])), leased.as_str());
+    assert!(second.close(), "{}", second.log());
+    drop(first);
 }
