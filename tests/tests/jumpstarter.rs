@@ -797,3 +797,52 @@ config:
     assert!(second.close(), "{}", second.log());
     drop(first);
 }
+
+/// 1:1 NAT through the driver: the LAN host sees the DUT as its configured
+/// public address, and as the new one after `add_address` replaced the
+/// entry; `status` keeps jumpstarter's shape.
+#[test]
+fn the_dutnet_driver_maps_one_to_one() {
+    let lab = Lab::builder()
+        .upstream()
+        .dut(Dut::on(1).ip(DUT_IP).routed())
+        .build();
+    let echo = TcpEcho::start(lab.lan(), SocketAddrV4::new(LAN_IP, 7040));
+    let driver = format!(
+        "type: jumpstarter_driver_dutnet.driver.DutNetwork
+config:
+  interface: dn-dut1
+  upstream_interface: {UPSTREAM_NIC}
+  nat_mode: 1to1
+  dhcp_enabled: false
+  addresses:
+    - {{ip: \"{DUT_IP}\", public_ip: \"10.99.0.50\"}}"
+    );
+    let mut exporter = Exporter::start(&lab, &driver, "exporter");
+    let status = exporter.call("status", json!([]));
+    assert_eq!(status["nat_mode"], "1to1", "{status:#}");
+    let server = echo.addr;
+    let seen = |lab: &Lab| {
+        cmd::wait_for(Duration::from_secs(5), || {
+            lab.dut(1)
+                .enter(move || try_tcp_exchange(server, "one to one"))
+                .ok()
+        })
+        .map(|peer| peer.ip())
+    };
+    let public = |ip: [u8; 4]| Some(std::net::IpAddr::V4(Ipv4Addr::from(ip)));
+    assert_eq!(seen(&lab), public([10, 99, 0, 50]), "{}", exporter.log());
+    exporter.call(
+        "add_address",
+        json!([DUT_IP.to_string(), null, "", "10.99.0.51"]),
+    );
+    assert_eq!(seen(&lab), public([10, 99, 0, 51]), "{}", exporter.log());
+    let rules = exporter.call("get_nat_rules", json!([]));
+    assert!(
+        rules
+            .as_str()
+            .is_some_and(|r| r.contains(&format!("{DUT_IP} <-> 10.99.0.51"))),
+        "{rules}"
+    );
+    assert!(exporter.close(), "{}", exporter.log());
+}

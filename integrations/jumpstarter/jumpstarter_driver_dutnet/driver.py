@@ -161,9 +161,10 @@ class DutNetwork(Driver):
     def get_dut_ip(self, mac: str) -> str | None:
         try:
             return str(self._ask("get-ip", mac=mac)["ip"])
-        except (ValueError, DutnetError) as exc:
-            # jumpstarter answers None for a MAC without a lease, or no MAC at all.
-            if isinstance(exc, ValueError) or exc.kind == "not_found":
+        except ValueError:
+            return None  # not a MAC: jumpstarter finds no lease for it either
+        except DutnetError as exc:
+            if exc.kind == "not_found":
                 return None
             raise
 
