@@ -5,7 +5,10 @@
 //! LLVM it can load: the machine has no system LLVM of the right version, but
 //! the nightly toolchain ships its own libLLVM, so bpf-linker is built against
 //! that one (LLVM_PREFIX pointing at a folder of symlinks).
-use std::{path::PathBuf, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -143,20 +146,55 @@ fn install_jumpstarter() -> Result<()> {
     let stamp = venv.join("requirements.txt");
     let wanted =
         std::fs::read(&requirements).with_context(|| format!("read {}", requirements.display()))?;
-    if std::fs::read(&stamp).is_ok_and(|had| had == wanted) {
-        return Ok(());
+    if !std::fs::read(&stamp).is_ok_and(|had| had == wanted) {
+        let _ = std::fs::remove_dir_all(&venv);
+        run::checked(Command::new("python3").arg("-m").arg("venv").arg(&venv)).context(
+            "creating the jumpstarter venv failed (Debian: apt-get install python3-venv)",
+        )?;
+        // `python -m pip`, not `bin/pip`: the script's first line names the
+        // venv's path at creation, so a copied target dir would install
+        // into the original's venv.
+        run::checked(
+            Command::new(venv.join("bin/python"))
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "-r",
+                ])
+                .arg(&requirements),
+        )
+        .context("installing jumpstarter's packages from PyPI failed")?;
+        std::fs::write(&stamp, wanted).with_context(|| format!("write {}", stamp.display()))?;
     }
-    let _ = std::fs::remove_dir_all(&venv);
-    run::checked(Command::new("python3").arg("-m").arg("venv").arg(&venv))
-        .context("creating the jumpstarter venv failed (Debian: apt-get install python3-venv)")?;
-    run::checked(
-        Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
-            .arg(&requirements),
-    )
-    .context("installing jumpstarter's packages from PyPI failed")?;
-    std::fs::write(&stamp, wanted).with_context(|| format!("write {}", stamp.display()))?;
-    Ok(())
+    link_dutnet_driver(&root, &venv)
+}
+
+/// Makes `integrations/jumpstarter` (the dutnet-backed driver package)
+/// importable in the venv, as `pip install -e` would but without a build
+/// backend to fetch: a `.pth` file naming the source folder, so the tests
+/// always run the working tree's driver. Written on every setup (it names
+/// this checkout).
+fn link_dutnet_driver(root: &Path, venv: &Path) -> Result<()> {
+    let lib = venv.join("lib");
+    let python = std::fs::read_dir(&lib)
+        .with_context(|| format!("read {}", lib.display()))?
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().starts_with("python3"))
+        .with_context(|| {
+            format!(
+                "no python3.* in {}: remove the venv and run setup again",
+                lib.display()
+            )
+        })?;
+    let pth = python
+        .path()
+        .join("site-packages/jumpstarter-driver-dutnet.pth");
+    let source = root.join("integrations/jumpstarter");
+    std::fs::write(&pth, format!("{}\n", source.display()))
+        .with_context(|| format!("write {}", pth.display()))
 }
 
 /// cargo-fuzz, pinned, under `target/tools` (built on first use by `cargo

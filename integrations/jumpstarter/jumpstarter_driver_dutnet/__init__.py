@@ -1,0 +1,1 @@
+"""jumpstarter's DutNetwork driver backed by dutnet (`jumpstarter_driver_dutnet.driver.DutNetwork`)."""
