@@ -423,6 +423,8 @@ fn leases_show_whether_a_dut_is_sending_through_nat() {
         .unwrap_or_else(|| panic!("{lease:#}"));
     assert!(now.saturating_sub(last_ack) < 30, "{lease:#}");
     assert!(text.contains("s ago"), "{text}");
+    // The expiry as a date and what is left of the lease.
+    assert!(text.contains(" UTC (in "), "{text}");
 
     // The client only records its lease: the address goes on by hand.
     lab.dut(1).ip(&format!("addr add {ip}/24 dev eth0"));

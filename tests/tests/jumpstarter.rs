@@ -136,6 +136,55 @@ except (ValueError, TypeError) as e:
     }
 }
 
+/// jumpstarter reads exporter files with PyYAML (YAML 1.1): whatever it
+/// reads as a boolean for `dhcp_enabled`, `local_ntp` and `enable_tcpdump`,
+/// dutnet reads as the same boolean; what PyYAML reads as a string (which
+/// jumpstarter's plain dataclass would take as truthy, `"no"` included)
+/// dutnet refuses.
+#[test]
+fn booleans_read_as_jumpstarters_yaml_loader_reads_them() {
+    let words = [
+        "yes", "Yes", "YES", "no", "No", "NO", "on", "On", "ON", "off", "Off", "OFF", "true",
+        "True", "FALSE", "y", "n", "Y", "1", "0", "'yes'",
+    ];
+    let topology = Topology::new();
+    for word in words {
+        let js = python(
+            "import sys, yaml\nprint(repr(yaml.safe_load('k: ' + sys.argv[1])['k']))",
+            &[word],
+        );
+        assert!(js.success(), "{js:#?}");
+        let pyyaml = js.stdout.trim().to_owned();
+        for key in ["dhcp_enabled", "local_ntp", "enable_tcpdump"] {
+            let file = topology.path("booleans.yaml");
+            std::fs::write(&file, format!("interface: dn-x\n{key}: {word}\n")).unwrap();
+            let mut check = Command::new(cli::binary());
+            check
+                .args(["config", "check", "--json"])
+                .arg(&file)
+                .envs(cli::env(&topology));
+            let ours = cmd::run(check, COMMAND_LIMIT);
+            let read = ours
+                .success()
+                .then(|| serde_json::from_str::<serde_json::Value>(&ours.stdout).unwrap())
+                .map(|v| v["networks"][0].get(key).cloned().unwrap_or(false.into()));
+            match pyyaml.as_str() {
+                "True" => assert_eq!(read, Some(true.into()), "{key}: {word} {ours:#?}"),
+                "False" => assert_eq!(read, Some(false.into()), "{key}: {word} {ours:#?}"),
+                _ if word == "'yes'" => {
+                    // Quoted: a string to PyYAML, but what it says is clear;
+                    // dutnet takes it as the word it is (documented).
+                    assert_eq!(read, Some(true.into()), "{key}: {word} {ours:#?}");
+                }
+                _ => assert_eq!(
+                    read, None,
+                    "{key}: {word} is {pyyaml} to PyYAML; dutnet read {read:?}"
+                ),
+            }
+        }
+    }
+}
+
 /// `dutnet status --json` carries every field of jumpstarter's
 /// `NetworkStatus` (and `InterfaceStatus`, and each lease's `DhcpLease`
 /// fields), each of the type the installed package declares; dutnet's own

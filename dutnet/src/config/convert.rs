@@ -190,7 +190,7 @@ pub(crate) fn build(w: NetworkWire, p: &mut Vec<Problem>) -> Network {
     let enable_tcpdump = match &w.enable_tcpdump {
         None => false,
         Some(v) if v.is_null() => false,
-        Some(v) => v.as_bool().unwrap_or_else(|| {
+        Some(v) => super::schema::yaml11_bool(v).unwrap_or_else(|| {
             p.push(Problem::new(
                 "enable_tcpdump",
                 "give `true` (users of the control socket may run `dutnet capture`) or `false` (only root may)",
@@ -524,7 +524,7 @@ fn local_ntp(p: &mut Vec<Problem>, value: Option<&serde_yaml::Value>) -> bool {
     match value {
         None => false,
         Some(v) if v.is_null() => false,
-        Some(v) => v.as_bool().unwrap_or_else(|| {
+        Some(v) => super::schema::yaml11_bool(v).unwrap_or_else(|| {
             p.push(Problem::new(
                 "local_ntp",
                 "`local_ntp` is true or false: true serves NTP on the gateway and redirects the DUTs' NTP to it",

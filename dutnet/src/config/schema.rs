@@ -257,7 +257,7 @@ fn check_value(v: &mut Value, kind: Kind, path: &str, problems: &mut Vec<Problem
     let ok = match kind {
         Kind::Any => true,
         Kind::Str => normalize_str(v),
-        Kind::Bool => v.is_bool(),
+        Kind::Bool => normalize_bool(v),
         Kind::UInt(_) => v.is_u64(),
         Kind::Duration => v.is_u64() || v.is_string(),
         Kind::StrList => match v {
@@ -314,6 +314,32 @@ fn huge_digits(v: &Value) -> Option<&str> {
     }
 }
 
+/// A boolean, or a YAML 1.1 one written as a word: jumpstarter reads its
+/// files with PyYAML (`yaml.safe_load`, YAML 1.1), where an unquoted `yes`,
+/// `no`, `on` or `off` is a boolean, and serde_yaml (YAML 1.2) reads them
+/// as strings. Exactly PyYAML's spellings; `y` and `n` are strings there too.
+pub fn yaml11_bool(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) => match s.as_str() {
+            "yes" | "Yes" | "YES" | "on" | "On" | "ON" => Some(true),
+            "no" | "No" | "NO" | "off" | "Off" | "OFF" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn normalize_bool(v: &mut Value) -> bool {
+    match yaml11_bool(v) {
+        Some(b) => {
+            *v = Value::Bool(b);
+            true
+        }
+        None => false,
+    }
+}
+
 fn normalize_str(v: &mut Value) -> bool {
     if let Some(digits) = huge_digits(v) {
         *v = Value::String(digits.to_owned());
@@ -332,7 +358,9 @@ fn normalize_str(v: &mut Value) -> bool {
 fn expected(kind: Kind) -> &'static str {
     match kind {
         Kind::Str => "a string",
-        Kind::Bool => "true or false",
+        Kind::Bool => {
+            "true or false (yes/no and on/off too, as jumpstarter's YAML 1.1 loader reads them)"
+        }
         Kind::Duration => {
             "a duration (seconds as an integer, or a string like \"12h\", \"30m\", \"90s\")"
         }
@@ -400,7 +428,7 @@ mod tests {
     #[test]
     fn wrong_kinds_are_reported_and_dropped() {
         let (v, p) = run(
-            "interface: [a]\ndhcp_enabled: \"yes\"\nnat_table_size: -1\n",
+            "interface: [a]\ndhcp_enabled: \"maybe\"\nnat_table_size: -1\n",
             NETWORK_FIELDS,
         );
         let paths: Vec<_> = p.iter().map(|p| p.path.as_str()).collect();

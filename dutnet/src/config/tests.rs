@@ -302,7 +302,7 @@ fn unknown_top_level_key_beside_networks() {
 #[test]
 fn wrong_value_kind_is_reported() {
     assert_problem(
-        &single("dhcp_enabled: \"yes\"\n"),
+        &single("dhcp_enabled: \"sometimes\"\n"),
         "dhcp_enabled",
         "true or false",
     );
@@ -1803,3 +1803,16 @@ filter:
       - {action: drop, source: 10.1.0.0/16}
 metrics_listen: 127.0.0.1:9464
 "#;
+
+/// jumpstarter reads its files with PyYAML (YAML 1.1): an unquoted `yes`,
+/// `no`, `on` or `off` is a boolean there, so it is one here too.
+#[test]
+fn yaml_1_1_booleans_read_as_jumpstarter_reads_them() {
+    let c = load("interface: eth2\ndhcp_enabled: no\nlocal_ntp: on\nenable_tcpdump: Yes\n");
+    let n = &c.networks[0];
+    assert!(!n.dhcp.enabled);
+    assert!(n.local_ntp);
+    assert!(n.enable_tcpdump);
+    // PyYAML reads `y` as a string: refused, saying what is meant.
+    assert_problem(&single("dhcp_enabled: y\n"), "dhcp_enabled", "yes/no");
+}
