@@ -1127,6 +1127,8 @@ fn entry(ip4: Ipv4Addr, mac: Option<[u8; 6]>, hostname: Option<&str>) -> Address
         mac: mac.map(MacAddr),
         hostname: hostname.map(str::to_owned),
         public_ip: None,
+        vlan_id: None,
+        public_gateway: None,
         dhcp_options: Default::default(),
     }
 }

@@ -74,6 +74,11 @@ pub enum Request {
         hostname: Option<String>,
         #[serde(default)]
         public_ip: Option<String>,
+        /// Left out of the line when absent, so older daemons read it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vlan_id: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        public_gateway: Option<String>,
     },
     RemoveAddress {
         #[serde(default)]
@@ -603,6 +608,8 @@ mod tests {
             mac: Some("02:00:00:aa:bb:cc".into()),
             hostname: None,
             public_ip: None,
+            vlan_id: None,
+            public_gateway: None,
         };
         let line = request_line(&request);
         assert!(!line.contains('\n'));

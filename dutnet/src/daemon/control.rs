@@ -116,12 +116,16 @@ impl Daemon {
                 mac,
                 hostname,
                 public_ip,
+                vlan_id,
+                public_gateway,
             } => {
                 let wire = AddressWire {
                     ip: Some(ip),
                     mac,
                     hostname,
                     public_ip,
+                    vlan_id,
+                    public_gateway,
                     // Boot options come from the config file only.
                     dhcp_options: None,
                 };
