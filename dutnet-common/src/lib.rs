@@ -21,7 +21,7 @@ pub mod stats;
 /// 5: `IfaceCounters::egress` holds the NIC's transmit counters when it was
 /// attached (no program counts egress any more).
 /// 6: traffic filters (`FILTER_*` maps, [`nat::Mapping::slot`]).
-pub const ABI_VERSION: u32 = 6;
+pub const ABI_VERSION: u32 = 7;
 
 /// Names of the TC programs in the eBPF object, as the controller looks them up.
 pub mod programs {

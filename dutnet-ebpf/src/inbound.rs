@@ -40,6 +40,11 @@ pub fn handle(ctx: &TcContext) -> Verdict {
         return Verdict::Pass;
     };
     if let Some(mapping) = one_to_one::of_public(ip.dst) {
+        if !one_to_one::on_its_vlan(ctx, &mapping) {
+            // Another VLAN's (or an untagged) frame for a DUT published on
+            // a VLAN: not that DUT's; the host judges it.
+            return Verdict::Pass;
+        }
         if !ip.is_later_fragment && !one_to_one::inbound_allowed(ctx, &ip, &l4, &mapping) {
             return verdict::dropped(mapping.dut_ifindex, drop::FILTERED);
         }

@@ -132,13 +132,7 @@ fn with_bench(test: impl FnOnce(&Bench) + Send + 'static) {
     };
     run.enter(move || {
         let mut datapath = EbpfDatapath::load(&paths, &[FlowLimits::new(1024); 2]).unwrap();
-        let dut0 = network(
-            "dut0",
-            vec![PublicAddress {
-                private: MAPPED,
-                public: PUBLIC,
-            }],
-        );
+        let dut0 = network("dut0", vec![PublicAddress::new(MAPPED, PUBLIC)]);
         datapath.attach(&dut0).unwrap();
         datapath.attach(&network("dut1", Vec::new())).unwrap();
         let index = |name: &str| dutnet::datapath::interface_index(name).unwrap();

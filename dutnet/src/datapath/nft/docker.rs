@@ -304,6 +304,7 @@ mod tests {
             subnet: "192.168.100.1/24".parse().unwrap(),
             upstream_interface: upstream.map(str::to_owned),
             public: Vec::new(),
+            vlan_interfaces: Vec::new(),
             filter: None,
             ntp_redirect: None,
         }
@@ -328,10 +329,10 @@ mod tests {
     #[test]
     fn one_to_one_also_lets_translated_connections_in_and_disabled_opens_nothing() {
         let mut n = network(Some("dn-up"));
-        n.public.push(PublicAddress {
-            private: "192.168.100.10".parse().unwrap(),
-            public: "10.99.0.51".parse().unwrap(),
-        });
+        n.public.push(PublicAddress::new(
+            "192.168.100.10".parse().unwrap(),
+            "10.99.0.51".parse().unwrap(),
+        ));
         let rules = accept_rules(&n);
         assert_eq!(rules.len(), 3);
         assert!(serde_json::to_string(&rules[2]).unwrap().contains("dnat"));
