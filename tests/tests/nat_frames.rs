@@ -39,6 +39,14 @@ const FAR: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 5);
 /// masqueraded ones.
 const MAPPED: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 20);
 const PUBLIC: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 50);
+/// 1:1 DUTs whose traffic a policy rule of the bench sends out of `dut1`,
+/// standing in for a VLAN sub-interface (the CI kernel has no 802.1Q):
+/// `ROUTED`'s mapping names that way out (and VLAN 905), `UNROUTED`'s none.
+const ROUTED: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 22);
+const ROUTED_PUBLIC: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 61);
+const UNROUTED: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 23);
+const UNROUTED_PUBLIC: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 62);
+const VLAN: u16 = 905;
 
 const DUT0_MAC: [u8; 6] = [0x02, 0xd0, 0, 0, 0, 0x01];
 const DUT1_MAC: [u8; 6] = [0x02, 0xd1, 0, 0, 0, 0x01];
@@ -123,6 +131,10 @@ fn with_bench(test: impl FnOnce(&Bench) + Send + 'static) {
         run.ip(&format!("link set {link} up"));
     }
     run.ip("route add 10.98.0.0/24 via 10.99.0.1");
+    for dut in [ROUTED, UNROUTED] {
+        run.ip(&format!("rule add from {dut} iif dut0 lookup 905"));
+    }
+    run.ip("route add default via 192.168.100.99 dev dut1 onlink table 905");
     run.sysctl("net.ipv4.conf.all.forwarding=1");
     lan.ip("addr add 10.99.0.1/24 dev eth0");
     lan.ip("link set eth0 up");
@@ -132,10 +144,22 @@ fn with_bench(test: impl FnOnce(&Bench) + Send + 'static) {
     };
     run.enter(move || {
         let mut datapath = EbpfDatapath::load(&paths, &[FlowLimits::new(1024); 2]).unwrap();
-        let dut0 = network("dut0", vec![PublicAddress::new(MAPPED, PUBLIC)]);
+        let index = |name: &str| dutnet::datapath::interface_index(name).unwrap();
+        let routed = PublicAddress {
+            vlan_id: Some(VLAN),
+            out_ifindex: index("dut1"),
+            ..PublicAddress::new(ROUTED, ROUTED_PUBLIC)
+        };
+        let dut0 = network(
+            "dut0",
+            vec![
+                PublicAddress::new(MAPPED, PUBLIC),
+                routed,
+                PublicAddress::new(UNROUTED, UNROUTED_PUBLIC),
+            ],
+        );
         datapath.attach(&dut0).unwrap();
         datapath.attach(&network("dut1", Vec::new())).unwrap();
-        let index = |name: &str| dutnet::datapath::interface_index(name).unwrap();
         let mut bench = Bench {
             dut0: index("dut0"),
             dut1: index("dut1"),
@@ -747,5 +771,48 @@ fn a_fragment_overlapping_what_came_before_is_dropped_an_out_of_order_one_is_not
         assert_eq!(verdict(fragment(2, 0, true)), TC_ACT_REDIRECT);
         assert_eq!(verdict(fragment(2, 17, false)), TC_ACT_REDIRECT);
         assert_eq!(verdict(fragment(2, 9, true)), TC_ACT_REDIRECT);
+    });
+}
+
+/// A 1:1 DUT's policy route (`public_gateway`) may take it out of the
+/// interface its mapping names (its VLAN sub-interface), and only that DUT;
+/// inbound, a mapping on a VLAN takes only frames tagged with it (these are
+/// untagged: the host judges them).
+#[test]
+fn a_policy_routed_dut_leaves_by_its_own_way_out_and_only_it() {
+    with_bench(|b| {
+        let out = b.outbound(
+            b.dut0,
+            &from_board(
+                frames::udp((ROUTED, 40000), (FAR, 53), b"q"),
+                BOARD_A,
+                DUT0_MAC,
+            ),
+        );
+        assert_eq!(out.verdict, TC_ACT_REDIRECT);
+        let p = parsed(&out);
+        assert_eq!(p.src, ROUTED_PUBLIC);
+        assert_checksums(&p);
+        // Routed the same way without a mapping that allows it: isolation.
+        let out = b.outbound(
+            b.dut0,
+            &from_board(
+                frames::udp((UNROUTED, 40000), (FAR, 53), b"q"),
+                BOARD_A,
+                DUT0_MAC,
+            ),
+        );
+        assert_eq!(out.verdict, TC_ACT_SHOT);
+
+        let untagged = from_router(frames::udp((FAR, 53), (ROUTED_PUBLIC, 40000), b"a"));
+        let back = b.inbound(&untagged);
+        assert_eq!((back.verdict, &back.frame), (TC_ACT_UNSPEC, &untagged));
+        let plain = b.inbound(&from_router(frames::udp(
+            (FAR, 53),
+            (UNROUTED_PUBLIC, 40000),
+            b"a",
+        )));
+        assert_eq!(plain.verdict, TC_ACT_REDIRECT);
+        assert_eq!(parsed(&plain).dst, UNROUTED);
     });
 }
