@@ -367,6 +367,28 @@ mod tests {
     }
 
     #[test]
+    fn a_vlan_sub_interface_is_treated_as_the_upstream() {
+        let mut n = net("a", "dn-dut1", Some("dn-up"));
+        n.public.push(PublicAddress {
+            vlan_id: Some(905),
+            ..PublicAddress::new(
+                "192.168.100.10".parse().unwrap(),
+                "10.9.5.20".parse().unwrap(),
+            )
+        });
+        n.vlan_interfaces.push("dn-up.905".to_owned());
+        let text = ruleset(&[n], Some(&(64512..=65535)));
+        let up = r#"oifname { "dn-up", "dn-up.905" }"#;
+        for rule in [
+            format!("iifname \"dn-dut1\" {up} ip saddr 192.168.100.0/24 accept"),
+            format!("{up} ip saddr 192.168.100.10 snat to 10.9.5.20"),
+            format!("{up} ip saddr 192.168.100.0/24 counter drop"),
+        ] {
+            assert!(text.contains(&rule), "{rule} missing:\n{text}");
+        }
+    }
+
+    #[test]
     fn a_network_without_nat_forwards_nothing() {
         let text = ruleset(&[net("iso", "dn-dut2", None)], Some(&(64512..=65535)));
         assert!(!text.contains("masquerade"), "{text}");
