@@ -221,6 +221,23 @@ fn vlan_entries_are_checked_as_jumpstarter_checks_them() {
             "the same gateway",
         ],
     );
+    // A VLAN's table and sub-interface belong to one network.
+    let out = check(
+        &topology,
+        "two-networks.yaml",
+        "networks:
+  - {name: a, interface: dn-dut1, nat_mode: 1to1, addresses: [{ip: 192.168.100.10, public_ip: 10.9.5.20, vlan_id: 905, public_gateway: 10.9.5.1}]}
+  - {name: b, interface: dn-dut2, subnet: 192.168.101.0/24, nat_mode: 1to1, addresses: [{ip: 192.168.101.10, public_ip: 10.9.5.21, vlan_id: 905, public_gateway: 10.9.5.1}]}
+",
+    );
+    assert_refused(
+        &out,
+        "networks[1].addresses[0].vlan_id",
+        &[
+            "VLAN 905 (route table 905) is also used by networks[0]",
+            "one network",
+        ],
+    );
     // jumpstarter warns about a VLAN without a gateway; so does dutnet.
     let out = check(&topology, "no-gateway.yaml", &vlan_entry("vlan_id: 905"));
     assert!(out.success(), "{out:#?}");

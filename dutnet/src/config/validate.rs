@@ -619,6 +619,34 @@ pub(crate) fn check_across(
             }
         }
     }
+    // A policy route's table (and a VLAN's sub-interface) is undone with
+    // the network that made it, so it serves one network only.
+    let mut tables: HashMap<u32, usize> = HashMap::new();
+    for (i, net) in nets.iter().enumerate() {
+        for (k, a) in net.addresses.iter().enumerate() {
+            let Some(table) = a.route_table().or(a.vlan_id.map(u32::from)) else {
+                continue;
+            };
+            match tables.get(&table) {
+                Some(&j) if j != i => {
+                    let (key, what) = match a.vlan_id {
+                        Some(vlan) => ("vlan_id", format!("VLAN {vlan}")),
+                        None => ("public_gateway", format!("the policy route of {}", a.ip)),
+                    };
+                    p.push(Problem::new(
+                        join(&paths[i], &format!("addresses[{k}].{key}")),
+                        format!(
+                            "{what} (route table {table}) is also used by {}; a route table belongs to one network: put these DUTs in one network, or use another VLAN",
+                            paths[j]
+                        ),
+                    ));
+                }
+                _ => {
+                    tables.insert(table, i);
+                }
+            }
+        }
+    }
     // A DUT NIC cannot double as another network's way out.
     for (i, net) in nets.iter().enumerate() {
         for (key, other) in [
