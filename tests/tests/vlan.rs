@@ -473,3 +473,43 @@ fn an_untagged_policy_route_is_added_at_run_time_and_undone_after_a_crash() {
     );
     assert!(routes.trim().is_empty(), "a route is left: {routes}");
 }
+
+/// Runs on every kernel: with 802.1Q the VLAN network comes up with its
+/// sub-interface, rule and route; without, it fails saying what the kernel
+/// lacks and how to add it (and leaves nothing behind either way).
+#[test]
+fn a_vlan_network_comes_up_or_names_the_missing_kernel_support() {
+    let mut lab = Lab::builder().upstream().static_duts(1).build();
+    let probe = lab.exporter.exec(
+        "ip",
+        &[
+            "link", "add", "link", "dn-up", "name", "dn-probe", "type", "vlan", "id", "2",
+        ],
+    );
+    let kernel_has_vlans = probe.success();
+    if kernel_has_vlans {
+        lab.exporter.ip("link del dn-probe");
+    }
+    let config = lab.nat_config(|_| {
+        format!(
+            "datapath: ebpf\nnat_mode: 1to1\naddresses:\n  - ip: {DUT_IP}\n    public_ip: {VLAN_PUBLIC}\n    vlan_id: {VLAN}\n    public_gateway: {VLAN_GATEWAY}\n"
+        )
+    });
+    lab.write_config(&config);
+    // Not `start`: that waits for every network to be up.
+    lab.launch_with(&[]);
+    if kernel_has_vlans {
+        lab.wait_network_state("dut1", "up", Duration::from_secs(5));
+        assert_vlan_in_place(&lab);
+    } else {
+        lab.wait_network_state("dut1", "failed", Duration::from_secs(5));
+        let (_, problem) = lab.network_state("dut1").unwrap();
+        let problem = problem.unwrap_or_default();
+        assert!(
+            problem.contains("no 802.1Q VLAN support") && problem.contains("modprobe 8021q"),
+            "{problem}"
+        );
+    }
+    lab.stop();
+    assert_vlan_gone(&lab);
+}

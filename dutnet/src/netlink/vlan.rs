@@ -31,7 +31,15 @@ impl Netlink {
             .add(LinkVlan::new(name, parent, vlan_id).up().build())
             .execute()
             .await
-            .map_err(|e| error("add vlan link", name, e))?;
+            .map_err(|e| match errno(&e) {
+                // What the kernel says when no "vlan" link kind is registered.
+                Some(libc::EOPNOTSUPP) => error(
+                    "add vlan link",
+                    name,
+                    "the kernel has no 802.1Q VLAN support: `modprobe 8021q` (CONFIG_VLAN_8021Q)",
+                ),
+                _ => error("add vlan link", name, e),
+            })?;
         self.link_by_name(name)
             .await?
             .ok_or_else(|| error("add vlan link", name, "created, then not found"))
