@@ -33,8 +33,13 @@ pub fn handle(ctx: &TcContext) -> Verdict {
         return unsolicited_or_pass(&ip);
     }
     if ip.is_later_fragment {
-        return fragments::follow_inbound(ctx, ifindex, &ip)
-            .unwrap_or_else(|| unsolicited_or_pass(&ip));
+        let verdict = fragments::follow_inbound(ctx, ifindex, &ip);
+        if let Some(Verdict::Redirect(_)) = verdict {
+            // A later fragment of a datagram that came on a 1:1 DUT's VLAN
+            // carries the tag too; the DUT's network is untagged.
+            one_to_one::untag(ctx);
+        }
+        return verdict.unwrap_or_else(|| unsolicited_or_pass(&ip));
     }
     let Ok(l4) = parse::l4_head(ctx, &ip, Ipv4::L4_OFF) else {
         return Verdict::Pass;

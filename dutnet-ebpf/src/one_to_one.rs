@@ -53,6 +53,16 @@ pub fn on_its_vlan(ctx: &TcContext, m: &Mapping) -> bool {
     if present == 0 || (tci & 0x0fff) as u16 != m.vlan_id {
         return false;
     }
+    untag(ctx)
+}
+
+/// Takes the frame's VLAN tag off, if it has one; false if that failed.
+#[inline(always)]
+pub fn untag(ctx: &TcContext) -> bool {
+    // SAFETY: `skb` points at the kernel's __sk_buff for this program run.
+    if unsafe { (*ctx.skb.skb).vlan_present } == 0 {
+        return true;
+    }
     // SAFETY: plain helper call on this program's skb; with the tag in the
     // skb's metadata it only clears it (the packet bytes do not move).
     unsafe { aya_ebpf::helpers::bpf_skb_vlan_pop(ctx.skb.skb.cast()) == 0 }
