@@ -192,6 +192,13 @@ mod a_vlan_dut_is_tagged_on_its_vlan_and_reached_over_it {
 fn a_vlan_dut_is_tagged_on_its_vlan_and_reached_over_it(datapath: &str) {
     let mut lab = vlan_lab(datapath);
     assert_vlan_in_place(&lab);
+    let shown = lab.ok(&["nat-rules"]);
+    assert!(
+        shown.contains(&format!(
+            "{DUT_IP} <-> {VLAN_PUBLIC} vlan {VLAN} via {VLAN_GATEWAY}"
+        )),
+        "{shown}"
+    );
     let file = lab.topology.path("lan-vlan.pcap");
     let mut dump = capture(&lab, &file);
 
@@ -375,6 +382,11 @@ fn an_untagged_policy_route_sends_a_dut_to_its_public_gateway(datapath: &str) {
     assert!(
         routes.contains(&format!("default via {LAN_IP} dev dn-up")) && routes.contains("onlink"),
         "{routes}"
+    );
+    let shown = lab.ok(&["nat-rules"]);
+    assert!(
+        shown.contains(&format!("{DUT_IP} <-> {VLAN_PUBLIC_UNTAGGED} via {LAN_IP}")),
+        "{shown}"
     );
     let far = UdpEcho::start(lab.far(), SocketAddrV4::new(FAR_IP, 7100));
     let routed = udp_socket(lab.dut(1), SocketAddrV4::new(DUT_IP, 0));

@@ -541,6 +541,12 @@ pub struct PortRange {
 pub struct Mapping {
     pub private: Ipv4Addr,
     pub public: Ipv4Addr,
+    /// The VLAN its traffic leaves tagged on (`vlan_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan_id: Option<u16>,
+    /// Where its policy route goes (`public_gateway`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_gateway: Option<Ipv4Addr>,
 }
 
 /// How many flows a `flows` request with `limit` gets, or why it is

@@ -377,6 +377,12 @@ impl Daemon {
                 .map(|p| Mapping {
                     private: p.private,
                     public: p.public,
+                    vlan_id: p.vlan_id,
+                    public_gateway: c
+                        .addresses
+                        .iter()
+                        .find(|a| a.ip == p.private)
+                        .and_then(|a| a.public_gateway),
                 })
                 .collect(),
             active_flows,
