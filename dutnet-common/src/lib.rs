@@ -22,7 +22,8 @@ pub mod stats;
 /// attached (no program counts egress any more).
 /// 6: traffic filters (`FILTER_*` maps, [`nat::Mapping::slot`]).
 /// 7: per-DUT traffic (`DUT_TRAFFIC`).
-pub const ABI_VERSION: u32 = 7;
+/// 8: a 1:1 mapping's own way out (`Mapping::out_ifindex`, `vlan_id`).
+pub const ABI_VERSION: u32 = 8;
 
 /// Names of the TC programs in the eBPF object, as the controller looks them up.
 pub mod programs {

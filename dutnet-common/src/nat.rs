@@ -214,6 +214,15 @@ pub struct Mapping {
     /// Its network's [`FlowBudget::slot`], which also names its filter
     /// (host order).
     pub slot: u32,
+    /// Where the DUT's policy route (`public_gateway`) sends its traffic:
+    /// its VLAN sub-interface, or the public interface; 0 without one, and
+    /// then only the network's upstream is accepted (host order).
+    pub out_ifindex: u32,
+    /// The VLAN (`vlan_id`) inbound frames to `public_addr` must arrive
+    /// tagged with, and whose tag is taken off on the way to the DUT; 0:
+    /// untagged (host order).
+    pub vlan_id: u16,
+    pub _pad: [u8; 2],
 }
 
 /// Key of `NAT_1TO1_OUT`: the DUT NIC and the DUT's address on it (DUT NICs
@@ -278,7 +287,7 @@ const _: () = assert!(core::mem::size_of::<FlowBudget>() == 20);
 const _: () = assert!(core::mem::size_of::<FlowCounts>() == 32);
 const _: () = assert!(core::mem::size_of::<FragKey>() == 16);
 const _: () = assert!(core::mem::size_of::<FragEntry>() == 32);
-const _: () = assert!(core::mem::size_of::<Mapping>() == 16);
+const _: () = assert!(core::mem::size_of::<Mapping>() == 24);
 const _: () = assert!(core::mem::size_of::<PrivateKey>() == 8);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 20);
 const _: () = assert!(core::mem::size_of::<BindingKey>() == 12);

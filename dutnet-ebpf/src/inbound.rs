@@ -33,13 +33,23 @@ pub fn handle(ctx: &TcContext) -> Verdict {
         return unsolicited_or_pass(&ip);
     }
     if ip.is_later_fragment {
-        return fragments::follow_inbound(ctx, ifindex, &ip)
-            .unwrap_or_else(|| unsolicited_or_pass(&ip));
+        let verdict = fragments::follow_inbound(ctx, ifindex, &ip);
+        if let Some(Verdict::Redirect(_)) = verdict {
+            // A later fragment of a datagram that came on a 1:1 DUT's VLAN
+            // carries the tag too; the DUT's network is untagged.
+            one_to_one::untag(ctx);
+        }
+        return verdict.unwrap_or_else(|| unsolicited_or_pass(&ip));
     }
     let Ok(l4) = parse::l4_head(ctx, &ip, Ipv4::L4_OFF) else {
         return Verdict::Pass;
     };
     if let Some(mapping) = one_to_one::of_public(ip.dst) {
+        if !one_to_one::on_its_vlan(ctx, &mapping) {
+            // Another VLAN's (or an untagged) frame for a DUT published on
+            // a VLAN: not that DUT's; the host judges it.
+            return Verdict::Pass;
+        }
         if !ip.is_later_fragment && !one_to_one::inbound_allowed(ctx, &ip, &l4, &mapping) {
             return verdict::dropped(mapping.dut_ifindex, drop::FILTERED);
         }

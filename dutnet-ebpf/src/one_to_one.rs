@@ -37,6 +37,37 @@ pub fn of_public(dst: u32) -> Option<Mapping> {
     NAT_1TO1_IN.get_ptr(dst).map(|m| unsafe { *m })
 }
 
+/// Whether an inbound frame for `m` came on `m`'s VLAN (untagged for a
+/// mapping without one: unchanged from before VLANs). The kernel takes the
+/// 802.1Q tag off into the skb before TC ingress on the parent interface
+/// (`skb_vlan_untag` in `__netif_receive_skb_core`), so the program of the
+/// upstream sees the VLAN's frames before the sub-interface would; the
+/// tag is popped here so the DUT gets the frame untagged.
+#[inline(always)]
+pub fn on_its_vlan(ctx: &TcContext, m: &Mapping) -> bool {
+    if m.vlan_id == 0 {
+        return true;
+    }
+    // SAFETY: `skb` points at the kernel's __sk_buff for this program run.
+    let (present, tci) = unsafe { ((*ctx.skb.skb).vlan_present, (*ctx.skb.skb).vlan_tci) };
+    if present == 0 || (tci & 0x0fff) as u16 != m.vlan_id {
+        return false;
+    }
+    untag(ctx)
+}
+
+/// Takes the frame's VLAN tag off, if it has one; false if that failed.
+#[inline(always)]
+pub fn untag(ctx: &TcContext) -> bool {
+    // SAFETY: `skb` points at the kernel's __sk_buff for this program run.
+    if unsafe { (*ctx.skb.skb).vlan_present } == 0 {
+        return true;
+    }
+    // SAFETY: plain helper call on this program's skb; with the tag in the
+    // skb's metadata it only clears it (the packet bytes do not move).
+    unsafe { aya_ebpf::helpers::bpf_skb_vlan_pop(ctx.skb.skb.cast()) == 0 }
+}
+
 /// Rewrites the source (outbound) or destination (inbound) address of a
 /// TCP, UDP or ICMP packet, and decrements the TTL.
 #[inline(always)]

@@ -148,13 +148,18 @@ pub fn handle(ctx: &TcContext) -> Verdict {
         // even when both DUT NICs carry the same subnet.
         return one_to_one::hairpin(ctx, &ip, &mapping, &target);
     }
-    let (out_ifindex, next_hop) = match upstream_route(ctx, &cfg, &ip, ifindex, sport, dport) {
-        Ok(hop) => hop,
-        Err(verdict) => return verdict,
+    let mapping = if cfg.nat_mode == mode::ONE_TO_ONE {
+        one_to_one::of_private(ifindex, ip.src)
+    } else {
+        None
     };
-    if cfg.nat_mode == mode::ONE_TO_ONE
-        && let Some(mapping) = one_to_one::of_private(ifindex, ip.src)
-    {
+    let policy_out = mapping.map_or(0, |m| m.out_ifindex);
+    let (out_ifindex, next_hop) =
+        match upstream_route(ctx, &cfg, &ip, ifindex, sport, dport, policy_out) {
+            Ok(hop) => hop,
+            Err(verdict) => return verdict,
+        };
+    if let Some(mapping) = mapping {
         if let Some(head) = filter::head(mapping.slot) {
             let flow = one_to_one::flow_key(&mapping, ip.dst, sport, dport, ip.protocol);
             if !one_to_one::opens_or_continues(
@@ -260,7 +265,10 @@ fn from_a_dut(cfg: &DutConfig, src: u32) -> bool {
 }
 
 /// The route to the destination, which must leave by this network's
-/// upstream NIC; anything else is passed to the kernel or dropped.
+/// upstream NIC, or by `policy_out` (non-zero: where a 1:1 DUT's policy
+/// route goes, its VLAN sub-interface; the lookup sees the rule because it
+/// is made as the kernel's forwarding would, from the DUT's address on its
+/// NIC); anything else is passed to the kernel or dropped.
 #[inline(always)]
 fn upstream_route(
     ctx: &TcContext,
@@ -269,12 +277,15 @@ fn upstream_route(
     ifindex: u32,
     sport: u16,
     dport: u16,
+    policy_out: u32,
 ) -> Result<(u32, u32), Verdict> {
     match forward::route(ctx, ip, ifindex, sport, dport) {
         Route::Via {
             ifindex: out,
             next_hop,
-        } if out == cfg.upstream_ifindex => Ok((out, next_hop)),
+        } if out == cfg.upstream_ifindex || (policy_out != 0 && out == policy_out) => {
+            Ok((out, next_hop))
+        }
         // Another DUT network or a host interface: isolation says no.
         Route::Via { .. } => Err(verdict::dropped(ifindex, drop::NOT_UPSTREAM)),
         // The exporter's own upstream address (SSH to it, say).
@@ -331,6 +342,7 @@ fn error_from_dut(
     let Some((addr, port)) = error_translation(ifindex, cfg, ip, &quoted) else {
         return verdict::punted(ifindex, punt::PROTOCOL);
     };
+    let mut policy_out = 0;
     if cfg.nat_mode == mode::ONE_TO_ONE
         && let Some(m) = one_to_one::of_private(ifindex, ip.src)
     {
@@ -340,8 +352,9 @@ fn error_from_dut(
         if !one_to_one::error_allowed(&m, &flow, filter_direction::EGRESS, ip.dst) {
             return verdict::dropped(ifindex, drop::FILTERED);
         }
+        policy_out = m.out_ifindex;
     }
-    let (out_ifindex, next_hop) = match upstream_route(ctx, cfg, ip, ifindex, 0, 0) {
+    let (out_ifindex, next_hop) = match upstream_route(ctx, cfg, ip, ifindex, 0, 0, policy_out) {
         Ok(hop) => hop,
         Err(verdict) => return verdict,
     };

@@ -132,3 +132,118 @@ fn absurd_files_are_refused_fast_and_briefly() {
         "every problem at once: {out:#?}"
     );
 }
+
+/// A 1:1 entry of `nat_mode: 1to1` with `keys` (YAML flow keys) added.
+fn vlan_entry(keys: &str) -> String {
+    format!(
+        "interface: dn-dut1\nnat_mode: 1to1\naddresses:\n  - {{ip: 192.168.100.10, public_ip: 10.9.5.20, {keys}}}\n"
+    )
+}
+
+/// `vlan_id` and `public_gateway` (jumpstarter PR #1068): each refusal
+/// names its key and the fix; a VLAN without a gateway loads with a note.
+#[test]
+fn vlan_entries_are_checked_as_jumpstarter_checks_them() {
+    let topology = Topology::new();
+    let good = check(
+        &topology,
+        "vlan.yaml",
+        &vlan_entry("vlan_id: 905, public_gateway: 10.9.5.1"),
+    );
+    assert!(good.success(), "{good:#?}");
+    assert!(!good.stderr.contains("note"), "{good:#?}");
+    for (name, keys, path, needles) in [
+        (
+            "zero",
+            "vlan_id: 0, public_gateway: 10.9.5.1",
+            "addresses[0].vlan_id",
+            &["0 is not a VLAN id", "1 to 4094"][..],
+        ),
+        (
+            "big",
+            "vlan_id: 4095, public_gateway: 10.9.5.1",
+            "addresses[0].vlan_id",
+            &["4095 is not a VLAN id", "1 to 4094"][..],
+        ),
+        (
+            "reserved",
+            "vlan_id: 254, public_gateway: 10.9.5.1",
+            "addresses[0].vlan_id",
+            &["route table 254", "kernel reserves", "use another VLAN"][..],
+        ),
+        (
+            "ipv6",
+            "vlan_id: 905, public_gateway: \"2001:db8::1\"",
+            "addresses[0].public_gateway",
+            &["is an IPv6 address", "IPv4 only"][..],
+        ),
+        (
+            "garbage",
+            "vlan_id: 905, public_gateway: router",
+            "addresses[0].public_gateway",
+            &["`router` is not an IPv4 address"][..],
+        ),
+        (
+            "inside",
+            "vlan_id: 905, public_gateway: 192.168.100.1",
+            "addresses[0].public_gateway",
+            &["inside the DUT subnet"][..],
+        ),
+    ] {
+        let out = check(&topology, &format!("{name}.yaml"), &vlan_entry(keys));
+        assert_refused(&out, path, needles);
+    }
+    // Without a public_ip there is no 1:1 traffic to route.
+    let out = check(
+        &topology,
+        "no-public.yaml",
+        "interface: dn-dut1\nnat_mode: 1to1\naddresses:\n  - {ip: 192.168.100.10, vlan_id: 905}\n  - {ip: 192.168.100.11, public_ip: 10.9.5.21}\n",
+    );
+    assert_refused(
+        &out,
+        "addresses[0].vlan_id",
+        &["needs `public_ip`", "or remove vlan_id"],
+    );
+    // Two DUTs of one VLAN share its route table, so its gateway.
+    let out = check(
+        &topology,
+        "two-gateways.yaml",
+        "interface: dn-dut1\nnat_mode: 1to1\naddresses:
+  - {ip: 192.168.100.10, public_ip: 10.9.5.20, vlan_id: 905, public_gateway: 10.9.5.1}
+  - {ip: 192.168.100.11, public_ip: 10.9.5.21, vlan_id: 905, public_gateway: 10.9.5.2}
+",
+    );
+    assert_refused(
+        &out,
+        "addresses[1].public_gateway",
+        &[
+            "VLAN 905 has public_gateway 10.9.5.1 in addresses[0]",
+            "the same gateway",
+        ],
+    );
+    // A VLAN's table and sub-interface belong to one network.
+    let out = check(
+        &topology,
+        "two-networks.yaml",
+        "networks:
+  - {name: a, interface: dn-dut1, nat_mode: 1to1, addresses: [{ip: 192.168.100.10, public_ip: 10.9.5.20, vlan_id: 905, public_gateway: 10.9.5.1}]}
+  - {name: b, interface: dn-dut2, subnet: 192.168.101.0/24, nat_mode: 1to1, addresses: [{ip: 192.168.101.10, public_ip: 10.9.5.21, vlan_id: 905, public_gateway: 10.9.5.1}]}
+",
+    );
+    assert_refused(
+        &out,
+        "networks[1].addresses[0].vlan_id",
+        &[
+            "VLAN 905 (route table 905) is also used by networks[0]",
+            "one network",
+        ],
+    );
+    // jumpstarter warns about a VLAN without a gateway; so does dutnet.
+    let out = check(&topology, "no-gateway.yaml", &vlan_entry("vlan_id: 905"));
+    assert!(out.success(), "{out:#?}");
+    assert!(
+        out.stderr
+            .contains("note: addresses[0].vlan_id: VLAN 905 has no public_gateway"),
+        "{out:#?}"
+    );
+}

@@ -598,3 +598,46 @@ fn a_fragment_overlapping_what_came_before_is_dropped_an_out_of_order_one_is_not
         assert_eq!(verdict(fragment(2, 9, true)), TC_ACT_REDIRECT);
     });
 }
+
+/// A 1:1 DUT's policy route (`public_gateway`) may take it out of the
+/// interface its mapping names (its VLAN sub-interface), and only that DUT;
+/// inbound, a mapping on a VLAN takes only frames tagged with it (these are
+/// untagged: the host judges them).
+#[test]
+fn a_policy_routed_dut_leaves_by_its_own_way_out_and_only_it() {
+    with_bench(|b| {
+        let out = b.outbound(
+            b.dut0,
+            &from_board(
+                frames::udp((ROUTED, 40000), (FAR, 53), b"q"),
+                BOARD_A,
+                DUT0_MAC,
+            ),
+        );
+        assert_eq!(out.verdict, TC_ACT_REDIRECT);
+        let p = parsed(&out);
+        assert_eq!(p.src, ROUTED_PUBLIC);
+        assert_checksums(&p);
+        // Routed the same way without a mapping that allows it: isolation.
+        let out = b.outbound(
+            b.dut0,
+            &from_board(
+                frames::udp((UNROUTED, 40000), (FAR, 53), b"q"),
+                BOARD_A,
+                DUT0_MAC,
+            ),
+        );
+        assert_eq!(out.verdict, TC_ACT_SHOT);
+
+        let untagged = from_router(frames::udp((FAR, 53), (ROUTED_PUBLIC, 40000), b"a"));
+        let back = b.inbound(&untagged);
+        assert_eq!((back.verdict, &back.frame), (TC_ACT_UNSPEC, &untagged));
+        let plain = b.inbound(&from_router(frames::udp(
+            (FAR, 53),
+            (UNROUTED_PUBLIC, 40000),
+            b"a",
+        )));
+        assert_eq!(plain.verdict, TC_ACT_REDIRECT);
+        assert_eq!(parsed(&plain).dst, UNROUTED);
+    });
+}

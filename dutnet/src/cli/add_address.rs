@@ -18,6 +18,13 @@ pub struct Args {
     /// With `nat_mode: 1to1`: the DUT's own public address.
     #[arg(long, value_name = "IP")]
     public_ip: Option<String>,
+    /// With --public-ip: its traffic leaves tagged on this VLAN (1-4094)
+    /// of the public interface.
+    #[arg(long, value_name = "ID")]
+    vlan_id: Option<u64>,
+    /// With --public-ip: route its traffic to this router (the VLAN's).
+    #[arg(long, value_name = "IP")]
+    public_gateway: Option<String>,
     #[command(flatten)]
     common: Common,
 }
@@ -29,6 +36,8 @@ pub fn run(args: &Args) -> Result<()> {
         mac: args.mac.clone(),
         hostname: args.hostname.clone(),
         public_ip: args.public_ip.clone(),
+        vlan_id: args.vlan_id,
+        public_gateway: args.public_gateway.clone(),
     };
     print_done(ask(&args.common, &request)?)
 }

@@ -56,7 +56,11 @@ pub fn run(args: &Args) -> Result<()> {
             println!("  1:1            -");
         }
         for m in &n.mappings {
-            println!("  1:1            {} <-> {}", m.private, m.public);
+            let vlan = m.vlan_id.map_or_else(String::new, |v| format!(" vlan {v}"));
+            let via = m
+                .public_gateway
+                .map_or_else(String::new, |g| format!(" via {g}"));
+            println!("  1:1            {} <-> {}{vlan}{via}", m.private, m.public);
         }
     }
     if networks.iter().any(|n| n.datapath == "nft") {

@@ -340,6 +340,36 @@ fn address(w: AddressWire, p: &mut Vec<Problem>) -> Option<AddressEntry> {
             .map_err(|m| p.push(Problem::new("public_ip", m)))
             .ok()
     });
+    let vlan_id = w.vlan_id.and_then(|id| match u16::try_from(id) {
+        Ok(id @ 1..=4094) => Some(id),
+        _ => {
+            p.push(Problem::new(
+                "vlan_id",
+                format!("{id} is not a VLAN id; give one from 1 to 4094 (802.1Q)"),
+            ));
+            None
+        }
+    });
+    let public_gateway = w
+        .public_gateway
+        .as_deref()
+        .and_then(|s| match s.parse::<IpAddr>() {
+            Ok(IpAddr::V4(v4)) => Some(v4),
+            Ok(IpAddr::V6(_)) => {
+                p.push(Problem::new(
+                    "public_gateway",
+                    format!("`{s}` is an IPv6 address; policy routing for 1:1 NAT is IPv4 only"),
+                ));
+                None
+            }
+            Err(_) => {
+                p.push(Problem::new(
+                    "public_gateway",
+                    format!("`{s}` is not an IPv4 address; give the VLAN router's, e.g. 10.26.5.1"),
+                ));
+                None
+            }
+        });
     let dhcp_options = dhcp_options(p, "dhcp_options", w.dhcp_options);
     // A bad `mac` or `public_ip` is reported above; the entry stays (without
     // it) so that its other rules are checked in the same run.
@@ -348,6 +378,8 @@ fn address(w: AddressWire, p: &mut Vec<Problem>) -> Option<AddressEntry> {
         mac,
         hostname: w.hostname,
         public_ip,
+        vlan_id,
+        public_gateway,
         dhcp_options,
     })
 }

@@ -27,9 +27,13 @@ pub use convert::{
     DEFAULT_SUBNET, DEFAULT_UDP_TIMEOUT, resolve_public_ip, system_resolver,
 };
 pub use error::{ConfigError, Problem};
-pub use model::{AddressEntry, DatapathChoice, DhcpSettings, DnsEntry, MacAddr, NatMode, Network};
+pub use model::{
+    AddressEntry, DatapathChoice, DhcpSettings, DnsEntry, MacAddr, NatMode, Network,
+    RESERVED_ROUTE_TABLES,
+};
 pub use validate::{
-    MIN_LEASE_TIME, MIN_NAT_TIMEOUT, MIN_UDP_TIMEOUT, NAT_TABLE_SIZES, check_datapaths,
+    MIN_LEASE_TIME, MIN_NAT_TIMEOUT, MIN_UDP_TIMEOUT, NAT_TABLE_SIZES, address_notes,
+    check_datapaths,
 };
 
 /// The networks of a config file, plus notes about what was ignored (the

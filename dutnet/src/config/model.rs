@@ -217,9 +217,33 @@ pub struct AddressEntry {
     pub hostname: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub public_ip: Option<Ipv4Addr>,
+    /// The VLAN (1-4094) of the public interface the 1:1 traffic leaves
+    /// on, from a sub-interface dutnet creates (`eth0.905`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vlan_id: Option<u16>,
+    /// Where that traffic is routed (policy routing from the DUT): the
+    /// VLAN's router, or without `vlan_id` a router of the public
+    /// interface other than the default route's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_gateway: Option<Ipv4Addr>,
     /// This DUT's DHCP options, over the network's (needs `mac`).
     #[serde(skip_serializing_if = "DhcpOptions::is_empty")]
     pub dhcp_options: DhcpOptions,
+}
+
+/// Routing tables the kernel keeps for itself (`unspec`, `default`,
+/// `main`, `local`): a policy route's table must not be one.
+pub const RESERVED_ROUTE_TABLES: [u32; 4] = [0, 253, 254, 255];
+
+impl AddressEntry {
+    /// The routing table of this DUT's policy route, as jumpstarter (PR
+    /// #1068) numbers it: the VLAN id when tagged, the DUT address as a
+    /// number when untagged; `None` without `public_gateway` (no route).
+    #[must_use]
+    pub fn route_table(&self) -> Option<u32> {
+        self.public_gateway?;
+        Some(self.vlan_id.map_or(u32::from(self.ip), u32::from))
+    }
 }
 
 /// A custom DNS record the network's resolver answers.

@@ -53,6 +53,8 @@ pub const ADDRESS_FIELDS: &[Field] = &[
     f("mac", Kind::Str),
     f("hostname", Kind::Str),
     f("public_ip", Kind::Str),
+    f("vlan_id", Kind::UInt(4094)),
+    f("public_gateway", Kind::Str),
     f("dhcp_options", Kind::Mapping(DHCP_OPTION_FIELDS)),
 ];
 

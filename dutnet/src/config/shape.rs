@@ -90,7 +90,14 @@ pub fn load(text: &str) -> Result<LoadedConfig, ConfigError> {
             wire.name = item.name;
         }
         let mut own = Vec::new();
-        networks.push(convert::build(wire, &mut own));
+        let net = convert::build(wire, &mut own);
+        for (i, entry) in net.addresses.iter().enumerate() {
+            notes.extend(validate::address_notes(
+                &join(&item.path, &format!("addresses[{i}]")),
+                entry,
+            ));
+        }
+        networks.push(net);
         paths.push(item.path.clone());
         subnet_parsed.push(!own.iter().any(|q| q.path == "subnet"));
         problems.extend(own.into_iter().map(|q| {

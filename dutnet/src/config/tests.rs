@@ -1127,6 +1127,8 @@ fn entry(ip4: Ipv4Addr, mac: Option<[u8; 6]>, hostname: Option<&str>) -> Address
         mac: mac.map(MacAddr),
         hostname: hostname.map(str::to_owned),
         public_ip: None,
+        vlan_id: None,
+        public_gateway: None,
         dhcp_options: Default::default(),
     }
 }
@@ -1815,4 +1817,57 @@ fn yaml_1_1_booleans_read_as_jumpstarter_reads_them() {
     assert!(n.enable_tcpdump);
     // PyYAML reads `y` as a string: refused, saying what is meant.
     assert_problem(&single("dhcp_enabled: y\n"), "dhcp_enabled", "yes/no");
+}
+
+/// jumpstarter's table numbering (PR #1068): the VLAN id when tagged, the
+/// DUT address as a number untagged, none without a gateway.
+#[test]
+fn a_policy_route_table_is_numbered_as_jumpstarter_numbers_it() {
+    let net = load(
+        "interface: dn-x\nnat_mode: 1to1\naddresses:
+  - {ip: 192.168.100.10, public_ip: 10.9.5.20, vlan_id: 905, public_gateway: 10.9.5.1}
+  - {ip: 192.168.100.11, public_ip: 10.99.0.51, public_gateway: 10.99.0.254}
+  - {ip: 192.168.100.12, public_ip: 10.9.6.22, vlan_id: 906}
+",
+    )
+    .networks
+    .remove(0);
+    let tables: Vec<Option<u32>> = net
+        .addresses
+        .iter()
+        .map(AddressEntry::route_table)
+        .collect();
+    assert_eq!(
+        tables,
+        vec![Some(905), Some(u32::from(ip(192, 168, 100, 11))), None]
+    );
+}
+
+#[test]
+fn a_runtime_vlan_entry_obeys_the_file_rules() {
+    let net = load("interface: dn-x\nnat_mode: 1to1\naddresses:\n  - {ip: 192.168.100.10, public_ip: 10.9.5.20, vlan_id: 905, public_gateway: 10.9.5.1}\n")
+        .networks
+        .remove(0);
+    let wire = |vlan: u64, gateway: &str, public: Option<&str>| wire::AddressWire {
+        ip: Some("192.168.100.11".into()),
+        public_ip: public.map(Into::into),
+        vlan_id: Some(vlan),
+        public_gateway: Some(gateway.into()),
+        ..wire::AddressWire::default()
+    };
+    let check = |w: wire::AddressWire| {
+        AddressEntry::try_from(w)
+            .and_then(|e| net.check_new_address(&e))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(check(wire(905, "10.9.5.1", Some("10.9.5.21"))), "");
+    assert!(
+        check(wire(905, "10.9.5.2", Some("10.9.5.21")))
+            .contains("VLAN 905 has public_gateway 10.9.5.1 in addresses[0]"),
+    );
+    assert!(check(wire(255, "10.9.5.1", Some("10.9.5.21"))).contains("route table 255"));
+    assert!(check(wire(4095, "10.9.5.1", Some("10.9.5.21"))).contains("1 to 4094"));
+    assert!(check(wire(906, "10.9.6.1", None)).contains("needs `public_ip`"));
 }

@@ -9,7 +9,8 @@ use super::{
     duration,
     error::{ConfigError, Problem, join},
     model::{
-        AddressEntry, DatapathChoice, DnsEntry, MacAddr, NatMode, Network, nat_timeout_entries,
+        AddressEntry, DatapathChoice, DnsEntry, MacAddr, NatMode, Network, RESERVED_ROUTE_TABLES,
+        nat_timeout_entries,
     },
     names,
 };
@@ -71,6 +72,9 @@ pub(crate) struct SeenAddresses {
     /// Lower-cased: host names are compared without case.
     hostnames: HashMap<String, String>,
     public_ips: HashMap<Ipv4Addr, String>,
+    /// The `public_gateway` of each VLAN's first entry: the VLAN's route
+    /// table is shared, so its entries need the same one.
+    vlan_gateways: HashMap<u16, (Option<Ipv4Addr>, String)>,
 }
 
 impl SeenAddresses {
@@ -89,6 +93,11 @@ impl SeenAddresses {
             self.public_ips
                 .entry(public)
                 .or_insert_with(|| path.to_owned());
+        }
+        if let Some(vlan) = entry.vlan_id {
+            self.vlan_gateways
+                .entry(vlan)
+                .or_insert_with(|| (entry.public_gateway, path.to_owned()));
         }
     }
 }
@@ -183,6 +192,21 @@ pub(crate) fn check_address(
             ));
         }
     }
+    p.extend(check_policy_route(net, layout, entry));
+    if let Some(vlan) = entry.vlan_id
+        && let Some((gateway, other_path)) = seen.vlan_gateways.get(&vlan)
+        && *gateway != entry.public_gateway
+    {
+        let shown = |g: &Option<Ipv4Addr>| g.map_or("none".to_owned(), |g| g.to_string());
+        p.push(Problem::new(
+            "public_gateway",
+            format!(
+                "VLAN {vlan} has public_gateway {} in {other_path} and {} here; the VLAN's entries share its route table {vlan}, so give them the same gateway",
+                shown(gateway),
+                shown(&entry.public_gateway)
+            ),
+        ));
+    }
     // Each value is compared with the first earlier entry that holds it.
     if let Some(other_path) = seen.ips.get(&ip) {
         p.push(Problem::new(
@@ -215,6 +239,85 @@ pub(crate) fn check_address(
         ));
     }
     p
+}
+
+/// `vlan_id` and `public_gateway` (jumpstarter PR #1068): they route a
+/// 1:1 DUT's traffic, so they need its `public_ip`; the route table they
+/// use must not be one the kernel reserves.
+fn check_policy_route(net: &Network, layout: Layout, entry: &AddressEntry) -> Vec<Problem> {
+    let mut p = Vec::new();
+    if entry.public_ip.is_none() {
+        for (key, given) in [
+            ("vlan_id", entry.vlan_id.is_some()),
+            ("public_gateway", entry.public_gateway.is_some()),
+        ] {
+            if given {
+                p.push(Problem::new(
+                    key,
+                    format!("routes the DUT's 1:1 traffic and needs `public_ip` (with `nat_mode: {}`); add public_ip, or remove {key}", NatMode::OneToOne),
+                ));
+            }
+        }
+    }
+    if let Some(vlan) = entry.vlan_id
+        && RESERVED_ROUTE_TABLES.contains(&u32::from(vlan))
+    {
+        p.push(Problem::new(
+            "vlan_id",
+            format!("VLAN {vlan} would use route table {vlan}, which the kernel reserves (0 unspec, 253 default, 254 main, 255 local); use another VLAN"),
+        ));
+    }
+    if entry.vlan_id.is_none()
+        && let Some(table) = entry.route_table()
+        && RESERVED_ROUTE_TABLES.contains(&table)
+    {
+        p.push(Problem::new(
+            "public_gateway",
+            format!("untagged, the route table is the DUT address as a number ({table}), which the kernel reserves; give the DUT another address"),
+        ));
+    }
+    if let Some(gateway) = entry.public_gateway {
+        if gateway.is_unspecified()
+            || gateway.is_broadcast()
+            || gateway.is_multicast()
+            || gateway.is_loopback()
+        {
+            p.push(Problem::new(
+                "public_gateway",
+                format!(
+                    "{gateway} cannot be a router; give the unicast address of the VLAN's gateway"
+                ),
+            ));
+        } else if layout.trusted && net.subnet.contains(&gateway) {
+            p.push(Problem::new(
+                "public_gateway",
+                format!(
+                    "{gateway} is inside the DUT subnet {}; the public gateway is a router of the public network",
+                    net.subnet
+                ),
+            ));
+        } else if Some(gateway) == entry.public_ip {
+            p.push(Problem::new(
+                "public_gateway",
+                format!("{gateway} is the DUT's public_ip; give the VLAN router's address"),
+            ));
+        }
+    }
+    p
+}
+
+/// Warnings (not errors) about an entry's `vlan_id`, as jumpstarter gives:
+/// a VLAN without `public_gateway` gets its sub-interface and the public
+/// address, but no route, so the DUT's traffic still leaves by the main
+/// table's default route, untagged.
+#[must_use]
+pub fn address_notes(path: &str, entry: &AddressEntry) -> Vec<String> {
+    match (entry.vlan_id, entry.public_gateway) {
+        (Some(vlan), None) => vec![format!(
+            "{path}.vlan_id: VLAN {vlan} has no public_gateway, so dutnet creates the sub-interface and puts the public address on it but routes nothing there (the DUT's traffic follows the main table, untagged); add public_gateway: the VLAN's router"
+        )],
+        _ => Vec::new(),
+    }
 }
 
 pub(crate) fn check_dns_entry(seen: &SeenDnsNames, entry: &DnsEntry) -> Vec<Problem> {
@@ -512,6 +615,34 @@ pub(crate) fn check_across(
                 )),
                 _ => {
                     public_ips.insert(public, i);
+                }
+            }
+        }
+    }
+    // A policy route's table (and a VLAN's sub-interface) is undone with
+    // the network that made it, so it serves one network only.
+    let mut tables: HashMap<u32, usize> = HashMap::new();
+    for (i, net) in nets.iter().enumerate() {
+        for (k, a) in net.addresses.iter().enumerate() {
+            let Some(table) = a.route_table().or(a.vlan_id.map(u32::from)) else {
+                continue;
+            };
+            match tables.get(&table) {
+                Some(&j) if j != i => {
+                    let (key, what) = match a.vlan_id {
+                        Some(vlan) => ("vlan_id", format!("VLAN {vlan}")),
+                        None => ("public_gateway", format!("the policy route of {}", a.ip)),
+                    };
+                    p.push(Problem::new(
+                        join(&paths[i], &format!("addresses[{k}].{key}")),
+                        format!(
+                            "{what} (route table {table}) is also used by {}; a route table belongs to one network: put these DUTs in one network, or use another VLAN",
+                            paths[j]
+                        ),
+                    ));
+                }
+                _ => {
+                    tables.insert(table, i);
                 }
             }
         }

@@ -134,6 +134,11 @@ pub struct AddressWire {
     pub hostname: Option<String>,
     /// An IPv4 address or a host name resolved when the config is loaded.
     pub public_ip: Option<String>,
+    /// jumpstarter's (PR #1068): the DUT's 1:1 traffic leaves tagged on
+    /// this VLAN of the public interface.
+    pub vlan_id: Option<u64>,
+    /// The router of that VLAN (or of the public interface, untagged).
+    pub public_gateway: Option<String>,
     pub dhcp_options: Option<DhcpOptionsWire>,
 }
 

@@ -74,6 +74,11 @@ pub enum Request {
         hostname: Option<String>,
         #[serde(default)]
         public_ip: Option<String>,
+        /// Left out of the line when absent, so older daemons read it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vlan_id: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        public_gateway: Option<String>,
     },
     RemoveAddress {
         #[serde(default)]
@@ -536,6 +541,12 @@ pub struct PortRange {
 pub struct Mapping {
     pub private: Ipv4Addr,
     pub public: Ipv4Addr,
+    /// The VLAN its traffic leaves tagged on (`vlan_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan_id: Option<u16>,
+    /// Where its policy route goes (`public_gateway`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_gateway: Option<Ipv4Addr>,
 }
 
 /// How many flows a `flows` request with `limit` gets, or why it is
@@ -603,6 +614,8 @@ mod tests {
             mac: Some("02:00:00:aa:bb:cc".into()),
             hostname: None,
             public_ip: None,
+            vlan_id: None,
+            public_gateway: None,
         };
         let line = request_line(&request);
         assert!(!line.contains('\n'));

@@ -116,12 +116,16 @@ impl Daemon {
                 mac,
                 hostname,
                 public_ip,
+                vlan_id,
+                public_gateway,
             } => {
                 let wire = AddressWire {
                     ip: Some(ip),
                     mac,
                     hostname,
                     public_ip,
+                    vlan_id,
+                    public_gateway,
                     // Boot options come from the config file only.
                     dhcp_options: None,
                 };
@@ -382,6 +386,12 @@ impl Daemon {
                 .map(|p| Mapping {
                     private: p.private,
                     public: p.public,
+                    vlan_id: p.vlan_id,
+                    public_gateway: c
+                        .addresses
+                        .iter()
+                        .find(|a| a.ip == p.private)
+                        .and_then(|a| a.public_gateway),
                 })
                 .collect(),
             active_flows,

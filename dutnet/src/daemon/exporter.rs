@@ -54,6 +54,17 @@ pub trait Exporter {
     /// Takes `public` off the public interface, if dutnet put it there.
     async fn remove_public_alias(&mut self, network: &str, public: Ipv4Addr);
 
+    /// Creates the VLAN sub-interfaces of `network`'s 1:1 entries and says
+    /// where each policy route leaves ([`nat::policy_links`]).
+    async fn policy_links(
+        &mut self,
+        network: &Network,
+        upstream: Option<&Link>,
+    ) -> Result<Vec<nat::PolicyRoute>, DaemonError>;
+
+    /// Removes the policy rule of DUT `private`, if dutnet added one.
+    async fn remove_policy_rule(&mut self, network: &str, private: Ipv4Addr);
+
     /// The upstream `network` would use now (for status).
     async fn resolve_upstream(&self, network: &Network) -> Option<Link>;
 
@@ -117,6 +128,32 @@ impl Exporter for SystemExporter {
         };
         if let Err(e) = restore::undo_step(&step, &self.netlink).await {
             warn!(%network, %interface, %address, error = %e, "removing a public address failed");
+        }
+    }
+
+    async fn policy_links(
+        &mut self,
+        network: &Network,
+        upstream: Option<&Link>,
+    ) -> Result<Vec<nat::PolicyRoute>, DaemonError> {
+        Ok(nat::policy_links(network, upstream, &self.netlink, &mut self.journal).await?)
+    }
+
+    async fn remove_policy_rule(&mut self, network: &str, private: Ipv4Addr) {
+        let rules: Vec<UndoStep> = self
+            .journal
+            .entries()
+            .iter()
+            .filter(|e| {
+                e.network == network
+                    && matches!(&e.step, UndoStep::SourceRule { source, .. } if *source == private)
+            })
+            .map(|e| e.step.clone())
+            .collect();
+        for step in rules {
+            if let Err(e) = restore::undo_step(&step, &self.netlink).await {
+                warn!(%network, %private, error = %e, "removing a policy rule failed");
+            }
         }
     }
 

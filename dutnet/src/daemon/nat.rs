@@ -48,6 +48,7 @@ pub fn dut_network(
     external: Option<Ipv4Addr>,
     ports: RangeInclusive<u16>,
     reply_mark: Option<u32>,
+    routes: &[PolicyRoute],
 ) -> Result<DutNetwork, HostError> {
     let upstream = match (network.nat_mode, upstream) {
         (NatMode::Disabled, _) => None,
@@ -74,7 +75,7 @@ pub fn dut_network(
             upstream,
             external,
             ports,
-            public: public_addresses(network),
+            public: with_routes(public_addresses(network), routes),
         },
         _ => NatPlan::Disabled,
     };
@@ -155,11 +156,150 @@ pub fn public_addresses(network: &Network) -> Vec<PublicAddress> {
         .iter()
         .filter_map(|a| {
             a.public_ip.map(|public| PublicAddress {
-                private: a.ip,
-                public,
+                vlan_id: a.vlan_id,
+                ..PublicAddress::new(a.ip, public)
             })
         })
         .collect()
+}
+
+/// Where a 1:1 DUT's policy route (`public_gateway`) sends its traffic:
+/// the interface the fast path must accept as its way out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PolicyRoute {
+    pub private: Ipv4Addr,
+    pub out_ifindex: u32,
+}
+
+/// `public` with the interface each one's policy route leaves by.
+pub fn with_routes(mut public: Vec<PublicAddress>, routes: &[PolicyRoute]) -> Vec<PublicAddress> {
+    for p in &mut public {
+        if let Some(r) = routes.iter().find(|r| r.private == p.private) {
+            p.out_ifindex = r.out_ifindex;
+        }
+    }
+    public
+}
+
+/// The public interface of `network`: `public_interface`, else the upstream.
+async fn public_link(
+    network: &Network,
+    upstream: Option<&Link>,
+    netlink: &Netlink,
+) -> Result<Link, HostError> {
+    let step = "finding the public interface";
+    let fail = |step, interface: Option<&str>, e: crate::host::HostCause| {
+        HostError::new(step, interface, e).for_network(&network.name)
+    };
+    match (&network.public_interface, upstream) {
+        (Some(name), _) => netlink
+            .link_by_name(name)
+            .await
+            .map_err(|e| fail(step, Some(name), e.into()))?
+            .ok_or_else(|| {
+                fail(
+                    step,
+                    None,
+                    InterfaceProblem::PublicMissing { name: name.clone() }.into(),
+                )
+            }),
+        (None, Some(upstream)) => Ok(upstream.clone()),
+        (None, None) => Err(fail(step, None, InterfaceProblem::NoPublicInterface.into())),
+    }
+}
+
+/// The name of VLAN `vlan_id`'s sub-interface of `parent` (`eth0.905`, as
+/// `ip link add link eth0 name eth0.905 type vlan id 905` would name it).
+pub fn vlan_name(parent: &str, vlan_id: u16) -> String {
+    format!("{parent}.{vlan_id}")
+}
+
+/// Creates the VLAN sub-interface of each `vlan_id` of `network`'s 1:1
+/// entries (journaled, forwarding on), and returns where each policy
+/// route (`public_gateway`) leaves: its VLAN's sub-interface, or the public
+/// interface untagged. Idempotent. The routes themselves are set by
+/// [`add_public_aliases`], once the public addresses are there.
+pub async fn policy_links(
+    network: &Network,
+    upstream: Option<&Link>,
+    netlink: &Netlink,
+    journal: &mut Journal,
+) -> Result<Vec<PolicyRoute>, HostError> {
+    let public = public_addresses(network);
+    if public.iter().all(|p| p.vlan_id.is_none())
+        && !network.addresses.iter().any(|a| a.public_gateway.is_some())
+    {
+        return Ok(Vec::new());
+    }
+    let parent = public_link(network, upstream, netlink).await?;
+    let mut routes = Vec::new();
+    for p in public {
+        let link = match p.vlan_id {
+            Some(vlan) => vlan_link(network, &parent, vlan, netlink, journal).await?,
+            None => parent.clone(),
+        };
+        let routed = network
+            .addresses
+            .iter()
+            .any(|a| a.ip == p.private && a.public_gateway.is_some());
+        if routed {
+            routes.push(PolicyRoute {
+                private: p.private,
+                out_ifindex: link.index,
+            });
+        }
+    }
+    Ok(routes)
+}
+
+/// VLAN `vlan`'s sub-interface of `parent`, created if missing, with
+/// forwarding on (the kernel forwards what arrives on it to the DUT on
+/// the nft datapath).
+async fn vlan_link(
+    network: &Network,
+    parent: &Link,
+    vlan: u16,
+    netlink: &Netlink,
+    journal: &mut Journal,
+) -> Result<Link, HostError> {
+    let name = vlan_name(&parent.name, vlan);
+    let fail = |step, e: crate::host::HostCause| {
+        HostError::new(step, Some(&name), e).for_network(&network.name)
+    };
+    // IFNAMSIZ less its NUL.
+    if name.len() > 15 {
+        return Err(fail(
+            "naming the VLAN sub-interface",
+            InterfaceProblem::VlanNameTooLong { name: name.clone() }.into(),
+        ));
+    }
+    let change = HostChange::VlanLink {
+        parent: parent.clone(),
+        name: name.clone(),
+        vlan_id: vlan,
+    };
+    journal.apply(&network.name, &change, netlink).await?;
+    let link = netlink
+        .link_by_name(&name)
+        .await
+        .map_err(|e| fail("finding the VLAN sub-interface", e.into()))?
+        .ok_or_else(|| {
+            fail(
+                "finding the VLAN sub-interface",
+                InterfaceProblem::PublicMissing { name: name.clone() }.into(),
+            )
+        })?;
+    if !link.up {
+        journal
+            .apply(
+                &network.name,
+                &HostChange::LinkUp { link: link.clone() },
+                netlink,
+            )
+            .await?;
+    }
+    journal.apply_local(&network.name, &LocalChange::forwarding(&name, true))?;
+    Ok(link)
 }
 
 /// Puts every public address of `network` on its public interface (the
@@ -177,51 +317,100 @@ pub async fn add_public_aliases(
     if public.is_empty() {
         return Ok(());
     }
-    let step = "finding the public interface";
-    let fail = |step, interface: Option<&str>, e: crate::host::HostCause| {
-        HostError::new(step, interface, e).for_network(&network.name)
-    };
-    let link = match (&network.public_interface, upstream) {
-        (Some(name), _) => netlink
-            .link_by_name(name)
-            .await
-            .map_err(|e| fail(step, Some(name), e.into()))?
-            .ok_or_else(|| {
-                fail(
-                    step,
-                    None,
-                    InterfaceProblem::PublicMissing { name: name.clone() }.into(),
-                )
-            })?,
-        (None, Some(upstream)) => upstream.clone(),
-        (None, None) => return Err(fail(step, None, InterfaceProblem::NoPublicInterface.into())),
-    };
-    let present = netlink.ipv4_addresses(link.index).await.map_err(|e| {
-        fail(
-            "reading the public interface's addresses",
-            Some(&link.name),
-            e.into(),
-        )
-    })?;
+    let routes = policy_links(network, upstream, netlink, journal).await?;
+    let parent = public_link(network, upstream, netlink).await?;
     for p in public {
-        if present.iter().any(|a| a.addr() == p.public) {
-            continue;
-        }
-        let prefix = present
-            .iter()
-            .find(|a| a.contains(&p.public))
-            .map_or(32, Ipv4Net::prefix_len);
-        // A prefix taken from an address of the kernel's is at most 32.
-        let alias = Ipv4Net::new(p.public, prefix).unwrap_or_else(|_| p.public.into());
-        let change = HostChange::AddressAlias {
-            link: link.clone(),
-            address: alias,
+        // On its VLAN's sub-interface (created above), as a /32: the
+        // sub-interface has no address of its own to take a prefix from.
+        let link = match p.vlan_id {
+            Some(vlan) => {
+                let name = vlan_name(&parent.name, vlan);
+                netlink
+                    .link_by_name(&name)
+                    .await
+                    .map_err(|e| {
+                        HostError::new("finding the VLAN sub-interface", Some(&name), e)
+                            .for_network(&network.name)
+                    })?
+                    .unwrap_or_else(|| parent.clone())
+            }
+            None => parent.clone(),
         };
-        if journal.apply(&network.name, &change, netlink).await? {
-            tracing::info!(network = %network.name, interface = %link.name, address = %alias, private = %p.private, "public address added");
+        add_alias(network, &link, p, netlink, journal).await?;
+        let entry = network.addresses.iter().find(|a| a.ip == p.private);
+        if let (Some(entry), Some(route)) = (entry, routes.iter().find(|r| r.private == p.private))
+            && let (Some(gateway), Some(table)) = (entry.public_gateway, entry.route_table())
+        {
+            let out = Link {
+                index: route.out_ifindex,
+                ..link.clone()
+            };
+            let table_change = HostChange::PolicyTable {
+                table,
+                gateway,
+                out,
+            };
+            journal.apply(&network.name, &table_change, netlink).await?;
+            let rule = HostChange::SourceRule {
+                source: p.private,
+                iif: network.interface.clone(),
+                table,
+            };
+            journal.apply(&network.name, &rule, netlink).await?;
         }
     }
     Ok(())
+}
+
+/// Puts public address `p` on `link`, with the prefix of that link's own
+/// address holding it (or /32).
+async fn add_alias(
+    network: &Network,
+    link: &Link,
+    p: PublicAddress,
+    netlink: &Netlink,
+    journal: &mut Journal,
+) -> Result<(), HostError> {
+    let present = netlink.ipv4_addresses(link.index).await.map_err(|e| {
+        HostError::new(
+            "reading the public interface's addresses",
+            Some(&link.name),
+            e,
+        )
+        .for_network(&network.name)
+    })?;
+    if present.iter().any(|a| a.addr() == p.public) {
+        return Ok(());
+    }
+    let prefix = present
+        .iter()
+        .find(|a| a.contains(&p.public))
+        .map_or(32, Ipv4Net::prefix_len);
+    // A prefix taken from an address of the kernel's is at most 32.
+    let alias = Ipv4Net::new(p.public, prefix).unwrap_or_else(|_| p.public.into());
+    let change = HostChange::AddressAlias {
+        link: link.clone(),
+        address: alias,
+    };
+    if journal.apply(&network.name, &change, netlink).await? {
+        tracing::info!(network = %network.name, interface = %link.name, address = %alias, private = %p.private, "public address added");
+    }
+    Ok(())
+}
+
+/// The VLAN sub-interfaces `network`'s policy-routed 1:1 DUTs leave by,
+/// each once (the public interface is `upstream` unless `public_interface`).
+fn vlan_interfaces(network: &Network, upstream: Option<&str>) -> Vec<String> {
+    let Some(parent) = network.public_interface.as_deref().or(upstream) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = public_addresses(network)
+        .iter()
+        .filter_map(|p| p.vlan_id.map(|v| vlan_name(parent, v)))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// The fallback rules' view of `network`, whose upstream (`None` when NAT is
@@ -231,6 +420,7 @@ pub fn fallback_network(network: &Network, upstream: Option<String>) -> Fallback
         name: network.name.clone(),
         dut_interface: network.interface.clone(),
         subnet: network.subnet,
+        vlan_interfaces: vlan_interfaces(network, upstream.as_deref()),
         upstream_interface: upstream,
         public: public_addresses(network),
         filter: network.filter.clone(),

@@ -231,6 +231,15 @@ impl NetworkContext {
             Some(upstream) => exporter.masquerade_address(upstream).await?,
             None => None,
         };
+        // The VLAN sub-interfaces first: the fast path needs their index.
+        let routes = match self.config.nat_mode {
+            NatMode::OneToOne => {
+                exporter
+                    .policy_links(&self.config, taken.upstream.as_ref())
+                    .await?
+            }
+            _ => Vec::new(),
+        };
         let plan = nat::dut_network(
             &self.config,
             taken.upstream.as_ref(),
@@ -240,6 +249,7 @@ impl NetworkContext {
                 .fast_path
                 .unwrap_or(0..=0),
             self.reply_mark,
+            &routes,
         )?;
         datapath
             .attach(&plan)
@@ -449,10 +459,26 @@ impl NetworkContext {
         let Some(public) = entry.public_ip else {
             return Ok(());
         };
-        let mapping = PublicAddress {
-            private: entry.ip,
-            public,
+        if entry.vlan_id.is_some() && entry.public_gateway.is_none() {
+            warn!(network = %self.config.name, ip = %entry.ip, vlan = ?entry.vlan_id, "vlan_id without public_gateway: the sub-interface gets the public address, but nothing is routed there");
+        }
+        let mut mapping = PublicAddress {
+            vlan_id: entry.vlan_id,
+            ..PublicAddress::new(entry.ip, public)
         };
+        if let Some(taken) = &self.taken
+            && (entry.vlan_id.is_some() || entry.public_gateway.is_some())
+        {
+            let routes = exporter
+                .policy_links(&self.config, taken.upstream.as_ref())
+                .await
+                .map_err(|e| {
+                    Failure::failed(format!("creating the VLAN sub-interface failed: {e}"))
+                })?;
+            mapping = nat::with_routes(vec![mapping], &routes)
+                .pop()
+                .unwrap_or(mapping);
+        }
         datapath
             .set_public(&self.config.interface, PublicChange::Add(mapping))
             .map_err(|e| Failure::invalid(e.to_string()))?;
@@ -530,9 +556,14 @@ impl NetworkContext {
             return false;
         };
         let mapping = PublicAddress {
-            private: entry.ip,
-            public,
+            vlan_id: entry.vlan_id,
+            ..PublicAddress::new(entry.ip, public)
         };
+        if entry.public_gateway.is_some() {
+            exporter
+                .remove_policy_rule(&self.config.name, entry.ip)
+                .await;
+        }
         if let Err(e) = datapath.set_public(&self.config.interface, PublicChange::Remove(mapping)) {
             warn!(network = %self.config.name, error = %e, "removing a 1:1 mapping failed");
         }

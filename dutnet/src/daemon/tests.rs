@@ -88,6 +88,16 @@ impl Exporter for FakeExporter {
         Ok(())
     }
 
+    async fn policy_links(
+        &mut self,
+        _: &Network,
+        _: Option<&Link>,
+    ) -> Result<Vec<super::nat::PolicyRoute>, DaemonError> {
+        Ok(Vec::new())
+    }
+
+    async fn remove_policy_rule(&mut self, _: &str, _: Ipv4Addr) {}
+
     async fn remove_public_alias(&mut self, _: &str, public: Ipv4Addr) {
         self.calls.push(format!("remove alias {public}"));
     }
@@ -171,10 +181,7 @@ async fn up(yaml: &str) -> Up {
 }
 
 fn mapping(private: [u8; 4], public: [u8; 4]) -> PublicAddress {
-    PublicAddress {
-        private: private.into(),
-        public: public.into(),
-    }
+    PublicAddress::new(private.into(), public.into())
 }
 
 fn wire(ip: &str, public_ip: Option<&str>) -> AddressWire {
@@ -184,6 +191,7 @@ fn wire(ip: &str, public_ip: Option<&str>) -> AddressWire {
         hostname: None,
         public_ip: public_ip.map(str::to_owned),
         dhcp_options: None,
+        ..AddressWire::default()
     }
 }
 

@@ -96,6 +96,32 @@ pub struct DutNetwork {
 pub struct PublicAddress {
     pub private: Ipv4Addr,
     pub public: Ipv4Addr,
+    /// `vlan_id`: the traffic leaves tagged, by the VLAN sub-interface of
+    /// the public interface (`eth0.905`).
+    pub vlan_id: Option<u16>,
+    /// The interface its policy route (`public_gateway`) leaves by, once
+    /// the host has it (the VLAN sub-interface or the public interface);
+    /// 0: none, the network's upstream only. Not part of its identity.
+    pub out_ifindex: u32,
+}
+
+impl PublicAddress {
+    /// A plain 1:1 mapping: no VLAN, no policy route.
+    #[must_use]
+    pub fn new(private: Ipv4Addr, public: Ipv4Addr) -> Self {
+        Self {
+            private,
+            public,
+            vlan_id: None,
+            out_ifindex: 0,
+        }
+    }
+
+    /// The same DUT published at the same address (whatever its route).
+    #[must_use]
+    pub fn same(&self, other: &Self) -> bool {
+        (self.private, self.public) == (other.private, other.public)
+    }
 }
 
 /// How a DUT network reaches the world: the config's `nat_mode`, with what

@@ -50,6 +50,28 @@ pub enum HostChange {
     /// Add `address` to `link` (a 1:1 public IP; the caller found it
     /// absent). Undo: removed.
     AddressAlias { link: Link, address: Ipv4Net },
+    /// Create VLAN `vlan_id` of `parent` as `name` (`eth0.905`), unless a
+    /// link of that name exists (then it is used as it is, and kept).
+    /// Undo: deleted, which takes its addresses and routes with it.
+    VlanLink {
+        parent: Link,
+        name: String,
+        vlan_id: u16,
+    },
+    /// `default via <gateway> dev <out> onlink` in route table `table` (a
+    /// 1:1 DUT's `public_gateway`). Undo: the table flushed.
+    PolicyTable {
+        table: u32,
+        gateway: Ipv4Addr,
+        out: Link,
+    },
+    /// Rule `from <source> iif <iif> lookup <table>`: what DUT `source`
+    /// sends through DUT NIC `iif` follows its policy route. Undo: removed.
+    SourceRule {
+        source: Ipv4Addr,
+        iif: String,
+        table: u32,
+    },
     /// A change that needs no netlink.
     Local(LocalChange),
 }
@@ -118,6 +140,9 @@ impl HostChange {
             | Self::LinkUp { link }
             | Self::AddressAlias { link, .. } => Some(&link.name),
             Self::ReplyRoute { interface, .. } => Some(interface),
+            Self::VlanLink { name, .. } => Some(name),
+            Self::PolicyTable { out, .. } => Some(&out.name),
+            Self::SourceRule { iif, .. } => Some(iif),
             Self::Local(local) => local.interface(),
         }
     }
@@ -152,6 +177,25 @@ impl HostChange {
             Self::AddressAlias { link, address } => Ok(Prior::change(UndoStep::AddressAlias {
                 interface: link.name.clone(),
                 address: *address,
+            })),
+            Self::VlanLink { name, .. } => {
+                let existing = netlink.link_by_name(name).await.map_err(|e| {
+                    HostError::new("looking for the VLAN sub-interface", Some(name), e)
+                })?;
+                Ok(match existing {
+                    Some(_) => Prior::NOTHING,
+                    None => Prior::change(UndoStep::VlanLink {
+                        interface: name.clone(),
+                    }),
+                })
+            }
+            Self::PolicyTable { table, .. } => {
+                Ok(Prior::change(UndoStep::PolicyTable { table: *table }))
+            }
+            Self::SourceRule { source, iif, table } => Ok(Prior::change(UndoStep::SourceRule {
+                source: *source,
+                iif: iif.clone(),
+                table: *table,
             })),
             Self::Local(local) => local.prior(),
         }
@@ -198,6 +242,39 @@ impl HostChange {
                     .add_address(link.index, *address)
                     .await
                     .map_err(|e| HostError::new("adding a public address", Some(&link.name), e))?;
+            }
+            Self::VlanLink {
+                parent,
+                name,
+                vlan_id,
+            } => {
+                netlink
+                    .add_vlan(name, parent.index, *vlan_id)
+                    .await
+                    .map_err(|e| {
+                        HostError::new("creating the VLAN sub-interface", Some(name), e)
+                    })?;
+                info!(%network, interface = %name, parent = %parent.name, vlan = vlan_id, "VLAN sub-interface created");
+            }
+            Self::PolicyTable {
+                table,
+                gateway,
+                out,
+            } => {
+                netlink
+                    .set_default_route(*table, *gateway, out.index)
+                    .await
+                    .map_err(|e| {
+                        HostError::new("routing to the public gateway", Some(&out.name), e)
+                    })?;
+                info!(%network, table, %gateway, interface = %out.name, "policy route set");
+            }
+            Self::SourceRule { source, iif, table } => {
+                netlink
+                    .add_source_rule(*source, iif, *table)
+                    .await
+                    .map_err(|e| HostError::new("adding a DUT's routing rule", Some(iif), e))?;
+                info!(%network, %source, %iif, table, "policy rule added");
             }
             Self::Local(local) => local.make(network)?,
         }
@@ -338,7 +415,10 @@ impl UndoStep {
             Self::Ipv4Addresses { interface, .. }
             | Self::LinkDown { interface }
             | Self::NmManaged { interface }
-            | Self::AddressAlias { interface, .. } => Some(interface),
+            | Self::AddressAlias { interface, .. }
+            | Self::VlanLink { interface } => Some(interface),
+            Self::SourceRule { iif, .. } => Some(iif),
+            Self::PolicyTable { .. } => None,
             Self::Sysctl { .. }
             | Self::PinDir { .. }
             | Self::MarkRule { .. }
@@ -413,6 +493,27 @@ impl UndoStep {
                     .await
                     .map_err(|e| fail(step)(e.into()))?;
                 info!(mark, table, "reply routing rule removed");
+            }
+            Self::VlanLink { interface } => {
+                netlink
+                    .delete_link(interface)
+                    .await
+                    .map_err(|e| fail("deleting the VLAN sub-interface")(e.into()))?;
+                info!(%interface, "VLAN sub-interface deleted");
+            }
+            Self::PolicyTable { table } => {
+                netlink
+                    .flush_table(*table)
+                    .await
+                    .map_err(|e| fail("flushing a policy route table")(e.into()))?;
+                info!(table, "policy route removed");
+            }
+            Self::SourceRule { source, iif, table } => {
+                netlink
+                    .remove_source_rule(*source, iif, *table)
+                    .await
+                    .map_err(|e| fail("removing a DUT's routing rule")(e.into()))?;
+                info!(%source, %iif, table, "policy rule removed");
             }
             Self::NftTable { table } => {
                 nft::delete_table(table)

@@ -107,6 +107,10 @@ pub enum InterfaceProblem {
     PublicMissing { name: String },
     #[error("1:1 NAT needs an upstream interface")]
     NoPublicInterface,
+    #[error(
+        "the VLAN sub-interface name `{name}` is longer than 15 characters; give the public interface a shorter name (public_interface)"
+    )]
+    VlanNameTooLong { name: String },
 }
 
 #[cfg(test)]

@@ -62,6 +62,16 @@ pub enum UndoStep {
     /// Remove the policy rule for DUT NIC replies marked `mark`, and the
     /// routes of its `table`.
     MarkRule { mark: u32, table: u32 },
+    /// Delete the VLAN sub-interface dutnet created.
+    VlanLink { interface: String },
+    /// Flush route table `table` (a 1:1 DUT's policy route).
+    PolicyTable { table: u32 },
+    /// Remove the rule sending DUT `source` on NIC `iif` to `table`.
+    SourceRule {
+        source: std::net::Ipv4Addr,
+        iif: String,
+        table: u32,
+    },
     /// Delete dutnet's nftables table.
     NftTable { table: String },
     /// Delete the rules commented `comment` that dutnet inserted in another
@@ -95,6 +105,9 @@ impl UndoStep {
             } => format!("nftrules:{family}:{table}:{chain}:{comment}"),
             Self::MarkRule { mark, .. } => format!("rule:{mark}"),
             Self::AddressAlias { interface, address } => format!("alias:{interface}:{address}"),
+            Self::VlanLink { interface } => format!("vlan:{interface}"),
+            Self::PolicyTable { table } => format!("table:{table}"),
+            Self::SourceRule { source, iif, table } => format!("srcrule:{source}:{iif}:{table}"),
         }
     }
 }

@@ -13,8 +13,19 @@ pub struct SysctlError {
     pub source: std::io::Error,
 }
 
+/// The /proc/sys file of a dotted key. As sysctl(8) reads keys, a `/` in
+/// the key stands for a `.` in a name (`net.ipv4.conf.eth0/905.forwarding`
+/// is `conf/eth0.905/forwarding`).
 fn path(key: &str) -> PathBuf {
-    PathBuf::from("/proc/sys").join(key.replace('.', "/"))
+    let relative: String = key
+        .chars()
+        .map(|c| match c {
+            '.' => '/',
+            '/' => '.',
+            c => c,
+        })
+        .collect();
+    PathBuf::from("/proc/sys").join(relative)
 }
 
 /// Reads `key` (dotted, e.g. `net.ipv4.conf.eth1.forwarding`).
@@ -42,4 +53,21 @@ pub fn forwarding_key(iface: &str) -> String {
     // An interface name may contain dots (VLANs: eth0.905); in a sysctl key
     // they are written as slashes.
     format!("net.ipv4.conf.{}.forwarding", iface.replace('.', "/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dotted_interface_name_keeps_its_dot_in_the_path() {
+        assert_eq!(
+            path(&forwarding_key("eth0.905")),
+            PathBuf::from("/proc/sys/net/ipv4/conf/eth0.905/forwarding")
+        );
+        assert_eq!(
+            path("net.ipv4.fwmark_reflect"),
+            PathBuf::from("/proc/sys/net/ipv4/fwmark_reflect")
+        );
+    }
 }

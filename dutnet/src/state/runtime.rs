@@ -95,6 +95,8 @@ impl RuntimeChanges {
             mac: entry.mac.map(|m| m.to_string()),
             hostname: entry.hostname.clone(),
             public_ip: entry.public_ip.map(|p| p.to_string()),
+            vlan_id: entry.vlan_id.map(u64::from),
+            public_gateway: entry.public_gateway.map(|g| g.to_string()),
             // The control socket adds no DHCP options.
             dhcp_options: None,
         });

@@ -36,6 +36,14 @@ pub const FAR: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 5);
 /// masqueraded ones.
 pub const MAPPED: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 20);
 pub const PUBLIC: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 50);
+/// 1:1 DUTs whose traffic a policy rule of the bench sends out of `dut1`,
+/// standing in for a VLAN sub-interface (the CI kernel has no 802.1Q):
+/// `ROUTED`'s mapping names that way out (and VLAN 905), `UNROUTED`'s none.
+pub const ROUTED: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 22);
+pub const ROUTED_PUBLIC: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 61);
+pub const UNROUTED: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 23);
+pub const UNROUTED_PUBLIC: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 62);
+pub const VLAN: u16 = 905;
 
 pub const DUT0_MAC: [u8; 6] = [0x02, 0xd0, 0, 0, 0, 0x01];
 pub const DUT1_MAC: [u8; 6] = [0x02, 0xd1, 0, 0, 0, 0x01];
@@ -120,6 +128,10 @@ pub fn with_bench(test: impl FnOnce(&Bench) + Send + 'static) {
         run.ip(&format!("link set {link} up"));
     }
     run.ip("route add 10.98.0.0/24 via 10.99.0.1");
+    for dut in [ROUTED, UNROUTED] {
+        run.ip(&format!("rule add from {dut} iif dut0 lookup 905"));
+    }
+    run.ip("route add default via 192.168.100.99 dev dut1 onlink table 905");
     run.sysctl("net.ipv4.conf.all.forwarding=1");
     lan.ip("addr add 10.99.0.1/24 dev eth0");
     lan.ip("link set eth0 up");
@@ -129,16 +141,22 @@ pub fn with_bench(test: impl FnOnce(&Bench) + Send + 'static) {
     };
     run.enter(move || {
         let mut datapath = EbpfDatapath::load(&paths, &[FlowLimits::new(1024); 2]).unwrap();
+        let index = |name: &str| dutnet::datapath::interface_index(name).unwrap();
+        let routed = PublicAddress {
+            vlan_id: Some(VLAN),
+            out_ifindex: index("dut1"),
+            ..PublicAddress::new(ROUTED, ROUTED_PUBLIC)
+        };
         let dut0 = network(
             "dut0",
-            vec![PublicAddress {
-                private: MAPPED,
-                public: PUBLIC,
-            }],
+            vec![
+                PublicAddress::new(MAPPED, PUBLIC),
+                routed,
+                PublicAddress::new(UNROUTED, UNROUTED_PUBLIC),
+            ],
         );
         datapath.attach(&dut0).unwrap();
         datapath.attach(&network("dut1", Vec::new())).unwrap();
-        let index = |name: &str| dutnet::datapath::interface_index(name).unwrap();
         let mut bench = Bench {
             dut0: index("dut0"),
             dut1: index("dut1"),

@@ -758,12 +758,11 @@ impl EbpfDatapath {
                     slot,
                     public,
                 )?;
-                if !mappings.contains(&public) {
-                    mappings.push(public);
-                }
+                mappings.retain(|p| !p.same(&public));
+                mappings.push(public);
             }
             PublicChange::Remove(public) => {
-                mappings.retain(|p| *p != public);
+                mappings.retain(|p| !p.same(&public));
                 nat_maps::remove_mapping(
                     &mut self.one_to_one_out,
                     &mut self.one_to_one_in,

@@ -101,6 +101,9 @@ pub fn set_mapping(
         public_addr: wire(public.public),
         dut_ifindex,
         slot,
+        out_ifindex: public.out_ifindex,
+        vlan_id: public.vlan_id.unwrap_or(0),
+        _pad: [0; 2],
     };
     let key = PrivateKey {
         dut_ifindex,

@@ -148,25 +148,27 @@ pub fn accept_rules(n: &FallbackNetwork) -> Vec<Vec<Value>> {
     };
     let subnet = n.subnet.trunc();
     let accept = json!({ "accept": null });
-    let mut rules = vec![
+    let mut rules = Vec::new();
+    // The upstream, and the VLAN sub-interfaces 1:1 DUTs are routed to.
+    for way_out in std::iter::once(upstream).chain(&n.vlan_interfaces) {
         // The DUTs' own connections, from their subnet only.
-        vec![
+        rules.push(vec![
             equals(meta("iifname"), json!(n.dut_interface)),
-            equals(meta("oifname"), json!(upstream)),
+            equals(meta("oifname"), json!(way_out)),
             equals(
                 json!({ "payload": { "protocol": "ip", "field": "saddr" } }),
                 json!({ "prefix": { "addr": subnet.addr().to_string(), "len": subnet.prefix_len() } }),
             ),
             accept.clone(),
-        ],
+        ]);
         // Their replies.
-        vec![
-            equals(meta("iifname"), json!(upstream)),
+        rules.push(vec![
+            equals(meta("iifname"), json!(way_out)),
             equals(meta("oifname"), json!(n.dut_interface)),
             member(ct("state"), json!(["established", "related"])),
             accept.clone(),
-        ],
-    ];
+        ]);
+    }
     if !n.public.is_empty() {
         // New connections to a public address (DNAT by dutnet's table).
         rules.push(vec![
@@ -304,6 +306,7 @@ mod tests {
             subnet: "192.168.100.1/24".parse().unwrap(),
             upstream_interface: upstream.map(str::to_owned),
             public: Vec::new(),
+            vlan_interfaces: Vec::new(),
             filter: None,
             ntp_redirect: None,
         }
@@ -328,14 +331,29 @@ mod tests {
     #[test]
     fn one_to_one_also_lets_translated_connections_in_and_disabled_opens_nothing() {
         let mut n = network(Some("dn-up"));
-        n.public.push(PublicAddress {
-            private: "192.168.100.10".parse().unwrap(),
-            public: "10.99.0.51".parse().unwrap(),
-        });
+        n.public.push(PublicAddress::new(
+            "192.168.100.10".parse().unwrap(),
+            "10.99.0.51".parse().unwrap(),
+        ));
         let rules = accept_rules(&n);
         assert_eq!(rules.len(), 3);
         assert!(serde_json::to_string(&rules[2]).unwrap().contains("dnat"));
         assert!(accept_rules(&network(None)).is_empty());
+    }
+
+    #[test]
+    fn a_vlan_sub_interface_is_opened_like_the_upstream() {
+        let mut n = network(Some("dn-up"));
+        n.vlan_interfaces.push("dn-up.905".to_owned());
+        let rules = accept_rules(&n);
+        assert_eq!(rules.len(), 4);
+        let vlan: Vec<String> = rules
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap())
+            .filter(|r| r.contains("dn-up.905"))
+            .collect();
+        assert_eq!(vlan.len(), 2, "{rules:?}");
+        assert!(vlan.iter().all(|r| r.contains("dn-dut1")), "{vlan:?}");
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub struct FallbackNetwork {
     pub upstream_interface: Option<String>,
     /// 1:1 mappings.
     pub public: Vec<PublicAddress>,
+    /// The VLAN sub-interfaces (`vlan_id`) its 1:1 DUTs' policy routes
+    /// leave by: treated as the upstream.
+    pub vlan_interfaces: Vec<String>,
     /// What its DUTs may open and be opened (`None`: no filter).
     pub filter: Option<Filter>,
     /// `local_ntp`: the gateway, where the DUTs' NTP to any address goes.
@@ -74,7 +77,18 @@ pub fn ruleset(networks: &[FallbackNetwork], ports: Option<&RangeInclusive<u16>>
             );
         }
         if let Some(upstream) = &n.upstream_interface {
-            let up = quote(upstream);
+            // The upstream, and the VLAN sub-interfaces 1:1 DUTs are
+            // routed to by policy: what may leave, what is translated, what
+            // the leak guard watches.
+            let up = if n.vlan_interfaces.is_empty() {
+                quote(upstream)
+            } else {
+                let names: Vec<String> = std::iter::once(upstream)
+                    .chain(&n.vlan_interfaces)
+                    .map(|i| quote(i))
+                    .collect();
+                format!("{{ {} }}", names.join(", "))
+            };
             let filter = n.filter.clone().unwrap_or_default();
             let outwards = format!("iifname {dut} oifname {up} ip saddr {}", n.subnet.trunc());
             match &filter.egress {
@@ -279,6 +293,7 @@ mod tests {
             subnet: "192.168.100.0/24".parse().unwrap(),
             upstream_interface: upstream.map(str::to_owned),
             public: Vec::new(),
+            vlan_interfaces: Vec::new(),
             filter: None,
             ntp_redirect: None,
         }
@@ -352,6 +367,28 @@ mod tests {
     }
 
     #[test]
+    fn a_vlan_sub_interface_is_treated_as_the_upstream() {
+        let mut n = net("a", "dn-dut1", Some("dn-up"));
+        n.public.push(PublicAddress {
+            vlan_id: Some(905),
+            ..PublicAddress::new(
+                "192.168.100.10".parse().unwrap(),
+                "10.9.5.20".parse().unwrap(),
+            )
+        });
+        n.vlan_interfaces.push("dn-up.905".to_owned());
+        let text = ruleset(&[n], Some(&(64512..=65535)));
+        let up = r#"oifname { "dn-up", "dn-up.905" }"#;
+        for rule in [
+            format!("iifname \"dn-dut1\" {up} ip saddr 192.168.100.0/24 accept"),
+            format!("{up} ip saddr 192.168.100.10 snat to 10.9.5.20"),
+            format!("{up} ip saddr 192.168.100.0/24 counter drop"),
+        ] {
+            assert!(text.contains(&rule), "{rule} missing:\n{text}");
+        }
+    }
+
+    #[test]
     fn a_network_without_nat_forwards_nothing() {
         let text = ruleset(&[net("iso", "dn-dut2", None)], Some(&(64512..=65535)));
         assert!(!text.contains("masquerade"), "{text}");
@@ -362,10 +399,10 @@ mod tests {
     #[test]
     fn a_public_address_is_translated_both_ways_and_reachable_from_the_exporter() {
         let mut n = net("a", "dn-dut1", Some("dn-up"));
-        n.public.push(PublicAddress {
-            private: "192.168.100.10".parse().unwrap(),
-            public: "10.99.0.50".parse().unwrap(),
-        });
+        n.public.push(PublicAddress::new(
+            "192.168.100.10".parse().unwrap(),
+            "10.99.0.50".parse().unwrap(),
+        ));
         let text = ruleset(&[n], Some(&(64512..=65535)));
         assert_eq!(
             text.matches("ip daddr 10.99.0.50 dnat to 192.168.100.10")

@@ -184,6 +184,7 @@ mod tests {
                 subnet: "192.168.100.0/24".parse().unwrap(),
                 upstream_interface: Some("dn-up".to_owned()),
                 public: Vec::new(),
+                vlan_interfaces: Vec::new(),
                 filter: None,
                 ntp_redirect: None,
             }],
@@ -194,10 +195,10 @@ mod tests {
     #[test]
     fn a_public_change_shows_in_the_rules_once() {
         let mut t = table();
-        let p = PublicAddress {
-            private: "192.168.100.10".parse().unwrap(),
-            public: "10.0.0.10".parse().unwrap(),
-        };
+        let p = PublicAddress::new(
+            "192.168.100.10".parse().unwrap(),
+            "10.0.0.10".parse().unwrap(),
+        );
         assert!(t.change_public("dn-a", PublicChange::Add(p)).unwrap());
         assert!(!t.change_public("dn-a", PublicChange::Add(p)).unwrap());
         assert!(t.ruleset().contains("dnat to 192.168.100.10"));
