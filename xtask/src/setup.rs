@@ -24,6 +24,8 @@ const PACKAGES: &[&str] = &[
     // dutnet links libpcap (`dutnet capture`: the live capture and the
     // filter compiler); the build needs its headers and libpcap.so.
     "libpcap-dev",
+    // libfuzzer-sys compiles libFuzzer (C++) for `cargo xtask fuzz`.
+    "g++",
     "iproute2",
     "iputils-ping",
     "procps",
