@@ -214,12 +214,13 @@ async fn serve_connection(
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     loop {
-        let mut line = String::new();
+        let mut line = Vec::new();
         let limit = u64::try_from(MAX_LINE).unwrap_or(u64::MAX);
         // The whole line within the idle timeout: a client trickling bytes
-        // is idle too.
+        // is idle too. Bytes, not a String: a line that is not UTF-8 gets
+        // an answer saying so instead of a closed connection.
         match slot
-            .next_request((&mut reader).take(limit).read_line(&mut line))
+            .next_request((&mut reader).take(limit).read_until(b'\n', &mut line))
             .await
         {
             Some(Ok(0)) => return,
@@ -233,12 +234,12 @@ async fn serve_connection(
                 return;
             }
         }
-        let too_long = !line.ends_with('\n') && line.len() >= MAX_LINE;
+        let too_long = !line.ends_with(b"\n") && line.len() >= MAX_LINE;
         let response = if too_long {
             Response::Error(Failure::invalid(format!(
                 "the request is longer than {MAX_LINE} bytes"
             )))
-        } else {
+        } else if let Ok(line) = std::str::from_utf8(&line) {
             match protocol::parse_request(line.trim_end()) {
                 Ok(Request::Capture(capture)) => {
                     // The connection is the capture's from here on.
@@ -248,6 +249,10 @@ async fn serve_connection(
                 Ok(request) => forward(request, &requests).await,
                 Err(failure) => Response::Error(failure),
             }
+        } else {
+            Response::Error(Failure::invalid(
+                "the request is not UTF-8 text: send one JSON object per line",
+            ))
         };
         let mut out = protocol::response_line(response);
         out.push('\n');
