@@ -129,7 +129,7 @@ fn random_mac(k: u32) -> [u8; 6] {
 /// flood never leaves it without an address.
 #[test]
 fn a_discover_flood_from_random_macs_does_not_starve_the_pool() {
-    let mut segment = Segment::new();
+    let segment = Segment::new();
     let hostile = segment.hostile();
     let started = Instant::now();
     for k in 0..10_000u32 {
@@ -159,7 +159,7 @@ fn a_discover_flood_from_random_macs_does_not_starve_the_pool() {
 /// MAC: the good DUT keeps its lease (a renewal gets the same address).
 #[test]
 fn another_duts_release_or_decline_does_not_free_a_lease() {
-    let mut segment = Segment::new();
+    let segment = Segment::new();
     let good = segment.still_served("before");
     let hostile = segment.hostile();
     for kind in [MessageType::Release, MessageType::Decline] {
@@ -196,7 +196,7 @@ fn another_duts_release_or_decline_does_not_free_a_lease() {
 /// Each gets no reply or a NAK, never an ACK, and the good DUT is served.
 #[test]
 fn malformed_and_out_of_subnet_requests_get_no_lease() {
-    let mut segment = Segment::new();
+    let segment = Segment::new();
     let hostile = segment.hostile();
     let mac = random_mac(11);
     let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
