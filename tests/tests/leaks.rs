@@ -89,6 +89,14 @@ fn battery(dut_mac: [u8; 6], gateway_mac: [u8; 6]) -> Vec<(String, Vec<u8>)> {
         ("udp ttl 0".into(), frames::with_ttl(udp.clone(), 0)),
         ("udp ttl 1".into(), frames::with_ttl(udp.clone(), 1)),
         ("tcp ttl 1".into(), frames::with_ttl(tcp.clone(), 1)),
+        // Bytes past the IPv4 total length (Ethernet padding, or a DUT's
+        // lie): translated as the datagram the header describes. The tail
+        // holds the DUT's address, which must not be carried out.
+        ("udp with a tail past its total length".into(), {
+            let mut padded = frames::udp((DUT_IP, 6006), (lan, 5006), b"padded");
+            padded.extend_from_slice(&DUT_IP.octets().repeat(4));
+            padded
+        }),
         (
             "first fragment".into(),
             frames::as_fragment(frames::udp((DUT_IP, 6002), (lan, 5002), &[7; 64]), 0, true),
@@ -251,6 +259,10 @@ fn battery_leaks_nothing(datapath: &str, extra: &str) {
         "the battery's plain UDP datagram never reached the LAN translated: the capture proves nothing:\n{seen}\n{}",
         tcpdump.log()
     );
+    assert!(
+        seen.contains("10.99.0.2.6006 > 10.99.0.1.5006: UDP, length 6"),
+        "a datagram with a tail past its total length did not reach the LAN as the datagram its header describes:\n{seen}"
+    );
     if datapath == "ebpf" {
         // The fast path itself refused these, and said so.
         for (counter, at_least) in [
@@ -269,11 +281,16 @@ fn battery_leaks_nothing(datapath: &str, extra: &str) {
     let leaks = leaked(&seen);
     let malformed_seen: Vec<&str> = seen
         .lines()
-        .filter(|l| l.contains(".5300") || l.contains(".5301") || l.contains("offset 64,"))
+        // (5004: the datagrams to broadcast and multicast destinations.)
+        .filter(|l| {
+            [".5300", ".5301", ".5004", "offset 64,"]
+                .iter()
+                .any(|port| l.contains(port))
+        })
         .collect();
     assert!(
         malformed_seen.is_empty(),
-        "malformed frames reached the LAN:\n{}",
+        "malformed frames, or datagrams to broadcast or multicast, reached the LAN:\n{}",
         malformed_seen.join("\n")
     );
     assert!(

@@ -414,6 +414,28 @@ mod tests {
     }
 
     #[test]
+    fn classify_formerr_on_a_label_over_63_or_a_name_over_255_bytes() {
+        let question = |labels: &[Vec<u8>]| {
+            let mut bytes = vec![0x43, 0x21, 0x01, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+            for label in labels {
+                bytes.push(u8::try_from(label.len()).unwrap());
+                bytes.extend_from_slice(label);
+            }
+            bytes.extend_from_slice(&[0, 0, 1, 0, 1]);
+            bytes
+        };
+        // 64 in a length byte is not a length (RFC 1035 allows 63).
+        let long_label = question(&[vec![b'a'; 64], b"lab".to_vec()]);
+        // Five labels of 63: 320 bytes of name.
+        let long_name = question(&vec![vec![b'b'; 63]; 5]);
+        for bytes in [long_label, long_name] {
+            let r = reply_of(&bytes);
+            assert_eq!(r.metadata.id, 0x4321);
+            assert_eq!(r.metadata.response_code, ResponseCode::FormErr);
+        }
+    }
+
+    #[test]
     fn classify_rejects_zero_or_two_questions_and_other_opcodes() {
         let mut q = query_msg("a.", RecordType::A);
         q.queries.clear();
